@@ -1,0 +1,95 @@
+"""Assembly: build a gateway from a Config and run it (the CLI, tests and benchmarks all use this)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+from prometheus_client import CollectorRegistry
+
+from . import __version__
+from .auth import Authenticator
+from .bus import Bus
+from .config import Config
+from .metrics import KefuCollector, Stats
+from .node import Node
+from .store import MemoryBackend, SqliteBackend, StoreBackend
+from .store.writer import Store
+from .transport.http import serve_ops
+
+log = logging.getLogger("kefu")
+
+
+@dataclass
+class Running:
+    """A started gateway: its node and where it listens."""
+
+    node: Node
+    port: int
+    metrics_port: int | None
+    registry: CollectorRegistry
+
+    @property
+    def url(self) -> str:
+        return f"ws://{_host(self.node.config.host)}:{self.port}/ws"
+
+    @property
+    def metrics_url(self) -> str | None:
+        if self.metrics_port is None:
+            return None
+        return f"http://{_host(self.node.config.metrics_host)}:{self.metrics_port}/metrics"
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def make_backend(config: Config) -> StoreBackend:
+    if config.store == "memory":
+        return MemoryBackend()
+    data = Path(config.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    return SqliteBackend(data / "kefu.sqlite3", synchronous=config.sqlite_synchronous.upper())
+
+
+def make_authenticator(config: Config) -> Authenticator:
+    secret, source = config.secret()
+    tenant_secrets = {}
+    if config.tenant_secrets_file:
+        tenant_secrets = json.loads(Path(config.tenant_secrets_file).read_text())
+    log.info("token secret: %s; %d per-tenant secrets", source, len(tenant_secrets))
+    return Authenticator(secret, tenant_secrets=tenant_secrets, tenants=config.csv("tenants"))
+
+
+async def serve(
+    config: Config,
+    *,
+    backend: StoreBackend | None = None,
+    bus: Bus | None = None,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a gateway until its node is stopped (``running.node.stop()``)."""
+    stats = Stats()
+    store = Store(backend or make_backend(config), stats)
+    node = Node(config, store, make_authenticator(config), stats=stats, bus=bus)
+    registry = CollectorRegistry()
+    build = {"version": __version__, "codec": "python"}
+    registry.register(
+        KefuCollector(
+            stats,
+            build=build,
+            outbox_bytes=lambda: sum(c.outbox_bytes for c in list(node.connections)),
+            subscriptions=node.hub.subscription_count,
+        )
+    )
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(node.run)
+        metrics_port = None
+        if config.metrics_port >= 0:
+            metrics_port = await nursery.start(serve_ops, config.metrics_host, config.metrics_port, registry, lambda: node.ready)
+        task_status.started(Running(node, port, metrics_port, registry))
+        await node.stopped()
+        nursery.cancel_scope.cancel()

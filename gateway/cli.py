@@ -1,0 +1,77 @@
+"""The ``kefu`` command: ``serve``, ``token`` and ``--version``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+import trio
+
+from . import __version__
+from .app import Running, serve
+from .auth import mint_token
+from .config import Config, add_arguments, from_arguments
+from .logs import configure
+from .model import CHANNELS, ROLES
+
+log = logging.getLogger("kefu")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kefu", description="Kefu (客服): realtime customer-service gateway.")
+    parser.add_argument("--version", action="version", version=f"kefu {__version__} (codec: python)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_cmd = commands.add_parser("serve", help="run the gateway", description="Run the gateway until SIGTERM/SIGINT.")
+    add_arguments(serve_cmd)
+
+    token = commands.add_parser("token", help="mint a development token", description="Print a signed client token.")
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--user", required=True)
+    token.add_argument("--role", required=True, choices=ROLES)
+    token.add_argument("--channel", default="web", choices=CHANNELS)
+    token.add_argument("--name", default=None, help="display name shown to other participants")
+    token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds until it expires")
+    token.add_argument("--data-dir", default=None, help="where the development secret is (as for serve)")
+    token.add_argument("--jwt-secret", default=None, help="sign with this secret instead (env KEFU_JWT_SECRET)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "token":
+        return _token(args)
+    config = from_arguments(args)
+    configure(config.log_format, config.log_level)
+    trio.run(_serve, config)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    overrides = argparse.Namespace(data_dir=args.data_dir, jwt_secret=args.jwt_secret)
+    secret, _ = from_arguments(overrides).secret()
+    print(mint_token(secret, tenant=args.tenant, user=args.user, role=args.role, channel=args.channel, ttl_s=args.ttl, name=args.name))
+    return 0
+
+
+async def _serve(config: Config) -> None:
+    log.info("kefu %s starting: %s", __version__, {k: v for k, v in config.describe().items()})
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            running: Running = await nursery.start(serve, config)
+            print(f"kefu {__version__} listening", flush=True)
+            print(f"  WebSocket: {running.url}  (subprotocol kefu.v1)", flush=True)
+            if running.metrics_url:
+                print(f"  Metrics:   {running.metrics_url}", flush=True)
+            print(f"  Token:     kefu token --data-dir {config.data_dir} --tenant demo --user alice --role shopper", flush=True)
+            async for signum in signals:
+                log.info("%s: graceful shutdown", signal.Signals(signum).name)
+                running.node.stop()
+                break
+    log.info("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

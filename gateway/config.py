@@ -1,0 +1,120 @@
+"""Configuration: one dataclass, read from flags and ``KEFU_*`` environment variables.
+
+Every field is a flag (``--max-frame-bytes``) and an environment variable (``KEFU_MAX_FRAME_BYTES``);
+a flag wins over the environment, which wins over the default. The README's configuration table is
+generated from the same field list (``kefu serve --help`` prints it too). Secrets are marked so that
+``Config.describe`` never shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .protocol.envelope import Limits
+
+
+_LIMITS = Limits()
+
+
+def _opt(default: Any, help: str, *, secret: bool = False, choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "secret": secret, "choices": choices})
+
+
+@dataclass
+class Config:
+    host: str = _opt("127.0.0.1", "Address the WebSocket listener binds.")
+    port: int = _opt(8700, "WebSocket port (0 picks a free one).")
+    metrics_host: str = _opt("127.0.0.1", "Address of the metrics/health HTTP listener.")
+    metrics_port: int = _opt(8701, "Prometheus metrics port (0 picks a free one, -1 disables).")
+    data_dir: str = _opt("./data", "Directory for the SQLite database and the development secret.")
+    store: str = _opt("sqlite", "Persistence backend.", choices=("sqlite", "memory"))
+    sqlite_synchronous: str = _opt(
+        "normal", "SQLite synchronous mode: normal survives a process crash, full also a power loss.", choices=("normal", "full")
+    )
+    jwt_secret: str = _opt("", "HS256 secret for client tokens (default: a development secret kept in the data dir).", secret=True)
+    tenants: str = _opt("", "Comma-separated tenants served (empty: any tenant with a valid token).")
+    tenant_secrets_file: str = _opt("", "JSON file {tenant: secret} of per-tenant token secrets.")
+    allowed_origins: str = _opt("", "Comma-separated Origin values allowed at the handshake (empty: any).")
+    max_frame_bytes: int = _opt(_LIMITS.max_frame_bytes, "Largest WebSocket message accepted (bigger: close 1009).")
+    max_text_chars: int = _opt(_LIMITS.max_text_chars, "Longest text message body.")
+    rate_per_second: float = _opt(_LIMITS.rate_per_second, "Requests per second per connection (token bucket; 0: no limit).")
+    rate_burst: int = _opt(_LIMITS.rate_burst, "Token bucket size: requests allowed at once.")
+    flood_close_after: int = _opt(200, "Consecutive rate-limited requests after which the connection is closed (1008).")
+    max_outbox_bytes: int = _opt(4 * 1024 * 1024, "Bytes queued to one connection before it is closed as a slow consumer.")
+    max_connections_per_user: int = _opt(20, "Open connections one user may hold on this gateway.")
+    max_connections: int = _opt(0, "Open connections this gateway holds (0: limited only by file descriptors).")
+    handshake_timeout_s: float = _opt(10.0, "Seconds to complete the HTTP upgrade and authenticate.")
+    heartbeat_s: float = _opt(25.0, "Seconds between server pings to a quiet connection.")
+    idle_timeout_s: float = _opt(60.0, "Seconds without any data from the client before it is closed (1001).")
+    shutdown_timeout_s: float = _opt(10.0, "Seconds SIGTERM may take to flush the store and close clients.")
+    log_format: str = _opt("text", "Log format.", choices=("text", "json"))
+    log_level: str = _opt("info", "Log level.", choices=("debug", "info", "warning", "error"))
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_frame_bytes=self.max_frame_bytes,
+            max_text_chars=self.max_text_chars,
+            rate_per_second=self.rate_per_second,
+            rate_burst=self.rate_burst,
+        )
+
+    def csv(self, name: str) -> frozenset[str] | None:
+        value = getattr(self, name)
+        items = frozenset(v.strip() for v in value.split(",") if v.strip())
+        return items or None
+
+    def secret(self) -> tuple[str, str]:
+        """The token secret and where it came from (never the secret itself in logs)."""
+        if self.jwt_secret:
+            return self.jwt_secret, "KEFU_JWT_SECRET/--jwt-secret"
+        path = Path(self.data_dir) / "dev-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
+        return path.read_text().strip(), f"development secret in {path}"
+
+    def describe(self) -> dict[str, Any]:
+        """The settings for the startup log: secrets masked."""
+        return {f.name: ("***" if f.metadata["secret"] and getattr(self, f.name) else getattr(self, f.name)) for f in fields(self)}
+
+
+def add_arguments(parser: argparse.ArgumentParser, defaults: Config | None = None) -> None:
+    defaults = defaults or Config()
+    for f in fields(Config):
+        env = "KEFU_" + f.name.upper()
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=type(getattr(defaults, f.name)),
+            default=None,
+            choices=f.metadata["choices"],
+            help=f"{f.metadata['help']} [env {env}; default {getattr(defaults, f.name)!r}]",
+        )
+
+
+def from_arguments(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Config:
+    """Flags over ``KEFU_*`` variables over defaults; a malformed variable is an error naming it."""
+    environ = os.environ if environ is None else environ
+    config = Config()
+    for f in fields(Config):
+        value = getattr(args, f.name, None)
+        if value is None and ("KEFU_" + f.name.upper()) in environ:
+            raw = environ["KEFU_" + f.name.upper()]
+            kind = type(getattr(config, f.name))
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise SystemExit(f"KEFU_{f.name.upper()}={raw!r}: expected {kind.__name__}") from None
+            if f.metadata["choices"] and value not in f.metadata["choices"]:
+                raise SystemExit(f"KEFU_{f.name.upper()}={raw!r}: expected one of {', '.join(f.metadata['choices'])}")
+        if value is not None:
+            setattr(config, f.name, value)
+    return config

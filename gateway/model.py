@@ -1,0 +1,123 @@
+"""The domain records every layer shares: conversations, participants, messages, receipts.
+
+They are plain frozen dataclasses with no behaviour, so stores, the node and tests can build and
+compare them freely. Times are integer milliseconds since the Unix epoch (server clock).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ROLES = ("shopper", "agent", "supervisor", "bot")
+CHANNELS = ("app", "miniprogram", "web")
+RECEIPT_KINDS = ("delivered", "read")
+
+OPEN = "open"
+CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: str
+    tenant: str
+    customer: str  # user id of the shopper the conversation serves
+    channel: str
+    status: str  # OPEN or CLOSED
+    created_at: int
+    subject: str = ""
+    last_seq: int = 0  # highest sequence number appended (0: none yet)
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    conv_id: str
+    user: str
+    role: str
+    joined_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as it is durable: ``body`` is the msgpack encoding of the body map, kept packed so
+    that delivery frames splice it in without re-encoding."""
+
+    conv_id: str
+    seq: int
+    cmid: str
+    sender: str
+    sender_role: str
+    ts: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    conv_id: str
+    user: str
+    kind: str  # "delivered" or "read"
+    seq: int
+
+
+# ---- write operations: what the store's writer applies, many to a transaction --------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CreateConversation:
+    conversation: Conversation
+    participants: tuple[Participant, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AddParticipant:
+    participant: Participant
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveParticipant:
+    conv_id: str
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppendMessage:
+    """Append one message. The store assigns ``seq`` (last_seq + 1) and ``ts``; if the same
+    (conv_id, sender, cmid) is already stored, nothing is written and the stored one is returned."""
+
+    conv_id: str
+    cmid: str
+    sender: str
+    sender_role: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """The result of an AppendMessage: the stored message, and whether it was already there."""
+
+    message: StoredMessage
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SetReceipt:
+    """Raise a cumulative receipt; a lower or equal ``seq`` than stored leaves it unchanged.
+    The result is the Receipt as stored afterwards."""
+
+    receipt: Receipt
+
+
+@dataclass(frozen=True, slots=True)
+class SetStatus:
+    conv_id: str
+    status: str
+
+
+WriteOp = CreateConversation | AddParticipant | RemoveParticipant | AppendMessage | SetReceipt | SetStatus
+
+
+@dataclass(slots=True)
+class Page:
+    """A page of messages, oldest first; ``more`` says whether the range went on past it."""
+
+    messages: list[StoredMessage] = field(default_factory=list)
+    more: bool = False

@@ -1,0 +1,13 @@
+"""Durable storage of conversations, participants, messages and receipts, behind one contract."""
+
+from .base import NotFound, StoreBackend, StoreError
+from .memory import MemoryBackend
+from .sqlite import SqliteBackend
+
+__all__ = [
+    "MemoryBackend",
+    "NotFound",
+    "SqliteBackend",
+    "StoreBackend",
+    "StoreError",
+]

@@ -1,0 +1,80 @@
+"""The storage contract: a small blocking interface that every backend implements.
+
+Backends are blocking on purpose (sqlite3 and psycopg's synchronous API are). They never see Trio:
+``gateway.store.writer.Store`` owns one writer thread that drains a queue of write operations and
+hands them to ``apply_batch`` many at a time — one transaction, one commit (group commit) — and runs
+reads in worker threads. A backend therefore promises:
+
+- ``apply_batch`` is only ever called from one thread at a time (the writer), applies every op of the
+  batch in order inside a single transaction and commits once; when it returns, every result is
+  durable in the backend's documented sense. One op's failure (e.g. unknown conversation) is returned
+  as that op's exception and does not affect the others.
+- reads may be called from any thread, concurrently with the writer, and see only committed data.
+- sequence numbers are per conversation, start at 1 and are gap-free: ``AppendMessage`` takes
+  ``last_seq + 1`` of its conversation; a duplicate (conv_id, sender, cmid) consumes no number.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+from ..model import Conversation, Page, Participant, Receipt, StoredMessage, WriteOp
+
+
+class StoreError(Exception):
+    """A write op that cannot be applied (its exception is that op's result)."""
+
+
+class NotFound(StoreError):
+    """The conversation an op refers to does not exist."""
+
+
+class StoreBackend(Protocol):
+    #: True when calls block on I/O and must run off the Trio thread (SQLite, PostgreSQL);
+    #: False for the memory backend, which the Store calls inline.
+    blocking: bool
+    #: One line for logs and docs: what "durable" means for this backend.
+    durability: str
+
+    def open(self) -> None:
+        """Connect and bring the schema to the current version (idempotent)."""
+
+    def close(self) -> None:
+        """Release connections; further calls are errors."""
+
+    def apply_batch(self, ops: Sequence[WriteOp]) -> list[object]:
+        """Apply ``ops`` in one transaction; return one result per op, in order.
+
+        Results: CreateConversation -> Conversation; AddParticipant -> Participant (adding an existing
+        participant returns the stored one); RemoveParticipant -> bool (was there);
+        AppendMessage -> Appended; SetReceipt -> Receipt (as stored, the max of old and new);
+        SetStatus -> Conversation (updated). A failing op's result is a StoreError instance.
+        """
+
+    def get_conversation(self, conv_id: str) -> Conversation | None: ...
+
+    def list_conversations(
+        self,
+        tenant: str,
+        *,
+        user: str | None = None,
+        status: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[Conversation]:
+        """Conversations of ``tenant``, newest first (by created_at, then id). With ``user``, only
+        those where ``user`` is a participant; with ``before``, only those created before that time."""
+
+    def participants(self, conv_id: str) -> list[Participant]:
+        """Participants in join order."""
+
+    def read_messages(
+        self, conv_id: str, *, after: int = 0, before: int | None = None, limit: int = 100
+    ) -> Page:
+        """Messages with after < seq < before, oldest first, at most ``limit``. When ``before`` is
+        given the page holds the newest ``limit`` of that range (history paging backwards);
+        ``more`` tells whether messages of the range were left out."""
+
+    def find_message(self, conv_id: str, sender: str, cmid: str) -> StoredMessage | None: ...
+
+    def receipts(self, conv_id: str) -> list[Receipt]: ...

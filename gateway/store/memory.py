@@ -1,0 +1,233 @@
+"""The in-memory backend: the reference implementation of the storage contract.
+
+It keeps everything in dicts, so tests and single-process development need no database, and the
+SQLite backend has a plain model to be checked against. Nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Callable, Sequence
+
+from ..model import (
+    AddParticipant,
+    Appended,
+    AppendMessage,
+    Conversation,
+    CreateConversation,
+    Page,
+    Participant,
+    Receipt,
+    RemoveParticipant,
+    SetReceipt,
+    SetStatus,
+    StoredMessage,
+    WriteOp,
+)
+from .base import NotFound, StoreError
+
+
+class MemoryBackend:
+    """A StoreBackend held in process memory.
+
+    ``blocking`` is False: the Store calls it inline on the Trio thread, so it needs no locking and
+    every applied op is at once "committed". Each op checks before it mutates, so a failing op
+    leaves nothing behind.
+    """
+
+    blocking = False
+    durability = "none: kept in process memory, lost when the process exits"
+
+    def __init__(self) -> None:
+        self._opened = False
+        self._closed = False
+        # Conversations are kept with last_seq 0; the live value is len(self._messages[id]).
+        self._conversations: dict[str, Conversation] = {}
+        # Per conversation, participants by user in insertion order (the tie-break of join order).
+        self._participants: dict[str, dict[str, Participant]] = {}
+        # Per conversation, messages by position: message seq n is at index n - 1.
+        self._messages: dict[str, list[StoredMessage]] = {}
+        self._by_cmid: dict[tuple[str, str, str], StoredMessage] = {}
+        self._receipts: dict[str, dict[tuple[str, str], Receipt]] = {}
+        self._handlers: dict[type, Callable[..., object]] = {
+            CreateConversation: self._create,
+            AddParticipant: self._add_participant,
+            RemoveParticipant: self._remove_participant,
+            AppendMessage: self._append,
+            SetReceipt: self._set_receipt,
+            SetStatus: self._set_status,
+        }
+
+    def open(self) -> None:
+        if self._closed:
+            raise StoreError("store is closed")
+        self._opened = True
+
+    def close(self) -> None:
+        self._closed = True
+
+    # ---- writes ----------------------------------------------------------------------------------
+
+    def apply_batch(self, ops: Sequence[WriteOp]) -> list[object]:
+        self._check_open()
+        results: list[object] = []
+        for op in ops:
+            handler = self._handlers.get(type(op))
+            try:
+                if handler is None:
+                    raise StoreError(f"not a write op: {type(op).__name__}")
+                results.append(handler(op))
+            except StoreError as exc:
+                results.append(exc)
+        return results
+
+    def _create(self, op: CreateConversation) -> Conversation:
+        conv = replace(op.conversation, last_seq=0)
+        if conv.id in self._conversations:
+            raise StoreError(f"conversation {conv.id!r} already exists")
+        check_participants_belong(conv.id, op.participants)
+        self._conversations[conv.id] = conv
+        self._messages[conv.id] = []
+        self._receipts[conv.id] = {}
+        members = self._participants[conv.id] = {}
+        for participant in op.participants:
+            members.setdefault(participant.user, participant)
+        return conv
+
+    def _add_participant(self, op: AddParticipant) -> Participant:
+        members = self._members(op.participant.conv_id)
+        return members.setdefault(op.participant.user, op.participant)
+
+    def _remove_participant(self, op: RemoveParticipant) -> bool:
+        return self._members(op.conv_id).pop(op.user, None) is not None
+
+    def _append(self, op: AppendMessage) -> Appended:
+        messages = self._require(op.conv_id)
+        key = (op.conv_id, op.sender, op.cmid)
+        existing = self._by_cmid.get(key)
+        if existing is not None:
+            return Appended(existing, duplicate=True)
+        message = StoredMessage(
+            conv_id=op.conv_id,
+            seq=len(messages) + 1,
+            cmid=op.cmid,
+            sender=op.sender,
+            sender_role=op.sender_role,
+            ts=int(time.time() * 1000),
+            body=bytes(op.body),
+        )
+        messages.append(message)
+        self._by_cmid[key] = message
+        return Appended(message)
+
+    def _set_receipt(self, op: SetReceipt) -> Receipt:
+        new = op.receipt
+        self._require(new.conv_id)
+        stored = self._receipts[new.conv_id]
+        old = stored.get((new.user, new.kind))
+        if old is not None and old.seq >= new.seq:
+            return old
+        stored[(new.user, new.kind)] = new
+        return new
+
+    def _set_status(self, op: SetStatus) -> Conversation:
+        self._require(op.conv_id)
+        conv = self._conversations[op.conv_id] = replace(
+            self._conversations[op.conv_id], status=op.status
+        )
+        return self._live(conv)
+
+    # ---- reads -----------------------------------------------------------------------------------
+
+    def get_conversation(self, conv_id: str) -> Conversation | None:
+        self._check_open()
+        conv = self._conversations.get(conv_id)
+        return None if conv is None else self._live(conv)
+
+    def list_conversations(
+        self,
+        tenant: str,
+        *,
+        user: str | None = None,
+        status: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[Conversation]:
+        self._check_open()
+        check_limit(limit)
+        matching = [
+            conv
+            for conv in self._conversations.values()
+            if conv.tenant == tenant
+            and (user is None or user in self._participants[conv.id])
+            and (status is None or conv.status == status)
+            and (before is None or conv.created_at < before)
+        ]
+        matching.sort(key=lambda conv: (conv.created_at, conv.id), reverse=True)
+        return [self._live(conv) for conv in matching[:limit]]
+
+    def participants(self, conv_id: str) -> list[Participant]:
+        self._check_open()
+        members = self._participants.get(conv_id, {})
+        return sorted(members.values(), key=lambda p: p.joined_at)  # stable: ties keep insertion
+
+    def read_messages(
+        self, conv_id: str, *, after: int = 0, before: int | None = None, limit: int = 100
+    ) -> Page:
+        self._check_open()
+        check_limit(limit)
+        messages = self._messages.get(conv_id, [])
+        # The range after < seq < before as list indices [lo, hi).
+        lo = min(max(after, 0), len(messages))
+        hi = len(messages) if before is None else min(max(before - 1, lo), len(messages))
+        if before is None:
+            end = min(lo + limit, hi)
+            return Page(messages[lo:end], more=end < hi)
+        start = max(hi - limit, lo)
+        return Page(messages[start:hi], more=start > lo)
+
+    def find_message(self, conv_id: str, sender: str, cmid: str) -> StoredMessage | None:
+        self._check_open()
+        return self._by_cmid.get((conv_id, sender, cmid))
+
+    def receipts(self, conv_id: str) -> list[Receipt]:
+        self._check_open()
+        stored = self._receipts.get(conv_id, {})
+        return [stored[key] for key in sorted(stored)]  # by (user, kind), as SQLite orders them
+
+    # ---- helpers ---------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed or not self._opened:
+            raise StoreError("store is closed" if self._closed else "store is not open")
+
+    def _require(self, conv_id: str) -> list[StoredMessage]:
+        """The messages of an existing conversation; the NotFound check every write op makes."""
+        try:
+            return self._messages[conv_id]
+        except KeyError:
+            raise NotFound(f"conversation {conv_id!r} not found") from None
+
+    def _members(self, conv_id: str) -> dict[str, Participant]:
+        self._require(conv_id)
+        return self._participants[conv_id]
+
+    def _live(self, conv: Conversation) -> Conversation:
+        return replace(conv, last_seq=len(self._messages[conv.id]))
+
+
+def check_participants_belong(conv_id: str, participants: Sequence[Participant]) -> None:
+    """CreateConversation must not slip participants into some other conversation."""
+    for participant in participants:
+        if participant.conv_id != conv_id:
+            raise StoreError(
+                f"participant {participant.user!r} names conversation {participant.conv_id!r}, "
+                f"not {conv_id!r}"
+            )
+
+
+def check_limit(limit: int) -> None:
+    """A negative limit is a caller's bug (and would mean "no limit" to SQLite): refuse it."""
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")

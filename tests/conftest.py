@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pytest
+import trio
+
+from gateway.app import Running, serve
+from gateway.config import Config
+
+from .support import SECRET
+
+
+def make_config(tmp_path, **overrides) -> Config:
+    # rate limits high enough for tests that pipeline; the rate-limit tests set their own
+    config = Config(
+        port=0, metrics_port=0, data_dir=str(tmp_path / "data"), jwt_secret=SECRET, store="memory",
+        rate_per_second=10_000.0, rate_burst=10_000,
+    )
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store_kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def gateway(nursery, tmp_path, store_kind) -> Running:
+    """A gateway on a free port, on each store kind."""
+    running = await nursery.start(serve, make_config(tmp_path, store=store_kind))
+    yield running
+    running.node.stop()
+    with trio.fail_after(10):
+        await running.node.stopped()
+
+
+@pytest.fixture
+def start_gateway(nursery, tmp_path):
+    """Start a gateway with overridden settings: ``await start_gateway(rate_per_second=5)``."""
+    started: list[Running] = []
+
+    async def start(**overrides) -> Running:
+        running = await nursery.start(serve, make_config(tmp_path, **overrides))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.node.stop()
