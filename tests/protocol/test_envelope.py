@@ -78,4 +78,5 @@ def test_the_spliced_message_frame_is_the_plain_msgpack_map(text, seq, extra):
     body = {"kind": "text", "text": text, **extra}
     m = StoredMessage("c1", seq, "cm", "alice", "shopper", 1700000000000, msgpack.packb(body))
     decoded = msgpack.unpackb(encode_message(m), raw=False, strict_map_key=False)
-    assert decoded == {"t": "msg", "conv": "c1", "seq": seq, "cmid": "cm", "from": "alice", "role": "shopper", "ts": 1700000000000, "body": msgpack.unpackb(msgpack.packb(body), strict_map_key=False)}
+    expected = {"t": "msg", "conv": "c1", "seq": seq, "cmid": "cm", "from": "alice", "role": "shopper", "ts": 1700000000000, "body": body}
+    assert msgpack.packb(decoded) == msgpack.packb(expected)  # bytes, not ==: NaN != NaN
