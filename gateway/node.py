@@ -610,9 +610,8 @@ class Node:
         me = Participant(conv.id, identity.user, identity.role, now)
         conv = await self.store.execute(CreateConversation(conv, (me,)))
         state = self.hub.add(conv, [me])
-        for other in self.hub.connections_of(identity.tenant, identity.user):
-            if other.live or other is conn:
-                self.hub.subscribe(other, state)
+        self.hub.subscribe(conn, state)  # live or not, the opener hears its conversation
+        self.bus.publish_membership(conv.id, identity.tenant, identity.user, identity.role, True)  # and every live device
         log.info("conversation %s opened", conv.id, extra=conn.log_extra)
         self._ok(conn, req, conv=env.conversation_map(conv), participants=[env.participant_map(me)])
 
