@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import signal
 import sys
 
@@ -45,8 +46,17 @@ def main(argv: list[str] | None = None) -> int:
         return _token(args)
     config = from_arguments(args)
     configure(config.log_format, config.log_level)
+    _raise_file_limit()
     trio.run(_serve, config)
     return 0
+
+
+def _raise_file_limit() -> None:
+    """Every connection is a file descriptor: take the whole hard limit the system grants."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    log.info("file descriptor limit: %d (connections per process stay below it)", hard)
 
 
 def _token(args: argparse.Namespace) -> int:
