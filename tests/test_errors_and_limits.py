@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.app import serve
+from gateway.store import SqliteBackend
 
 from gateway.protocol.errors import (
     CLOSE_AUTH_FAILED,
@@ -102,6 +103,7 @@ async def test_requests_before_auth_are_refused_and_late_auth_closes(start_gatew
         ("not-a-jwt", "token_invalid"),
         (token("alice", ttl_s=-60), "token_expired"),
         (token("alice", tenant="other-shop"), "tenant_unknown"),
+        ("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbGljZSIsInRlbmFudCI6InNob3AxIiwicm9sZSI6InNob3BwZXIiLCJjaGFubmVsIjoiYXBwIiwiZXhwIjo0MTAyNDQ0ODAwfQ.", "token_algorithm"),
     ],
 )
 async def test_bad_tokens_get_an_error_then_close_4001(start_gateway, bad_token, code):
@@ -303,3 +305,39 @@ async def test_any_frame_gets_a_reply_or_a_documented_error_and_the_connection_s
                     assert frame["code"] in ERRORS, frame
         assert gw.node.stats.closes.get(1011, 0) == 0  # no internal error ever closed a connection
         gw.node.stop()
+
+
+class FailingCommits(SqliteBackend):
+    """SQLite whose commits fail while ``failing`` is set (as a full disk would make them)."""
+
+    failing = False
+
+    def apply_batch(self, ops):
+        if self.failing:
+            raise OSError("disk full")
+        return super().apply_batch(ops)
+
+
+async def test_a_store_failure_is_a_retryable_error_and_the_retry_loses_nothing(nursery, tmp_path):
+    backend = FailingCommits(tmp_path / "db.sqlite3")
+    gw = await nursery.start(lambda task_status: serve(make_config(tmp_path), backend=backend, task_status=task_status))
+    async with connect(gw.url, token("alice"), resume={}) as client:
+        conv = (await client.ok("open"))["conv"]["id"]
+        backend.failing = True
+        error = await client.request("send", conv=conv, cmid="m1", body=TEXT)
+        assert error["code"] == "unavailable" and error["retryable"] is True
+        backend.failing = False
+        ack = await client.request("send", conv=conv, cmid="m1", body=TEXT)
+        assert (ack["t"], ack["seq"], ack["dup"]) == ("ack", 1, False)
+    gw.node.stop()
+
+
+async def test_a_handler_bug_is_an_internal_error_and_the_connection_survives(gateway, monkeypatch):
+    def broken(conn, req):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(gateway.node._handlers, "typing", broken)  # fault injection: no handler fails on purpose
+    async with connect(gateway.url, token("alice"), resume={}) as client:
+        error = await client.request("typing", conv="c", on=True)
+        assert error["code"] == "internal" and error["retryable"] is True
+        assert (await client.request("ping"))["t"] == "pong"

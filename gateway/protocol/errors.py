@@ -58,7 +58,6 @@ CLOSE_POLICY_VIOLATION = 1008  # origin refused, or a flood far over the rate li
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SERVICE_RESTART = 1012  # server restart / shutdown: reconnect with backoff and resume
-CLOSE_TRY_AGAIN_LATER = 1013  # server over its connection limit
 CLOSE_AUTH_FAILED = 4001
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_TOO_MANY_CONNECTIONS = 4009
@@ -73,7 +72,6 @@ CLOSE_CODES: dict[int, tuple[str, bool]] = {
     CLOSE_MESSAGE_TOO_BIG: ("A frame or message over the frame size limit.", False),
     CLOSE_INTERNAL_ERROR: ("Unexpected server error.", True),
     CLOSE_SERVICE_RESTART: ("Server restart or shutdown: reconnect with backoff and resume.", True),
-    CLOSE_TRY_AGAIN_LATER: ("Server at its connection limit: reconnect with backoff.", True),
     CLOSE_AUTH_FAILED: ("Authentication failed; the preceding error frame says why.", False),
     CLOSE_SLOW_CONSUMER: ("Slow consumer: the outbox passed its bound; reconnect and resume.", True),
     CLOSE_TOO_MANY_CONNECTIONS: ("Too many connections for this user.", False),
