@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class ConvState:
     """What the node keeps in memory about a conversation while it is in use."""
 
-    __slots__ = ("conv", "members", "subs", "catchup", "inflight", "last_seq")
+    __slots__ = ("conv", "members", "subs", "catchup", "inflight", "last_seq", "receipts")
 
     def __init__(self, conv: Conversation, participants: Iterable[Participant]) -> None:
         self.conv = conv
@@ -30,6 +30,7 @@ class ConvState:
         self.catchup: dict[Connection, list[tuple[int, bytes]]] = {}  # connections resuming: buffered live frames
         self.inflight = 0  # write ops submitted for this conversation and not completed
         self.last_seq = conv.last_seq  # highest seq known here (raised by every delivery)
+        self.receipts: dict[tuple[str, str], int] = {}  # (user, kind) -> highest seq announced
 
 
 class Hub:

@@ -26,6 +26,9 @@ class Conversation:
     created_at: int
     subject: str = ""
     last_seq: int = 0  # highest sequence number appended (0: none yet)
+    stage: str = "opened"  # where routing has it: gateway.routing.lifecycle.STAGES
+    assignee: str = ""  # the agent serving it, while assigned
+    group: str = ""  # the skill group it was routed to
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +111,17 @@ class SetReceipt:
 
 @dataclass(frozen=True, slots=True)
 class SetStatus:
+    """Change a conversation's status and routing fields; None leaves a field as it is.
+    The result is the Conversation as stored afterwards."""
+
     conv_id: str
-    status: str
+    status: str | None = None
+    stage: str | None = None
+    assignee: str | None = None
+    group: str | None = None
+
+    def changes(self) -> dict[str, str]:
+        return {k: v for k, v in (("status", self.status), ("stage", self.stage), ("assignee", self.assignee), ("group", self.group)) if v is not None}
 
 
 WriteOp = CreateConversation | AddParticipant | RemoveParticipant | AppendMessage | SetReceipt | SetStatus

@@ -43,6 +43,7 @@ from .model import (
     SetReceipt,
     SetStatus,
     AppendMessage,
+    StoredMessage,
 )
 from .protocol import envelope as env
 from .protocol.errors import (
@@ -106,6 +107,7 @@ class Node:
         self.auth = authenticator
         self.bus: Bus = bus if bus is not None else LocalBus()
         self.hub = Hub()
+        self.routing: Any = None  # gateway.routing.service.RoutingService, when routing is on
         self.writer = Writer(self.stats, config.max_outbox_bytes)
         self.connections: set[Connection] = set()
         self.ready = False
@@ -210,12 +212,14 @@ class Node:
         tick = max(0.05, min(cfg.heartbeat_s, cfg.idle_timeout_s, cfg.handshake_timeout_s) / 4)
         while True:
             await trio.sleep(tick)
-            now = time.monotonic()
+            now, wall = time.monotonic(), time.time()
             for conn in list(self.connections):
                 quiet = now - conn.last_recv
                 if conn.identity is None:
                     if now - conn.created > cfg.handshake_timeout_s:
                         self._refuse(conn, AuthError("token_missing", "no auth frame within the handshake timeout"), None)
+                elif wall > conn.identity.expires_at:
+                    self._refuse(conn, AuthError("token_expired", "the token expired: reconnect with a new one, or send `auth` with a fresh token before expiry"), None)
                 elif quiet > cfg.idle_timeout_s:
                     log.info("idle timeout after %.0f s", quiet, extra=conn.log_extra)
                     conn.close(CLOSE_GOING_AWAY, "idle timeout")
@@ -226,6 +230,7 @@ class Node:
     # ---- connections --------------------------------------------------------------------------
 
     async def _serve_socket(self, sock: socket.socket, peer: str) -> None:
+        accepted = time.monotonic()
         upgrade, leftover = None, b""
         try:
             with trio.move_on_after(self.config.handshake_timeout_s):
@@ -235,7 +240,7 @@ class Node:
         if upgrade is None:
             sock.close()
             return
-        await self._serve_websocket(sock, peer, upgrade, leftover)
+        await self._serve_websocket(sock, peer, upgrade, leftover, accepted)
 
     async def _handshake(self, sock: socket.socket) -> tuple[handshake.Upgrade | None, bytes]:
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=handshake.MAX_REQUEST_BYTES)
@@ -254,8 +259,9 @@ class Node:
             return None, b""
         return decision, leftover
 
-    async def _serve_websocket(self, sock: socket.socket, peer: str, upgrade: handshake.Upgrade, leftover: bytes) -> None:
+    async def _serve_websocket(self, sock: socket.socket, peer: str, upgrade: handshake.Upgrade, leftover: bytes, accepted: float) -> None:
         conn = Connection(sock, f"{self._prefix}-{next(self._ids)}", peer, self.writer)
+        conn.created = accepted  # one handshake timeout for the upgrade and the authentication together
         self.connections.add(conn)
         self.stats.connections_opened += 1
         decoder = FrameDecoder(max_message_size=self.limits.max_frame_bytes)
@@ -372,7 +378,16 @@ class Node:
         return None
 
     def _auth_again(self, conn: Connection, req: dict[str, Any]) -> None:
-        raise RequestError("already_authenticated", "this connection is already authenticated")
+        """A fresh token for the same user extends the connection past the old token's expiry."""
+        try:
+            identity = self.auth.verify(req.get("token"))
+        except AuthError as exc:
+            raise RequestError("bad_request", f"token refresh refused: {exc.code}: {exc.message}") from None
+        old = conn.identity
+        if (identity.tenant, identity.user, identity.role) != (old.tenant, old.user, old.role):
+            raise RequestError("already_authenticated", "this connection is authenticated as another user")
+        conn.identity = identity
+        self._ok(conn, req, expires_at=identity.expires_at)
 
     def _authenticate(self, conn: Connection, token: object, rid: int | str | None) -> bool:
         try:
@@ -474,9 +489,8 @@ class Node:
         identity = conn.identity
         if state.conv.tenant != identity.tenant:
             raise RequestError("not_found", "no such conversation")
-        self._check_member(conn, state)
-        if state.conv.status != OPEN:
-            raise RequestError("conversation_closed", "the conversation is closed")
+        if identity.user not in state.members or state.conv.status != OPEN:
+            return self._resend_or_refuse(conn, req, state, cmid)
         rid = env.request_id(req)
         received = time.perf_counter()
         stats = self.stats
@@ -504,6 +518,17 @@ class Node:
             return self.store.wait_capacity()
         return None
 
+    async def _resend_or_refuse(self, conn: Connection, req: dict[str, Any], state: ConvState, cmid: str) -> None:
+        """A send the conversation no longer takes (closed, or the sender left) may still be the
+        resend of one stored before: that gets its original ack, as every resend does."""
+        stored = await self.store.find_message(state.conv.id, conn.identity.user, cmid)
+        if stored is not None:
+            conn.push(frame({"t": "ack", "id": env.request_id(req), "conv": stored.conv_id, "cmid": cmid, "seq": stored.seq, "ts": stored.ts, "dup": True}))
+            self.stats.messages_duplicate += 1
+            return
+        self._check_member(conn, state)
+        raise RequestError("conversation_closed", "the conversation is closed")
+
     # ---- bus handler: what every node does with committed events ------------------------------
 
     def on_message(self, conv_id: str, seq: int, frame_bytes: bytes, origin: Connection | None) -> None:
@@ -513,6 +538,11 @@ class Node:
 
     def on_event(self, conv_id: str, frame_bytes: bytes, skip_user: str | None) -> None:
         self.stats.events_delivered += self.hub.broadcast(conv_id, frame_bytes, skip_user)
+
+    def on_conversation(self, conv: Conversation) -> None:
+        state = self.hub.get(conv.id)
+        if state is not None:
+            state.conv = conv
 
     def on_membership(self, conv_id: str, tenant: str, user: str, role: str, joined: bool) -> None:
         state = self.hub.get(conv_id)
@@ -550,15 +580,24 @@ class Node:
     def _ping(self, conn: Connection, req: dict[str, Any]) -> None:
         conn.push(frame({"t": "pong", "id": env.request_id(req), "server_time": now_ms()}))
 
-    def _typing(self, conn: Connection, req: dict[str, Any]) -> None:
+    def _typing(self, conn: Connection, req: dict[str, Any]) -> Awaitable[None] | None:
         conv_id = self._conv_id(req)
         on = env.need_bool(req, "on")
         state = self.hub.get(conv_id)
-        if state is None or conn.identity.tenant != state.conv.tenant:
-            raise RequestError("not_found", "no such conversation (or not active: send or resume first)")
+        if state is None:
+            return self._typing_after_load(conn, conv_id, on)
+        self._announce_typing(conn, state, on)
+        return None
+
+    async def _typing_after_load(self, conn: Connection, conv_id: str, on: bool) -> None:
+        self._announce_typing(conn, await self._state(conn, conv_id), on)
+
+    def _announce_typing(self, conn: Connection, state: ConvState, on: bool) -> None:
+        if conn.identity.tenant != state.conv.tenant:
+            raise RequestError("not_found", "no such conversation")
         self._check_member(conn, state)
         user = conn.identity.user
-        self.bus.publish_event(conv_id, frame({"t": "typing", "conv": conv_id, "user": user, "on": on}), user)
+        self.bus.publish_event(state.conv.id, frame({"t": "typing", "conv": state.conv.id, "user": user, "on": on}), user)
 
     def _receipt(self, conn: Connection, req: dict[str, Any]) -> Awaitable[None] | None:
         conv_id = self._conv_id(req)
@@ -588,7 +627,8 @@ class Node:
             if type(result) is not Receipt:
                 self._error(conn, _store_failure(result), rid)
             else:
-                if result.seq == seq:  # raised: tell everybody, the user's other devices included
+                if result.seq == seq and state.receipts.get((user, kind), 0) < seq:  # raised: tell everybody, own devices too
+                    state.receipts[(user, kind)] = seq
                     payload = {"t": "receipt", "conv": conv_id, "user": user, "kind": kind, "seq": seq}
                     self.bus.publish_event(conv_id, frame(payload), None)
                 if rid is not None:
@@ -623,14 +663,7 @@ class Node:
                 raise RequestError("not_found", "no such conversation")
             if state.conv.status != OPEN:
                 raise RequestError("conversation_closed", "the conversation is closed")
-            state.inflight += 1
-            try:
-                p = await self.store.execute(AddParticipant(Participant(state.conv.id, identity.user, identity.role, now_ms())))
-            finally:
-                state.inflight -= 1
-            self.bus.publish_membership(state.conv.id, identity.tenant, identity.user, identity.role, True)
-            notice = {"t": "joined", "conv": state.conv.id, "user": identity.user, "role": identity.role, "name": identity.name, "ts": p.joined_at}
-            self.bus.publish_event(state.conv.id, frame(notice), identity.user)
+            await self.add_member(state, identity.user, identity.role, identity.name)
         self.hub.subscribe(conn, state)
         participants = await self.store.participants(state.conv.id)
         self._ok(conn, req, conv=env.conversation_map(replace(state.conv, last_seq=state.last_seq)), participants=[env.participant_map(p) for p in participants])
@@ -641,31 +674,82 @@ class Node:
         self._check_member(conn, state)
         if identity.user == state.conv.customer:
             raise RequestError("forbidden", "the customer cannot leave their conversation; close it instead")
-        state.inflight += 1
-        try:
-            await self.store.execute(RemoveParticipant(state.conv.id, identity.user))
-        finally:
-            state.inflight -= 1
-        notice = {"t": "left", "conv": state.conv.id, "user": identity.user, "role": identity.role, "ts": now_ms()}
-        self.bus.publish_event(state.conv.id, frame(notice), None)
-        self.bus.publish_membership(state.conv.id, identity.tenant, identity.user, identity.role, False)
+        await self.remove_member(state, identity.user, identity.role)
         self._ok(conn, req)
 
     async def _close_conversation(self, conn: Connection, req: dict[str, Any]) -> None:
         state = await self._state(conn, self._conv_id(req))
         self._check_reader(conn, state)
-        if state.conv.status == CLOSED:
-            self._ok(conn, req, conv=env.conversation_map(state.conv))
+        if state.conv.status != CLOSED:
+            if self.routing is not None:
+                await self.routing.close(state, conn.identity)
+            else:
+                await self.update_conversation(state, conn.identity.user, status=CLOSED)
+        self._ok(conn, req, conv=env.conversation_map(state.conv))
+
+    # ---- conversation changes shared with the routing service ----------------------------------
+
+    async def add_member(self, state: ConvState, user: str, role: str, name: str) -> None:
+        """Make ``user`` a participant (durably), subscribe their live devices, tell the others."""
+        if user in state.members:
             return
         state.inflight += 1
         try:
-            conv = await self.store.execute(SetStatus(state.conv.id, CLOSED))
+            p = await self.store.execute(AddParticipant(Participant(state.conv.id, user, role, now_ms())))
         finally:
             state.inflight -= 1
-        state.conv = conv
-        self.bus.publish_event(conv.id, frame({"t": "conv", "conv": env.conversation_map(conv), "by": conn.identity.user}), None)
-        self._ok(conn, req, conv=env.conversation_map(conv))
+        self.bus.publish_membership(state.conv.id, state.conv.tenant, user, role, True)
+        notice = {"t": "joined", "conv": state.conv.id, "user": user, "role": role, "name": name, "ts": p.joined_at}
+        self.bus.publish_event(state.conv.id, frame(notice), user)
+
+    async def remove_member(self, state: ConvState, user: str, role: str) -> None:
+        if user not in state.members:
+            return
+        state.inflight += 1
+        try:
+            await self.store.execute(RemoveParticipant(state.conv.id, user))
+        finally:
+            state.inflight -= 1
+        notice = {"t": "left", "conv": state.conv.id, "user": user, "role": role, "ts": now_ms()}
+        self.bus.publish_event(state.conv.id, frame(notice), None)
+        self.bus.publish_membership(state.conv.id, state.conv.tenant, user, role, False)
+
+    async def update_conversation(self, state: ConvState, by: str, **changes: str) -> Conversation:
+        """Store status/stage/assignee/group changes and tell the participants (a ``conv`` frame)."""
+        state.inflight += 1
+        try:
+            conv = await self.store.execute(SetStatus(state.conv.id, **changes))
+        finally:
+            state.inflight -= 1
+        self.bus.publish_conversation(conv)
+        self.bus.publish_event(conv.id, frame({"t": "conv", "conv": env.conversation_map(conv), "by": by}), None)
         self.hub.release(state)
+        return conv
+
+    async def post(self, state: ConvState, sender: str, role: str, body: dict[str, Any]) -> StoredMessage:
+        """Append a message on behalf of the server (bot answers, lifecycle events) and deliver it
+        like any other: durable first, then to every participant's connections."""
+        state.inflight += 1
+        try:
+            result = await self.store.execute(AppendMessage(state.conv.id, f"srv-{secrets.token_hex(8)}", sender, role, env.pack(body)))
+        finally:
+            state.inflight -= 1
+        m = result.message
+        self.stats.messages_accepted += 1
+        self.bus.publish_message(state.conv.id, m.seq, encode_frame(OP_BINARY, env.encode_message(m)), None)
+        self.hub.release(state)
+        return m
+
+    def push_to_user(self, tenant: str, user: str, payload: dict[str, Any]) -> int:
+        """Send a frame to every local connection of a user (assignment offers, queue snapshots)."""
+        data = frame(payload)
+        conns = self.hub.connections_of(tenant, user)
+        for conn in conns:
+            conn.push(data)
+        return len(conns)
+
+    async def conversation(self, conv_id: str) -> ConvState | None:
+        return self.hub.get(conv_id) or await self.hub.load(conv_id, self._fetch)
 
     async def _list(self, conn: Connection, req: dict[str, Any]) -> None:
         identity = conn.identity
@@ -688,7 +772,20 @@ class Node:
         before = env.need_int(req, "before", optional=True, minimum=1)
         limit = min(env.need_int(req, "limit", optional=True, minimum=1) or self.limits.history_page, self.limits.history_page)
         page = await self.store.read_messages(state.conv.id, after=after, before=before, limit=limit)
-        self._ok(conn, req, conv=state.conv.id, messages=[env.message_map(m) for m in page.messages], more=page.more)
+        # One reply must not make its reader a slow consumer: past a byte budget, keep the messages
+        # nearest the cursor the client pages from and say there is more.
+        backwards = before is not None and not after
+        kept: list[StoredMessage] = []
+        more, size, budget = page.more, 0, self.config.max_outbox_bytes // 4
+        for m in reversed(page.messages) if backwards else page.messages:
+            size += len(m.body) + 128
+            if size > budget and kept:
+                more = True
+                break
+            kept.append(m)
+        messages = kept[::-1] if backwards else kept
+        receipts = [{"user": r.user, "kind": r.kind, "seq": r.seq} for r in await self.store.receipts(state.conv.id)]
+        self._ok(conn, req, conv=state.conv.id, messages=[env.message_map(m) for m in messages], more=more, receipts=receipts)
 
     async def _resume(self, conn: Connection, req: dict[str, Any]) -> None:
         """Go live: subscribe every open conversation of the user, after sending each listed one's
@@ -735,6 +832,7 @@ class Node:
                 for m in page.messages:
                     while conn.outbox_bytes > room and not conn.closing:
                         await trio.sleep(0.005)
+                        conn.last_recv = time.monotonic()  # busy catching up, not idle
                     conn.push(encode_frame(OP_BINARY, env.encode_message(m)))
                     after = conn.guards[conv_id] = m.seq
                 sent += len(page.messages)

@@ -208,6 +208,10 @@ async def test_receipts_typing_and_presence(gateway):
         assert (receipt["user"], receipt["kind"], receipt["seq"]) == ("bob", "read", 2)
         lower = await agent.ok("receipt", conv=conv, kind="read", seq=1)
         assert lower["seq"] == 2  # cumulative: never lowered, and nobody is told
+        await agent.ok("receipt", conv=conv, kind="read", seq=2)  # repeated: nobody is told again
+        assert [f for f in await shopper.quiet(0.1) if f["t"] == "receipt"] == []
+        history = await shopper.ok("history", conv=conv)
+        assert {"user": "bob", "kind": "read", "seq": 2} in history["receipts"]
         past = await agent.request("receipt", conv=conv, kind="read", seq=99)
         assert past["t"] == "error" and past["code"] == "bad_request"
 

@@ -53,7 +53,8 @@ async def error_for(client: Client, payload: bytes) -> dict:
         (msgpack.packb({"t": "send", "id": 2, "conv": "c", "cmid": "x", "body": {"kind": "location", "lat": 91, "lng": 0}}), "bad_request", "`lat`"),
         (msgpack.packb({"t": "send", "id": 2, "conv": "c", "cmid": "x", "body": {"kind": "image", "url": "ftp://x"}}), "bad_request", "`url`"),
         (msgpack.packb({"t": "typing", "id": 3, "conv": "c", "on": "yes"}), "bad_request", "`on`"),
-        (msgpack.packb({"t": "auth", "id": 4, "token": "x"}), "already_authenticated", "already"),
+        (msgpack.packb({"t": "auth", "id": 4, "token": "x"}), "bad_request", "refresh"),
+        (msgpack.packb({"t": "auth", "id": 4, "token": token("mallory")}), "already_authenticated", "another user"),
     ],
 )
 async def test_malformed_requests_get_an_error_naming_the_problem(gateway, payload, code, words):
@@ -341,3 +342,42 @@ async def test_a_handler_bug_is_an_internal_error_and_the_connection_survives(ga
         error = await client.request("typing", conv="c", on=True)
         assert error["code"] == "internal" and error["retryable"] is True
         assert (await client.request("ping"))["t"] == "pong"
+
+
+async def test_a_fresh_token_extends_the_connection_and_expiry_closes_it(start_gateway):
+    gw = await start_gateway(heartbeat_s=0.1, idle_timeout_s=30)
+    async with connect(gw.url, token("alice", ttl_s=1)) as client:
+        refreshed = await client.ok("auth", token=token("alice", ttl_s=3600))
+        assert refreshed["expires_at"] > 0
+        await trio.sleep(1.5)  # past the first token's expiry: still open
+        assert (await client.request("ping"))["t"] == "pong"
+    async with connect(gw.url, token("alice", ttl_s=1)) as client:
+        error = await client.next("error")
+        assert error["code"] == "token_expired"
+        assert await client.closed() == CLOSE_AUTH_FAILED
+
+
+async def test_a_resend_after_the_conversation_closed_still_gets_its_original_ack(gateway):
+    async with connect(gateway.url, token("alice"), resume={}) as client:
+        conv = (await client.ok("open"))["conv"]["id"]
+        first = await client.ok("send", conv=conv, cmid="m1", body=TEXT)
+        await client.ok("close", conv=conv)
+        again = await client.request("send", conv=conv, cmid="m1", body=TEXT)
+        assert (again["t"], again["seq"], again["dup"]) == ("ack", first["seq"], True)
+        assert (await client.request("send", conv=conv, cmid="m2", body=TEXT))["code"] == "conversation_closed"
+
+
+async def test_history_replies_stay_within_the_outbox_budget(start_gateway):
+    gw = await start_gateway(max_outbox_bytes=256 * 1024)
+    async with connect(gw.url, token("alice"), resume={}) as client:
+        conv = (await client.ok("open"))["conv"]["id"]
+        big = {"kind": "text", "text": "长" * 5000}  # ~15 KB each
+        for i in range(40):
+            await client.send("send", conv=conv, cmid=f"b{i}", body=big)
+        for _ in range(40):
+            await client.next("ack")
+        newest = await client.ok("history", conv=conv, before=41, limit=200)
+        seqs = [m["seq"] for m in newest["messages"]]
+        assert newest["more"] is True and seqs == list(range(41 - len(seqs), 41)) and len(seqs) < 40
+        oldest = await client.ok("history", conv=conv, after=0, limit=200)
+        assert [m["seq"] for m in oldest["messages"]] == list(range(1, len(oldest["messages"]) + 1))

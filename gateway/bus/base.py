@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 if TYPE_CHECKING:
+    from ..model import Conversation
     from ..transport.connection import Connection
 
 
@@ -25,6 +26,9 @@ class BusHandler(Protocol):
     def on_event(self, conv_id: str, frame: bytes, skip_user: str | None) -> None:
         """An unsequenced event (receipt, typing, presence, membership notice)."""
 
+    def on_conversation(self, conv: Conversation) -> None:
+        """A conversation's status or routing fields changed: refresh caches."""
+
     def on_membership(self, conv_id: str, tenant: str, user: str, role: str, joined: bool) -> None:
         """``user`` joined or left ``conv_id``: update caches and local subscriptions."""
 
@@ -36,5 +40,7 @@ class Bus(Protocol):
     def publish_message(self, conv_id: str, seq: int, frame: bytes, origin: Connection | None) -> None: ...
 
     def publish_event(self, conv_id: str, frame: bytes, skip_user: str | None = None) -> None: ...
+
+    def publish_conversation(self, conv: Conversation) -> None: ...
 
     def publish_membership(self, conv_id: str, tenant: str, user: str, role: str, joined: bool) -> None: ...

@@ -13,6 +13,7 @@ import trio
 from .base import BusHandler
 
 if TYPE_CHECKING:
+    from ..model import Conversation
     from ..transport.connection import Connection
 
 
@@ -35,6 +36,10 @@ class LocalBus:
     def publish_event(self, conv_id: str, frame: bytes, skip_user: str | None = None) -> None:
         for handler in self._handlers:
             handler.on_event(conv_id, frame, skip_user)
+
+    def publish_conversation(self, conv: Conversation) -> None:
+        for handler in self._handlers:
+            handler.on_conversation(conv)
 
     def publish_membership(self, conv_id: str, tenant: str, user: str, role: str, joined: bool) -> None:
         for handler in self._handlers:

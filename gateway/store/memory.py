@@ -133,9 +133,7 @@ class MemoryBackend:
 
     def _set_status(self, op: SetStatus) -> Conversation:
         self._require(op.conv_id)
-        conv = self._conversations[op.conv_id] = replace(
-            self._conversations[op.conv_id], status=op.status
-        )
+        conv = self._conversations[op.conv_id] = replace(self._conversations[op.conv_id], **op.changes())
         return self._live(conv)
 
     # ---- reads -----------------------------------------------------------------------------------

@@ -82,6 +82,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (conv_id, user, kind)
         ) WITHOUT ROWID""",
     ),
+    (
+        # Routing: the lifecycle stage, the agent serving, the skill group.
+        "ALTER TABLE conversations ADD COLUMN stage TEXT NOT NULL DEFAULT 'opened'",
+        "ALTER TABLE conversations ADD COLUMN assignee TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE conversations ADD COLUMN skill_group TEXT NOT NULL DEFAULT ''",
+    ),
 )
 
 _DURABILITY = {
@@ -102,12 +108,15 @@ _SEQ_CACHE_LIMIT = 100_000
 _Pending = dict[str, int]
 
 # Columns in the field order of the model records: rows and records convert with * and astuple().
-_CONVERSATION_COLUMNS = "id, tenant, customer, channel, status, created_at, subject, last_seq"
+_CONVERSATION_COLUMNS = (
+    "id, tenant, customer, channel, status, created_at, subject, last_seq, stage, assignee, skill_group"
+)
+_COLUMN_OF = {"group": "skill_group"}  # model field -> column, where they differ (GROUP is an SQL keyword)
 _MESSAGE_COLUMNS = "conv_id, seq, cmid, sender, sender_role, ts, body"
 # Statements are built once: the sqlite3 statement cache is keyed by the SQL string.
 _SELECT_CONVERSATION = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
 _INSERT_CONVERSATION = (
-    f"INSERT INTO conversations ({_CONVERSATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO conversations ({_CONVERSATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (id) DO NOTHING"
 )
 _C_CONVERSATION_COLUMNS = ", ".join(f"c.{name}" for name in _CONVERSATION_COLUMNS.split(", "))
@@ -345,9 +354,12 @@ class SqliteBackend:
         row = cur.execute(_SELECT_CONVERSATION, (op.conv_id,)).fetchone()
         if row is None:
             raise NotFound(f"conversation {op.conv_id!r} not found")
-        cur.execute("UPDATE conversations SET status = ? WHERE id = ?", (op.status, op.conv_id))
+        changes = op.changes()
+        if changes:
+            columns = ", ".join(f"{_COLUMN_OF.get(k, k)} = ?" for k in changes)
+            cur.execute(f"UPDATE conversations SET {columns} WHERE id = ?", (*changes.values(), op.conv_id))
         conv = Conversation(*row)
-        return replace(conv, status=op.status, last_seq=pending.get(conv.id, conv.last_seq))
+        return replace(conv, **changes, last_seq=pending.get(conv.id, conv.last_seq))
 
     # ---- reads -----------------------------------------------------------------------------------
 

@@ -79,8 +79,9 @@ class Connection:
         if self.closing:
             return
         if discard:
-            self.outbox.clear()
-            self.outbox_bytes = 0
+            # Keep a partly written head: cutting a frame short would corrupt the stream.
+            self.outbox = self.outbox[:1] if self.blocked else []
+            self.outbox_bytes = sum(len(b) for b in self.outbox)
         self.push(encode_close(code, reason))
         self.closing = True
         self.writer.stats.closes[code] += 1
