@@ -16,6 +16,8 @@ from .bus import Bus
 from .config import Config
 from .metrics import KefuCollector, Stats
 from .node import Node
+from .routing.config import RoutingConfig
+from .routing.service import RoutingService
 from .store import MemoryBackend, SqliteBackend, StoreBackend
 from .store.writer import Store
 from .transport.http import serve_ops
@@ -55,6 +57,22 @@ def make_backend(config: Config) -> StoreBackend:
     return SqliteBackend(data / "kefu.sqlite3", synchronous=config.sqlite_synchronous.upper())
 
 
+class BotDirectory:
+    """The built-in bot of each tenant, fitted once per knowledge base (fitting is not per conversation)."""
+
+    def __init__(self) -> None:
+        self._bots: dict[str, object] = {}
+
+    def for_tenant(self, tenant: str, routing) -> object:
+        from .bot import load_bot  # scikit-learn loads only when a tenant uses the built-in bot
+
+        path = routing.knowledge_base or ""
+        bot = self._bots.get(path)
+        if bot is None:
+            bot = self._bots[path] = load_bot(path or None)
+        return bot
+
+
 def make_authenticator(config: Config) -> Authenticator:
     secret, source = config.secret()
     tenant_secrets = {}
@@ -85,7 +103,13 @@ async def serve(
             subscriptions=node.hub.subscription_count,
         )
     )
+    if config.routing == "on":
+        routing_config = RoutingConfig.load(config.routing_file) if config.routing_file else RoutingConfig()
+        node.routing = RoutingService(node, routing_config, bots=BotDirectory())
+        node._handlers.update(node.routing.handlers())
     async with trio.open_nursery() as nursery:
+        if node.routing is not None:
+            await nursery.start(node.routing.run)
         port = await nursery.start(node.run)
         metrics_port = None
         if config.metrics_port >= 0:

@@ -52,6 +52,8 @@ class Config:
     heartbeat_s: float = _opt(25.0, "Seconds between server pings to a quiet connection.")
     idle_timeout_s: float = _opt(60.0, "Seconds without any data from the client before it is closed (1001).")
     shutdown_timeout_s: float = _opt(10.0, "Seconds SIGTERM may take to flush the store and close clients.")
+    routing: str = _opt("on", "Conversation routing: the bot answers first, then agents (off: a plain relay).", choices=("on", "off"))
+    routing_file: str = _opt("", "JSON file of per-tenant routing settings (docs/routing.md); empty: the defaults.")
     log_format: str = _opt("text", "Log format.", choices=("text", "json"))
     log_level: str = _opt("info", "Log level.", choices=("debug", "info", "warning", "error"))
 

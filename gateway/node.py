@@ -285,6 +285,8 @@ class Node:
             self._presence(conn, online=False)  # while conn.convs still lists the conversations
         self.hub.remove_connection(conn)
         self.stats.connections[conn.identity.role] -= 1
+        if self.routing is not None:
+            self.routing.on_disconnected(conn.identity)
         log.debug("closed", extra=conn.log_extra)
 
     # ---- requests -----------------------------------------------------------------------------
@@ -407,6 +409,8 @@ class Node:
         conn.log_extra.update(tenant=identity.tenant, user=identity.user, role=identity.role)
         self.hub.add_connection(conn)
         self.stats.connections[identity.role] += 1
+        if self.routing is not None:
+            self.routing.on_connected(identity)
         log.debug("authenticated", extra=conn.log_extra)
         conn.push(frame(self._hello(conn, identity, rid)))
         return True
@@ -510,6 +514,8 @@ class Node:
             else:
                 stats.messages_accepted += 1
                 self.bus.publish_message(conv_id, m.seq, encode_frame(OP_BINARY, env.encode_message(m)), conn)
+                if self.routing is not None:
+                    self.routing.on_message(state, m)
             self.hub.release(state)
 
         state.inflight += 1
@@ -653,6 +659,8 @@ class Node:
         self.hub.subscribe(conn, state)  # live or not, the opener hears its conversation
         self.bus.publish_membership(conv.id, identity.tenant, identity.user, identity.role, True)  # and every live device
         log.info("conversation %s opened", conv.id, extra=conn.log_extra)
+        if self.routing is not None:
+            self.routing.on_opened(state, identity)
         self._ok(conn, req, conv=env.conversation_map(conv), participants=[env.participant_map(me)])
 
     async def _join(self, conn: Connection, req: dict[str, Any]) -> None:

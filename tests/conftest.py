@@ -13,7 +13,7 @@ def make_config(tmp_path, **overrides) -> Config:
     # rate limits high enough for tests that pipeline; the rate-limit tests set their own
     config = Config(
         port=0, metrics_port=0, data_dir=str(tmp_path / "data"), jwt_secret=SECRET, store="memory",
-        rate_per_second=10_000.0, rate_burst=10_000,
+        rate_per_second=10_000.0, rate_burst=10_000, routing="off",
     )
     for key, value in overrides.items():
         setattr(config, key, value)

@@ -21,7 +21,8 @@ KEFU = [sys.executable, "-m", "gateway"]
 @asynccontextmanager
 async def gateway_process(data_dir, *extra: str):
     """``kefu serve`` in a subprocess; yields (process, websocket url, metrics url) once it prints them."""
-    env = {**os.environ, "KEFU_JWT_SECRET": SECRET, "KEFU_RATE_PER_SECOND": "100000", "KEFU_RATE_BURST": "100000"}
+    # routing off: these tests count the client's own messages (the bot would answer them)
+    env = {**os.environ, "KEFU_JWT_SECRET": SECRET, "KEFU_RATE_PER_SECOND": "100000", "KEFU_RATE_BURST": "100000", "KEFU_ROUTING": "off"}
     args = [*KEFU, "serve", "--port", "0", "--metrics-port", "0", "--data-dir", str(data_dir), *extra]
     proc = await trio.lowlevel.open_process(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:

@@ -204,6 +204,9 @@ def conversation_map(c: Conversation) -> dict[str, Any]:
         "subject": c.subject,
         "created_at": c.created_at,
         "last_seq": c.last_seq,
+        "stage": c.stage,
+        "assignee": c.assignee,
+        "group": c.group,
     }
 
 

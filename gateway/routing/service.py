@@ -1,0 +1,419 @@
+"""The routing service: the conversation lifecycle carried out over the node.
+
+It owns the ``RoutingEngine`` (who serves what), the built-in bot's sessions, and the protocol
+requests agents and supervisors use (``status``, ``take``, ``transfer``, ``resolve``, ``handoff``,
+``queues``). Every lifecycle move is stored on the conversation (stage, assignee, group) and told
+to its participants as a system message, so reports can be built from the conversation log.
+
+Work on one conversation runs strictly in order (a per-conversation serial queue): a shopper's
+second question is answered after the first, and a handoff never overtakes the answer before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import msgpack
+import trio
+
+from ..model import CLOSED, StoredMessage
+from ..protocol import envelope as env
+from ..protocol.errors import RequestError
+from .config import RoutingConfig
+from .engine import Assignment, RoutingEngine, RoutingError
+from .lifecycle import ASSIGNED, BOT, QUEUED, RESOLVED, IllegalTransition, next_stage
+
+if TYPE_CHECKING:
+    from ..auth import Identity
+    from ..hub import ConvState
+    from ..node import Node
+    from ..transport.connection import Connection
+
+log = logging.getLogger("kefu.routing")
+
+SYSTEM = "system"
+TICK_S = 1.0
+TRANSCRIPT_LIMIT = 50
+
+
+def _minutes(seconds: int | None) -> str:
+    if seconds is None:
+        return "请稍候，客服上线后会马上为您服务"
+    return f"预计等待约 {max(1, round(seconds / 60))} 分钟"
+
+
+class SerialQueues:
+    """Run coroutines one after another per key, each key on its own task while it has work."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, deque[tuple[Callable[..., Awaitable[None]], tuple]]] = {}
+        self.nursery: trio.Nursery | None = None
+
+    def submit(self, key: str, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = deque()
+            assert self.nursery is not None
+            self.nursery.start_soon(self._drain, key, queue)
+        queue.append((fn, args))
+
+    async def _drain(self, key: str, queue: deque) -> None:
+        try:
+            while queue:
+                fn, args = queue.popleft()
+                try:
+                    await fn(*args)
+                except Exception:  # one failed step must not stop the conversation's later ones
+                    log.exception("routing step %s failed for %s", getattr(fn, "__name__", fn), key)
+        finally:
+            del self._queues[key]
+
+
+class RoutingService:
+    def __init__(self, node: Node, config: RoutingConfig, bots: Any = None) -> None:
+        """``bots``: an object with ``for_tenant(tenant, routing) -> bot`` (see gateway.bot), used
+        for tenants whose routing says ``bot: builtin``."""
+        self.node = node
+        self.config = config
+        self.engine = RoutingEngine(config)
+        self.bots = bots
+        self.sessions: dict[str, Any] = {}  # conv -> bot session
+        self.contexts: dict[str, dict[str, Any]] = {}  # conv -> context packet for the next agent
+        self.resolved_at: dict[str, float] = {}
+        self.announced: dict[str, tuple[int, int | None]] = {}  # conv -> queue position last told
+        self.serial = SerialQueues()
+
+    def handlers(self) -> dict[str, Callable[[Connection, dict[str, Any]], Awaitable[None] | None]]:
+        return {
+            "status": self._status,
+            "take": self._take,
+            "transfer": self._transfer,
+            "resolve": self._resolve,
+            "handoff": self._handoff_request,
+            "queues": self._queues,
+        }
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self.serial.nursery = nursery
+            task_status.started()
+            while True:
+                await trio.sleep(TICK_S)
+                self._tick(time.time())
+
+    # ---- hooks the node calls -----------------------------------------------------------------
+
+    def on_opened(self, state: ConvState, identity: Identity) -> None:
+        self.serial.submit(state.conv.id, self._start, state, identity)
+
+    def on_message(self, state: ConvState, m: StoredMessage) -> None:
+        """A message became durable; the shopper's may need the bot or reopen the conversation."""
+        conv = state.conv
+        if m.sender != conv.customer or m.sender_role != "shopper":
+            return
+        if conv.stage == BOT and conv.id in self.sessions:
+            body = msgpack.unpackb(m.body, raw=False)
+            if body.get("kind") == "text":
+                self.serial.submit(conv.id, self._bot_turn, state, body["text"], m.ts / 1000)
+        elif conv.stage == RESOLVED:
+            self.serial.submit(conv.id, self._reopen, state)
+
+    def _serves(self, identity: Identity) -> bool:
+        """Agents always; supervisors once they have set a status (they may take conversations too)."""
+        return identity.role == "agent" or (identity.role == "supervisor" and (identity.tenant, identity.user) in self.engine.agents)
+
+    def on_connected(self, identity: Identity) -> None:
+        if self._serves(identity):
+            self.engine.connected(identity.tenant, identity.user)
+
+    def on_disconnected(self, identity: Identity) -> None:
+        if self._serves(identity):
+            self.engine.disconnected(identity.tenant, identity.user, time.time())
+
+    async def close(self, state: ConvState, identity: Identity) -> None:
+        """The ``close`` request: the conversation leaves routing for good."""
+        conv_id = state.conv.id
+        self.sessions.pop(conv_id, None)
+        self.contexts.pop(conv_id, None)
+        self.resolved_at.pop(conv_id, None)
+        self.announced.pop(conv_id, None)
+        assignments = self.engine.finish(conv_id, time.time())
+        await self.node.update_conversation(state, identity.user, status=CLOSED, stage=next_stage(state.conv.stage, "close"))
+        self._carry_out(assignments)
+        self._announce_positions(state.conv.tenant)
+
+    # ---- the lifecycle ------------------------------------------------------------------------
+
+    async def _start(self, state: ConvState, identity: Identity) -> None:
+        routing = self.config.for_tenant(state.conv.tenant)
+        if routing.bot == "none":
+            await self._enqueue(state, "enqueue", {"reason": "no_bot"}, routing.group_for(self._facts(state, {})))
+            return
+        await self.node.add_member(state, routing.bot_user, "bot", routing.bot_name)
+        await self._move(state, "bot", routing.bot_user)
+        if routing.bot == "builtin" and self.bots is not None:
+            bot = self.bots.for_tenant(state.conv.tenant, routing)
+            customer = {"tenant": identity.tenant, "user": identity.user, "channel": identity.channel, "name": identity.name}
+            session = self.sessions[state.conv.id] = bot.start(customer)
+            await self._post_bot(state, routing.bot_user, bot.greeting(session))
+
+    async def _bot_turn(self, state: ConvState, text: str, at: float) -> None:
+        session = self.sessions.get(state.conv.id)
+        if session is None or state.conv.stage != BOT:
+            return
+        routing = self.config.for_tenant(state.conv.tenant)
+        bot = self.bots.for_tenant(state.conv.tenant, routing)
+        reply = bot.handle(session, text, at)
+        await self._post_bot(state, routing.bot_user, reply)
+        if reply.handoff is not None:
+            packet = bot.context_packet(session)
+            self.sessions.pop(state.conv.id, None)
+            facts = {"language": packet.get("language", ""), "intent": reply.intent or ""}
+            await self._handoff(state, {"reason": reply.handoff.code, "detail": reply.handoff.detail}, packet, facts)
+
+    async def _post_bot(self, state: ConvState, bot_user: str, reply: Any) -> None:
+        if not reply.answer:
+            return
+        body: dict[str, Any] = {"kind": "text", "text": reply.answer}
+        if reply.quick_replies:
+            body["quick_replies"] = list(reply.quick_replies)
+        if reply.intent:
+            body["intent"] = reply.intent
+            body["confidence"] = round(float(reply.confidence), 3)
+        await self.node.post(state, bot_user, "bot", body)
+
+    async def _handoff(self, state: ConvState, why: dict[str, Any], packet: dict[str, Any] | None, facts: dict[str, str]) -> None:
+        """Bot → queue, with the context the agent will receive."""
+        routing = self.config.for_tenant(state.conv.tenant)
+        self.contexts[state.conv.id] = packet or await self._plain_context(state, why)
+        self.contexts[state.conv.id]["handoff"] = why
+        await self._enqueue(state, "handoff", why, routing.group_for(self._facts(state, facts)))
+
+    async def _enqueue(self, state: ConvState, event: str, why: dict[str, Any], group: str, *, front: bool = False) -> None:
+        conv = state.conv
+        if not await self._move(state, event, SYSTEM, group=group, assignee=""):
+            return
+        now = time.time()
+        assignments = self.engine.enqueue(conv.id, conv.tenant, conv.customer, group, now, front=front)
+        if not assignments:
+            place, eta = self.engine.position(conv.id) or (1, None)
+            self.announced[conv.id] = (place, eta)
+            text = f"正在为您转接人工客服，您前面还有 {place - 1} 位，{_minutes(eta)}" if place > 1 else f"正在为您转接人工客服，{_minutes(eta)}"
+            await self._event(state, "queued", text, position=place, eta_s=eta, group=group, **why)
+        self._carry_out(assignments)
+
+    async def _reopen(self, state: ConvState) -> None:
+        if state.conv.stage != RESOLVED:
+            return
+        self.resolved_at.pop(state.conv.id, None)
+        self.contexts[state.conv.id] = await self._plain_context(state, {"reason": "reopened"})
+        await self._enqueue(state, "reopen", {"reason": "reopened"}, state.conv.group or "default")
+
+    def _carry_out(self, assignments: list[Assignment]) -> None:
+        for a in assignments:
+            self.announced.pop(a.conv_id, None)
+            self.serial.submit(a.conv_id, self._assign, a)
+        if assignments:
+            for tenant in {a.tenant for a in assignments}:
+                self._announce_positions(tenant)
+
+    async def _assign(self, a: Assignment) -> None:
+        state = await self.node.conversation(a.conv_id)
+        if state is None or self.engine.assignee(a.conv_id) is None or self.engine.assignee(a.conv_id).user != a.agent:
+            return  # closed or moved on while this waited its turn
+        previous = state.conv.assignee
+        event = {"take": "take", "transfer": "transfer_to_agent"}.get(a.how, "assign")
+        await self.node.add_member(state, a.agent, "agent", a.agent_name)
+        await self._move(state, event, SYSTEM, assignee=a.agent, group=a.group)
+        if previous and previous != a.agent:
+            await self.node.remove_member(state, previous, "agent")
+        await self._event(state, "assigned", f"您好，客服{a.agent_name}为您服务", agent=a.agent, agent_name=a.agent_name, waited_s=round(a.waited_s, 1))
+        context = self.contexts.get(a.conv_id) or await self._plain_context(state, {"reason": a.how})
+        offer = {"t": "assigned", "conv": env.conversation_map(state.conv), "context": context, "how": a.how, "waited_ms": int(a.waited_s * 1000)}
+        self.node.push_to_user(a.tenant, a.agent, offer)
+        log.info("conversation %s assigned to %s (%s, waited %.1f s)", a.conv_id, a.agent, a.how, a.waited_s)
+
+    async def _move(self, state: ConvState, event: str, by: str, **fields: str) -> bool:
+        try:
+            stage = next_stage(state.conv.stage, event)
+        except IllegalTransition as exc:
+            log.warning("conversation %s: %s", state.conv.id, exc)
+            return False
+        await self.node.update_conversation(state, by, stage=stage, **fields)
+        return True
+
+    async def _event(self, state: ConvState, event: str, text: str, **fields: Any) -> None:
+        """A lifecycle event, stored in the conversation as a system message."""
+        await self.node.post(state, SYSTEM, SYSTEM, {"kind": "event", "event": event, "text": text, **fields})
+
+    def _facts(self, state: ConvState, extra: dict[str, str]) -> dict[str, str]:
+        return {"channel": state.conv.channel, **{k: v for k, v in extra.items() if v}}
+
+    async def _plain_context(self, state: ConvState, why: dict[str, Any]) -> dict[str, Any]:
+        """A context packet from the stored transcript (no bot session to draw on)."""
+        page = await self.node.store.read_messages(state.conv.id, before=state.last_seq + 1, limit=TRANSCRIPT_LIMIT)
+        transcript = []
+        for m in page.messages:
+            body = msgpack.unpackb(m.body, raw=False)
+            transcript.append({"role": m.sender_role, "from": m.sender, "ts": m.ts, "text": body.get("text", f"[{body.get('kind')}]")})
+        conv = state.conv
+        return {"customer": {"tenant": conv.tenant, "user": conv.customer, "channel": conv.channel}, "transcript": transcript, "handoff": why}
+
+    def _announce_positions(self, tenant: str) -> None:
+        from ..node import frame  # the node module imports nothing of routing: no cycle at run time
+
+        """Tell every waiting shopper of ``tenant`` whose place or estimate moved (not stored)."""
+        for waiting in self.engine.queued(tenant):
+            where = self.engine.position(waiting.conv_id)
+            if where is None or self.announced.get(waiting.conv_id) == where:
+                continue
+            self.announced[waiting.conv_id] = where
+            payload = {"t": "queue", "conv": waiting.conv_id, "position": where[0], "eta_s": where[1]}
+            self.node.bus.publish_event(waiting.conv_id, frame(payload), None)
+
+    def _tick(self, now: float) -> None:
+        for requeue in self.engine.expire(now):
+            self.serial.submit(requeue.conv_id, self._requeue, requeue.conv_id, requeue.agent)
+        for tenant in {w.tenant for w in self.engine.waiting.values()}:
+            self._carry_out(self.engine.dispatch(tenant, now))
+            self._announce_positions(tenant)
+        for conv_id, resolved in list(self.resolved_at.items()):
+            routing_window = self._window_of(conv_id)
+            if routing_window is not None and now - resolved > routing_window:
+                del self.resolved_at[conv_id]
+                self.serial.submit(conv_id, self._expire_resolved, conv_id)
+
+    def _window_of(self, conv_id: str) -> float | None:
+        state = self.node.hub.get(conv_id)
+        tenant = state.conv.tenant if state is not None else None
+        return self.config.for_tenant(tenant).reopen_window_s if tenant else self.config.default.reopen_window_s
+
+    async def _expire_resolved(self, conv_id: str) -> None:
+        state = await self.node.conversation(conv_id)
+        if state is not None and state.conv.stage == RESOLVED:
+            await self.node.update_conversation(state, SYSTEM, status=CLOSED, stage=next_stage(RESOLVED, "close"))
+
+    async def _requeue(self, conv_id: str, agent: str) -> None:
+        """The agent's grace period ran out: first in line again, with the context kept."""
+        state = await self.node.conversation(conv_id)
+        if state is None or state.conv.stage != ASSIGNED:
+            return
+        self.contexts[conv_id] = await self._plain_context(state, {"reason": "agent_left", "agent": agent})
+        await self._event(state, "requeued", "客服暂时离开，正在为您重新安排客服", agent=agent)
+        await self._enqueue(state, "requeue", {"reason": "agent_left"}, state.conv.group or "default", front=True)
+
+    # ---- requests -----------------------------------------------------------------------------
+
+    def _status(self, conn: Connection, req: dict[str, Any]) -> None:
+        identity = conn.identity
+        if identity.role not in ("agent", "supervisor"):
+            raise RequestError("forbidden", "only agents and supervisors take conversations")
+        status = env.need_choice(req, "status", ("online", "away", "offline"))
+        max_active = env.need_int(req, "max", optional=True, minimum=0)
+        groups = req.get("groups")
+        if groups is not None and (type(groups) is not list or not all(type(g) is str for g in groups)):
+            raise RequestError("bad_request", "field `groups` must be a list of skill group names")
+        if (identity.tenant, identity.user) not in self.engine.agents:
+            self.engine.connected(identity.tenant, identity.user)  # a supervisor's first status
+        try:
+            assignments = self.engine.set_status(
+                identity.tenant, identity.user, status, time.time(), name=identity.name, max_active=max_active,
+                groups=frozenset(groups) if groups is not None else None,
+            )
+        except RoutingError as exc:
+            raise RequestError(exc.code, exc.message) from None
+        agent = self.engine.agent(identity.tenant, identity.user)
+        self._carry_out(assignments)
+        self.node._ok(conn, req, status=agent.status, max=agent.max_active, groups=sorted(agent.groups), active=sorted(agent.active))
+
+    async def _take(self, conn: Connection, req: dict[str, Any]) -> None:
+        identity = conn.identity
+        state = await self.node._state(conn, self.node._conv_id(req))
+        try:
+            assignment = self.engine.take(identity.tenant, identity.user, state.conv.id, time.time())
+        except RoutingError as exc:
+            raise RequestError(exc.code if exc.code != "conflict" else "forbidden", exc.message) from None
+        self._carry_out([assignment])
+        self.node._ok(conn, req, conv=state.conv.id)
+
+    async def _transfer(self, conn: Connection, req: dict[str, Any]) -> None:
+        identity = conn.identity
+        state = await self.node._state(conn, self.node._conv_id(req))
+        to_agent = env.need_str(req, "to_agent", 128, optional=True)
+        to_group = env.need_str(req, "to_group", 64, optional=True)
+        note = env.need_str(req, "note", 1000, optional=True, empty=True) or ""
+        if (to_agent is None) == (to_group is None):
+            raise RequestError("bad_request", "give exactly one of `to_agent` and `to_group`")
+        if identity.role != "supervisor" and state.conv.assignee != identity.user:
+            raise RequestError("forbidden", "only the assigned agent or a supervisor transfers a conversation")
+        if state.conv.stage not in (ASSIGNED, QUEUED):
+            raise RequestError("forbidden", f"a conversation that is {state.conv.stage} cannot be transferred")
+        routing = self.config.for_tenant(state.conv.tenant)
+        if to_group is not None and to_group not in {g.name for g in routing.groups}:
+            raise RequestError("bad_request", f"unknown skill group {to_group!r}")
+        context = self.contexts.get(state.conv.id) or await self._plain_context(state, {})
+        context["transfer"] = {"from": identity.user, "note": note, "to_agent": to_agent, "to_group": to_group}
+        self.contexts[state.conv.id] = context
+        now = time.time()
+        if to_agent is not None:
+            try:
+                assignment = self.engine.transfer_to_agent(state.conv.id, state.conv.tenant, state.conv.customer, state.conv.group, to_agent, now)
+            except RoutingError as exc:
+                raise RequestError("forbidden", exc.message) from None
+            await self._event(state, "transferred", "正在为您转接其他客服", by=identity.user, to_agent=to_agent)
+            self._carry_out([assignment])
+        else:
+            previous = state.conv.assignee
+            await self._event(state, "transferred", "正在为您转接其他客服", by=identity.user, to_group=to_group)
+            await self._enqueue(state, "transfer", {"reason": "transfer"}, to_group)
+            if previous:
+                await self.node.remove_member(state, previous, "agent")
+        self.node._ok(conn, req, conv=state.conv.id)
+
+    async def _resolve(self, conn: Connection, req: dict[str, Any]) -> None:
+        identity = conn.identity
+        state = await self.node._state(conn, self.node._conv_id(req))
+        allowed = identity.role == "supervisor" or state.conv.assignee == identity.user or (
+            state.conv.stage == BOT and identity.role == "bot" and identity.user in state.members
+        ) or (identity.user == state.conv.customer)
+        if not allowed:
+            raise RequestError("forbidden", "only the assigned agent, the bot, the customer or a supervisor resolves a conversation")
+        if state.conv.stage not in (BOT, ASSIGNED):
+            raise RequestError("forbidden", f"a conversation that is {state.conv.stage} cannot be resolved")
+        self.sessions.pop(state.conv.id, None)
+        await self._move(state, "resolve", identity.user)
+        self.resolved_at[state.conv.id] = time.time()
+        self._carry_out(self.engine.finish(state.conv.id, time.time()))
+        await self._event(state, "resolved", "本次服务已结束，感谢您的咨询。如还有问题，直接回复即可", by=identity.user)
+        self.node._ok(conn, req, conv=env.conversation_map(state.conv))
+
+    async def _handoff_request(self, conn: Connection, req: dict[str, Any]) -> None:
+        """The shopper asks for a human, or an external bot hands over."""
+        identity = conn.identity
+        state = await self.node._state(conn, self.node._conv_id(req))
+        self.node._check_member(conn, state)
+        if identity.role not in ("shopper", "bot"):
+            raise RequestError("forbidden", "only the shopper or the conversation's bot asks for a handoff")
+        if state.conv.stage != BOT:
+            self.node._ok(conn, req, stage=state.conv.stage)  # already with (or waiting for) a human
+            return
+        reason = env.need_str(req, "reason", 200, optional=True, empty=True) or ""
+        why = {"reason": "asked_for_human" if identity.role == "shopper" else "bot_request", "detail": reason}
+        packet = req.get("context") if identity.role == "bot" and type(req.get("context")) is dict else None
+        session = self.sessions.pop(state.conv.id, None)
+        if session is not None and packet is None:
+            routing = self.config.for_tenant(state.conv.tenant)
+            packet = self.bots.for_tenant(state.conv.tenant, routing).context_packet(session)
+        await self._handoff(state, why, packet, {})
+        self.node._ok(conn, req, stage=state.conv.stage)
+
+    async def _queues(self, conn: Connection, req: dict[str, Any]) -> None:
+        identity = conn.identity
+        if identity.role != "supervisor":
+            raise RequestError("forbidden", "only supervisors see the queues")
+        snapshot = self.engine.snapshot(identity.tenant, time.time())
+        self.node._ok(conn, req, **snapshot)
+
