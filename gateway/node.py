@@ -406,7 +406,6 @@ class Node:
         conn.user_key = user_key
         conn.tokens = float(self.limits.rate_burst)
         conn.token_time = conn.last_recv
-        conn.log_extra.update(tenant=identity.tenant, user=identity.user, role=identity.role)
         self.hub.add_connection(conn)
         self.stats.connections[identity.role] += 1
         if self.routing is not None:

@@ -37,7 +37,7 @@ def test_configuration_table_lists_every_setting():
 
 async def test_the_client_example_runs_against_a_gateway(start_gateway):
     gw = await start_gateway(store="sqlite")
-    code = block("A client in ten lines", "python")
+    code = block("A client in a dozen lines", "python")
     code = code.replace("ws://127.0.0.1:8700/ws", gw.url).replace('"eyJ..."', repr(token("alice")))
     out = io.StringIO()
 

@@ -34,7 +34,7 @@ class Connection:
     __slots__ = (
         "sock", "id", "peer", "writer", "outbox", "outbox_bytes", "blocked", "closing", "closed",
         "created", "last_recv", "last_ping", "identity", "user_key", "convs", "guards", "live",
-        "tokens", "token_time", "violations", "log_extra", "scope",
+        "tokens", "token_time", "violations", "scope",
     )
 
     def __init__(self, sock: socket.socket, conn_id: str, peer: str, writer: Writer) -> None:
@@ -56,8 +56,15 @@ class Connection:
         self.tokens = 0.0  # rate limit bucket, refilled at token_time
         self.token_time = self.created
         self.violations = 0  # consecutive requests refused by the rate limit
-        self.log_extra: dict[str, str] = {"conn": conn_id, "peer": peer}
         self.scope = trio.CancelScope()  # the reader's: cancelled to stop reading
+
+    @property
+    def log_extra(self) -> dict[str, str]:
+        """Context for log lines, built when a line is logged (not kept: memory per idle connection)."""
+        extra = {"conn": self.id, "peer": self.peer}
+        if self.identity is not None:
+            extra.update(tenant=self.identity.tenant, user=self.identity.user, role=self.identity.role)
+        return extra
 
     def push(self, frame: bytes) -> None:
         """Queue one complete WebSocket frame; it is written with everything else queued."""
