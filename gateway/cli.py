@@ -75,7 +75,8 @@ async def _serve(config: Config) -> None:
             print(f"  WebSocket: {running.url}  (subprotocol kefu.v1)", flush=True)
             if running.metrics_url:
                 print(f"  Metrics:   {running.metrics_url}", flush=True)
-            print(f"  Token:     kefu token --data-dir {config.data_dir} --tenant demo --user alice --role shopper", flush=True)
+            signing = "--jwt-secret <the same secret>" if config.jwt_secret else f"--data-dir {config.data_dir}"
+            print(f"  Token:     kefu token {signing} --tenant demo --user alice --role shopper", flush=True)
             async for signum in signals:
                 log.info("%s: graceful shutdown", signal.Signals(signum).name)
                 running.node.stop()

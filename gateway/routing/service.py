@@ -60,6 +60,26 @@ class SerialQueues:
             self.nursery.start_soon(self._drain, key, queue)
         queue.append((fn, args))
 
+    async def call(self, key: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Run ``fn`` in ``key``'s turn and wait for it; its result or exception comes back here."""
+        done = trio.Event()
+        outcome: list[Any] = []
+
+        async def step() -> None:
+            try:
+                outcome.append((True, await fn(*args)))
+            except Exception as exc:
+                outcome.append((False, exc))
+            finally:
+                done.set()
+
+        self.submit(key, step)
+        await done.wait()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
     async def _drain(self, key: str, queue: deque) -> None:
         try:
             while queue:
@@ -330,6 +350,10 @@ class RoutingService:
         self.node._ok(conn, req, status=agent.status, max=agent.max_active, groups=sorted(agent.groups), active=sorted(agent.active))
 
     async def _take(self, conn: Connection, req: dict[str, Any]) -> None:
+        conv_id = self.node._conv_id(req)
+        await self.serial.call(conv_id, self._take_in_turn, conn, req)
+
+    async def _take_in_turn(self, conn: Connection, req: dict[str, Any]) -> None:
         identity = conn.identity
         state = await self.node._state(conn, self.node._conv_id(req))
         try:
@@ -340,6 +364,10 @@ class RoutingService:
         self.node._ok(conn, req, conv=state.conv.id)
 
     async def _transfer(self, conn: Connection, req: dict[str, Any]) -> None:
+        conv_id = self.node._conv_id(req)
+        await self.serial.call(conv_id, self._transfer_in_turn, conn, req)
+
+    async def _transfer_in_turn(self, conn: Connection, req: dict[str, Any]) -> None:
         identity = conn.identity
         state = await self.node._state(conn, self.node._conv_id(req))
         to_agent = env.need_str(req, "to_agent", 128, optional=True)
@@ -374,6 +402,10 @@ class RoutingService:
         self.node._ok(conn, req, conv=state.conv.id)
 
     async def _resolve(self, conn: Connection, req: dict[str, Any]) -> None:
+        conv_id = self.node._conv_id(req)
+        await self.serial.call(conv_id, self._resolve_in_turn, conn, req)
+
+    async def _resolve_in_turn(self, conn: Connection, req: dict[str, Any]) -> None:
         identity = conn.identity
         state = await self.node._state(conn, self.node._conv_id(req))
         allowed = identity.role == "supervisor" or state.conv.assignee == identity.user or (
@@ -391,6 +423,10 @@ class RoutingService:
         self.node._ok(conn, req, conv=env.conversation_map(state.conv))
 
     async def _handoff_request(self, conn: Connection, req: dict[str, Any]) -> None:
+        conv_id = self.node._conv_id(req)
+        await self.serial.call(conv_id, self._handoff_request_in_turn, conn, req)
+
+    async def _handoff_request_in_turn(self, conn: Connection, req: dict[str, Any]) -> None:
         """The shopper asks for a human, or an external bot hands over."""
         identity = conn.identity
         state = await self.node._state(conn, self.node._conv_id(req))

@@ -165,3 +165,33 @@ async def test_resolved_conversations_reopen_when_the_shopper_writes(routed):
         await alice.ok("send", conv=conv, cmid="again", body={"kind": "text", "text": "还有个问题"})
         offer = await ann.next("assigned")  # sticky: the same agent, not ben
         assert offer["conv"]["id"] == conv and offer["context"]["handoff"]["reason"] == "reopened"
+
+
+async def test_an_external_bot_answers_then_hands_off_with_its_context(routed):
+    gw = await routed(bot="external", bot_user="rasa", bot_name="Rasa")
+    async with connect(gw.url, token("rasa", "bot"), resume={}) as bot, connect(gw.url, token("alice"), resume={}) as alice, connect(
+        gw.url, token("ann", "agent"), resume={}
+    ) as ann:
+        await ann.ok("status", status="online")
+        conv = (await alice.ok("open"))["conv"]["id"]
+        joined = await alice.next("joined", conv=conv)
+        assert (joined["user"], joined["role"]) == ("rasa", "bot")
+        await alice.ok("send", conv=conv, cmid="q", body={"kind": "text", "text": "我的包裹丢了"})
+        assert (await bot.next("msg", conv=conv, role="shopper"))["cmid"] == "q"  # the bot hears the shopper
+        await bot.ok("send", conv=conv, cmid="b1", body={"kind": "text", "text": "抱歉，我帮您转人工"})
+        reply = await bot.ok("handoff", conv=conv, reason="lost parcel", context={"intent": "lost_parcel", "order": "A123"})
+        assert reply["stage"] in ("queued", "assigned")
+        offer = await ann.next("assigned")
+        assert offer["context"]["intent"] == "lost_parcel" and offer["context"]["handoff"]["reason"] == "bot_request"
+
+
+async def test_a_shopper_asks_for_a_human_by_request(routed):
+    gw = await routed(bot="external", bot_user="rasa")
+    async with connect(gw.url, token("alice"), resume={}) as alice:
+        conv = (await alice.ok("open"))["conv"]["id"]
+        reply = await alice.ok("handoff", conv=conv, reason="想找人工")
+        assert reply["stage"] == "queued"
+        queued = await _peek_event(alice, conv, "queued")
+        assert queued["reason"] == "asked_for_human" and queued["position"] == 1
+        outsider = await alice.request("queues")
+        assert outsider["code"] == "forbidden"
