@@ -108,8 +108,6 @@ async def serve(
         node.routing = RoutingService(node, routing_config, bots=BotDirectory())
         node._handlers.update(node.routing.handlers())
     async with trio.open_nursery() as nursery:
-        if node.routing is not None:
-            await nursery.start(node.routing.run)
         port = await nursery.start(node.run)
         metrics_port = None
         if config.metrics_port >= 0:

@@ -145,6 +145,8 @@ class Node:
             await system.start(self.store.run)
             await system.start(self.writer.run)
             await system.start(self.bus.run, self)
+            if self.routing is not None:  # after the store (it restores from it), before accepting
+                await system.start(self.routing.run)
             system.start_soon(self._heartbeat)
             async with trio.open_nursery() as connections:
                 self._nursery = connections

@@ -138,6 +138,15 @@ class RoutingEngine:
         self.waiting[conv_id] = waiting
         return self.dispatch(tenant, now)
 
+    def restore(self, conv_id: str, tenant: str, customer: str, group: str, user: str, now: float) -> None:
+        """After a restart: ``user`` serves ``conv_id`` (as stored). Until the agent connects again
+        their grace period runs, as if they had just disconnected."""
+        agent = self.agent(tenant, user)
+        agent.active.add(conv_id)
+        self.assigned[conv_id] = (agent, group, customer)
+        if agent.connections == 0:
+            agent.offline_since = now
+
     def dispatch(self, tenant: str, now: float) -> list[Assignment]:
         """Assign every waiting conversation of ``tenant`` that its strategy can place now."""
         strategy = self._strategy(tenant)

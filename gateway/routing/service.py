@@ -119,10 +119,24 @@ class RoutingService:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self.serial.nursery = nursery
+            await self._restore()
             task_status.started()
             while True:
                 await trio.sleep(TICK_S)
                 self._tick(time.time())
+
+    async def _restore(self) -> None:
+        """Pick up what a previous run left queued or assigned (stages are stored; queues are not)."""
+        now = time.time()
+        backlog = await self.node.store.in_stages((QUEUED, ASSIGNED))
+        for conv in backlog:
+            group = conv.group or self.config.for_tenant(conv.tenant).groups[-1].name
+            if conv.stage == QUEUED:
+                self.engine.enqueue(conv.id, conv.tenant, conv.customer, group, now)
+            elif conv.assignee:
+                self.engine.restore(conv.id, conv.tenant, conv.customer, group, conv.assignee, now)
+        if backlog:
+            log.info("routing restored %d queued or assigned conversations", len(backlog))
 
     # ---- hooks the node calls -----------------------------------------------------------------
 
@@ -134,7 +148,7 @@ class RoutingService:
         conv = state.conv
         if m.sender != conv.customer or m.sender_role != "shopper":
             return
-        if conv.stage == BOT and conv.id in self.sessions:
+        if conv.stage == BOT and self.config.for_tenant(conv.tenant).bot == "builtin" and self.bots is not None:
             body = msgpack.unpackb(m.body, raw=False)
             if body.get("kind") == "text":
                 self.serial.submit(conv.id, self._bot_turn, state, body["text"], m.ts / 1000)
@@ -181,11 +195,14 @@ class RoutingService:
             await self._post_bot(state, routing.bot_user, bot.greeting(session))
 
     async def _bot_turn(self, state: ConvState, text: str, at: float) -> None:
-        session = self.sessions.get(state.conv.id)
-        if session is None or state.conv.stage != BOT:
+        if state.conv.stage != BOT:
             return
         routing = self.config.for_tenant(state.conv.tenant)
         bot = self.bots.for_tenant(state.conv.tenant, routing)
+        session = self.sessions.get(state.conv.id)
+        if session is None:  # the gateway restarted since the bot greeted: a fresh session
+            conv = state.conv
+            session = self.sessions[conv.id] = bot.start({"tenant": conv.tenant, "user": conv.customer, "channel": conv.channel, "name": conv.customer})
         reply = bot.handle(session, text, at)
         await self._post_bot(state, routing.bot_user, reply)
         if reply.handoff is not None:

@@ -65,6 +65,10 @@ class StoreBackend(Protocol):
         """Conversations of ``tenant``, newest first (by created_at, then id). With ``user``, only
         those where ``user`` is a participant; with ``before``, only those created before that time."""
 
+    def in_stages(self, stages: Sequence[str], *, limit: int = 10_000) -> list[Conversation]:
+        """Open conversations of every tenant whose routing stage is one of ``stages``, oldest
+        first: what routing must pick up again after a restart."""
+
     def participants(self, conv_id: str) -> list[Participant]:
         """Participants in join order."""
 

@@ -165,6 +165,13 @@ class MemoryBackend:
         matching.sort(key=lambda conv: (conv.created_at, conv.id), reverse=True)
         return [self._live(conv) for conv in matching[:limit]]
 
+    def in_stages(self, stages: Sequence[str], *, limit: int = 10_000) -> list[Conversation]:
+        self._check_open()
+        check_limit(limit)
+        matching = [c for c in self._conversations.values() if c.status == "open" and c.stage in stages]
+        matching.sort(key=lambda conv: (conv.created_at, conv.id))
+        return [self._live(conv) for conv in matching[:limit]]
+
     def participants(self, conv_id: str) -> list[Participant]:
         self._check_open()
         members = self._participants.get(conv_id, {})

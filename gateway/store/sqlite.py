@@ -87,6 +87,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE conversations ADD COLUMN stage TEXT NOT NULL DEFAULT 'opened'",
         "ALTER TABLE conversations ADD COLUMN assignee TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE conversations ADD COLUMN skill_group TEXT NOT NULL DEFAULT ''",
+        # What routing picks up after a restart; the partial index stays as small as the backlog.
+        "CREATE INDEX conversations_in_routing ON conversations (stage, created_at)"
+        " WHERE status = 'open' AND stage IN ('bot', 'queued', 'assigned')",
     ),
 )
 
@@ -388,6 +391,15 @@ class SqliteBackend:
         sql += " ORDER BY c.created_at DESC, c.id DESC LIMIT ?"
         params.append(limit)
         return [Conversation(*row) for row in self._read(sql, params)]
+
+    def in_stages(self, stages: Sequence[str], *, limit: int = 10_000) -> list[Conversation]:
+        check_limit(limit)
+        marks = ", ".join("?" for _ in stages)
+        sql = (
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE status = 'open' AND stage IN ({marks})"
+            " ORDER BY created_at, id LIMIT ?"
+        )
+        return [Conversation(*row) for row in self._read(sql, [*stages, limit])] if stages else []
 
     def participants(self, conv_id: str) -> list[Participant]:
         rows = self._read(

@@ -218,6 +218,9 @@ class Store:
     async def list_conversations(self, tenant: str, **kwargs: Any) -> list[Conversation]:
         return await self._read(self.backend.list_conversations, tenant, **kwargs)
 
+    async def in_stages(self, stages: tuple[str, ...], **kwargs: Any) -> list[Conversation]:
+        return await self._read(self.backend.in_stages, stages, **kwargs)
+
     async def participants(self, conv_id: str) -> list[Participant]:
         return await self._read(self.backend.participants, conv_id)
 

@@ -195,3 +195,29 @@ async def test_a_shopper_asks_for_a_human_by_request(routed):
         assert queued["reason"] == "asked_for_human" and queued["position"] == 1
         outsider = await alice.request("queues")
         assert outsider["code"] == "forbidden"
+
+
+async def test_a_restart_picks_up_queued_and_assigned_conversations(start_gateway, tmp_path):
+    path = tmp_path / "routing.json"
+    path.write_text(json.dumps({"default": {"bot": "none", "grace_s": 1.0}}))
+    first = await start_gateway(routing="on", routing_file=str(path), store="sqlite")
+    async with connect(first.url, token("alice"), resume={}) as alice, connect(first.url, token("carol"), resume={}) as carol, connect(
+        first.url, token("ann", "agent"), resume={}
+    ) as ann:
+        await ann.ok("status", status="online", max=1)
+        a = (await alice.ok("open"))["conv"]["id"]
+        await ann.next("assigned")
+        c = (await carol.ok("open"))["conv"]["id"]
+        await _peek_event(carol, c, "queued")
+    first.node.stop()
+    with trio.fail_after(10):
+        await first.node.stopped()
+    again = await start_gateway(routing="on", routing_file=str(path), store="sqlite")
+    engine = again.node.routing.engine
+    assert [w.conv_id for w in engine.queued("shop1")] == [c]
+    assert engine.assignee(a).user == "ann"
+    async with connect(again.url, token("ben", "agent"), resume={}) as ben:
+        await ben.ok("status", status="online", max=5)
+        assert (await ben.next("assigned"))["conv"]["id"] == c  # carol's was still waiting
+        # ann does not come back within her grace period: alice's conversation goes to ben too
+        assert (await ben.next("assigned"))["conv"]["id"] == a

@@ -506,3 +506,17 @@ def test_receipts_are_kept_per_user_and_kind(backend: StoreBackend) -> None:
         Receipt("c1", "shopper1", "read", 2),
     ]
     assert backend.receipts("c2") == [Receipt("c2", "agent1", "read", 1)]
+
+
+def test_routing_fields_and_the_routing_backlog(backend: StoreBackend) -> None:
+    for i, tenant in enumerate(["t1", "t2", "t1", "t1"]):
+        backend.apply_batch([CreateConversation(conversation(f"c{i}", tenant=tenant, created_at=1_000 + i))])
+    [moved] = backend.apply_batch([SetStatus("c0", stage="queued", group="after_sales")])
+    assert (moved.stage, moved.group, moved.assignee, moved.status) == ("queued", "after_sales", "", OPEN)
+    backend.apply_batch([SetStatus("c1", stage="assigned", assignee="ann"), SetStatus("c2", stage="bot"), SetStatus("c3", CLOSED, stage="queued")])
+    got = backend.get_conversation("c1")
+    assert (got.stage, got.assignee) == ("assigned", "ann")
+    # every tenant, oldest first, open ones only
+    assert [c.id for c in backend.in_stages(("queued", "assigned"))] == ["c0", "c1"]
+    assert [c.id for c in backend.in_stages(("bot",))] == ["c2"]
+    assert backend.in_stages(()) == []
