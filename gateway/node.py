@@ -765,14 +765,23 @@ class Node:
         limit = env.need_int(req, "limit", optional=True, minimum=1) or 50
         limit = min(limit, MAX_LIST)
         before = env.need_int(req, "before", optional=True)
+        before_id = None
+        cursor = env.need_str(req, "cursor", 200, optional=True)
+        if cursor is not None:  # "<created_at>.<id>" of the last conversation of the previous page
+            at, _, before_id = cursor.partition(".")
+            if not at.isdigit() or not before_id:
+                raise RequestError("bad_request", "field `cursor` must be a `next` value from a previous `list` reply")
+            before = int(at)
         status = req.get("status")
         if status is not None and status not in (OPEN, CLOSED):
             raise RequestError("bad_request", "field `status` must be one of open, closed")
         everyone = identity.role == "supervisor" and not req.get("mine")
         convs = await self.store.list_conversations(
-            identity.tenant, user=None if everyone else identity.user, status=status, before=before, limit=limit + 1
+            identity.tenant, user=None if everyone else identity.user, status=status, before=before, before_id=before_id, limit=limit + 1
         )
-        self._ok(conn, req, convs=[env.conversation_map(c) for c in convs[:limit]], more=len(convs) > limit)
+        page, more = convs[:limit], len(convs) > limit
+        cursor_next = f"{page[-1].created_at}.{page[-1].id}" if more else None
+        self._ok(conn, req, convs=[env.conversation_map(c) for c in page], more=more, next=cursor_next)
 
     async def _history(self, conn: Connection, req: dict[str, Any]) -> None:
         state = await self._state(conn, self._conv_id(req))

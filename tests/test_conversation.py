@@ -187,6 +187,8 @@ async def test_list_my_conversations(gateway):
         assert [c["id"] for c in mine["convs"]] == [a2, a1] and mine["more"] is False
         page = await alice.ok("list", limit=1)
         assert [c["id"] for c in page["convs"]] == [a2] and page["more"] is True
+        rest = await alice.ok("list", limit=1, cursor=page["next"])
+        assert [c["id"] for c in rest["convs"]] == [a1] and rest["more"] is False and rest["next"] is None
         everything = await sue.ok("list")
         assert {c["id"] for c in everything["convs"]} == {a1, a2, c1}
         await alice.ok("close", conv=a1)

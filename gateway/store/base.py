@@ -60,10 +60,13 @@ class StoreBackend(Protocol):
         user: str | None = None,
         status: str | None = None,
         before: int | None = None,
+        before_id: str | None = None,
         limit: int = 100,
     ) -> list[Conversation]:
         """Conversations of ``tenant``, newest first (by created_at, then id). With ``user``, only
-        those where ``user`` is a participant; with ``before``, only those created before that time."""
+        those where ``user`` is a participant; with ``before``, only those created before that time
+        — or, with ``before_id`` too, at that time with a smaller id (a cursor that never skips
+        conversations created in the same millisecond)."""
 
     def in_stages(self, stages: Sequence[str], *, limit: int = 10_000) -> list[Conversation]:
         """Open conversations of every tenant whose routing stage is one of ``stages``, oldest

@@ -150,6 +150,7 @@ class MemoryBackend:
         user: str | None = None,
         status: str | None = None,
         before: int | None = None,
+        before_id: str | None = None,
         limit: int = 100,
     ) -> list[Conversation]:
         self._check_open()
@@ -160,7 +161,11 @@ class MemoryBackend:
             if conv.tenant == tenant
             and (user is None or user in self._participants[conv.id])
             and (status is None or conv.status == status)
-            and (before is None or conv.created_at < before)
+            and (
+                before is None
+                or conv.created_at < before
+                or (before_id is not None and conv.created_at == before and conv.id < before_id)
+            )
         ]
         matching.sort(key=lambda conv: (conv.created_at, conv.id), reverse=True)
         return [self._live(conv) for conv in matching[:limit]]

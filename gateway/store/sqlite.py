@@ -377,6 +377,7 @@ class SqliteBackend:
         user: str | None = None,
         status: str | None = None,
         before: int | None = None,
+        before_id: str | None = None,
         limit: int = 100,
     ) -> list[Conversation]:
         check_limit(limit)
@@ -385,7 +386,10 @@ class SqliteBackend:
         if status is not None:
             sql += " AND c.status = ?"
             params.append(status)
-        if before is not None:
+        if before is not None and before_id is not None:
+            sql += " AND (c.created_at < ? OR (c.created_at = ? AND c.id < ?))"
+            params += [before, before, before_id]
+        elif before is not None:
             sql += " AND c.created_at < ?"
             params.append(before)
         sql += " ORDER BY c.created_at DESC, c.id DESC LIMIT ?"

@@ -520,3 +520,16 @@ def test_routing_fields_and_the_routing_backlog(backend: StoreBackend) -> None:
     assert [c.id for c in backend.in_stages(("queued", "assigned"))] == ["c0", "c1"]
     assert [c.id for c in backend.in_stages(("bot",))] == ["c2"]
     assert backend.in_stages(()) == []
+
+
+def test_the_list_cursor_never_skips_conversations_of_the_same_millisecond(backend: StoreBackend) -> None:
+    for i in range(5):
+        backend.apply_batch([CreateConversation(conversation(f"c{i}", created_at=2_000))])
+    seen, before, before_id = [], None, None
+    while True:
+        page = backend.list_conversations("t1", before=before, before_id=before_id, limit=2)
+        seen += [c.id for c in page]
+        if len(page) < 2:
+            break
+        before, before_id = page[-1].created_at, page[-1].id
+    assert seen == ["c4", "c3", "c2", "c1", "c0"]
