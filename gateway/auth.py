@@ -7,6 +7,9 @@ to pick the key; nothing is trusted until the signature and the claims are verif
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import time
 from dataclasses import dataclass
 
@@ -17,6 +20,7 @@ from .protocol.errors import AuthError
 
 ALGORITHM = "HS256"
 _REQUIRED = ["exp", "sub", "tenant", "role", "channel"]
+VERIFIED_CACHE = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,15 +48,26 @@ class Authenticator:
         self._tenant_secrets = dict(tenant_secrets or {})
         self._tenants = None if tenants is None else frozenset(tenants) | frozenset(self._tenant_secrets)
         self._leeway = leeway_s
+        # Tokens whose signature and claims passed, until they expire: a reconnect storm re-presents
+        # the same tokens, and each PyJWT verification costs far more than a dict lookup.
+        self._verified: dict[str, Identity] = {}
 
     def verify(self, token: object) -> Identity:
         if type(token) is not str or not token:
             raise AuthError("token_missing", "no token given")
-        try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.InvalidTokenError as exc:
-            raise AuthError("token_invalid", f"malformed token: {exc}") from None
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached.expires_at + self._leeway >= time.time():
+                return cached  # a reconnecting client: its signature was checked already
+            del self._verified[token]
+        identity = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE:
+            self._verified.pop(next(iter(self._verified)))  # the oldest entry
+        self._verified[token] = identity
+        return identity
+
+    def _verify(self, token: str) -> Identity:
+        header, unverified = _peek(token)
         if header.get("alg") != ALGORITHM:
             raise AuthError("token_algorithm", f"tokens must be signed with {ALGORITHM}, not {header.get('alg')!r}")
         tenant = unverified.get("tenant")
@@ -70,6 +85,20 @@ class Authenticator:
         except jwt.InvalidTokenError as exc:
             raise AuthError("token_invalid", f"token rejected: {exc}") from None
         return _identity(claims)
+
+
+def _peek(token: str) -> tuple[dict, dict]:
+    """Header and claims, unverified, to choose the key: stdlib decoding, so PyJWT's thorough (and
+    slow) parse runs once, in the verification that follows."""
+    try:
+        head, body, _ = token.split(".")
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+        claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise AuthError("token_invalid", f"malformed token: {exc.__class__.__name__}") from None
+    if type(header) is not dict or type(claims) is not dict:
+        raise AuthError("token_invalid", "malformed token: header and claims must be JSON objects")
+    return header, claims
 
 
 def _identity(claims: dict) -> Identity:

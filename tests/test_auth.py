@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 
@@ -81,3 +82,19 @@ def test_a_tenant_key_cannot_mint_tokens_for_another_tenant():
     # shop-a's key signing for shop1 (which uses the gateway secret) fails, and the other way round
     assert refused(auth, jwt.encode(claims(tenant="shop1"), SHOP_A)) == "token_invalid"
     assert refused(auth, jwt.encode(claims(tenant="shop-a"), SECRET)) == "token_invalid"
+
+
+def test_a_verified_token_is_not_parsed_again_until_it_expires(monkeypatch):
+    auth = Authenticator(SECRET, leeway_s=0)
+    tok = jwt.encode(claims(exp=int(time.time()) + 60), SECRET)
+    first = auth.verify(tok)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("PyJWT ran for a token verified before")
+
+    monkeypatch.setattr(jwt, "decode", must_not_run)
+    assert auth.verify(tok) is first
+    # once its expiry passes the cached entry is dropped and the token verified (here: refused) again
+    auth._verified[tok] = dataclasses.replace(first, expires_at=int(time.time()) - 1)
+    with pytest.raises(AssertionError, match="PyJWT ran"):
+        auth.verify(tok)

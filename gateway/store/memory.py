@@ -50,6 +50,9 @@ class MemoryBackend:
         self._messages: dict[str, list[StoredMessage]] = {}
         self._by_cmid: dict[tuple[str, str, str], StoredMessage] = {}
         self._receipts: dict[str, dict[tuple[str, str], Receipt]] = {}
+        # Indexes for listing: a user's conversations, a tenant's (lists never scan everything).
+        self._of_user: dict[str, set[str]] = {}
+        self._of_tenant: dict[str, set[str]] = {}
         self._handlers: dict[type, Callable[..., object]] = {
             CreateConversation: self._create,
             AddParticipant: self._add_participant,
@@ -91,15 +94,19 @@ class MemoryBackend:
         self._messages[conv.id] = []
         self._receipts[conv.id] = {}
         members = self._participants[conv.id] = {}
+        self._of_tenant.setdefault(conv.tenant, set()).add(conv.id)
         for participant in op.participants:
             members.setdefault(participant.user, participant)
+            self._of_user.setdefault(participant.user, set()).add(conv.id)
         return conv
 
     def _add_participant(self, op: AddParticipant) -> Participant:
         members = self._members(op.participant.conv_id)
+        self._of_user.setdefault(op.participant.user, set()).add(op.participant.conv_id)
         return members.setdefault(op.participant.user, op.participant)
 
     def _remove_participant(self, op: RemoveParticipant) -> bool:
+        self._of_user.get(op.user, set()).discard(op.conv_id)
         return self._members(op.conv_id).pop(op.user, None) is not None
 
     def _append(self, op: AppendMessage) -> Appended:
@@ -155,11 +162,11 @@ class MemoryBackend:
     ) -> list[Conversation]:
         self._check_open()
         check_limit(limit)
+        ids = self._of_tenant.get(tenant, set()) if user is None else self._of_user.get(user, set())
         matching = [
             conv
-            for conv in self._conversations.values()
+            for conv in map(self._conversations.__getitem__, ids)
             if conv.tenant == tenant
-            and (user is None or user in self._participants[conv.id])
             and (status is None or conv.status == status)
             and (
                 before is None
