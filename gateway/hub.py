@@ -27,10 +27,10 @@ class ConvState:
         self.conv = conv
         self.members: dict[str, str] = {p.user: p.role for p in participants}  # user -> role
         self.subs: set[Connection] = set()  # live local connections of members
-        self.catchup: dict[Connection, list[tuple[int, bytes]]] = {}  # connections resuming: buffered live frames
+        self.catchup: dict[Connection, list[tuple[int, bytes]]] | None = None  # resuming connections: held live frames
         self.inflight = 0  # write ops submitted for this conversation and not completed
         self.last_seq = conv.last_seq  # highest seq known here (raised by every delivery)
-        self.receipts: dict[tuple[str, str], int] = {}  # (user, kind) -> highest seq announced
+        self.receipts: dict[tuple[str, str], int] | None = None  # (user, kind) -> highest seq announced
 
 
 class Hub:
@@ -103,23 +103,29 @@ class Hub:
     def subscribe(self, conn: Connection, state: ConvState) -> None:
         """Live delivery of ``state``'s conversation to ``conn`` from now on."""
         state.subs.add(conn)
-        conn.convs.add(state.conv.id)
+        if state.conv.id not in conn.convs:
+            conn.convs.append(state.conv.id)
 
     def unsubscribe(self, conn: Connection, conv_id: str) -> None:
-        conn.convs.discard(conv_id)
+        if conv_id in conn.convs:
+            conn.convs.remove(conv_id)
         conn.guards.pop(conv_id, None)
         state = self.convs.get(conv_id)
         if state is not None:
             state.subs.discard(conn)
-            state.catchup.pop(conn, None)
+            if state.catchup:
+                state.catchup.pop(conn, None)
             self.release(state)
 
     def begin_catchup(self, conn: Connection, state: ConvState, after: int) -> None:
         """Hold live frames for ``conn`` while the messages after seq ``after`` (the last one the
         client holds) are read from the store."""
         state.subs.discard(conn)
+        if state.catchup is None:
+            state.catchup = {}
         state.catchup[conn] = []
-        conn.convs.add(state.conv.id)
+        if state.conv.id not in conn.convs:
+            conn.convs.append(state.conv.id)
         conn.guards[state.conv.id] = after
 
     def finish_catchup(self, conn: Connection, state: ConvState) -> int:
@@ -131,7 +137,7 @@ class Hub:
         the catch-up began was committed before the store reads, so they returned it; one fanned
         out during catch-up is held here; later ones reach the live set. The guard covers a
         message the reads returned whose fan-out comes after the connection went live."""
-        held = state.catchup.pop(conn, [])
+        held = state.catchup.pop(conn, []) if state.catchup else []
         if conn.closed:
             return 0
         conv_id = state.conv.id
@@ -157,8 +163,9 @@ class Hub:
             return 0
         if seq > state.last_seq:
             state.last_seq = seq
-        for held in state.catchup.values():
-            held.append((seq, frame))
+        if state.catchup:
+            for held in state.catchup.values():
+                held.append((seq, frame))
         n = 0
         for conn in state.subs:
             if conn is origin:
@@ -186,4 +193,4 @@ class Hub:
         return n
 
     def subscription_count(self) -> int:
-        return sum(len(s.subs) + len(s.catchup) for s in self.convs.values())
+        return sum(len(s.subs) + len(s.catchup or ()) for s in self.convs.values())

@@ -232,17 +232,34 @@ class Node:
     # ---- connections --------------------------------------------------------------------------
 
     async def _serve_socket(self, sock: socket.socket, peer: str) -> None:
+        """One connection: HTTP upgrade, then frames until it closes (one task, one frame chain)."""
         accepted = time.monotonic()
-        upgrade, leftover = None, b""
+        upgrade, data = None, b""
         try:
             with trio.move_on_after(self.config.handshake_timeout_s):
-                upgrade, leftover = await self._handshake(sock)
+                upgrade, data = await self._handshake(sock)
         except OSError:
             upgrade = None
         if upgrade is None:
             sock.close()
             return
-        await self._serve_websocket(sock, peer, upgrade, leftover, accepted)
+        token, upgrade = upgrade.token, None
+        conn = Connection(sock, f"{self._prefix}-{next(self._ids)}", peer, self.writer)
+        conn.created = accepted  # one handshake timeout for the upgrade and the authentication together
+        self.connections.add(conn)
+        self.stats.connections_opened += 1
+        try:
+            if token is not None:
+                self._authenticate(conn, token, None)
+                token = None
+            await read_frames(conn, FrameDecoder(max_message_size=self.limits.max_frame_bytes), data, self.on_frame, self._on_text, self.stats)
+        except Exception:
+            log.exception("connection failed", extra=conn.log_extra)
+            conn.close(CLOSE_INTERNAL_ERROR, "internal error")
+        finally:
+            self._forget(conn)
+            with trio.CancelScope(shield=True):
+                await finish(conn)
 
     async def _handshake(self, sock: socket.socket) -> tuple[handshake.Upgrade | None, bytes]:
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=handshake.MAX_REQUEST_BYTES)
@@ -260,24 +277,6 @@ class Node:
                 self.stats.handshakes_failed[str(decision.status)] += 1
             return None, b""
         return decision, leftover
-
-    async def _serve_websocket(self, sock: socket.socket, peer: str, upgrade: handshake.Upgrade, leftover: bytes, accepted: float) -> None:
-        conn = Connection(sock, f"{self._prefix}-{next(self._ids)}", peer, self.writer)
-        conn.created = accepted  # one handshake timeout for the upgrade and the authentication together
-        self.connections.add(conn)
-        self.stats.connections_opened += 1
-        decoder = FrameDecoder(max_message_size=self.limits.max_frame_bytes)
-        try:
-            if upgrade.token is not None:
-                self._authenticate(conn, upgrade.token, None)
-            await read_frames(conn, decoder, leftover, self.on_frame, self._on_text, self.stats)
-        except Exception:
-            log.exception("connection failed", extra=conn.log_extra)
-            conn.close(CLOSE_INTERNAL_ERROR, "internal error")
-        finally:
-            self._forget(conn)
-            with trio.CancelScope(shield=True):
-                await finish(conn)
 
     def _forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
@@ -634,6 +633,8 @@ class Node:
             if type(result) is not Receipt:
                 self._error(conn, _store_failure(result), rid)
             else:
+                if state.receipts is None:
+                    state.receipts = {}
                 if result.seq == seq and state.receipts.get((user, kind), 0) < seq:  # raised: tell everybody, own devices too
                     state.receipts[(user, kind)] = seq
                     payload = {"t": "receipt", "conv": conv_id, "user": user, "kind": kind, "seq": seq}

@@ -95,6 +95,7 @@ def test_a_verified_token_is_not_parsed_again_until_it_expires(monkeypatch):
     monkeypatch.setattr(jwt, "decode", must_not_run)
     assert auth.verify(tok) is first
     # once its expiry passes the cached entry is dropped and the token verified (here: refused) again
-    auth._verified[tok] = dataclasses.replace(first, expires_at=int(time.time()) - 1)
+    [key] = auth._verified
+    auth._verified[key] = dataclasses.replace(first, expires_at=int(time.time()) - 1)
     with pytest.raises(AssertionError, match="PyJWT ran"):
         auth.verify(tok)

@@ -34,7 +34,7 @@ class Connection:
     __slots__ = (
         "sock", "id", "peer", "writer", "outbox", "outbox_bytes", "blocked", "closing", "closed",
         "created", "last_recv", "last_ping", "identity", "user_key", "convs", "guards", "live",
-        "tokens", "token_time", "violations", "scope",
+        "tokens", "token_time", "violations",
     )
 
     def __init__(self, sock: socket.socket, conn_id: str, peer: str, writer: Writer) -> None:
@@ -50,13 +50,12 @@ class Connection:
         self.created = self.last_recv = self.last_ping = time.monotonic()
         self.identity: Any = None  # auth.Identity once authenticated
         self.user_key: tuple[str, str] = ("", "")
-        self.convs: set[str] = set()  # conversations delivered to this connection
+        self.convs: list[str] = []  # conversations delivered to this connection (a list: 150 B less than a set)
         self.guards: dict[str, int] = {}  # conv -> highest seq already sent by a resume
         self.live = False  # resumed: receives live traffic
         self.tokens = 0.0  # rate limit bucket, refilled at token_time
         self.token_time = self.created
         self.violations = 0  # consecutive requests refused by the rate limit
-        self.scope = trio.CancelScope()  # the reader's: cancelled to stop reading
 
     @property
     def log_extra(self) -> dict[str, str]:
@@ -92,7 +91,10 @@ class Connection:
         self.push(encode_close(code, reason))
         self.closing = True
         self.writer.stats.closes[code] += 1
-        self.scope.cancel()
+        # Wake the reader if it waits for input (it sees ``closing`` and stops). A drain task
+        # waiting to write wakes too and simply waits again. Cheaper than a cancel scope per
+        # connection, which would cost idle connections memory.
+        notify_closing(self.sock)
 
 
 class Writer:
@@ -149,7 +151,10 @@ class Writer:
         """Write a connection's outbox as its socket accepts it; frames queued meanwhile join in."""
         try:
             while conn.outbox and not conn.closed:
-                await wait_writable(conn.sock)
+                try:
+                    await wait_writable(conn.sock)
+                except trio.ClosedResourceError:  # close() woke the reader; the close frame is still to go
+                    continue
                 outbox = conn.outbox
                 data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
                 try:
@@ -160,7 +165,7 @@ class Writer:
                 self.stats.frames_out += len(outbox) - 1
                 conn.outbox = [memoryview(data)[sent:]] if sent < len(data) else []  # type: ignore[list-item]
                 conn.outbox_bytes = len(data) - sent
-        except (OSError, trio.ClosedResourceError):
+        except OSError:
             conn.outbox = []
             conn.outbox_bytes = 0
         finally:
@@ -182,21 +187,15 @@ async def send_all(sock: socket.socket, data: bytes) -> None:
 async def read_frames(
     conn: Connection,
     decoder: Any,
-    leftover: bytes,
+    data: bytes,
     on_message: Callable[[Connection, bytes], Awaitable[None] | None],
     on_text: Callable[[Connection], None],
     stats: Stats,
 ) -> None:
-    """Read until the peer or the server closes: feed the frame decoder with every chunk and hand
-    each binary message to ``on_message`` (awaited only when it returns an awaitable); text
-    messages, which kefu.v1 does not use, to ``on_text``."""
-    with conn.scope:
-        await _read_frames(conn, decoder, leftover, on_message, on_text, stats)
-
-
-async def _read_frames(conn, decoder, leftover, on_message, on_text, stats) -> None:
+    """Read until the peer or the server closes (``data``: bytes already received): feed the frame
+    decoder with every chunk and hand each binary message to ``on_message`` (awaited only when it
+    returns an awaitable); text messages, which kefu.v1 does not use, to ``on_text``."""
     sock = conn.sock
-    data = leftover
     while True:
         if data:
             stats.bytes_in += len(data)
@@ -214,6 +213,7 @@ async def _read_frames(conn, decoder, leftover, on_message, on_text, stats) -> N
                     pending = on_message(conn, payload)
                     if pending is not None:
                         await pending
+                        pending = None  # a finished coroutine kept alive costs an idle connection ~300 B
                 elif opcode == OP_PING:
                     conn.push(encode_frame(OP_PONG, payload))
                 elif opcode == OP_CLOSE:
@@ -222,9 +222,13 @@ async def _read_frames(conn, decoder, leftover, on_message, on_text, stats) -> N
                 elif opcode != OP_PONG:
                     stats.frames_in += 1
                     on_text(conn)
+            messages = payload = data = None  # nothing of this chunk stays referenced while idle
         if conn.closing:
             return
-        await wait_readable(sock)
+        try:
+            await wait_readable(sock)
+        except trio.ClosedResourceError:  # close() from another task
+            return
         try:
             data = sock.recv(RECV_BYTES)
         except BlockingIOError:
