@@ -1,14 +1,22 @@
-"""Micro-benchmark: Kefu's frame codec (gateway.protocol.frames) against wsproto's FrameProtocol.
+"""Micro-benchmark: Kefu's two frame codecs against each other and against wsproto's FrameProtocol.
+
+Columns: the pure-Python twin (gateway.protocol._frames_py), the native twin (gateway._frames_c,
+built from native/frames.pyx; "n/a" when it is not built) and wsproto, then the ratios native / pure
+and native / wsproto (above 1 means native is faster). KEFU_PUREPYTHON does not matter here: both
+twins are imported directly.
 
 Cases (N frames of --size bytes each, binary):
 
-* parse, one chunk: N masked client frames fed as one large chunk, parsed and unmasked.
+* parse, one chunk: N masked client frames fed as one large chunk, parsed and unmasked. All N
+  payloads (20 MB by default) are alive at once, and glibc hands that memory back to the kernel
+  after each run, so every run pays thousands of page faults: for the native twin this case
+  measures the allocator more than the codec (compare with MALLOC_TOP_PAD_=268435456).
 * parse, 4 KiB chunks: the same stream fed in 4 KiB pieces, as a socket would deliver it.
 * build: N unmasked server frames.
 * parse, 64 B frames: N small masked frames in one chunk (chat-sized messages; per-frame overhead).
 
-Each case runs --repeat times and the best time counts. Prints a table of frames per second and the
-ratio ours / wsproto (above 1 means we are faster), and writes the numbers as JSON.
+Each case runs --repeat times and the best time counts. Prints a table of frames per second and
+writes the numbers as JSON.
 
     .venv/bin/python bench/bench_frames.py [--n 20000] [--size 1024] [--json bench/results/frames.json]
 """
@@ -23,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -30,7 +39,13 @@ sys.path.insert(0, str(ROOT))
 import wsproto  # noqa: E402
 from wsproto.frame_protocol import FrameProtocol  # noqa: E402
 
-from gateway.protocol.frames import OP_BINARY, FrameDecoder, encode_frame  # noqa: E402
+from gateway import _native  # noqa: E402
+from gateway.protocol import _frames_py  # noqa: E402
+
+CODECS: dict[str, ModuleType | None] = {
+    "pure": _frames_py,
+    "native": _native.load("frames", honour_env=False),
+}
 
 CHUNK = 4096
 
@@ -45,7 +60,9 @@ def chunks_of(stream: bytes, size: int) -> list[bytes]:
     return [stream[i : i + size] for i in range(0, len(stream), size)]
 
 
-def ours_parse(chunks: list[bytes], n: int) -> Callable[[], None]:
+def ours_parse(codec: ModuleType, chunks: list[bytes], n: int) -> Callable[[], None]:
+    FrameDecoder = codec.FrameDecoder
+
     def run() -> None:
         decoder = FrameDecoder(max_message_size=1 << 30)
         count = 0
@@ -70,7 +87,9 @@ def wsproto_parse(chunks: list[bytes], n: int) -> Callable[[], None]:
     return run
 
 
-def ours_build(payload: bytes, n: int) -> Callable[[], None]:
+def ours_build(codec: ModuleType, payload: bytes, n: int) -> Callable[[], None]:
+    encode_frame, OP_BINARY = codec.encode_frame, codec.OP_BINARY
+
     def run() -> None:
         for _ in range(n):
             encode_frame(OP_BINARY, payload)
@@ -97,6 +116,10 @@ def best_time(fn: Callable[[], None], repeat: int) -> float:
     return best
 
 
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a / b
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20000, help="frames per case (default 20000)")
@@ -108,41 +131,78 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     n, size = args.n, args.size
+    codecs = {name: codec for name, codec in CODECS.items() if codec is not None}
 
     stream = client_stream(n, size)
     small = client_stream(n, 64)
     payload = os.urandom(size)
-    # Sanity: both decoders agree on the frames before anything is timed.
-    assert FrameDecoder(max_message_size=1 << 30).feed(stream[: 3 * (size + 14)])[0][0] == OP_BINARY
+    # Sanity: every codec decodes the same first frames before anything is timed.
+    first = [
+        codec.FrameDecoder(max_message_size=1 << 30).feed(stream[: 3 * (size + 14)])
+        for codec in codecs.values()
+    ]
+    assert first[0] and first[0][0][0] == 2 and all(got == first[0] for got in first), "codecs disagree"
 
-    cases = [
-        (f"parse {size} B, one chunk", ours_parse([stream], n), wsproto_parse([stream], n)),
+    # name -> (codec -> runner, wsproto runner)
+    cases: list[tuple[str, Callable[[ModuleType], Callable[[], None]], Callable[[], None]]] = [
+        (
+            f"parse {size} B, one chunk",
+            lambda codec: ours_parse(codec, [stream], n),
+            wsproto_parse([stream], n),
+        ),
         (
             f"parse {size} B, {CHUNK // 1024} KiB chunks",
-            ours_parse(chunks_of(stream, CHUNK), n),
+            lambda codec: ours_parse(codec, chunks_of(stream, CHUNK), n),
             wsproto_parse(chunks_of(stream, CHUNK), n),
         ),
-        (f"build {size} B server frames", ours_build(payload, n), wsproto_build(payload, n)),
-        ("parse 64 B, one chunk", ours_parse([small], n), wsproto_parse([small], n)),
+        (
+            f"build {size} B server frames",
+            lambda codec: ours_build(codec, payload, n),
+            wsproto_build(payload, n),
+        ),
+        ("parse 64 B, one chunk", lambda codec: ours_parse(codec, [small], n), wsproto_parse([small], n)),
     ]
 
+    def rate(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:,.0f}"
+
+    def times(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.2f}x"
+
     results = []
-    header = f"{'case':<28} {'ours ops/s':>13} {'wsproto ops/s':>14} {'ours/wsproto':>13}"
+    header = (
+        f"{'case':<28} {'pure ops/s':>12} {'native ops/s':>13} {'wsproto ops/s':>14}"
+        f" {'native/pure':>12} {'native/wsproto':>15}"
+    )
     print(f"N={n} frames, {platform.python_implementation()} {platform.python_version()}, "
           f"wsproto {wsproto.__version__}, best of {args.repeat}")
+    if CODECS["native"] is None:
+        print("native codec not built (gateway._frames_c missing): pip install -e . builds it")
     print(header)
     print("-" * len(header))
     for name, ours, theirs in cases:
-        ours_rate = n / best_time(ours, args.repeat)
-        theirs_rate = n / best_time(theirs, args.repeat)
-        ratio = ours_rate / theirs_rate
-        print(f"{name:<28} {ours_rate:>13,.0f} {theirs_rate:>14,.0f} {ratio:>12.2f}x")
+        rates: dict[str, float | None] = {
+            codec_name: (n / best_time(ours(codec), args.repeat) if codec is not None else None)
+            for codec_name, codec in CODECS.items()
+        }
+        rates["wsproto"] = n / best_time(theirs, args.repeat)
+        native_over_pure = ratio(rates["native"], rates["pure"])
+        native_over_wsproto = ratio(rates["native"], rates["wsproto"])
+        print(
+            f"{name:<28} {rate(rates['pure']):>12} {rate(rates['native']):>13}"
+            f" {rate(rates['wsproto']):>14} {times(native_over_pure):>12}"
+            f" {times(native_over_wsproto):>15}"
+        )
         results.append(
             {
                 "case": name,
-                "ours_ops_per_s": round(ours_rate, 1),
-                "wsproto_ops_per_s": round(theirs_rate, 1),
-                "ratio_ours_over_wsproto": round(ratio, 3),
+                "pure_ops_per_s": None if rates["pure"] is None else round(rates["pure"], 1),
+                "native_ops_per_s": None if rates["native"] is None else round(rates["native"], 1),
+                "wsproto_ops_per_s": round(rates["wsproto"], 1),
+                "ratio_native_over_pure": None if native_over_pure is None else round(native_over_pure, 3),
+                "ratio_native_over_wsproto": (
+                    None if native_over_wsproto is None else round(native_over_wsproto, 3)
+                ),
             }
         )
 
@@ -156,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),
         "wsproto": wsproto.__version__,
+        "native_built": CODECS["native"] is not None,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "results": results,
     }

@@ -16,13 +16,14 @@ from .auth import mint_token
 from .config import Config, add_arguments, from_arguments
 from .logs import configure
 from .model import CHANNELS, ROLES
+from .protocol.frames import IMPLEMENTATION as FRAME_CODEC
 
 log = logging.getLogger("kefu")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kefu", description="Kefu (客服): realtime customer-service gateway.")
-    parser.add_argument("--version", action="version", version=f"kefu {__version__} (codec: python)")
+    parser.add_argument("--version", action="version", version=f"kefu {__version__} (codec: {FRAME_CODEC})")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve_cmd = commands.add_parser("serve", help="run the gateway", description="Run the gateway until SIGTERM/SIGINT.")
@@ -67,7 +68,7 @@ def _token(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: Config) -> None:
-    log.info("kefu %s starting: %s", __version__, {k: v for k, v in config.describe().items()})
+    log.info("kefu %s starting (frame codec: %s): %s", __version__, FRAME_CODEC, config.describe())
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             running: Running = await nursery.start(serve, config)
