@@ -64,14 +64,26 @@ class BotDirectory:
     def __init__(self) -> None:
         self._bots: dict[str, object] = {}
 
-    def for_tenant(self, tenant: str, routing) -> object:
-        from .bot import load_bot  # scikit-learn loads only when a tenant uses the built-in bot
+    async def preload(self, config: RoutingConfig) -> None:
+        """Fit every knowledge base a tenant's built-in bot uses, in a worker thread, before the
+        gateway takes connections (importing scikit-learn and fitting take seconds)."""
+        paths = {t.knowledge_base for t in (config.default, *config.tenants.values()) if t.bot == "builtin"}
+        for path in sorted(paths):
+            self._bots[path] = await trio.to_thread.run_sync(_load_bot, path)
+            log.info("bot knowledge base %s loaded", path or "(shipped sample shop)")
 
+    def for_tenant(self, tenant: str, routing) -> object:
         path = routing.knowledge_base or ""
         bot = self._bots.get(path)
-        if bot is None:
-            bot = self._bots[path] = load_bot(path or None)
+        if bot is None:  # not preloaded (a tenant added since): fit now
+            bot = self._bots[path] = _load_bot(path)
         return bot
+
+
+def _load_bot(path: str) -> object:
+    from .bot import load_bot  # scikit-learn loads only when a tenant uses the built-in bot
+
+    return load_bot(path or None)
 
 
 def make_authenticator(config: Config) -> Authenticator:

@@ -39,10 +39,16 @@ TICK_S = 1.0
 TRANSCRIPT_LIMIT = 50
 
 
-def _minutes(seconds: int | None) -> str:
-    if seconds is None:
-        return "请稍候，客服上线后会马上为您服务"
-    return f"预计等待约 {max(1, round(seconds / 60))} 分钟"
+def _queue_text(place: int, eta: int | None, language: str) -> str:
+    """What a waiting shopper reads: their place and the estimated wait, in their language."""
+    minutes = None if eta is None else max(1, round(eta / 60))
+    if language == "en":
+        ahead = f"{place - 1} {'person' if place == 2 else 'people'} ahead of you. " if place > 1 else "You are next. "
+        wait = "An agent will be with you as soon as one is online." if minutes is None else f"Estimated wait: about {minutes} min."
+        return ahead + wait
+    ahead = f"您前面还有 {place - 1} 位，" if place > 1 else "您是下一位，"
+    wait = "客服上线后会马上为您服务" if minutes is None else f"预计等待约 {minutes} 分钟"
+    return "正在为您转接人工客服。" + ahead + wait
 
 
 class SerialQueues:
@@ -119,6 +125,8 @@ class RoutingService:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self.serial.nursery = nursery
+            if self.bots is not None:
+                await self.bots.preload(self.config)
             await self._restore()
             task_status.started()
             while True:
@@ -191,8 +199,9 @@ class RoutingService:
         if routing.bot == "builtin" and self.bots is not None:
             bot = self.bots.for_tenant(state.conv.tenant, routing)
             customer = {"tenant": identity.tenant, "user": identity.user, "channel": identity.channel, "name": identity.name}
-            session = self.sessions[state.conv.id] = bot.start(customer)
-            await self._post_bot(state, routing.bot_user, bot.greeting(session))
+            now = time.time()
+            session = self.sessions[state.conv.id] = bot.start(customer, now=now)
+            await self._post_bot(state, routing.bot_user, bot.greeting(session, now=now))
 
     async def _bot_turn(self, state: ConvState, text: str, at: float) -> None:
         if state.conv.stage != BOT:
@@ -202,13 +211,14 @@ class RoutingService:
         session = self.sessions.get(state.conv.id)
         if session is None:  # the gateway restarted since the bot greeted: a fresh session
             conv = state.conv
-            session = self.sessions[conv.id] = bot.start({"tenant": conv.tenant, "user": conv.customer, "channel": conv.channel, "name": conv.customer})
+            customer = {"tenant": conv.tenant, "user": conv.customer, "channel": conv.channel, "name": conv.customer}
+            session = self.sessions[conv.id] = bot.start(customer, now=at)
         reply = bot.handle(session, text, at)
         await self._post_bot(state, routing.bot_user, reply)
-        if reply.handoff is not None:
+        if reply.handoff is not None:  # the bot's notice (in the shopper's language) is posted above
             packet = bot.context_packet(session)
             self.sessions.pop(state.conv.id, None)
-            facts = {"language": packet.get("language", ""), "intent": reply.intent or ""}
+            facts = {key: str(packet.get(key) or "") for key in ("language", "intent", "category")}
             await self._handoff(state, {"reason": reply.handoff.code, "detail": reply.handoff.detail}, packet, facts)
 
     async def _post_bot(self, state: ConvState, bot_user: str, reply: Any) -> None:
@@ -238,8 +248,8 @@ class RoutingService:
         if not assignments:
             place, eta = self.engine.position(conv.id) or (1, None)
             self.announced[conv.id] = (place, eta)
-            text = f"正在为您转接人工客服，您前面还有 {place - 1} 位，{_minutes(eta)}" if place > 1 else f"正在为您转接人工客服，{_minutes(eta)}"
-            await self._event(state, "queued", text, position=place, eta_s=eta, group=group, **why)
+            language = self.contexts.get(conv.id, {}).get("language", "zh")
+            await self._event(state, "queued", _queue_text(place, eta, language), position=place, eta_s=eta, group=group, **why)
         self._carry_out(assignments)
 
     async def _reopen(self, state: ConvState) -> None:

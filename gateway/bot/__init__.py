@@ -1,0 +1,59 @@
+"""The built-in 24/7 FAQ bot: answers shoppers from a tenant's knowledge base, hands over to people.
+
+Sans-IO: no sockets, no event loop, no clock (time is passed in). Routing calls it:
+
+    bot = load_bot(path)                      # fitted once per knowledge base file
+    session = bot.start({"tenant": ..., "user": ..., "channel": ..., "name": ...})
+    reply = bot.greeting(session)
+    reply = bot.handle(session, text, now)    # now: epoch seconds
+    if reply.handoff: packet = bot.context_packet(session)
+"""
+
+from .bot import DEFAULT_KNOWLEDGE_BASE, BotReply, BotSessionError, BotSettings, FaqBot, load_bot, load_default_bot
+from .classifier import IntentClassifier, IntentMatch
+from .frustration import Frustration, FrustrationMeter, FrustrationReason, FrustrationSettings
+from .handoff import (
+    ASKED_FOR_HUMAN,
+    FRUSTRATED,
+    HANDOFF_CODES,
+    HUMAN_ONLY_INTENT,
+    LOW_CONFIDENCE,
+    HandoffReason,
+    asks_for_human,
+)
+from .knowledge import Bilingual, Intent, KnowledgeBase, KnowledgeBaseError
+from .session import BOT, SHOPPER, BotSession, Customer, Turn
+from .text import detect_language
+
+__all__ = [
+    "ASKED_FOR_HUMAN",
+    "BOT",
+    "Bilingual",
+    "BotReply",
+    "BotSession",
+    "BotSessionError",
+    "BotSettings",
+    "Customer",
+    "DEFAULT_KNOWLEDGE_BASE",
+    "FRUSTRATED",
+    "FaqBot",
+    "Frustration",
+    "FrustrationMeter",
+    "FrustrationReason",
+    "FrustrationSettings",
+    "HANDOFF_CODES",
+    "HUMAN_ONLY_INTENT",
+    "HandoffReason",
+    "Intent",
+    "IntentClassifier",
+    "IntentMatch",
+    "KnowledgeBase",
+    "KnowledgeBaseError",
+    "LOW_CONFIDENCE",
+    "SHOPPER",
+    "Turn",
+    "asks_for_human",
+    "detect_language",
+    "load_bot",
+    "load_default_bot",
+]

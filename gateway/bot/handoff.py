@@ -1,0 +1,61 @@
+"""Why the bot hands a conversation to a person, and recognising a shopper who asks for one.
+
+A request for a person ("转人工", "real person", …) is checked before intent recognition, because it
+must win whatever else the message says ("退货太麻烦了，转人工"). A phrase right after a negation
+("不用人工", "no need for an agent") is not a request.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .text import normalise
+
+# The reason codes: stable, routing and reports switch on them (docs/routing.md lists them).
+ASKED_FOR_HUMAN = "asked_for_human"
+LOW_CONFIDENCE = "low_confidence"
+FRUSTRATED = "frustrated"
+HUMAN_ONLY_INTENT = "human_only_intent"
+HANDOFF_CODES = (ASKED_FOR_HUMAN, LOW_CONFIDENCE, FRUSTRATED, HUMAN_ONLY_INTENT)
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffReason:
+    code: str  # one of HANDOFF_CODES
+    detail: str  # human-readable, for the agent who takes over
+
+
+# Chinese: substrings, the more specific first (the first found is the one reported).
+HUMAN_PHRASES_ZH = (
+    "人工客服", "转人工", "找人工", "要人工", "接人工", "人工服务", "人工", "真人", "活人",
+    "不要机器人", "别用机器人", "不想跟机器人", "不想和机器人", "客服人员", "叫你们经理",
+)
+# English: whole words or phrases (regular expressions).
+HUMAN_PHRASES_EN = (
+    r"real (?:person|human|people)",
+    r"live (?:agent|person|chat|support)",
+    r"(?:speak|talk|chat) (?:to|with) (?:a |an |the |your )?(?:someone|somebody|person|human|people|staff|agent|representative|manager|operator)",
+    r"humans?",
+    r"agents?",
+    r"representative",
+    r"operator",
+    r"customer service rep",
+    r"not a (?:bot|robot)",
+)
+_HUMAN_EN = re.compile(r"\b(" + "|".join(HUMAN_PHRASES_EN) + r")\b")
+_NEGATION_ZH = re.compile(r"(不用|不需要|无需|不必)$")
+_NEGATION_EN = re.compile(r"\b(no need (for|of)|(don't|do not|dont) (need|want)( to (speak|talk) (to|with))?)( an?| the)?\s*$")
+
+
+def asks_for_human(text: str) -> str | None:
+    """The phrase with which ``text`` asks for a person, or None."""
+    text = normalise(text)
+    for phrase in HUMAN_PHRASES_ZH:
+        start = text.find(phrase)
+        if start >= 0 and not _NEGATION_ZH.search(text[:start]):
+            return phrase
+    for match in _HUMAN_EN.finditer(text):
+        if not _NEGATION_EN.search(text[: match.start()]):
+            return match.group()
+    return None

@@ -1,0 +1,168 @@
+"""The bot's turns: answers in the shopper's language, and each reason to hand off."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from gateway.bot import (
+    ASKED_FOR_HUMAN,
+    FRUSTRATED,
+    HUMAN_ONLY_INTENT,
+    LOW_CONFIDENCE,
+    BotSessionError,
+    BotSettings,
+    Customer,
+    FaqBot,
+    load_bot,
+    load_default_bot,
+)
+
+from .conftest import ALICE, T0
+
+
+def test_greeting_offers_the_suggested_questions(shop_bot, session):
+    reply = shop_bot.greeting(session)
+    assert reply.answer == shop_bot.kb.greeting.zh and reply.handoff is None
+    assert reply.quick_replies == ["发货时间", "查物流", "七天无理由退货", "优惠券规则"]
+    assert session.turns[-1].at == T0  # the session's start time
+
+
+def test_greeting_in_english_when_the_app_says_so(shop_bot):
+    session = shop_bot.start(Customer("shop1", "bob", "web"), language="en")
+    reply = shop_bot.greeting(session)
+    assert reply.answer == shop_bot.kb.greeting.en and reply.quick_replies[0] == "Shipping time"
+
+
+def test_a_clear_question_is_answered_with_follow_ups(shop_bot, session):
+    reply = shop_bot.handle(session, "亲，什么时候发货呀", T0 + 5)
+    assert reply.intent == "shipping_time" and reply.confidence >= 0.5 and reply.handoff is None
+    assert reply.answer == shop_bot.kb.intent("shipping_time").answer.zh
+    assert reply.quick_replies == ["查物流", "运费与包邮"]
+
+
+def test_answers_follow_the_language_of_each_message(shop_bot, session):
+    english = shop_bot.handle(session, "how do I return an item?", T0 + 1)
+    assert (english.language, english.answer) == ("en", shop_bot.kb.intent("returns").answer.en)
+    assert english.quick_replies == ["Refund status", "Exchanges", "Shipping fee"]
+    chinese = shop_bot.handle(session, "那退款多久到账", T0 + 2)
+    assert (chinese.language, chinese.answer) == ("zh", shop_bot.kb.intent("refund_status").answer.zh)
+    shop_bot.handle(session, "thanks", T0 + 3)
+    emoji = shop_bot.handle(session, "👍👍", T0 + 4)  # no letters: stay with English
+    assert emoji.language == "en" and emoji.answer == shop_bot.kb.fallback.en
+
+
+def test_empty_message_is_ignored(shop_bot, session):
+    reply = shop_bot.handle(session, "   ", T0)
+    assert reply.answer is None and reply.handoff is None and session.turns == []
+
+
+def test_asked_for_human(shop_bot, session):
+    shop_bot.handle(session, "我的快递到哪了", T0)
+    reply = shop_bot.handle(session, "算了，转人工", T0 + 10)
+    assert reply.handoff.code == ASKED_FOR_HUMAN and "转人工" in reply.handoff.detail
+    assert reply.answer == shop_bot.kb.handoff.zh and reply.quick_replies == []
+    assert session.handed_off and session.handoff_at == T0 + 10
+
+
+def test_asked_for_human_in_english_gets_an_english_notice(shop_bot, session):
+    reply = shop_bot.handle(session, "can I speak to a real person", T0)
+    assert reply.handoff.code == ASKED_FOR_HUMAN and reply.answer == shop_bot.kb.handoff.en
+
+
+def test_human_only_intent(shop_bot, session):
+    reply = shop_bot.handle(session, "我要投诉你们的快递", T0)
+    assert (reply.handoff.code, reply.intent) == (HUMAN_ONLY_INTENT, "complaint")
+    assert "complaint" in reply.handoff.detail
+    assert reply.answer == shop_bot.kb.intent("complaint").answer.zh  # its own apology
+
+
+def test_asking_for_a_person_wins_over_other_reasons(shop_bot, session):
+    reply = shop_bot.handle(session, "垃圾！！！我要投诉，转人工", T0)
+    assert reply.handoff.code == ASKED_FOR_HUMAN
+    assert session.frustration.score >= 0.6  # still measured, for the agent
+
+
+def test_frustrated_by_words_and_punctuation(shop_bot, session):
+    reply = shop_bot.handle(session, "怎么还没发货？？？太慢了", T0)
+    assert reply.handoff.code == FRUSTRATED
+    assert "negative words: 怎么还没, 太慢" in reply.handoff.detail and "'???'" in reply.handoff.detail
+
+
+def test_frustrated_by_asking_the_same_thing_again_and_again(shop_bot, session):
+    questions = ["我的快递到哪了", "物流到哪里了", "包裹到哪了呢", "查一下我的快递"]
+    replies = [shop_bot.handle(session, q, T0 + i) for i, q in enumerate(questions)]
+    assert [r.intent for r in replies[:3]] == ["order_status"] * 3
+    assert [r.handoff for r in replies[:3]] == [None] * 3
+    assert replies[3].handoff.code == FRUSTRATED and "4 times" in replies[3].handoff.detail
+
+
+def test_frustrated_after_a_long_wait(shop_bot, session):
+    reply = shop_bot.handle(session, "在吗", T0 + 900, waiting_since=T0)
+    assert reply.handoff.code == FRUSTRATED and "waited 900 s" in reply.handoff.detail
+
+
+def test_one_unclear_question_gets_the_fallback_and_suggestions(shop_bot, session):
+    reply = shop_bot.handle(session, "你们老板叫什么名字", T0)
+    assert reply.handoff is None and reply.intent is None and reply.confidence < 0.5
+    assert reply.answer == shop_bot.kb.fallback.zh
+    assert reply.quick_replies  # likely questions, or the knowledge base's suggestions
+
+
+def test_low_confidence_must_persist_for_two_turns(shop_bot, session):
+    assert shop_bot.handle(session, "你们老板叫什么名字", T0).handoff is None
+    reply = shop_bot.handle(session, "今天天气怎么样", T0 + 10)
+    assert reply.handoff.code == LOW_CONFIDENCE and "2 messages in a row" in reply.handoff.detail
+
+
+def test_a_clear_question_resets_the_low_confidence_count(shop_bot, session):
+    assert shop_bot.handle(session, "你们老板叫什么名字", T0).handoff is None
+    assert shop_bot.handle(session, "能开发票吗", T0 + 1).intent == "invoices"
+    assert shop_bot.handle(session, "今天天气怎么样", T0 + 2).handoff is None
+    assert session.low_confidence_streak == 1
+
+
+def test_low_confidence_turns_is_configurable(shop_bot):
+    patient = FaqBot(shop_bot.kb, BotSettings(low_confidence_turns=3), classifier=shop_bot.classifier)
+    session = patient.start(ALICE)
+    unclear = ["what's the weather like", "who is your boss", "tell me a joke"]
+    replies = [patient.handle(session, text, T0 + i) for i, text in enumerate(unclear)]
+    assert [r.handoff.code if r.handoff else None for r in replies] == [None, None, LOW_CONFIDENCE]
+
+
+def test_no_bot_turns_after_the_handoff(shop_bot, session):
+    shop_bot.handle(session, "人工", T0)
+    with pytest.raises(BotSessionError, match="asked_for_human"):
+        shop_bot.handle(session, "在吗", T0 + 1)
+
+
+def test_start_takes_routing_s_customer_dict(shop_bot):
+    assert shop_bot.start(ALICE).customer == Customer("shop1", "alice", "app", "王女士")
+    with pytest.raises(ValueError, match="'user'"):
+        shop_bot.start({"tenant": "shop1"})
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError):
+        BotSettings(confidence_threshold=1.5)
+    with pytest.raises(ValueError):
+        BotSettings(low_confidence_turns=0)
+
+
+def test_the_fitted_model_is_shared_per_knowledge_base_file(shop_bot, tmp_path):
+    assert load_default_bot().classifier is shop_bot.classifier
+    path = tmp_path / "faq.json"
+    kb = {"intents": [
+        {"id": "invoices", "title": {"zh": "发票"}, "answer": {"zh": "可以开"}, "examples": {"zh": ["能开发票吗", "怎么开票"]}},
+        {"id": "returns", "title": {"zh": "退货"}, "answer": {"zh": "七天无理由"}, "examples": {"zh": ["怎么退货", "能退吗"]}},
+    ]}
+    path.write_text(json.dumps(kb, ensure_ascii=False), encoding="utf-8")
+    first = load_bot(path)
+    assert load_bot(str(path)).classifier is first.classifier
+    kb["intents"][0]["answer"]["zh"] = "可以开电子发票"
+    path.write_text(json.dumps(kb, ensure_ascii=False), encoding="utf-8")
+    os.utime(path, ns=(1, 1))  # a different modification time: the file changed
+    second = load_bot(path)
+    assert second.classifier is not first.classifier and second.kb.intent("invoices").answer.zh == "可以开电子发票"

@@ -1,0 +1,42 @@
+"""Recognising a shopper who asks for a person."""
+
+import pytest
+
+from gateway.bot import asks_for_human
+
+
+@pytest.mark.parametrize(
+    "text, phrase",
+    [
+        ("人工", "人工"),
+        ("转人工", "转人工"),
+        ("人工客服！！", "人工客服"),
+        ("退货太麻烦了，给我转人工", "转人工"),
+        ("我要找真人", "真人"),
+        ("不要机器人，叫你们经理来", "不要机器人"),
+        ("human please", "human"),
+        ("Can I talk to an AGENT", "talk to an agent"),
+        ("agent", "agent"),
+        ("I want a real person", "real person"),
+        ("let me speak to someone", "speak to someone"),
+        ("is there a live chat", "live chat"),
+        ("get me a representative", "representative"),
+    ],
+)
+def test_requests_for_a_person(text, phrase):
+    assert asks_for_human(text) == phrase
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "什么时候发货",
+        "不用人工，我自己看看",
+        "no need for an agent, thanks",
+        "I don't need a human",
+        "where is my order",
+        "客服在吗",  # greets the service, which the bot is
+    ],
+)
+def test_not_requests_for_a_person(text):
+    assert asks_for_human(text) is None

@@ -1,0 +1,86 @@
+"""The routing issue's whole story over real sockets, with the built-in bot: a shopper asks when
+their order ships and gets the bot's answer; asks for a human and is queued with a position; an
+agent comes online, receives the conversation with its context packet, and the two converse."""
+
+from __future__ import annotations
+
+import pytest
+
+from ..support import connect, token
+
+
+@pytest.fixture
+async def with_bot(start_gateway):
+    return await start_gateway(routing="on")  # default routing: the built-in bot answers first
+
+
+async def bot_says(client, conv):
+    return (await client.next("msg", conv=conv, role="bot"))["body"]
+
+
+async def test_bot_answers_then_hands_over_with_context(with_bot):
+    gw = with_bot
+    async with connect(gw.url, token("alice", name="王女士"), resume={}) as alice:
+        conv = (await alice.ok("open", subject="订单咨询"))["conv"]["id"]
+        greeting = await bot_says(alice, conv)
+        assert greeting["kind"] == "text" and greeting["text"]
+
+        await alice.ok("send", conv=conv, cmid="q1", body={"kind": "text", "text": "什么时候发货?"})
+        answer = await bot_says(alice, conv)
+        assert answer["intent"] == "shipping_time" and answer["confidence"] >= 0.5
+        assert "发货" in answer["text"]
+
+        await alice.ok("send", conv=conv, cmid="q2", body={"kind": "text", "text": "转人工"})
+        notice = await bot_says(alice, conv)  # the bot says it is handing over
+        assert notice["text"]
+        queued = (await alice.next("msg", conv=conv, role="system"))["body"]
+        assert (queued["event"], queued["position"], queued["reason"]) == ("queued", 1, "asked_for_human")
+        assert "您是下一位" in queued["text"]
+
+        async with connect(gw.url, token("wangli", "agent", name="王丽"), resume={}) as agent:
+            await agent.ok("status", status="online", max=3)
+            offer = await agent.next("assigned")
+            context = offer["context"]
+            assert offer["conv"]["id"] == conv and offer["conv"]["stage"] == "assigned"
+            assert context["customer"]["user"] == "alice" and context["customer"]["name"] == "王女士"
+            assert context["handoff"]["reason"] == "asked_for_human"
+            shopper_said = [t["text"] for t in context["transcript"] if t["role"] == "shopper"]
+            assert shopper_said == ["什么时候发货?", "转人工"]
+            assert any(i.get("intent") == "shipping_time" for i in context["intents"])  # what the bot understood
+
+            assigned = (await alice.next("msg", conv=conv, role="system"))["body"]
+            assert assigned["event"] == "assigned" and "王丽" in assigned["text"]
+            await agent.ok("send", conv=conv, cmid="a1", body={"kind": "text", "text": "王女士您好，您的订单今天下午发出"})
+            assert (await alice.next("msg", conv=conv, role="agent"))["body"]["text"].startswith("王女士您好")
+            await alice.ok("send", conv=conv, cmid="q3", body={"kind": "text", "text": "好的谢谢"})
+            assert (await agent.next("msg", conv=conv, role="shopper"))["cmid"] == "q3"
+            # the bot stays quiet once a human has the conversation
+            assert [f for f in await alice.quiet(0.3) if f["t"] == "msg" and f["role"] == "bot"] == []
+
+
+async def test_a_frustrated_shopper_reaches_a_human(with_bot):
+    gw = with_bot
+    async with connect(gw.url, token("bob"), resume={}) as bob:
+        conv = (await bob.ok("open"))["conv"]["id"]
+        await bot_says(bob, conv)
+        for i, text in enumerate(["你们这什么垃圾服务!!!", "怎么还没发货！！！太差了", "怎么还没发货！！！太差了"]):
+            await bob.ok("send", conv=conv, cmid=f"f{i}", body={"kind": "text", "text": text})
+            body = (await bob.next("msg", conv=conv))["body"]
+            if body.get("kind") == "event" or body.get("event"):
+                break
+        queued = body if body.get("event") == "queued" else (await bob.next("msg", conv=conv, role="system"))["body"]
+        assert queued["event"] == "queued" and queued["reason"] in ("frustrated", "human_only_intent")
+
+
+async def test_an_english_shopper_is_answered_in_english(with_bot):
+    gw = with_bot
+    async with connect(gw.url, token("carol"), resume={}) as carol:
+        conv = (await carol.ok("open"))["conv"]["id"]
+        await bot_says(carol, conv)
+        await carol.ok("send", conv=conv, cmid="e1", body={"kind": "text", "text": "When will my order be shipped?"})
+        answer = await bot_says(carol, conv)
+        assert answer["intent"] == "shipping_time" and not any("\u4e00" <= c <= "\u9fff" for c in answer["text"])
+        await carol.ok("send", conv=conv, cmid="e2", body={"kind": "text", "text": "I want to talk to a human"})
+        await bot_says(carol, conv)
+        queued = (await carol.next("msg", conv=conv, role="system"))["body"]
+        assert queued["event"] == "queued" and "next" in queued["text"]
