@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import resource
 import signal
@@ -48,8 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     config = from_arguments(args)
     configure(config.log_format, config.log_level)
     _raise_file_limit()
+    _tune_gc()
     trio.run(_serve, config)
     return 0
+
+
+def _tune_gc() -> None:
+    """The data path allocates many short-lived, acyclic objects per message; CPython's default
+    young-generation threshold (700) then runs a collection every few hundred messages (profiled at
+    about 15 % of the gateway's CPU). Collect less often, and move what startup allocated out of
+    the collector's sight."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def _raise_file_limit() -> None:
