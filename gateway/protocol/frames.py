@@ -33,40 +33,22 @@ __all__ = [
     "parse_close_payload",
 ]
 
-if _native.load("frames") is None:
-    from ._frames_py import (
-        OP_BINARY,
-        OP_CLOSE,
-        OP_CONT,
-        OP_PING,
-        OP_PONG,
-        OP_TEXT,
-        FrameDecoder,
-        encode_close,
-        encode_frame,
-        parse_close_payload,
-    )
+_impl = _native.load("frames")
+if _impl is None:
+    from . import _frames_py as _impl
 
     IMPLEMENTATION = "python"
 else:
-    from .._frames_c import (  # type: ignore[import-not-found,no-redef]
-        OP_BINARY,
-        OP_CLOSE,
-        OP_CONT,
-        OP_PING,
-        OP_PONG,
-        OP_TEXT,
-        FrameDecoder,
-        encode_close,
-        encode_frame,
-        parse_close_payload,
-    )
-    from .._frames_c import FrameError as _native_frame_error  # type: ignore[import-not-found]
-
     # One exception class for both twins: an extension built against another FrameError would
     # escape ``except FrameError`` in the connection layer. That is a broken build: say so.
-    if _native_frame_error is not FrameError:
+    if _impl.FrameError is not FrameError:
         raise ImportError("gateway._frames_c raises its own FrameError; rebuild the extension")
-    del _native_frame_error
-
     IMPLEMENTATION = "native"
+
+OP_CONT, OP_TEXT, OP_BINARY = _impl.OP_CONT, _impl.OP_TEXT, _impl.OP_BINARY
+OP_CLOSE, OP_PING, OP_PONG = _impl.OP_CLOSE, _impl.OP_PING, _impl.OP_PONG
+FrameDecoder = _impl.FrameDecoder
+encode_frame = _impl.encode_frame
+encode_close = _impl.encode_close
+parse_close_payload = _impl.parse_close_payload
+del _impl
