@@ -1,0 +1,5 @@
+import sys
+
+from .relay import main
+
+sys.exit(main())

@@ -1,0 +1,211 @@
+"""The servers under test, as subprocesses: Kefu (``python -m gateway serve``) and the baseline relay.
+
+Each is started with its open-file soft limit raised to the hard limit and, when pinning, bound to
+its own core (``sched_setaffinity``, what ``taskset -c`` does) so that the generator's CPU never
+lands on the server's core. Its CPU time (utime + stime of every thread, from ``/proc/<pid>/stat``)
+and resident memory (``VmRSS`` from ``/proc/<pid>/status``) are read from outside.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+URL_LINE = re.compile(r"^\s*WebSocket:\s*(ws://\S+)")
+SECRET = "kefu-bench-secret-0123456789abcdef-0123456789"
+TENANT = "bench"
+
+# target name -> (kind, store)
+TARGETS = {
+    "baseline": ("baseline", None),
+    "memory": ("kefu", "memory"),
+    "sqlite": ("kefu", "sqlite"),
+}
+LABELS = {"baseline": "baseline (websockets)", "memory": "kefu memory", "sqlite": "kefu sqlite"}
+
+
+_SERVE_HELP: str | None = None
+
+
+def kefu_flags() -> str:
+    """``kefu serve --help`` (cached): which flags this version of the gateway has."""
+    global _SERVE_HELP
+    if _SERVE_HELP is None:
+        done = subprocess.run([sys.executable, "-m", "gateway", "serve", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        _SERVE_HELP = done.stdout
+    return _SERVE_HELP
+
+
+def relay_args(extra: list[str]) -> list[str]:
+    """Flags that make Kefu the plain relay the workloads (and the baseline) speak: conversation
+    routing (the bot answering first) off, where the gateway has it and it was not asked for."""
+    if "--routing" in kefu_flags() and not any(a.startswith("--routing") and not a.startswith("--routing-file") for a in extra):
+        return ["--routing", "off"]
+    return []
+
+
+def _preexec(cpus: set[int] | None):
+    def run() -> None:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        os.setpgrp()  # its own process group: a Ctrl-C of the bench reaches it through stop() only
+
+    return run
+
+
+@dataclass
+class Server:
+    target: str
+    cpus: set[int] | None = None
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    url: str = ""
+    data_dir: str = ""
+    log_path: str = ""
+    command: list[str] = field(default_factory=list)
+
+    def start(self, timeout: float = 30.0) -> Server:
+        kind, store = TARGETS[self.target]
+        self.data_dir = tempfile.mkdtemp(prefix=f"kefu-bench-{self.target}-")
+        if kind == "kefu":
+            self.command = [
+                sys.executable, "-m", "gateway", "serve", "--port", "0", "--metrics-port", "-1", "--store", store,
+                "--data-dir", self.data_dir, "--jwt-secret", SECRET, "--rate-per-second", "0",
+                "--max-connections-per-user", "100000", *relay_args(self.extra_args), *self.extra_args,
+            ]
+        else:
+            self.command = [sys.executable, "-m", "bench.baseline", "--port", "0", "--jwt-secret", SECRET]
+        self.log_path = os.path.join(self.data_dir, "server.log")
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            self.command, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+            preexec_fn=_preexec(self.cpus), env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        buf = b""
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.target} server exited with {self.proc.returncode}: {self.log_tail()}")
+            chunk = self.proc.stdout.read()
+            if chunk:
+                buf += chunk
+                for line in buf.decode(errors="replace").splitlines():
+                    m = URL_LINE.match(line)
+                    if m:
+                        self.url = m.group(1)
+                        return self
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"{self.target} server printed no WebSocket URL within {timeout} s: {self.log_tail()}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the whole process (all threads), in seconds."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        # fields[0] is field 3 (state); utime and stime are fields 14 and 15
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def log_warnings(self) -> list[str]:
+        """Warning and error lines the server logged (slow consumers, failures)."""
+        try:
+            text = Path(self.log_path).read_text(errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if " WARNING " in line or " ERROR " in line or "Traceback" in line][:20]
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def cleanup(self) -> None:
+        if self.data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self.cleanup()
+
+
+def gateway_tree() -> dict[str, object]:
+    """Which gateway ran: the commit and the files changed in the work tree (read-only git)."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--", "gateway", "native").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD"), "changed_files": changed}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def machine() -> dict[str, object]:
+    import platform
+
+    mem = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return {
+        "cpu": cpu_model(), "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1),
+        "kernel": platform.release(), "python": platform.python_version(),
+    }

@@ -1,0 +1,104 @@
+"""The benchmark at tiny sizes: every workload against Kefu (memory store) and the baseline relay.
+
+Asserts correctness counters and the JSON's shape, never timings (those are benchmark results, not
+test outcomes). One ``python -m bench all`` run serves every test of this module.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+for name in ("uvloop", "picows", "websockets", "numpy"):
+    pytest.importorskip(name, reason="the bench extra is not installed: pip install -e '.[bench]'")
+
+from bench.measure import SeqTracker, failed  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGETS = ("memory", "baseline")
+WORKLOADS = ("pairs", "latency", "fanout", "idle", "storm")
+TINY = [
+    "--convs", "2", "--window", "2", "--duration", "0.6", "--warmup", "0.2", "--latency-duration", "0.5",
+    "--members", "12", "--fanout-users", "3", "--fanout-window", "2",
+    "--idle-conns", "24", "--idle-hold", "0.2",
+    "--storm-conns", "24", "--storm-rate", "300", "--storm-before", "0.4", "--storm-after", "0.3",
+    "--conns-per-proc", "12", "--concurrency", "16",
+]
+KEYS = {
+    "pairs": ["accepted_per_s", "delivered_per_s", "cpu_us_per_delivery", "cpu_s_per_1k_messages", "ack_latency", "e2e_latency"],
+    "latency": ["ack_latency", "e2e_latency", "loopback_floor"],
+    "fanout": ["deliveries_per_s", "messages_per_s", "cpu_us_per_delivery", "delivery_latency"],
+    "idle": ["rss_per_conn_bytes", "conns_per_s", "opened", "healthy", "all_healthy"],
+    "storm": ["all_live_s", "live_again", "lost", "duplicated", "out_of_order", "caught_up_by_resume"],
+}
+LATENCY_KEYS = ("count", "p50_ms", "p99_ms", "p999_ms")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("bench")
+    cmd = [sys.executable, "-m", "bench", "all", "--targets", ",".join(TARGETS), "--no-pin", "--quiet", "--no-plots", "--out", str(out), *TINY]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert "figure" in proc.stdout and "correctness" in proc.stdout  # the ratio table was printed
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.timeout(150)
+def test_document_has_the_expected_keys(run):
+    for key in ("command", "date", "machine", "pinning", "client", "options", "targets", "ratios", "results", "failed"):
+        assert key in run, key
+    assert run["failed"] is False
+    assert set(run["results"]) == set(WORKLOADS)
+    figures = {row["figure"] for row in run["ratios"]}
+    assert "pairs: server CPU per message" in figures and "idle: server memory per connection" in figures
+    pairs_cpu = next(row for row in run["ratios"] if row["figure"] == "pairs: server CPU per message")
+    assert set(pairs_cpu["values"]) == set(TARGETS) and "memory" in pairs_cpu["ratios"]
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_workload_is_correct_and_complete(run, workload, target):
+    r = run["results"][workload][target]
+    checks = r["checks"]
+    assert (checks["lost"], checks["duplicated"], checks["out_of_order"], checks["unexpected"]) == (0, 0, 0, 0), checks
+    assert checks["errors"] == {} and checks["closed"] == 0 and checks["unanswered"] == 0, checks
+    assert r["failed"] is False
+    for key in KEYS[workload]:
+        assert key in r, key
+    for key in ("ack_latency", "e2e_latency", "delivery_latency", "loopback_floor"):
+        if key in KEYS[workload]:
+            assert all(k in r[key] for k in LATENCY_KEYS), r[key]
+            assert r[key]["count"] > 0
+    if workload == "idle":
+        assert r["all_healthy"] is True and r["healthy"] == r["opened"] == 24
+    if workload == "storm":
+        assert r["live_again"] == 24
+    if workload in ("pairs", "latency"):
+        assert r["delivered_per_s"] > 0 and r["cpu_us_per_delivery"] is not None
+    if workload == "fanout":
+        assert r["deliveries_per_s"] > 0
+
+
+def test_the_sequence_check_sees_every_kind_of_fault():
+    clean = SeqTracker()
+    for seq in (1, 2, 3, 4):
+        clean.see(seq)
+    assert clean.finish(4) == {"lost": 0, "duplicated": 0, "out_of_order": 0, "unexpected": 0}
+
+    faulty = SeqTracker()
+    for seq in (1, 3, 2, 3, 5):  # 2 late, 3 twice, 4 never, 6 never
+        faulty.see(seq)
+    assert faulty.finish(6) == {"lost": 2, "duplicated": 1, "out_of_order": 1, "unexpected": 0}
+    assert failed({"lost": 2})
+    assert failed({"errors": {"not_found": 1}})
+    assert not failed({"lost": 0, "duplicated": 0, "errors": {}})
+
+    resumed = SeqTracker(after=10)  # a cursor: nothing at or below it is expected
+    resumed.see(11)
+    assert resumed.finish(12)["lost"] == 1 and resumed.finish(10)["unexpected"] == 1
