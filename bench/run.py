@@ -292,6 +292,21 @@ def _cpu_figures(cpu: float, seconds: float, accepted: int, delivered: int, busy
     }
 
 
+def measure_window(pool: Pool, server: Server, profiler: Profiler, opts: Options, progress: Progress, duration: float) -> tuple[float, float]:
+    """Start the workers together, warm up, then measure ``duration`` seconds: the server's CPU
+    seconds and the machine's busy core-seconds in the window (the profiler samples it too)."""
+    t_go = time.monotonic() + GO_DELAY_S
+    m0 = t_go + opts.warmup
+    m1 = m0 + duration
+    pool.send_all("go", {"t_go": int(t_go * 1e9), "m0": int(m0 * 1e9), "m1": int(m1 * 1e9)})
+    progress.update(phase="running")
+    pool.pump(m0)
+    cpu0, busy0 = server.cpu_seconds(), machine_busy_s()
+    profiler.start(server.pid, duration)
+    pool.pump(m1)
+    return server.cpu_seconds() - cpu0, machine_busy_s() - busy0
+
+
 def run_pairs(server: Server, opts: Options, progress: Progress, *, convs: int, window: int, senders: str,
               duration: float, name: str = "pairs") -> dict[str, Any]:
     procs = min(opts.pairs_procs, convs)
@@ -303,16 +318,7 @@ def run_pairs(server: Server, opts: Options, progress: Progress, *, convs: int, 
     profiler = Profiler(opts, name, server.target)
     with Pool(specs, progress, opts.client_cpus) as pool:
         pool.expect("ready", 120, phase="connecting")
-        t_go = time.monotonic() + GO_DELAY_S
-        m0 = t_go + opts.warmup
-        m1 = m0 + duration
-        pool.send_all("go", {"t_go": int(t_go * 1e9), "m0": int(m0 * 1e9), "m1": int(m1 * 1e9)})
-        progress.update(phase="running")
-        pool.pump(m0)
-        cpu0, busy0 = server.cpu_seconds(), machine_busy_s()
-        profiler.start(server.pid, duration)
-        pool.pump(m1)
-        cpu1, busy1 = server.cpu_seconds(), machine_busy_s()
+        cpu, busy = measure_window(pool, server, profiler, opts, progress, duration)
         done = pool.expect("done", 60, phase="draining")
     accepted = sum(d["accepted"] for d in done)
     delivered = sum(d["delivered"] for d in done)
@@ -326,7 +332,7 @@ def run_pairs(server: Server, opts: Options, progress: Progress, *, convs: int, 
         "params": {"convs": convs, "window": window, "senders": senders, "duration_s": duration, "warmup_s": opts.warmup, "procs": procs},
         "accepted_per_s": round(accepted / duration, 1),
         "delivered_per_s": round(delivered / duration, 1),
-        **_cpu_figures(cpu1 - cpu0, duration, accepted, delivered, busy1 - busy0),
+        **_cpu_figures(cpu, duration, accepted, delivered, busy),
         "generator_cpu_us_per_msg": round(sum(d["client_cpu_s"] for d in done) / accepted * 1e6, 2) if accepted else None,
         "ack_latency": percentiles(ack),
         "e2e_latency": percentiles(e2e),
@@ -382,16 +388,7 @@ def run_fanout(server: Server, opts: Options, progress: Progress) -> dict[str, A
         setup_start = time.monotonic()
         pool.expect("ready", 600, phase="connecting members")
         setup_s = time.monotonic() - setup_start
-        t_go = time.monotonic() + GO_DELAY_S
-        m0 = t_go + opts.warmup
-        m1 = m0 + duration
-        pool.send_all("go", {"t_go": int(t_go * 1e9), "m0": int(m0 * 1e9), "m1": int(m1 * 1e9)})
-        progress.update(phase="running")
-        pool.pump(m0)
-        cpu0, busy0 = server.cpu_seconds(), machine_busy_s()
-        profiler.start(server.pid, duration)
-        pool.pump(m1)
-        cpu1, busy1 = server.cpu_seconds(), machine_busy_s()
+        cpu, busy = measure_window(pool, server, profiler, opts, progress, duration)
         done = pool.expect("done", 120, phase="draining")
     delivered = sum(d["delivered"] for d in done)
     accepted = sum(d["accepted"] for d in done)
@@ -408,7 +405,7 @@ def run_fanout(server: Server, opts: Options, progress: Progress) -> dict[str, A
         "setup_s": round(setup_s, 2),
         "messages_per_s": round(accepted / duration, 1),
         "deliveries_per_s": round(delivered / duration, 1),
-        **_cpu_figures(cpu1 - cpu0, duration, accepted, delivered, busy1 - busy0),
+        **_cpu_figures(cpu, duration, accepted, delivered, busy),
         "delivery_latency": percentiles(lat),
         "checks": checks,
         "failed": failed(checks),

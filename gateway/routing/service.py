@@ -115,12 +115,20 @@ class RoutingService:
     def handlers(self) -> dict[str, Callable[[Connection, dict[str, Any]], Awaitable[None] | None]]:
         return {
             "status": self._status,
-            "take": self._take,
-            "transfer": self._transfer,
-            "resolve": self._resolve,
-            "handoff": self._handoff_request,
+            "take": self._in_turn(self._take),
+            "transfer": self._in_turn(self._transfer),
+            "resolve": self._in_turn(self._resolve),
+            "handoff": self._in_turn(self._handoff_request),
             "queues": self._queues,
         }
+
+    def _in_turn(self, handler: Callable[[Connection, dict[str, Any]], Awaitable[None]]) -> Callable[[Connection, dict[str, Any]], Awaitable[None]]:
+        """A request handler that runs in its conversation's turn, after the steps queued before it."""
+
+        async def in_turn(conn: Connection, req: dict[str, Any]) -> None:
+            await self.serial.call(self.node._conv_id(req), handler, conn, req)
+
+        return in_turn
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -377,10 +385,6 @@ class RoutingService:
         self.node._ok(conn, req, status=agent.status, max=agent.max_active, groups=sorted(agent.groups), active=sorted(agent.active))
 
     async def _take(self, conn: Connection, req: dict[str, Any]) -> None:
-        conv_id = self.node._conv_id(req)
-        await self.serial.call(conv_id, self._take_in_turn, conn, req)
-
-    async def _take_in_turn(self, conn: Connection, req: dict[str, Any]) -> None:
         identity = conn.identity
         state = await self.node._state(conn, self.node._conv_id(req))
         try:
@@ -391,10 +395,6 @@ class RoutingService:
         self.node._ok(conn, req, conv=state.conv.id)
 
     async def _transfer(self, conn: Connection, req: dict[str, Any]) -> None:
-        conv_id = self.node._conv_id(req)
-        await self.serial.call(conv_id, self._transfer_in_turn, conn, req)
-
-    async def _transfer_in_turn(self, conn: Connection, req: dict[str, Any]) -> None:
         identity = conn.identity
         state = await self.node._state(conn, self.node._conv_id(req))
         to_agent = env.need_str(req, "to_agent", 128, optional=True)
@@ -429,10 +429,6 @@ class RoutingService:
         self.node._ok(conn, req, conv=state.conv.id)
 
     async def _resolve(self, conn: Connection, req: dict[str, Any]) -> None:
-        conv_id = self.node._conv_id(req)
-        await self.serial.call(conv_id, self._resolve_in_turn, conn, req)
-
-    async def _resolve_in_turn(self, conn: Connection, req: dict[str, Any]) -> None:
         identity = conn.identity
         state = await self.node._state(conn, self.node._conv_id(req))
         allowed = identity.role == "supervisor" or state.conv.assignee == identity.user or (
@@ -450,10 +446,6 @@ class RoutingService:
         self.node._ok(conn, req, conv=env.conversation_map(state.conv))
 
     async def _handoff_request(self, conn: Connection, req: dict[str, Any]) -> None:
-        conv_id = self.node._conv_id(req)
-        await self.serial.call(conv_id, self._handoff_request_in_turn, conn, req)
-
-    async def _handoff_request_in_turn(self, conn: Connection, req: dict[str, Any]) -> None:
         """The shopper asks for a human, or an external bot hands over."""
         identity = conn.identity
         state = await self.node._state(conn, self.node._conv_id(req))
