@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description="Kefu's high-rate generator: workloads against the baseline relay and Kefu.")
     p.add_argument("workload", nargs="?", default="all", choices=("all", *WORKLOADS, "clients"),
                    help="all: pairs, latency, fanout, idle, storm; clients: compare the generator's WebSocket clients")
-    p.add_argument("--targets", default="baseline,memory,sqlite", help="comma-separated: baseline, memory (Kefu memory store), sqlite (Kefu SQLite store)")
+    p.add_argument("--targets", default="baseline,memory,sqlite", help="comma-separated: baseline, memory (Kefu memory store), sqlite (Kefu SQLite store), "
+                   "memory-pure and sqlite-pure (the same with KEFU_PUREPYTHON=1: native/pure ratios)")
     p.add_argument("--rounds", type=int, default=1, help="run everything this many times; the median round is reported")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest"), help="directory for results.json and the PNG plots")
     p.add_argument("--client", default="picows", choices=CLIENTS, help="the generator's WebSocket client")

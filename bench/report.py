@@ -7,11 +7,12 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from .servers import LABELS
+from .servers import LABELS, pure_twin_of
 
 # Each row of the ratio table: (workload, label, getter, unit, lower_is_better, target)
 # target: (kind, value, at) where kind "ratio" compares with the baseline (memory, sqlite) and
-# "abs" is an absolute bound; ``at`` is the size the target is defined at (None: any size).
+# "abs" is an absolute bound, "pure" compares a native target with its pure-Python twin in the same
+# run (memory with memory-pure); ``at`` is the size the target is defined at (None: any size).
 
 
 def _get(*keys: str) -> Callable[[dict[str, Any]], Any]:
@@ -28,7 +29,7 @@ def _get(*keys: str) -> Callable[[dict[str, Any]], Any]:
 
 ROWS: list[dict[str, Any]] = [
     {"workload": "pairs", "label": "pairs: server CPU per message", "get": _get("cpu_us_per_delivery"), "unit": "µs", "lower": True,
-     "target": {"memory": ("ratio", 0.15), "sqlite": ("ratio", 0.20)}},
+     "target": {"memory": ("ratio", 0.15), "sqlite": ("ratio", 0.20)}, "pure_target": 0.6},
     {"workload": "pairs", "label": "pairs: delivered messages/s", "get": _get("delivered_per_s"), "unit": "/s", "lower": False},
     {"workload": "pairs", "label": "pairs: ack p99", "get": _get("ack_latency", "p99_ms"), "unit": "ms", "lower": True},
     {"workload": "pairs", "label": "pairs: end-to-end p99", "get": _get("e2e_latency", "p99_ms"), "unit": "ms", "lower": True},
@@ -37,11 +38,11 @@ ROWS: list[dict[str, Any]] = [
     {"workload": "latency", "label": "1 conv, 1 in flight: ack p50", "get": _get("ack_latency", "p50_ms"), "unit": "ms", "lower": True},
     {"workload": "latency", "label": "machine floor: TCP echo p99", "get": _get("loopback_floor", "p99_ms"), "unit": "ms", "lower": True},
     {"workload": "fanout", "label": "fanout: server CPU per delivery", "get": _get("cpu_us_per_delivery"), "unit": "µs", "lower": True,
-     "target": {"memory": ("ratio", 0.25, ("members", 5000)), "sqlite": ("ratio", 0.25, ("members", 5000))}},
+     "target": {"memory": ("ratio", 0.25, ("members", 5000)), "sqlite": ("ratio", 0.25, ("members", 5000))}, "pure_target": 0.4},
     {"workload": "fanout", "label": "fanout: deliveries/s", "get": _get("deliveries_per_s"), "unit": "/s", "lower": False},
     {"workload": "fanout", "label": "fanout: delivery p99", "get": _get("delivery_latency", "p99_ms"), "unit": "ms", "lower": True},
     {"workload": "idle", "label": "idle: server memory per connection", "get": _get("rss_per_conn_bytes"), "unit": "B", "lower": True,
-     "target": {"memory": ("abs", 6144, ("conns", 15000)), "sqlite": ("abs", 6144, ("conns", 15000))}},
+     "target": {"memory": ("abs", 6144, ("conns", 15000)), "sqlite": ("abs", 6144, ("conns", 15000))}, "pure_target": 1.0},
     {"workload": "idle", "label": "idle: connections opened/s", "get": _get("conns_per_s"), "unit": "/s", "lower": False},
     {"workload": "storm", "label": "storm: time until all live again", "get": _get("all_live_s"), "unit": "s", "lower": True,
      "target": {"memory": ("abs", 5.0, ("conns", 10000)), "sqlite": ("abs", 5.0, ("conns", 10000))}},
@@ -98,13 +99,22 @@ def ratio_rows(results: dict[str, dict[str, dict[str, Any]]], targets: list[str]
             continue
         values = {t: (row["get"](by_target[t]) if by_target.get(t) else None) for t in targets}
         base = values.get("baseline")
-        out = {"figure": row["label"], "unit": row["unit"], "lower_is_better": row["lower"], "values": values, "ratios": {}, "targets": {}}
+        out = {"figure": row["label"], "unit": row["unit"], "lower_is_better": row["lower"], "values": values, "ratios": {},
+               "pure_ratios": {}, "targets": {}}
         for t in targets:
             if t == "baseline":
                 continue
             v = values.get(t)
             if v is not None and base:
                 out["ratios"][t] = round(v / base, 3)
+            twin = pure_twin_of(t)
+            pure = values.get(twin) if twin else None
+            if v is not None and pure:
+                out["pure_ratios"][t] = round(v / pure, 3)
+        if row.get("pure_target") is not None:
+            for t, value in out["pure_ratios"].items():
+                out["targets"][f"{t}/pure"] = {"kind": "pure", "bound": row["pure_target"], "at": None, "value": value,
+                                               "met": value <= row["pure_target"]}
         for t, spec in (row.get("target") or {}).items():
             if t not in targets:
                 continue
@@ -123,7 +133,7 @@ def _target_text(row: dict[str, Any]) -> str:
     parts = []
     for t, tgt in row["targets"].items():
         bound = tgt["bound"]
-        if tgt["kind"] == "ratio":
+        if tgt["kind"] in ("ratio", "pure"):
             text = f"{t} ≤{bound}x"
         elif row["unit"] == "B":
             text = f"{t} ≤{bound / 1024:.0f} KB"
@@ -137,13 +147,16 @@ def _target_text(row: dict[str, Any]) -> str:
 
 
 def table(rows: list[dict[str, Any]], targets: list[str], results: dict[str, Any]) -> str:
-    header = ["figure", *[LABELS[t] for t in targets], *[f"{t}/base" for t in targets if t != "baseline" and "baseline" in targets], "target"]
+    natives = [t for t in targets if pure_twin_of(t) in targets]
+    header = ["figure", *[LABELS[t] for t in targets], *[f"{t}/base" for t in targets if t != "baseline" and "baseline" in targets],
+              *[f"{t}/pure" for t in natives], "target"]
     body = []
     for row in rows:
         cells = [row["figure"]]
         cells += [_fmt(row["values"].get(t), row["unit"]) for t in targets]
         if "baseline" in targets:
             cells += [f"{row['ratios'][t]:.2f}x" if t in row["ratios"] else "—" for t in targets if t != "baseline"]
+        cells += [f"{row['pure_ratios'][t]:.2f}x" if t in row["pure_ratios"] else "—" for t in natives]
         cells.append(_target_text(row))
         body.append(cells)
     verdicts = ["correctness (lost/dup/order/errors)"]
@@ -152,6 +165,7 @@ def table(rows: list[dict[str, Any]], targets: list[str], results: dict[str, Any
         verdicts.append("FAILED" if any(r.get("failed") for r in runs) else "ok")
     if "baseline" in targets:
         verdicts += [""] * (len(targets) - 1)
+    verdicts += [""] * len(natives)
     verdicts.append("")
     body.append(verdicts)
     widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
@@ -194,7 +208,7 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 
 # ---- plots -------------------------------------------------------------------------------------------
 
-COLORS = {"baseline": "#888888", "memory": "#1f77b4", "sqlite": "#d62728"}
+COLORS = {"baseline": "#888888", "memory": "#1f77b4", "sqlite": "#d62728", "memory-pure": "#9ecae1", "sqlite-pure": "#fc9272"}
 
 
 def plots(out: Path, results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:

@@ -282,8 +282,10 @@ def loadavg() -> float:
         return float(f.read().split()[0])
 
 
-def _cpu_figures(cpu: float, seconds: float, accepted: int, delivered: int, busy: float | None = None) -> dict[str, Any]:
+def _cpu_figures(cpu: float, seconds: float, accepted: int, delivered: int, busy: float | None = None,
+                 system: float | None = None) -> dict[str, Any]:
     return {
+        "server_sys_us_per_delivery": round(system / delivered * 1e6, 2) if system is not None and delivered else None,
         "machine_busy_cores": round(busy / seconds, 2) if busy is not None and seconds else None,
         "server_cpu_s": round(cpu, 3),
         "server_cpu_util": round(cpu / seconds, 3) if seconds else None,
@@ -292,19 +294,21 @@ def _cpu_figures(cpu: float, seconds: float, accepted: int, delivered: int, busy
     }
 
 
-def measure_window(pool: Pool, server: Server, profiler: Profiler, opts: Options, progress: Progress, duration: float) -> tuple[float, float]:
+def measure_window(pool: Pool, server: Server, profiler: Profiler, opts: Options, progress: Progress, duration: float) -> tuple[float, float, float]:
     """Start the workers together, warm up, then measure ``duration`` seconds: the server's CPU
-    seconds and the machine's busy core-seconds in the window (the profiler samples it too)."""
+    seconds, the machine's busy core-seconds and the server's system (kernel) CPU seconds in the
+    window (the profiler samples it too)."""
     t_go = time.monotonic() + GO_DELAY_S
     m0 = t_go + opts.warmup
     m1 = m0 + duration
     pool.send_all("go", {"t_go": int(t_go * 1e9), "m0": int(m0 * 1e9), "m1": int(m1 * 1e9)})
     progress.update(phase="running")
     pool.pump(m0)
-    cpu0, busy0 = server.cpu_seconds(), machine_busy_s()
+    (user0, sys0), busy0 = server.cpu_times(), machine_busy_s()
     profiler.start(server.pid, duration)
     pool.pump(m1)
-    return server.cpu_seconds() - cpu0, machine_busy_s() - busy0
+    (user1, sys1), busy1 = server.cpu_times(), machine_busy_s()
+    return user1 + sys1 - user0 - sys0, busy1 - busy0, sys1 - sys0
 
 
 def run_pairs(server: Server, opts: Options, progress: Progress, *, convs: int, window: int, senders: str,
@@ -318,7 +322,7 @@ def run_pairs(server: Server, opts: Options, progress: Progress, *, convs: int, 
     profiler = Profiler(opts, name, server.target)
     with Pool(specs, progress, opts.client_cpus) as pool:
         pool.expect("ready", 120, phase="connecting")
-        cpu, busy = measure_window(pool, server, profiler, opts, progress, duration)
+        cpu, busy, system = measure_window(pool, server, profiler, opts, progress, duration)
         done = pool.expect("done", 60, phase="draining")
     accepted = sum(d["accepted"] for d in done)
     delivered = sum(d["delivered"] for d in done)
@@ -332,7 +336,7 @@ def run_pairs(server: Server, opts: Options, progress: Progress, *, convs: int, 
         "params": {"convs": convs, "window": window, "senders": senders, "duration_s": duration, "warmup_s": opts.warmup, "procs": procs},
         "accepted_per_s": round(accepted / duration, 1),
         "delivered_per_s": round(delivered / duration, 1),
-        **_cpu_figures(cpu, duration, accepted, delivered, busy),
+        **_cpu_figures(cpu, duration, accepted, delivered, busy, system),
         "generator_cpu_us_per_msg": round(sum(d["client_cpu_s"] for d in done) / accepted * 1e6, 2) if accepted else None,
         "ack_latency": percentiles(ack),
         "e2e_latency": percentiles(e2e),
@@ -388,7 +392,7 @@ def run_fanout(server: Server, opts: Options, progress: Progress) -> dict[str, A
         setup_start = time.monotonic()
         pool.expect("ready", 600, phase="connecting members")
         setup_s = time.monotonic() - setup_start
-        cpu, busy = measure_window(pool, server, profiler, opts, progress, duration)
+        cpu, busy, system = measure_window(pool, server, profiler, opts, progress, duration)
         done = pool.expect("done", 120, phase="draining")
     delivered = sum(d["delivered"] for d in done)
     accepted = sum(d["accepted"] for d in done)
@@ -405,7 +409,7 @@ def run_fanout(server: Server, opts: Options, progress: Progress) -> dict[str, A
         "setup_s": round(setup_s, 2),
         "messages_per_s": round(accepted / duration, 1),
         "deliveries_per_s": round(delivered / duration, 1),
-        **_cpu_figures(cpu, duration, accepted, delivered, busy),
+        **_cpu_figures(cpu, duration, accepted, delivered, busy, system),
         "delivery_latency": percentiles(lat),
         "checks": checks,
         "failed": failed(checks),

@@ -25,13 +25,25 @@ URL_LINE = re.compile(r"^\s*WebSocket:\s*(ws://\S+)")
 SECRET = "kefu-bench-secret-0123456789abcdef-0123456789"
 TENANT = "bench"
 
-# target name -> (kind, store)
+# target name -> (kind, store); a "-pure" target is the same gateway with KEFU_PUREPYTHON=1 (every
+# native module replaced by its pure-Python twin), for native/pure ratios within one run.
 TARGETS = {
     "baseline": ("baseline", None),
     "memory": ("kefu", "memory"),
     "sqlite": ("kefu", "sqlite"),
+    "memory-pure": ("kefu", "memory"),
+    "sqlite-pure": ("kefu", "sqlite"),
 }
-LABELS = {"baseline": "baseline (websockets)", "memory": "kefu memory", "sqlite": "kefu sqlite"}
+LABELS = {
+    "baseline": "baseline (websockets)", "memory": "kefu memory", "sqlite": "kefu sqlite",
+    "memory-pure": "kefu memory, pure", "sqlite-pure": "kefu sqlite, pure",
+}
+
+
+def pure_twin_of(target: str) -> str | None:
+    """The pure-Python twin's target of a native Kefu target ("memory" -> "memory-pure")."""
+    twin = f"{target}-pure"
+    return twin if twin in TARGETS else None
 
 
 _SERVE_HELP: str | None = None
@@ -93,7 +105,7 @@ class Server:
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             self.command, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-            preexec_fn=_preexec(self.cpus), env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=_preexec(self.cpus), env=self._environment(),
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -115,6 +127,13 @@ class Server:
         self.stop()
         raise RuntimeError(f"{self.target} server printed no WebSocket URL within {timeout} s: {self.log_tail()}")
 
+    def _environment(self) -> dict[str, str]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("KEFU_PUREPYTHON", None)
+        if self.target.endswith("-pure"):
+            env["KEFU_PUREPYTHON"] = "1"
+        return env
+
     @property
     def pid(self) -> int:
         assert self.proc is not None
@@ -122,10 +141,16 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """utime + stime of the whole process (all threads), in seconds."""
+        user, system = self.cpu_times()
+        return user + system
+
+    def cpu_times(self) -> tuple[float, float]:
+        """(utime, stime) of the whole process (all threads), in seconds: the system share is the
+        kernel's work for the process (its socket system calls), which no user-space code avoids."""
         with open(f"/proc/{self.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         # fields[0] is field 3 (state); utime and stime are fields 14 and 15
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
     def rss_bytes(self) -> int:
         with open(f"/proc/{self.pid}/status") as f:

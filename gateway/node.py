@@ -70,7 +70,6 @@ CATCHUP_PAGE = 500
 CATCHUP_LIMIT = 2000  # messages one resume sends per conversation; past it the client resumes again
 MAX_RESUME_CONVS = 1000
 MAX_LIST = 100
-ID_CHARS = 128
 
 
 def now_ms() -> int:
@@ -464,18 +463,14 @@ class Node:
 
     @staticmethod
     def _conv_id(req: dict[str, Any]) -> str:
-        conv_id = env.need_str(req, "conv", ID_CHARS)
+        conv_id = env.need_str(req, "conv", env.ID_CHARS)
         assert conv_id is not None
         return conv_id
 
     # ---- send ---------------------------------------------------------------------------------
 
     def _send(self, conn: Connection, req: dict[str, Any]) -> Awaitable[None] | None:
-        conv_id = self._conv_id(req)
-        cmid = env.need_str(req, "cmid", ID_CHARS)
-        body = env.need_map(req, "body")
-        assert cmid is not None and body is not None
-        env.validate_body(body, self.limits)
+        conv_id, cmid, body = env.send_fields(req, self.limits)
         if self.draining:
             raise RequestError("unavailable", "server restarting: resend after reconnecting")
         state = self.hub.get(conv_id)
@@ -483,13 +478,15 @@ class Node:
             return self._send_after_load(conn, req, conv_id, cmid, body)
         return self._submit_send(conn, req, state, cmid, body)
 
-    async def _send_after_load(self, conn: Connection, req: dict[str, Any], conv_id: str, cmid: str, body: dict) -> None:
+    async def _send_after_load(self, conn: Connection, req: dict[str, Any], conv_id: str, cmid: str, body: bytes) -> None:
         state = await self._state(conn, conv_id)
         pending = self._submit_send(conn, req, state, cmid, body)
         if pending is not None:
             await pending
 
-    def _submit_send(self, conn: Connection, req: dict[str, Any], state: ConvState, cmid: str, body: dict) -> Awaitable[None] | None:
+    def _submit_send(self, conn: Connection, req: dict[str, Any], state: ConvState, cmid: str, body: bytes) -> Awaitable[None] | None:
+        """Store a checked send (``body`` packed); its ``durable`` callback acks it to the sender and
+        fans it out, in the order of the store's commits."""
         identity = conn.identity
         if state.conv.tenant != identity.tenant:
             raise RequestError("not_found", "no such conversation")
@@ -507,19 +504,19 @@ class Node:
                 self.hub.release(state)
                 return
             m = result.message
-            conn.push(frame({"t": "ack", "id": rid, "conv": conv_id, "cmid": cmid, "seq": m.seq, "ts": m.ts, "dup": result.duplicate}))
+            conn.push(env.ack_frame(rid, conv_id, cmid, m.seq, m.ts, result.duplicate))
             stats.ack_latency.observe(time.perf_counter() - received)
             if result.duplicate:
                 stats.messages_duplicate += 1
             else:
                 stats.messages_accepted += 1
-                self.bus.publish_message(conv_id, m.seq, encode_frame(OP_BINARY, env.encode_message(m)), conn)
+                self.bus.publish_message(conv_id, m.seq, env.message_frame(m), conn)
                 if self.routing is not None:
                     self.routing.on_message(state, m)
             self.hub.release(state)
 
         state.inflight += 1
-        self.store.submit(AppendMessage(conv_id, cmid, identity.user, identity.role, env.pack(body)), durable)
+        self.store.submit(AppendMessage(conv_id, cmid, identity.user, identity.role, body), durable)
         if self.store.overloaded:
             return self.store.wait_capacity()
         return None
@@ -529,7 +526,7 @@ class Node:
         resend of one stored before: that gets its original ack, as every resend does."""
         stored = await self.store.find_message(state.conv.id, conn.identity.user, cmid)
         if stored is not None:
-            conn.push(frame({"t": "ack", "id": env.request_id(req), "conv": stored.conv_id, "cmid": cmid, "seq": stored.seq, "ts": stored.ts, "dup": True}))
+            conn.push(env.ack_frame(env.request_id(req), stored.conv_id, cmid, stored.seq, stored.ts, True))
             self.stats.messages_duplicate += 1
             return
         self._check_member(conn, state)
@@ -746,7 +743,7 @@ class Node:
             state.inflight -= 1
         m = result.message
         self.stats.messages_accepted += 1
-        self.bus.publish_message(state.conv.id, m.seq, encode_frame(OP_BINARY, env.encode_message(m)), None)
+        self.bus.publish_message(state.conv.id, m.seq, env.message_frame(m), None)
         self.hub.release(state)
         return m
 
@@ -852,7 +849,7 @@ class Node:
                     while conn.outbox_bytes > room and not conn.closing:
                         await trio.sleep(0.005)
                         conn.last_recv = time.monotonic()  # busy catching up, not idle
-                    conn.push(encode_frame(OP_BINARY, env.encode_message(m)))
+                    conn.push(env.message_frame(m))
                     after = conn.guards[conv_id] = m.seq
                 sent += len(page.messages)
                 if not page.more:
