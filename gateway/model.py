@@ -1,12 +1,29 @@
 """The domain records every layer shares: conversations, participants, messages, receipts.
 
-They are plain frozen dataclasses with no behaviour, so stores, the node and tests can build and
+They are plain frozen records with no behaviour, so stores, the node and tests can build and
 compare them freely. Times are integer milliseconds since the Unix epoch (server clock).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from . import _native
+
+# The three records every message makes on its way (the append op, its result, the stored
+# message) have a native twin: ``gateway._records_c`` from ``native/records.pyx``, used when built
+# (KEFU_PUREPYTHON=1 forces the frozen dataclasses of ``gateway._records_py``).
+_records = _native.load("records")
+if _records is None:
+    from . import _records_py as _records
+
+    RECORDS = "python"
+else:
+    RECORDS = "native"
+StoredMessage = _records.StoredMessage
+AppendMessage = _records.AppendMessage
+Appended = _records.Appended
+del _records
 
 ROLES = ("shopper", "agent", "supervisor", "bot")
 CHANNELS = ("app", "miniprogram", "web")
@@ -40,20 +57,6 @@ class Participant:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A message as it is durable: ``body`` is the msgpack encoding of the body map, kept packed so
-    that delivery frames splice it in without re-encoding."""
-
-    conv_id: str
-    seq: int
-    cmid: str
-    sender: str
-    sender_role: str
-    ts: int
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class Receipt:
     conv_id: str
     user: str
@@ -79,26 +82,6 @@ class AddParticipant:
 class RemoveParticipant:
     conv_id: str
     user: str
-
-
-@dataclass(frozen=True, slots=True)
-class AppendMessage:
-    """Append one message. The store assigns ``seq`` (last_seq + 1) and ``ts``; if the same
-    (conv_id, sender, cmid) is already stored, nothing is written and the stored one is returned."""
-
-    conv_id: str
-    cmid: str
-    sender: str
-    sender_role: str
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Appended:
-    """The result of an AppendMessage: the stored message, and whether it was already there."""
-
-    message: StoredMessage
-    duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
