@@ -16,7 +16,7 @@ from .bus import Bus
 from .config import Config
 from .metrics import KefuCollector, Stats
 from .node import Node
-from .protocol.frames import IMPLEMENTATION as FRAME_CODEC
+from .build import IMPLEMENTATIONS
 from .routing.config import RoutingConfig
 from .routing.service import RoutingService
 from .store import MemoryBackend, SqliteBackend, StoreBackend
@@ -107,7 +107,7 @@ async def serve(
     store = Store(backend or make_backend(config), stats)
     node = Node(config, store, make_authenticator(config), stats=stats, bus=bus)
     registry = CollectorRegistry()
-    build = {"version": __version__, "codec": FRAME_CODEC}
+    build = {"version": __version__, **IMPLEMENTATIONS}
     registry.register(
         KefuCollector(
             stats,

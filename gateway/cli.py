@@ -17,14 +17,14 @@ from .auth import mint_token
 from .config import Config, add_arguments, from_arguments
 from .logs import configure
 from .model import CHANNELS, ROLES
-from .protocol.frames import IMPLEMENTATION as FRAME_CODEC
+from .build import describe as describe_build
 
 log = logging.getLogger("kefu")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kefu", description="Kefu (客服): realtime customer-service gateway.")
-    parser.add_argument("--version", action="version", version=f"kefu {__version__} (codec: {FRAME_CODEC})")
+    parser.add_argument("--version", action="version", version=f"kefu {__version__} ({describe_build()})")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve_cmd = commands.add_parser("serve", help="run the gateway", description="Run the gateway until SIGTERM/SIGINT.")
@@ -80,7 +80,7 @@ def _token(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: Config) -> None:
-    log.info("kefu %s starting (frame codec: %s): %s", __version__, FRAME_CODEC, config.describe())
+    log.info("kefu %s starting (%s): %s", __version__, describe_build(), config.describe())
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             running: Running = await nursery.start(serve, config)

@@ -94,7 +94,7 @@ class KefuCollector(Collector):
 
     def collect(self):  # type: ignore[override]
         s = self._stats
-        info = InfoMetricFamily("kefu_build", "Kefu version and which codec implementation is active.")
+        info = InfoMetricFamily("kefu_build", "Kefu version and which implementation of each native module is active (native or python).")
         info.add_metric([], self._build)
         yield info
 

@@ -8,7 +8,7 @@ import logging
 import trio
 
 from gateway.logs import JsonFormatter
-from gateway.protocol import frames
+from gateway.build import IMPLEMENTATIONS
 
 from .support import connect, token
 
@@ -42,7 +42,7 @@ async def test_counters_move_with_traffic(gateway):
     assert value("kefu_errors_total", {"code": "bad_frame"}) == 1
     assert value("kefu_auth_failures_total", {"code": "token_invalid"}) == 1
     assert value("kefu_closes_total", {"code": "4001"}) == 1
-    assert value("kefu_build_info", {"version": "0.1.0", "codec": frames.IMPLEMENTATION}) == 1
+    assert value("kefu_build_info", {"version": "0.1.0", **IMPLEMENTATIONS}) == 1
 
 
 def test_json_logs_carry_the_connection_context():

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from gateway.auth import Authenticator
+from gateway.build import IMPLEMENTATIONS
 
 from .support import SECRET, connect, token
 
@@ -46,7 +47,7 @@ async def gateway_process(data_dir, *extra: str):
 
 async def test_version_and_token():
     out = subprocess.run([*KEFU, "--version"], capture_output=True, text=True, check=True).stdout
-    assert out.startswith("kefu 0.") and "codec" in out
+    assert out.startswith("kefu 0.") and all(f"{name}: {impl}" in out for name, impl in IMPLEMENTATIONS.items())
     minted = subprocess.run(
         [*KEFU, "token", "--jwt-secret", SECRET, "--tenant", "t9", "--user", "王丽", "--role", "agent", "--channel", "web"],
         capture_output=True, text=True, check=True,
@@ -64,7 +65,8 @@ async def test_serve_prints_urls_serves_metrics_and_exits_0_on_sigterm(tmp_path)
         assert "kefu_messages_accepted_total 1.0" in body
         assert 'kefu_build_info{' in body and "kefu_ack_latency_seconds_bucket" in body
         health = metrics_url.replace("/metrics", "/healthz")
-        assert await trio.to_thread.run_sync(lambda: urllib.request.urlopen(health, timeout=5).status) == 200
+        answer = await trio.to_thread.run_sync(lambda: urllib.request.urlopen(health, timeout=5).read().decode())
+        assert answer.split() == ["ok", *(f"{name}={impl}" for name, impl in IMPLEMENTATIONS.items())]
         proc.send_signal(signal.SIGTERM)
         with trio.fail_after(15):
             assert await proc.wait() == 0

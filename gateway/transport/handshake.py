@@ -14,7 +14,7 @@ from trio.lowlevel import wait_readable
 from wsproto.utilities import generate_accept_token
 
 from ..protocol.envelope import PROTOCOL
-from ..protocol.frames import IMPLEMENTATION as FRAME_CODEC
+from ..build import health_line
 from .connection import send_all
 
 MAX_REQUEST_BYTES = 16 * 1024
@@ -58,7 +58,7 @@ def decide(request: h11.Request, allowed_origins: frozenset[str] | None, ready: 
     parts = urlsplit(target)
     headers = _headers(request)
     if parts.path == "/healthz":
-        return Refuse(200, f"ok codec={FRAME_CODEC}")
+        return Refuse(200, health_line())
     if parts.path == "/readyz":
         return Refuse(200, "ready") if ready else Refuse(503, "not ready")
     if request.method != b"GET":

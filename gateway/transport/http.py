@@ -15,7 +15,7 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from trio.lowlevel import notify_closing, wait_readable
 
-from ..protocol.frames import IMPLEMENTATION as FRAME_CODEC
+from ..build import health_line
 from .connection import send_all
 from .handshake import MAX_REQUEST_BYTES, read_request
 
@@ -31,7 +31,7 @@ def answer(path: str, registry: CollectorRegistry, ready: Callable[[], bool]) ->
     if path == "/metrics":
         return 200, generate_latest(registry), CONTENT_TYPE_LATEST
     if path == "/healthz":
-        return 200, f"ok codec={FRAME_CODEC}\n".encode(), "text/plain"
+        return 200, (health_line() + "\n").encode(), "text/plain"
     if path == "/readyz":
         return (200, b"ready\n", "text/plain") if ready() else (503, b"not ready\n", "text/plain")
     return 404, b"not found\n", "text/plain"
