@@ -28,20 +28,20 @@ class OptionalBuildExt(build_ext):
     """Build what can be built; a failure falls back to the pure-Python twins."""
 
     def run(self):
+        self._failed = []
         try:
             super().run()
         except Exception as exc:  # no compiler, missing headers…
-            self._fallback(exc)
+            self._failed.append(("the native extensions", exc))
+        if self._failed:  # one warning for all of them
+            names = ", ".join(name for name, _ in self._failed)
+            print(f"kefu: could not build {names} ({self._failed[0][1]}); using the pure-Python twins", file=sys.stderr)
 
     def build_extension(self, ext):
         try:
             super().build_extension(ext)
         except Exception as exc:
-            self._fallback(exc, ext.name)
-
-    @staticmethod
-    def _fallback(exc, name="native extensions"):
-        print(f"kefu: could not build {name} ({exc}); using the pure-Python implementation", file=sys.stderr)
+            self._failed.append((ext.name, exc))
 
 
 def extensions():

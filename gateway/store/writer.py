@@ -6,8 +6,13 @@ transaction, one commit). The batch's results come back to Trio with one ``run_s
 handed to each op's callback, in submission order, by one Trio task. Under load batches grow by
 themselves; at one message in flight the latency is one commit plus two cheap hand-offs.
 
+Reads of a blocking backend go to a few dedicated reader threads (``READ_THREADS``) over one
+queue, and each result wakes its waiting task directly: no per-read thread hand-off through Trio's
+thread cache and capacity limiter, and a fixed number of reader connections (each with its own
+page cache) however many reads are waiting, as when thousands of clients resume at once.
+
 A memory backend (``blocking = False``) is applied inline by the same Trio task, with the same
-batching, so both paths share every line that matters.
+batching, so both paths share every line that matters; its reads run inline too.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import time
 from functools import partial
 from typing import Any, Callable
 
+import outcome
 import trio
 
 from ..metrics import Stats
@@ -30,6 +36,7 @@ log = logging.getLogger("kefu.store")
 
 Callback = Callable[[object], None]
 _STOP = object()
+READ_THREADS = 2  # SQLite readers run side by side in WAL mode; the GIL makes more pointless
 
 
 class StoreClosed(StoreError):
@@ -52,6 +59,9 @@ class Store:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._done_send, self._done_recv = trio.open_memory_channel[tuple[list, list, float]](math.inf)
         self._thread: threading.Thread | None = None
+        # blocking backends: reads waiting for a reader thread, as (call, waiting Trio task)
+        self._read_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._readers: list[threading.Thread] = []
         # inline (memory) backend: ops waiting for the next pass of the completion task
         self._inline: list[tuple[WriteOp, Callback]] = []
         self._inline_wake = trio.Event()
@@ -66,6 +76,12 @@ class Store:
             token = trio.lowlevel.current_trio_token()
             self._thread = threading.Thread(target=self._writer_main, args=(token,), name="kefu-store-writer", daemon=True)
             self._thread.start()
+            self._readers = [
+                threading.Thread(target=self._reader_main, args=(token,), name=f"kefu-store-reader-{i}", daemon=True)
+                for i in range(READ_THREADS)
+            ]
+            for reader in self._readers:
+                reader.start()
         else:
             self.backend.open()
         self._accepting = True
@@ -85,6 +101,12 @@ class Store:
 
     async def _shutdown(self) -> None:
         self._accepting = False
+        if self._readers:  # the reads queued so far are answered first; later ones use a worker thread
+            readers, self._readers = self._readers, []
+            for _ in readers:
+                self._read_queue.put(_STOP)
+            for reader in readers:
+                await trio.to_thread.run_sync(reader.join)
         if self.backend.blocking and self._thread is not None:
             self._queue.put(_STOP)
             await trio.to_thread.run_sync(self._thread.join)
@@ -208,9 +230,29 @@ class Store:
     # ---- reads --------------------------------------------------------------------------------
 
     async def _read(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self.backend.blocking:
-            return await trio.to_thread.run_sync(partial(fn, *args, **kwargs))
-        return fn(*args, **kwargs)
+        if not self.backend.blocking:
+            return fn(*args, **kwargs)
+        call = partial(fn, *args, **kwargs)
+        if not self._readers:  # before run() or after shutdown: the backend answers (or refuses)
+            return await trio.to_thread.run_sync(call)
+        self._read_queue.put((call, trio.lowlevel.current_task()))
+        # Like trio.to_thread.run_sync (not cancellable): a cancelled reader waits for its read,
+        # which is short, and then sees the cancellation at its next checkpoint. The reader thread
+        # reschedules the task with the call's outcome, which this returns or raises.
+        return await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+
+    def _reader_main(self, token: trio.lowlevel.TrioToken) -> None:
+        get, reschedule = self._read_queue.get, trio.lowlevel.reschedule
+        while True:
+            item = get()
+            if item is _STOP:
+                return
+            call, task = item
+            result = outcome.capture(call)
+            try:
+                token.run_sync_soon(reschedule, task, result)
+            except trio.RunFinishedError:
+                return
 
     async def get_conversation(self, conv_id: str) -> Conversation | None:
         return await self._read(self.backend.get_conversation, conv_id)

@@ -8,6 +8,7 @@ import trio
 from gateway.metrics import Stats
 from gateway.model import AppendMessage, Appended, Conversation, CreateConversation
 from gateway.store import MemoryBackend, SqliteBackend, StoreError
+from gateway.store import writer as writer_module
 from gateway.store.writer import Store, StoreClosed
 
 
@@ -84,3 +85,58 @@ async def test_after_shutdown_writes_are_refused_and_queued_ones_finish(tmp_path
     late = []
     store.submit(AppendMessage("c", "late", "u", "shopper", b"\xa0"), late.append)
     assert isinstance(late[0], StoreClosed)
+
+
+async def test_many_concurrent_reads_are_answered_by_the_reader_threads(nursery, backend):
+    store, _ = await started(nursery, backend)
+    for i in range(50):
+        await store.execute(AppendMessage("c", f"m{i}", "u", "shopper", b"\xa0"))
+    pages: dict[int, list[int]] = {}
+
+    async def read(after: int) -> None:
+        page = await store.read_messages("c", after=after, limit=5)
+        pages[after] = [m.seq for m in page.messages]
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as readers:
+            for after in range(50):
+                readers.start_soon(read, after)
+    assert pages == {after: list(range(after + 1, min(after + 5, 50) + 1)) for after in range(50)}
+    if backend.blocking:  # a fixed set of reader connections, however many reads were waiting
+        assert len(backend._readers) <= writer_module.READ_THREADS
+    assert await store.get_conversation("missing") is None
+
+
+class FailingReads(SqliteBackend):
+    def get_conversation(self, conv_id):
+        if conv_id == "boom":
+            raise StoreError("read failed")
+        return super().get_conversation(conv_id)
+
+
+async def test_a_failing_read_raises_in_its_task_and_reads_go_on(nursery, tmp_path):
+    store, _ = await started(nursery, FailingReads(tmp_path / "db.sqlite3"))
+    with pytest.raises(StoreError, match="read failed"):
+        await store.get_conversation("boom")
+    assert (await store.get_conversation("c")).id == "c"
+
+
+async def test_a_cancelled_read_finishes_then_sees_the_cancellation(nursery, tmp_path):
+    store, _ = await started(nursery, SqliteBackend(tmp_path / "db.sqlite3"))
+    got = []
+    with trio.move_on_after(0) as scope:  # already cancelled when the read starts
+        got.append(await store.get_conversation("c"))  # not cancellable: its answer comes back
+        await trio.sleep(0)  # the next checkpoint delivers the cancellation
+        got.append("not reached")
+    assert scope.cancelled_caught and [conv.id for conv in got] == ["c"]
+    assert (await store.get_conversation("c")).id == "c"  # the reader thread is still serving
+
+
+async def test_reads_after_shutdown_are_refused_by_the_backend(tmp_path):
+    backend = SqliteBackend(tmp_path / "db.sqlite3")
+    async with trio.open_nursery() as nursery:
+        store, _ = await started(nursery, backend)
+        assert (await store.get_conversation("c")).id == "c"
+        nursery.cancel_scope.cancel()
+    with pytest.raises(StoreError):
+        await store.get_conversation("c")
