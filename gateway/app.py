@@ -114,6 +114,7 @@ async def serve(
             build=build,
             outbox_bytes=lambda: sum(c.outbox_bytes for c in list(node.connections)),
             subscriptions=node.hub.subscription_count,
+            parked=lambda: len(node.lot),
         )
     )
     if config.routing == "on":

@@ -86,11 +86,13 @@ class KefuCollector(Collector):
         build: dict[str, str],
         outbox_bytes: Callable[[], int],
         subscriptions: Callable[[], int],
+        parked: Callable[[], int] = lambda: 0,
     ) -> None:
         self._stats = stats
         self._build = build
         self._outbox_bytes = outbox_bytes
         self._subscriptions = subscriptions
+        self._parked = parked
 
     def collect(self):  # type: ignore[override]
         s = self._stats
@@ -128,6 +130,7 @@ class KefuCollector(Collector):
         yield s.commit_batch.family("kefu_store_commit_batch_size", "Write operations per store transaction.")
         yield GaugeMetricFamily("kefu_store_pending_ops", "Write operations waiting for the store.", value=s.store_pending)
         yield GaugeMetricFamily("kefu_outbox_bytes", "Bytes queued in connection outboxes.", value=self._outbox_bytes())
+        yield GaugeMetricFamily("kefu_connections_parked", "Quiet connections parked without a reader task.", value=self._parked())
         yield GaugeMetricFamily(
             "kefu_subscriptions", "Live (connection, conversation) subscriptions.", value=self._subscriptions()
         )

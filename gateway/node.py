@@ -61,7 +61,7 @@ from .protocol.frames import OP_BINARY, OP_PING, FrameDecoder, encode_frame
 from .store.base import NotFound, StoreError
 from .store.writer import Store
 from .transport import handshake
-from .transport.connection import Connection, Writer, finish, read_frames
+from .transport.connection import Connection, ParkingLot, Writer, finish, read_frames
 
 log = logging.getLogger("kefu.node")
 
@@ -108,6 +108,7 @@ class Node:
         self.hub = Hub()
         self.routing: Any = None  # gateway.routing.service.RoutingService, when routing is on
         self.writer = Writer(self.stats, config.max_outbox_bytes)
+        self.lot = ParkingLot(self._resume_reader, config.park_after_s)
         self.connections: set[Connection] = set()
         self.ready = False
         self.draining = False
@@ -143,6 +144,8 @@ class Node:
         async with trio.open_nursery() as system:
             await system.start(self.store.run)
             await system.start(self.writer.run)
+            if self.config.park_after_s > 0:
+                await system.start(self.lot.run)
             await system.start(self.bus.run, self)
             if self.routing is not None:  # after the store (it restores from it), before accepting
                 await system.start(self.routing.run)
@@ -243,22 +246,38 @@ class Node:
             sock.close()
             return
         token, upgrade = upgrade.token, None
-        conn = Connection(sock, f"{self._prefix}-{next(self._ids)}", peer, self.writer)
+        conn = Connection(sock, f"{self._prefix}-{next(self._ids)}", peer, self.writer, self.lot if self.config.park_after_s > 0 else None)
         conn.created = accepted  # one handshake timeout for the upgrade and the authentication together
         self.connections.add(conn)
         self.stats.connections_opened += 1
-        try:
-            if token is not None:
+        if token is not None:
+            try:
                 self._authenticate(conn, token, None)
-                token = None
-            await read_frames(conn, FrameDecoder(max_message_size=self.limits.max_frame_bytes), data, self.on_frame, self._on_text, self.stats)
+            except Exception:
+                log.exception("connection failed", extra=conn.log_extra)
+                conn.close(CLOSE_INTERNAL_ERROR, "internal error")
+            token = None
+        await self._read(conn, data)
+
+    async def _read(self, conn: Connection, data: bytes = b"") -> None:
+        """A connection's reader task, from its upgrade or from the parking lot, until it closes
+        (then it is forgotten and finished here) or is parked again (then it lives on)."""
+        parked = False
+        try:
+            parked = await read_frames(conn, FrameDecoder(max_message_size=self.limits.max_frame_bytes), data, self.on_frame, self._on_text, self.stats)
         except Exception:
             log.exception("connection failed", extra=conn.log_extra)
             conn.close(CLOSE_INTERNAL_ERROR, "internal error")
         finally:
-            self._forget(conn)
-            with trio.CancelScope(shield=True):
-                await finish(conn)
+            if not parked:
+                self._forget(conn)
+                with trio.CancelScope(shield=True):
+                    await finish(conn)
+
+    def _resume_reader(self, conn: Connection) -> None:
+        """The parking lot's callback: input (or a close) for a parked connection."""
+        assert self._nursery is not None
+        self._nursery.start_soon(self._read, conn)
 
     async def _handshake(self, sock: socket.socket) -> tuple[handshake.Upgrade | None, bytes]:
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=handshake.MAX_REQUEST_BYTES)

@@ -238,6 +238,11 @@ cdef class FrameDecoder:
         """Bytes held: the partial frame plus the fragments of an unfinished message."""
         return self._buf_len + self._msg_size
 
+    @property
+    def at_rest(self):
+        """Between messages: no partial frame, no unfinished message (even an empty one)."""
+        return self._buf_len == 0 and self._msg_opcode == 0
+
     # ---- the C buffer
 
     cdef void _release(self) noexcept:

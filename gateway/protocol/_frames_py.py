@@ -125,6 +125,12 @@ class FrameDecoder:
         """Bytes held: the partial frame plus the fragments of an unfinished message."""
         return len(self._buf) + self._msg_size
 
+    @property
+    def at_rest(self) -> bool:
+        """Between messages: no partial frame, no unfinished message (even an empty one). A
+        decoder at rest can be dropped and replaced by a new one without changing anything."""
+        return not self._buf and self._msg_opcode == 0
+
     def _fail(self, code: int, reason: str) -> FrameError:
         """Record the error that ends this decoder and return it for the caller to raise."""
         self._buf = bytearray()

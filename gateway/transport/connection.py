@@ -6,13 +6,20 @@ Each connection has exactly one task, its reader. Nothing is written from that t
 chunk or a whole fan-out has been processed). Only a connection whose socket buffer is full gets a
 drain task of its own, until it has caught up. Past ``max_outbox_bytes`` a connection is a slow
 consumer: its outbox is dropped and it is closed with CLOSE_SLOW_CONSUMER (it resumes from the store).
+
+A connection quiet for a while is *parked*: its reader task ends, and the node's ``ParkingLot``
+watches its socket in an epoll set of its own, starting a new reader task when input arrives or
+the connection is closed. A waiting task with its chain of suspended frames is about half of what
+an idle connection costs (~3 KB); a parked one costs its ``Connection`` and socket.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import time
+from collections import deque
 from typing import Any, Awaitable, Callable
 
 import trio
@@ -34,10 +41,10 @@ class Connection:
     __slots__ = (
         "sock", "id", "peer", "writer", "outbox", "outbox_bytes", "blocked", "closing", "closed",
         "created", "last_recv", "last_ping", "identity", "user_key", "convs", "guards", "live",
-        "tokens", "token_time", "violations",
+        "tokens", "token_time", "violations", "lot", "parked", "park_requested",
     )
 
-    def __init__(self, sock: socket.socket, conn_id: str, peer: str, writer: Writer) -> None:
+    def __init__(self, sock: socket.socket, conn_id: str, peer: str, writer: Writer, lot: ParkingLot | None = None) -> None:
         self.sock = sock
         self.id = conn_id
         self.peer = peer
@@ -56,6 +63,9 @@ class Connection:
         self.tokens = 0.0  # rate limit bucket, refilled at token_time
         self.token_time = self.created
         self.violations = 0  # consecutive requests refused by the rate limit
+        self.lot = lot  # where the connection is parked when quiet (None: never parked)
+        self.parked = False  # no reader task: the lot watches the socket
+        self.park_requested = False  # the reader parks when its wait for input is interrupted
 
     @property
     def log_extra(self) -> dict[str, str]:
@@ -95,6 +105,79 @@ class Connection:
         # waiting to write wakes too and simply waits again. Cheaper than a cancel scope per
         # connection, which would cost idle connections memory.
         notify_closing(self.sock)
+        if self.parked:  # no reader to wake: the lot starts one, which finishes the connection
+            assert self.lot is not None
+            self.lot.unpark(self)
+
+    def request_park(self) -> None:
+        """Ask the reader to park the connection once it waits for input (``ParkingLot.park``)."""
+        if not (self.parked or self.closing or self.park_requested):
+            self.park_requested = True
+            notify_closing(self.sock)  # the reader's wait_readable raises ClosedResourceError
+
+
+class ParkingLot:
+    """Quiet connections without a reader task: one epoll set, watched by one task, that starts a
+    reader again (``resume(conn)``) for each socket that becomes readable or is closed.
+
+    Which connections are quiet: every reader that starts waiting for input says so (``waiting``,
+    a deque append); a sweep every ``park_after_s / 2`` takes the waits older than ``park_after_s``
+    and asks the connections that have received nothing since to park. No timer per connection,
+    no scan of every connection."""
+
+    def __init__(self, resume: Callable[[Connection], None], park_after_s: float) -> None:
+        self._resume = resume
+        self.park_after_s = park_after_s
+        self._epoll = select.epoll()
+        self._parked: dict[int, Connection] = {}
+        self._waits: deque[tuple[float, Connection]] = deque()
+
+    def waiting(self, conn: Connection) -> None:
+        """``conn``'s reader waits for input, with nothing received since ``conn.last_recv``."""
+        self._waits.append((conn.last_recv, conn))
+
+    def __len__(self) -> int:
+        return len(self._parked)
+
+    def park(self, conn: Connection) -> None:
+        fd = conn.sock.fileno()
+        self._epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
+        self._parked[fd] = conn
+        conn.parked = True
+
+    def unpark(self, conn: Connection) -> None:
+        """Hand a parked connection back to a new reader task."""
+        fd = conn.sock.fileno()
+        if self._parked.pop(fd, None) is None:
+            return
+        self._epoll.unregister(fd)
+        conn.parked = False
+        self._resume(conn)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sweep)
+            task_status.started()
+            try:
+                while True:
+                    await wait_readable(self._epoll)
+                    for fd, _ in self._epoll.poll(0, 256):
+                        conn = self._parked.get(fd)
+                        if conn is not None:
+                            self.unpark(conn)
+            finally:
+                notify_closing(self._epoll)
+                self._epoll.close()
+
+    async def _sweep(self) -> None:
+        waits, park_after = self._waits, self.park_after_s
+        while True:
+            await trio.sleep(park_after / 2)
+            horizon = time.monotonic() - park_after
+            while waits and waits[0][0] <= horizon:
+                since, conn = waits.popleft()
+                if conn.last_recv == since:  # nothing received since it began to wait
+                    conn.request_park()
 
 
 class Writer:
@@ -191,10 +274,13 @@ async def read_frames(
     on_message: Callable[[Connection, bytes], Awaitable[None] | None],
     on_text: Callable[[Connection], None],
     stats: Stats,
-) -> None:
+) -> bool:
     """Read until the peer or the server closes (``data``: bytes already received): feed the frame
     decoder with every chunk and hand each binary message to ``on_message`` (awaited only when it
-    returns an awaitable); text messages, which kefu.v1 does not use, to ``on_text``."""
+    returns an awaitable); text messages, which kefu.v1 does not use, to ``on_text``.
+
+    Returns True when the connection was parked instead (``Connection.request_park`` while this
+    waited for input with the decoder at rest): the caller's task ends, the connection lives on."""
     sock = conn.sock
     while True:
         if data:
@@ -204,10 +290,10 @@ async def read_frames(
             except FrameError as exc:
                 log.info("protocol error %d: %s", exc.code, exc.reason, extra=conn.log_extra)
                 conn.close(exc.code, exc.reason)
-                return
+                return False
             for opcode, payload in messages:
                 if conn.closing:
-                    return
+                    return False
                 if opcode == OP_BINARY:
                     stats.frames_in += 1
                     pending = on_message(conn, payload)
@@ -218,27 +304,45 @@ async def read_frames(
                     conn.push(encode_frame(OP_PONG, payload))
                 elif opcode == OP_CLOSE:
                     _answer_close(conn, payload)
-                    return
+                    return False
                 elif opcode != OP_PONG:
                     stats.frames_in += 1
                     on_text(conn)
             messages = payload = data = None  # nothing of this chunk stays referenced while idle
         if conn.closing:
-            return
+            return False
+        if conn.park_requested:  # asked while this task was busy: park now
+            if _park(conn, decoder):
+                return True
+        if conn.lot is not None:
+            conn.lot.waiting(conn)
         try:
             await wait_readable(sock)
-        except trio.ClosedResourceError:  # close() from another task
-            return
+        except trio.ClosedResourceError:  # close() or request_park() from another task
+            if conn.closing:
+                return False
+            if _park(conn, decoder):
+                return True
+            continue  # in the middle of a message: stay
         try:
             data = sock.recv(RECV_BYTES)
         except BlockingIOError:
             data = b""
             continue
         except OSError:
-            return
+            return False
         if not data:
-            return
+            return False
         conn.last_recv = time.monotonic()
+
+
+def _park(conn: Connection, decoder: Any) -> bool:
+    """Park ``conn`` if its decoder is between messages (a new one replaces it on resuming)."""
+    conn.park_requested = False
+    if decoder.at_rest and conn.lot is not None:
+        conn.lot.park(conn)
+        return True
+    return False
 
 
 def _answer_close(conn: Connection, payload: bytes) -> None:

@@ -173,6 +173,22 @@ def test_single_frame_lengths(codec: ModuleType, opcode: int, n: int) -> None:
     assert codec.FrameDecoder().feed(frame) == [(opcode, payload)]
 
 
+def test_at_rest_only_between_messages(codec: ModuleType) -> None:
+    """``at_rest``: no partial frame and no unfinished message, even an empty one (the gateway
+    drops a decoder at rest when it parks an idle connection)."""
+    decoder = codec.FrameDecoder()
+    assert decoder.at_rest
+    whole = mask_frame(OP_BINARY, b"abc")
+    decoder.feed(whole[:3])
+    assert not decoder.at_rest and decoder.buffered == 3
+    assert decoder.feed(whole[3:]) == [(OP_BINARY, b"abc")]
+    assert decoder.at_rest
+    decoder.feed(mask_frame(OP_BINARY, b"", fin=False))  # an empty first fragment holds no bytes
+    assert decoder.buffered == 0 and not decoder.at_rest
+    assert decoder.feed(mask_frame(OP_CONT, b"x")) == [(OP_BINARY, b"x")]
+    assert decoder.at_rest
+
+
 @pytest.mark.parametrize("length_bytes", [2, 8])
 def test_non_minimal_length_encodings_accepted(codec: ModuleType, length_bytes: int) -> None:
     frame = mask_frame(OP_BINARY, b"tiny", length_bytes=length_bytes)
