@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -203,6 +204,23 @@ def test_close_closes_every_reader(backend: SqliteBackend) -> None:
     with pytest.raises(StoreError):
         backend.participants("c1")
     assert backend._readers == {}
+
+
+def test_the_wal_is_checkpointed_in_the_background(backend: SqliteBackend, path: Path) -> None:
+    """Committed pages reach the database file long before the writer's own autocheckpoint
+    (10,000 pages) would copy them: the checkpointer thread does it, without stalling the writer."""
+    create(backend, "c1")
+    size = path.stat().st_size
+    ops = [AppendMessage("c1", f"m{i}", "shopper1", "shopper", bytes(1000)) for i in range(400)]  # ~100 pages
+    assert all(isinstance(r, Appended) for r in backend.apply_batch(ops))
+    deadline = time.monotonic() + 5
+    while path.stat().st_size <= size:
+        assert time.monotonic() < deadline, "nothing was checkpointed into the database file"
+        time.sleep(0.02)
+    checkpointer = backend._checkpointer
+    assert checkpointer is not None and checkpointer.is_alive()
+    backend.close()
+    assert not checkpointer.is_alive()
 
 
 # ---- SqliteBackend and MemoryBackend agree on arbitrary op sequences ----------------------------
