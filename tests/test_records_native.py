@@ -4,7 +4,6 @@ pickling agree on arbitrary field values; gateway.model exports the twin the swi
 
 from __future__ import annotations
 
-import os
 import pickle
 from types import ModuleType
 from typing import Any
@@ -15,8 +14,9 @@ from hypothesis import strategies as st
 
 from gateway import _native, _records_py, model
 
+from .twins import check_built_when_expected, native_twin
+
 PY = _records_py
-EXPECT_NATIVE = os.environ.get("KEFU_EXPECT_NATIVE") == "1"
 NAMES = ("StoredMessage", "AppendMessage", "Appended")
 FIELDS = {
     "StoredMessage": ("conv_id", "seq", "cmid", "sender", "sender_role", "ts", "body"),
@@ -29,12 +29,11 @@ values = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=10)
 
 @pytest.fixture(scope="module")
 def c() -> ModuleType:
-    native = _native.load("records", honour_env=False)
-    if native is None:
-        if EXPECT_NATIVE:
-            pytest.fail("KEFU_EXPECT_NATIVE=1 but gateway._records_c is not built")
-        pytest.skip("gateway._records_c is not built (`pip install -e .` builds it)")
-    return native
+    return native_twin("records")
+
+
+def test_native_extension_is_built_when_expected() -> None:
+    check_built_when_expected("records", model.RECORDS)
 
 
 def test_model_exports_the_selected_twin() -> None:
@@ -42,10 +41,6 @@ def test_model_exports_the_selected_twin() -> None:
     assert expected is not None
     for name in NAMES:
         assert getattr(model, name) is getattr(expected, name)
-    if EXPECT_NATIVE and not _native.pure_python_forced():
-        assert model.RECORDS == "native"
-    if _native.pure_python_forced():
-        assert model.RECORDS == "python"
 
 
 def outcome(fn) -> tuple[str, Any]:

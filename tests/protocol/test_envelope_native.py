@@ -14,10 +14,6 @@ tests/protocol/test_envelope.py runs the behavioural suite against the twin of t
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
@@ -33,32 +29,20 @@ from gateway.protocol._frames_py import FrameDecoder
 from gateway.protocol.errors import RequestError
 from gateway.protocol.fields import Limits
 
+from ..twins import EXPECT_NATIVE, check_built_when_expected, native_twin, run_python
 from .test_envelope import msgpack_values
 
-ROOT = Path(__file__).resolve().parents[2]
 PY = _envelope_py
-EXPECT_NATIVE = os.environ.get("KEFU_EXPECT_NATIVE") == "1"
 differential = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.fixture(scope="module")
 def c() -> ModuleType:
-    """The native twin; skipped when it is not built, unless KEFU_EXPECT_NATIVE=1 (then: fail)."""
-    native = _native.load("envelope", honour_env=False)
-    if native is None:
-        if EXPECT_NATIVE:
-            pytest.fail("KEFU_EXPECT_NATIVE=1 but gateway._envelope_c is not built")
-        pytest.skip("gateway._envelope_c is not built (`pip install -e .` builds it)")
-    return native
+    return native_twin("envelope")
 
 
 def test_native_extension_is_built_when_expected() -> None:
-    native = _native.load("envelope", honour_env=False)
-    if native is None:
-        assert not EXPECT_NATIVE, "KEFU_EXPECT_NATIVE=1 but gateway._envelope_c is not built"
-        pytest.skip("gateway._envelope_c is not built and KEFU_EXPECT_NATIVE is not set")
-    if EXPECT_NATIVE and not _native.pure_python_forced():
-        assert envelope.IMPLEMENTATION == "native"
+    check_built_when_expected("envelope", envelope.IMPLEMENTATION)
 
 
 def test_same_public_api(c: ModuleType) -> None:
@@ -200,12 +184,6 @@ def test_twins_refuse_the_same_frame_fields(c: ModuleType, bad: Any) -> None:
 
 
 # ------------------------------------------------------------------------------ the switch
-
-
-def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k != "KEFU_PUREPYTHON"}
-    environ.update(env)
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=60)
 
 
 PRINT_IMPLEMENTATION = "from gateway.protocol import envelope; print(envelope.IMPLEMENTATION, envelope.ack_frame.__module__)"

@@ -17,12 +17,7 @@ tests/protocol/test_frames.py runs the behavioural suite against each twin separ
 from __future__ import annotations
 
 import inspect
-import os
 import random
-import subprocess
-import sys
-from importlib.machinery import EXTENSION_SUFFIXES
-from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
@@ -36,11 +31,10 @@ from gateway.protocol._frame_errors import FrameError
 from gateway.protocol.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_TEXT
 
 # The frame builder and the stream strategies of the behavioural suite.
+from ..twins import EXPECT_NATIVE, check_built_when_expected, native_twin, run_python
 from .test_frames import corrupted, frameish_streams, mask_frame, split_at, valid_streams
 
-ROOT = Path(__file__).resolve().parents[2]
 PY = _frames_py
-EXPECT_NATIVE = os.environ.get("KEFU_EXPECT_NATIVE") == "1"
 ASCII = bytes(0x20 + i % 95 for i in range(256))  # translate table: any byte to printable ASCII
 
 # Budgets that keep this file at ~20 s; raise max_examples (or use a hypothesis profile) to dig.
@@ -51,32 +45,14 @@ differential = settings(
 
 @pytest.fixture(scope="module")
 def c() -> ModuleType:
-    """The native twin; skipped when it is not built, unless KEFU_EXPECT_NATIVE=1 (then: fail)."""
-    native = _native.load("frames", honour_env=False)
-    if native is None:
-        if EXPECT_NATIVE:
-            pytest.fail("KEFU_EXPECT_NATIVE=1 but gateway._frames_c is not built")
-        pytest.skip("gateway._frames_c is not built (`pip install -e .` builds it)")
-    return native
+    return native_twin("frames")
 
 
 # ------------------------------------------------------------------------------ the build itself
 
 
 def test_native_extension_is_built_when_expected() -> None:
-    """Fails when KEFU_EXPECT_NATIVE=1 and the extension is missing (to be set wherever the build
-    must have produced it), so a build that silently fell back to pure Python cannot pass."""
-    native = _native.load("frames", honour_env=False)
-    if native is None:
-        assert not EXPECT_NATIVE, (
-            "KEFU_EXPECT_NATIVE=1 but gateway._frames_c is not built: the native build failed or "
-            "was skipped (look for 'kefu: could not build' in the install output)"
-        )
-        pytest.skip("gateway._frames_c is not built and KEFU_EXPECT_NATIVE is not set")
-    assert native.__file__ is not None
-    assert native.__file__.endswith(tuple(EXTENSION_SUFFIXES)), native.__file__
-    if EXPECT_NATIVE and not _native.pure_python_forced():
-        assert frames.IMPLEMENTATION == "native"
+    check_built_when_expected("frames", frames.IMPLEMENTATION)
 
 
 def test_same_public_api(c: ModuleType) -> None:
@@ -453,17 +429,6 @@ def test_utf8_text_and_close_reasons_agree(c: ModuleType, pieces: list[bytes]) -
 
 
 # ------------------------------------------------------------------------------ the switch
-
-
-def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter from the repository root, with ``env`` on top of ours
-    minus the KEFU_PUREPYTHON of this run."""
-    environ = {k: v for k, v in os.environ.items() if k != "KEFU_PUREPYTHON"}
-    environ.update(env)
-    return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=environ, capture_output=True, text=True,
-        timeout=60,
-    )
 
 
 PRINT_IMPLEMENTATION = "from gateway.protocol import frames; print(frames.IMPLEMENTATION)"
