@@ -227,6 +227,19 @@ def source_address(i: int) -> str:
     return f"127.0.0.{2 + i % 250}"
 
 
+_next_source = 0
+
+
+def fresh_sources(n: int) -> list[str]:
+    """``n`` source addresses no run of this invocation has used lately. A storm leaves each
+    address's ports in TIME_WAIT for a minute; a next run from the same addresses makes the
+    generator's kernel search for free ports (up to 3x its CPU per reconnect, measured), which
+    slowed whichever target came third."""
+    global _next_source
+    first, _next_source = _next_source, _next_source + n
+    return [source_address(first + i) for i in range(n)]
+
+
 # ---- profiling --------------------------------------------------------------------------------------
 
 
@@ -380,11 +393,11 @@ def run_fanout(server: Server, opts: Options, progress: Progress) -> dict[str, A
     for u, n in enumerate(per_user):
         owned[u % procs].append((f"fan-agent-{u}", n))
     specs = []
-    for i in range(procs):
+    for i, address in enumerate(fresh_sources(procs)):
         spec = base_spec(server, opts, "fanout", i)
         spec.update(conv=conv, users=owned[i], window=opts.fanout_window, workers=procs, sender=i == 0,
                     sender_user=sender_user, progress_array=progress_array, final_value=final_value,
-                    local_addr=source_address(i))
+                    local_addr=address)
         specs.append(spec)
     duration = opts.duration
     profiler = Profiler(opts, "fanout", server.target)
@@ -425,9 +438,9 @@ def run_fanout(server: Server, opts: Options, progress: Progress) -> dict[str, A
 def _conn_specs(server: Server, opts: Options, workload: str, conns: int) -> list[dict[str, Any]]:
     procs = max(2, math.ceil(conns / opts.conns_per_proc)) if conns >= 2 else 1
     specs = []
-    for i, n in enumerate(split(conns, procs)):
+    for i, (n, address) in enumerate(zip(split(conns, procs), fresh_sources(procs))):
         spec = base_spec(server, opts, workload, i)
-        spec.update(conns=n, local_addr=source_address(i), concurrency=max(1, math.ceil(opts.concurrency / procs)))
+        spec.update(conns=n, local_addr=address, concurrency=max(1, math.ceil(opts.concurrency / procs)))
         specs.append(spec)
     return specs
 
