@@ -629,6 +629,9 @@ def run_one(workload: str, target: str, opts: Options) -> dict[str, Any]:
             raise ValueError(f"unknown workload {workload!r}")
         result["loadavg_before"] = load
         result["server_command"] = " ".join(server.command[1:])
+        build = server.build()
+        if build:
+            result["server_build"] = build
         warnings = server.log_warnings()
         if warnings:
             result["server_warnings"] = warnings

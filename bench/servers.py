@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 URL_LINE = re.compile(r"^\s*WebSocket:\s*(ws://\S+)")
+STARTUP_LINE = re.compile(r"kefu \S+ starting \((codec: [^)]*)\)")
 SECRET = "kefu-bench-secret-0123456789abcdef-0123456789"
 TENANT = "bench"
 
@@ -164,6 +165,15 @@ class Server:
             return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def build(self) -> str | None:
+        """Which twin of each native module the gateway ran (its startup line: "codec: native, …")."""
+        try:
+            text = Path(self.log_path).read_text(errors="replace")
+        except OSError:
+            return None
+        found = STARTUP_LINE.search(text)
+        return found.group(1) if found else None
 
     def log_warnings(self) -> list[str]:
         """Warning and error lines the server logged (slow consumers, failures)."""

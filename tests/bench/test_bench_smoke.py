@@ -17,9 +17,10 @@ for name in ("uvloop", "picows", "websockets", "numpy"):
     pytest.importorskip(name, reason="the bench extra is not installed: pip install -e '.[bench]'")
 
 from bench.measure import SeqTracker, failed  # noqa: E402
+from gateway import _native  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGETS = ("memory", "baseline")
+TARGETS = ("memory", "memory-pure", "baseline")
 WORKLOADS = ("pairs", "latency", "fanout", "idle", "storm")
 TINY = [
     "--convs", "2", "--window", "2", "--duration", "0.6", "--warmup", "0.2", "--latency-duration", "0.5",
@@ -58,6 +59,15 @@ def test_document_has_the_expected_keys(run):
     assert "pairs: server CPU per message" in figures and "idle: server memory per connection" in figures
     pairs_cpu = next(row for row in run["ratios"] if row["figure"] == "pairs: server CPU per message")
     assert set(pairs_cpu["values"]) == set(TARGETS) and "memory" in pairs_cpu["ratios"]
+    # memory-pure is the same gateway with KEFU_PUREPYTHON=1: it ran the pure twins, and the
+    # native/pure ratio is the quotient of the two values
+    pairs = run["results"]["pairs"]
+    assert set(pairs["memory-pure"]["server_build"].replace(",", " ").split()) >= {"python"}
+    assert "native" not in pairs["memory-pure"]["server_build"]
+    if _native.load("frames", honour_env=False) is not None:  # built: "memory" runs it, whatever this run forces
+        assert "python" not in pairs["memory"]["server_build"]
+    expected = pairs["memory"]["cpu_us_per_delivery"] / pairs["memory-pure"]["cpu_us_per_delivery"]
+    assert pairs_cpu["pure_ratios"]["memory"] == pytest.approx(expected, rel=0.01)
 
 
 @pytest.mark.timeout(150)
