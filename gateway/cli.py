@@ -18,6 +18,7 @@ from .config import Config, add_arguments, from_arguments
 from .logs import configure
 from .model import CHANNELS, ROLES
 from .build import describe as describe_build
+from .build import missing_native_warning
 
 log = logging.getLogger("kefu")
 
@@ -81,6 +82,9 @@ def _token(args: argparse.Namespace) -> int:
 
 async def _serve(config: Config) -> None:
     log.info("kefu %s starting (%s): %s", __version__, describe_build(), config.describe())
+    warning = missing_native_warning()
+    if warning:
+        log.warning(warning)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             running: Running = await nursery.start(serve, config)
