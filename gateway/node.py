@@ -277,7 +277,12 @@ class Node:
     def _resume_reader(self, conn: Connection) -> None:
         """The parking lot's callback: input (or a close) for a parked connection."""
         assert self._nursery is not None
-        self._nursery.start_soon(self._read, conn)
+        try:
+            self._nursery.start_soon(self._read, conn)
+        except RuntimeError:  # the node has stopped serving connections: no reader to finish it
+            self._forget(conn)
+            conn.closed = True
+            conn.sock.close()
 
     async def _handshake(self, sock: socket.socket) -> tuple[handshake.Upgrade | None, bytes]:
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=handshake.MAX_REQUEST_BYTES)

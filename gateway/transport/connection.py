@@ -128,7 +128,7 @@ class ParkingLot:
     def __init__(self, resume: Callable[[Connection], None], park_after_s: float) -> None:
         self._resume = resume
         self.park_after_s = park_after_s
-        self._epoll = select.epoll()
+        self._epoll: select.epoll | None = None  # while run() runs
         self._parked: dict[int, Connection] = {}
         self._waits: deque[tuple[float, Connection]] = deque()
 
@@ -140,6 +140,7 @@ class ParkingLot:
         return len(self._parked)
 
     def park(self, conn: Connection) -> None:
+        assert self._epoll is not None, "parking before ParkingLot.run"
         fd = conn.sock.fileno()
         self._epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
         self._parked[fd] = conn
@@ -150,24 +151,27 @@ class ParkingLot:
         fd = conn.sock.fileno()
         if self._parked.pop(fd, None) is None:
             return
-        self._epoll.unregister(fd)
+        if self._epoll is not None:
+            self._epoll.unregister(fd)
         conn.parked = False
         self._resume(conn)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._sweep)
-            task_status.started()
-            try:
+        epoll = self._epoll = select.epoll()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sweep)
+                task_status.started()
                 while True:
-                    await wait_readable(self._epoll)
-                    for fd, _ in self._epoll.poll(0, 256):
+                    await wait_readable(epoll)
+                    for fd, _ in epoll.poll(0, 256):
                         conn = self._parked.get(fd)
                         if conn is not None:
                             self.unpark(conn)
-            finally:
-                notify_closing(self._epoll)
-                self._epoll.close()
+        finally:
+            self._epoll = None
+            notify_closing(epoll)
+            epoll.close()
 
     async def _sweep(self) -> None:
         waits, park_after = self._waits, self.park_after_s
