@@ -217,7 +217,11 @@ class SqliteBackend:
         self._checkpointer.start()
 
     def _checkpoint_main(self) -> None:
-        conn = self._connect()
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:  # the writer's autocheckpoint remains
+            log.warning("no background checkpoints: %s", exc)
+            return
         try:
             while not self._checkpoints.wait(_CHECKPOINT_INTERVAL_S):
                 try:
