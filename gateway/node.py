@@ -109,6 +109,7 @@ class Node:
         self.routing: Any = None  # gateway.routing.service.RoutingService, when routing is on
         self.writer = Writer(self.stats, config.max_outbox_bytes)
         self.lot = ParkingLot(self._resume_reader, config.park_after_s)
+        self._parking = config.park_after_s > 0 and ParkingLot.available
         self.connections: set[Connection] = set()
         self.ready = False
         self.draining = False
@@ -144,7 +145,7 @@ class Node:
         async with trio.open_nursery() as system:
             await system.start(self.store.run)
             await system.start(self.writer.run)
-            if self.config.park_after_s > 0:
+            if self._parking:
                 await system.start(self.lot.run)
             await system.start(self.bus.run, self)
             if self.routing is not None:  # after the store (it restores from it), before accepting
@@ -246,7 +247,7 @@ class Node:
             sock.close()
             return
         token, upgrade = upgrade.token, None
-        conn = Connection(sock, f"{self._prefix}-{next(self._ids)}", peer, self.writer, self.lot if self.config.park_after_s > 0 else None)
+        conn = Connection(sock, f"{self._prefix}-{next(self._ids)}", peer, self.writer, self.lot if self._parking else None)
         conn.created = accepted  # one handshake timeout for the upgrade and the authentication together
         self.connections.add(conn)
         self.stats.connections_opened += 1

@@ -125,6 +125,8 @@ class ParkingLot:
     and asks the connections that have received nothing since to park. No timer per connection,
     no scan of every connection."""
 
+    available = hasattr(select, "epoll")  # Linux; elsewhere connections are simply never parked
+
     def __init__(self, resume: Callable[[Connection], None], park_after_s: float) -> None:
         self._resume = resume
         self.park_after_s = park_after_s
