@@ -10,10 +10,12 @@ from .support import SECRET
 
 
 def make_config(tmp_path, **overrides) -> Config:
-    # rate limits high enough for tests that pipeline; the rate-limit tests set their own
+    # rate limits high enough for tests that pipeline; the rate-limit tests set their own.
+    # Connections are parked after 50 ms quiet (0.5 s in production), so that every socket test
+    # also exercises parking and waking between its requests.
     config = Config(
         port=0, metrics_port=0, data_dir=str(tmp_path / "data"), jwt_secret=SECRET, store="memory",
-        rate_per_second=10_000.0, rate_burst=10_000, routing="off",
+        rate_per_second=10_000.0, rate_burst=10_000, routing="off", park_after_s=0.05,
     )
     for key, value in overrides.items():
         setattr(config, key, value)
