@@ -64,6 +64,7 @@ async def test_serve_prints_urls_serves_metrics_and_exits_0_on_sigterm(tmp_path)
         body = await trio.to_thread.run_sync(lambda: urllib.request.urlopen(metrics_url, timeout=5).read().decode())
         assert "kefu_messages_accepted_total 1.0" in body
         assert 'kefu_build_info{' in body and "kefu_ack_latency_seconds_bucket" in body
+        assert "kefu_connections_parked " in body
         health = metrics_url.replace("/metrics", "/healthz")
         answer = await trio.to_thread.run_sync(lambda: urllib.request.urlopen(health, timeout=5).read().decode())
         assert answer.split() == ["ok", *(f"{name}={impl}" for name, impl in IMPLEMENTATIONS.items())]

@@ -35,6 +35,7 @@ async def test_a_parked_connection_gets_deliveries_and_is_served_again(start_gat
         assert all(c.parked for c in gw.node.connections)
         readers = [t for t in gw.node._nursery.child_tasks if "_accept_loop" not in t.name]
         assert readers == []  # no task left for them: only the accept loop
+        assert gw.registry.get_sample_value("kefu_connections_parked") == 2
         # alice speaks: she is taken out of the lot, acked; bob is still parked and gets the message
         assert (await alice.request("send", conv=conv, cmid="m1", body=TEXT))["seq"] == 1
         assert (await bob.next("msg"))["body"] == TEXT
@@ -42,6 +43,7 @@ async def test_a_parked_connection_gets_deliveries_and_is_served_again(start_gat
         assert (await bob.request("send", conv=conv, cmid="r1", body=TEXT))["seq"] == 2
         assert (await alice.next("msg"))["seq"] == 2
         await parked(gw, 2)
+        assert gw.registry.get_sample_value("kefu_connections_parked") == 2
         history = await alice.ok("history", conv=conv)
         assert [m["seq"] for m in history["messages"]] == [1, 2]
 
