@@ -60,7 +60,10 @@ def extensions():
         Extension(f"gateway._{src.stem}_c", [str(src.relative_to(HERE))], define_macros=macros, extra_compile_args=["-O3"])
         for src in SOURCES
     ]
-    return cythonize(exts, compiler_directives=directives, annotate=os.environ.get("KEFU_CYTHON_ANNOTATE") == "1", quiet=True)
+    annotate = os.environ.get("KEFU_CYTHON_ANNOTATE") == "1"  # native/<stem>.html: the C behind each line
+    # Generated C that is newer than its .pyx is reused, whatever directives made it: an annotated
+    # or traced build regenerates everything.
+    return cythonize(exts, compiler_directives=directives, annotate=annotate, force=annotate or trace, quiet=True)
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
