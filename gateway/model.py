@@ -64,6 +64,26 @@ class Receipt:
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """An uploaded file's facts, as read from its bytes (gateway.media); its bytes live in a blob
+    store under keys derived from ``id``. Unknown facts are None (a file has no width)."""
+
+    id: str
+    tenant: str
+    conv_id: str  # the conversation it was uploaded to: who may fetch it follows from there
+    uploader: str
+    kind: str  # image, video, voice or file
+    content_type: str  # read from the bytes, never from the name or the declared type
+    size: int  # bytes
+    created_at: int
+    name: str = ""  # the uploader's file name: shown, never trusted
+    width: int | None = None  # images: as displayed (after EXIF orientation)
+    height: int | None = None
+    duration_ms: int | None = None  # video and voice, when it can be read
+    thumbnail_size: int | None = None  # bytes of the JPEG thumbnail (images), None without one
+
+
 # ---- write operations: what the store's writer applies, many to a transaction --------------------
 
 
@@ -107,7 +127,25 @@ class SetStatus:
         return {k: v for k, v in (("status", self.status), ("stage", self.stage), ("assignee", self.assignee), ("group", self.group)) if v is not None}
 
 
-WriteOp = CreateConversation | AddParticipant | RemoveParticipant | AppendMessage | SetReceipt | SetStatus
+@dataclass(frozen=True, slots=True)
+class AddAttachment:
+    """Record an attachment whose blobs are already durable. The result is the Attachment;
+    NotFound when its conversation does not exist."""
+
+    attachment: Attachment
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAttachment:
+    """Forget an attachment's record; the result says whether there was one."""
+
+    attachment_id: str
+
+
+WriteOp = (
+    CreateConversation | AddParticipant | RemoveParticipant | AppendMessage | SetReceipt | SetStatus
+    | AddAttachment | DeleteAttachment
+)
 
 
 @dataclass(slots=True)

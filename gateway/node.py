@@ -45,6 +45,7 @@ from .model import (
     AppendMessage,
     StoredMessage,
 )
+from .media import bodies as media_bodies
 from .protocol import envelope as env
 from .protocol.errors import (
     AUTH_ERRORS,
@@ -498,6 +499,8 @@ class Node:
         conv_id, cmid, body = env.send_fields(req, self.limits)
         if self.draining:
             raise RequestError("unavailable", "server restarting: resend after reconnecting")
+        if "attachment" in req["body"] and media_bodies.attachment_id(req["body"]) is not None:
+            return self._send_with_attachment(conn, req, conv_id, cmid)
         state = self.hub.get(conv_id)
         if state is None:
             return self._send_after_load(conn, req, conv_id, cmid, body)
@@ -506,6 +509,16 @@ class Node:
     async def _send_after_load(self, conn: Connection, req: dict[str, Any], conv_id: str, cmid: str, body: bytes) -> None:
         state = await self._state(conn, conv_id)
         pending = self._submit_send(conn, req, state, cmid, body)
+        if pending is not None:
+            await pending
+
+    async def _send_with_attachment(self, conn: Connection, req: dict[str, Any], conv_id: str, cmid: str) -> None:
+        """A body that carries an uploaded file gets the file's facts from its record first."""
+        body = req["body"]
+        attachment = await self.store.get_attachment(media_bodies.attachment_id(body))
+        state = await self._state(conn, conv_id)
+        packed = env.pack(media_bodies.with_facts(body, attachment, state.conv))
+        pending = self._submit_send(conn, req, state, cmid, packed)
         if pending is not None:
             await pending
 

@@ -38,6 +38,7 @@ BODY_KINDS = ("text", "image", "video", "voice", "file", "location")
 cdef object _unpackb = msgpack.unpackb
 cdef object _packb = msgpack.packb
 cdef Py_ssize_t _URL_LIMIT = 2048
+cdef Py_ssize_t _ADDRESS_LIMIT = 512
 cdef Py_ssize_t _ID_CHARS = ID_CHARS
 
 
@@ -100,6 +101,15 @@ cdef int _validate_body(dict body, limits) except -1:
         _number(body, "lat", -90, 90, False)
         _number(body, "lng", -180, 180, False)
         _need_str(body, "name", 256, True, True)
+        _need_str(body, "address", _ADDRESS_LIMIT, True, True)
+        return 0
+    if body.get("attachment") is not None:
+        _need_str(body, "attachment", _ID_CHARS)
+        if kind == "video" or kind == "voice":
+            _number(body, "duration_ms", 0, 24 * 3600 * 1000, True)
+        if kind == "file":
+            _need_str(body, "name", 256, True)
+        _number(body, "size", 0, 1 << 40, True)
         return 0
     url = _need_str(body, "url", _URL_LIMIT)
     if not ((<str>url).startswith("https://") or (<str>url).startswith("http://")):

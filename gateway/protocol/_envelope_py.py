@@ -29,6 +29,7 @@ _packb = msgpack.packb
 
 BODY_KINDS = ("text", "image", "video", "voice", "file", "location")
 _URL_LIMIT = 2048
+_ADDRESS_LIMIT = 512
 
 
 def decode_request(payload: bytes) -> dict[str, Any]:
@@ -73,6 +74,17 @@ def validate_body(body: dict[str, Any], limits: Limits) -> None:
         _number(body, "lat", -90, 90)
         _number(body, "lng", -180, 180)
         need_str(body, "name", 256, optional=True, empty=True)
+        need_str(body, "address", _ADDRESS_LIMIT, optional=True, empty=True)
+        return
+    if body.get("attachment") is not None:
+        # An uploaded file: the server fills in its facts (gateway.media.bodies); what the sender
+        # adds is still checked, so a body is valid or not whatever the server later replaces.
+        need_str(body, "attachment", ID_CHARS)
+        if kind in ("video", "voice"):
+            _number(body, "duration_ms", 0, 24 * 3600 * 1000, optional=True)
+        if kind == "file":
+            need_str(body, "name", 256, optional=True)
+        _number(body, "size", 0, 1 << 40, optional=True)
         return
     _url(body)
     if kind in ("video", "voice"):

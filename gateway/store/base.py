@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
-from ..model import Conversation, Page, Participant, Receipt, StoredMessage, WriteOp
+from ..model import Attachment, Conversation, Page, Participant, Receipt, StoredMessage, WriteOp
 
 
 class StoreError(Exception):
@@ -48,7 +48,8 @@ class StoreBackend(Protocol):
         Results: CreateConversation -> Conversation; AddParticipant -> Participant (adding an existing
         participant returns the stored one); RemoveParticipant -> bool (was there);
         AppendMessage -> Appended; SetReceipt -> Receipt (as stored, the max of old and new);
-        SetStatus -> Conversation (updated). A failing op's result is a StoreError instance.
+        SetStatus -> Conversation (updated); AddAttachment -> Attachment (an existing id is a
+        StoreError); DeleteAttachment -> bool (was there). A failing op's result is a StoreError instance.
         """
 
     def get_conversation(self, conv_id: str) -> Conversation | None: ...
@@ -85,3 +86,5 @@ class StoreBackend(Protocol):
     def find_message(self, conv_id: str, sender: str, cmid: str) -> StoredMessage | None: ...
 
     def receipts(self, conv_id: str) -> list[Receipt]: ...
+
+    def get_attachment(self, attachment_id: str) -> Attachment | None: ...

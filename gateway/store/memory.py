@@ -11,6 +11,9 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from ..model import (
+    AddAttachment,
+    Attachment,
+    DeleteAttachment,
     AddParticipant,
     Appended,
     AppendMessage,
@@ -53,6 +56,7 @@ class MemoryBackend:
         # Indexes for listing: a user's conversations, a tenant's (lists never scan everything).
         self._of_user: dict[str, set[str]] = {}
         self._of_tenant: dict[str, set[str]] = {}
+        self._attachments: dict[str, Attachment] = {}
         self._handlers: dict[type, Callable[..., object]] = {
             CreateConversation: self._create,
             AddParticipant: self._add_participant,
@@ -60,6 +64,8 @@ class MemoryBackend:
             AppendMessage: self._append,
             SetReceipt: self._set_receipt,
             SetStatus: self._set_status,
+            AddAttachment: self._add_attachment,
+            DeleteAttachment: self._delete_attachment,
         }
 
     def open(self) -> None:
@@ -143,6 +149,17 @@ class MemoryBackend:
         conv = self._conversations[op.conv_id] = replace(self._conversations[op.conv_id], **op.changes())
         return self._live(conv)
 
+    def _add_attachment(self, op: AddAttachment) -> Attachment:
+        attachment = op.attachment
+        self._require(attachment.conv_id)
+        if attachment.id in self._attachments:
+            raise StoreError(f"attachment {attachment.id!r} already exists")
+        self._attachments[attachment.id] = attachment
+        return attachment
+
+    def _delete_attachment(self, op: DeleteAttachment) -> bool:
+        return self._attachments.pop(op.attachment_id, None) is not None
+
     # ---- reads -----------------------------------------------------------------------------------
 
     def get_conversation(self, conv_id: str) -> Conversation | None:
@@ -212,6 +229,10 @@ class MemoryBackend:
         self._check_open()
         stored = self._receipts.get(conv_id, {})
         return [stored[key] for key in sorted(stored)]  # by (user, kind), as SQLite orders them
+
+    def get_attachment(self, attachment_id: str) -> Attachment | None:
+        self._check_open()
+        return self._attachments.get(attachment_id)
 
     # ---- helpers ---------------------------------------------------------------------------------
 

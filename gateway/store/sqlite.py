@@ -18,6 +18,9 @@ from dataclasses import astuple, replace
 from typing import Callable, Iterator, Sequence
 
 from ..model import (
+    AddAttachment,
+    Attachment,
+    DeleteAttachment,
     AddParticipant,
     Appended,
     AppendMessage,
@@ -94,6 +97,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX conversations_in_routing ON conversations (stage, created_at)"
         " WHERE status = 'open' AND stage IN ('bot', 'queued', 'assigned')",
     ),
+    (
+        # Media: the facts of each uploaded file (its bytes are in the blob store).
+        """CREATE TABLE attachments (
+            id TEXT NOT NULL PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            conv_id TEXT NOT NULL REFERENCES conversations (id),
+            uploader TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            created_at INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            width INTEGER,
+            height INTEGER,
+            duration_ms INTEGER,
+            thumbnail_size INTEGER
+        ) WITHOUT ROWID""",
+    ),
 )
 
 _DURABILITY = {
@@ -124,6 +145,9 @@ _CONVERSATION_COLUMNS = (
 )
 _COLUMN_OF = {"group": "skill_group"}  # model field -> column, where they differ (GROUP is an SQL keyword)
 _MESSAGE_COLUMNS = "conv_id, seq, cmid, sender, sender_role, ts, body"
+_ATTACHMENT_COLUMNS = (
+    "id, tenant, conv_id, uploader, kind, content_type, size, created_at, name, width, height, duration_ms, thumbnail_size"
+)
 # Statements are built once: the sqlite3 statement cache is keyed by the SQL string.
 _SELECT_CONVERSATION = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
 _INSERT_CONVERSATION = (
@@ -188,6 +212,8 @@ class SqliteBackend:
             AppendMessage: self._append,
             SetReceipt: self._set_receipt,
             SetStatus: self._set_status,
+            AddAttachment: self._add_attachment,
+            DeleteAttachment: self._delete_attachment,
         }
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -397,6 +423,23 @@ class SqliteBackend:
 
     # ---- reads -----------------------------------------------------------------------------------
 
+    def _add_attachment(self, cur: sqlite3.Cursor, op: AddAttachment, pending: _Pending) -> Attachment:
+        attachment = op.attachment
+        if cur.execute("SELECT 1 FROM conversations WHERE id = ?", (attachment.conv_id,)).fetchone() is None:
+            raise NotFound(f"conversation {attachment.conv_id!r} not found")
+        cur.execute(
+            f"INSERT INTO attachments ({_ATTACHMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            astuple(attachment),
+        )
+        if cur.rowcount == 0:
+            raise StoreError(f"attachment {attachment.id!r} already exists")
+        return attachment
+
+    def _delete_attachment(self, cur: sqlite3.Cursor, op: DeleteAttachment, pending: _Pending) -> bool:
+        cur.execute("DELETE FROM attachments WHERE id = ?", (op.attachment_id,))
+        return cur.rowcount > 0
+
     def get_conversation(self, conv_id: str) -> Conversation | None:
         rows = self._read(_SELECT_CONVERSATION, (conv_id,))
         return Conversation(*rows[0]) if rows else None
@@ -469,6 +512,10 @@ class SqliteBackend:
             (conv_id,),
         )
         return [Receipt(*row) for row in rows]
+
+    def get_attachment(self, attachment_id: str) -> Attachment | None:
+        rows = self._read(f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments WHERE id = ?", (attachment_id,))
+        return Attachment(*rows[0]) if rows else None
 
     def _read(self, sql: str, params: Sequence[object]) -> list[tuple]:
         """Run one query on this thread's reader. fetchall() ends the statement at once, so no read

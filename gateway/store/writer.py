@@ -29,7 +29,7 @@ import outcome
 import trio
 
 from ..metrics import Stats
-from ..model import Conversation, Page, Participant, Receipt, StoredMessage, WriteOp
+from ..model import Attachment, Conversation, Page, Participant, Receipt, StoredMessage, WriteOp
 from .base import StoreBackend, StoreError
 
 log = logging.getLogger("kefu.store")
@@ -274,3 +274,6 @@ class Store:
 
     async def receipts(self, conv_id: str) -> list[Receipt]:
         return await self._read(self.backend.receipts, conv_id)
+
+    async def get_attachment(self, attachment_id: str) -> Attachment | None:
+        return await self._read(self.backend.get_attachment, attachment_id)

@@ -49,6 +49,12 @@ def test_any_msgpack_value_decodes_to_a_request_or_a_documented_error(value):
         {"kind": "voice", "url": "https://cdn.example/a.amr", "duration_ms": 3000},
         {"kind": "file", "url": "https://cdn.example/invoice.pdf", "name": "发票.pdf"},
         {"kind": "location", "lat": 31.23, "lng": 121.47, "name": "上海"},
+        {"kind": "location", "lat": -90, "lng": 180, "name": "", "address": "上海市黄浦区人民大道 120 号"},
+        {"kind": "image", "attachment": "0190f3c2a1b2c3d4e5f60718"},
+        {"kind": "video", "attachment": "a1", "duration_ms": 10_000},
+        {"kind": "voice", "attachment": "a1"},  # the server fills in the duration
+        {"kind": "file", "attachment": "a1"},  # and the name
+        {"kind": "file", "attachment": "a1", "name": "发票.pdf", "size": 20480},
     ],
 )
 def test_valid_bodies(body):
@@ -65,6 +71,15 @@ def test_valid_bodies(body):
         ({"kind": "location", "lat": 0, "lng": float("nan")}, "lng"),
         ({"kind": "image", "url": "javascript:alert(1)"}, "url"),
         ({"kind": "sticker"}, "kind"),
+        ({"kind": "location", "lat": 1, "lng": 2, "address": "a" * 513}, "address"),
+        ({"kind": "location", "lat": 1, "lng": 2, "address": 7}, "address"),
+        ({"kind": "location", "lng": 2, "address": "x"}, "lat"),
+        ({"kind": "image", "attachment": ""}, "attachment"),
+        ({"kind": "image", "attachment": "x" * 129}, "attachment"),
+        ({"kind": "image", "attachment": 12}, "attachment"),
+        ({"kind": "file", "attachment": "a1", "name": ""}, "name"),
+        ({"kind": "voice", "attachment": "a1", "duration_ms": -1}, "duration_ms"),
+        ({"kind": "image"}, "url"),  # neither an attachment nor a URL
     ],
 )
 def test_invalid_bodies_name_the_field(body, field):

@@ -96,7 +96,7 @@ def test_twins_agree_on_arbitrary_msgpack(c: ModuleType, value: Any) -> None:
 edge_strings = st.one_of(
     st.text(max_size=8),
     st.sampled_from(["", "x" * 128, "x" * 129, "客" * 128, "客" * 129, "https://cdn.example/a.png", "http://a", "ftp://a",
-                     "https://" + "u" * 2040, "https://" + "u" * 2041, "n" * 256, "n" * 257]),
+                     "https://" + "u" * 2040, "https://" + "u" * 2041, "n" * 256, "n" * 257, "a" * 512, "a" * 513]),
 )
 edge_numbers = st.one_of(
     st.sampled_from([0, -1, 1, 90, 91, -90, -91, 180, -181, 86_400_000, 86_400_001, 1 << 40, (1 << 40) + 1, 2**64 - 1, -(2**63),
@@ -109,7 +109,7 @@ kinds = st.one_of(st.sampled_from(_envelope_py.BODY_KINDS), st.sampled_from(["st
 bodies = st.builds(
     lambda kind, fields, drop_kind: ({} if drop_kind else {"kind": kind}) | fields,
     kinds,
-    st.dictionaries(st.sampled_from(["text", "url", "name", "lat", "lng", "duration_ms", "size", "extra"]), field_values, max_size=6),
+    st.dictionaries(st.sampled_from(["text", "url", "attachment", "name", "address", "lat", "lng", "duration_ms", "size", "extra"]), field_values, max_size=6),
     st.booleans(),
 )
 requests = st.builds(

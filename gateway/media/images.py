@@ -1,0 +1,72 @@
+"""Image facts with Pillow: the size as displayed, and a thumbnail with EXIF orientation applied.
+
+The pixel count is checked from the header, before anything is decoded, so a small file that
+declares a huge image (a decompression bomb) costs nothing. Decoding then reads the whole file, so
+a truncated or corrupt image is refused too. JPEGs decode in draft mode at a reduced scale (DCT
+scaling), which keeps the memory a large photo needs near that of its thumbnail.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import MediaError
+
+THUMBNAIL_TYPE = "image/jpeg"
+_ORIENTATION = 0x0112
+_SWAPS_AXES = (5, 6, 7, 8)  # EXIF orientations that turn the image a quarter
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFacts:
+    width: int  # as displayed: after the EXIF orientation
+    height: int
+    thumbnail: bytes  # a JPEG whose longer edge is at most the limit
+    thumbnail_width: int
+    thumbnail_height: int
+
+
+def inspect_image(source: BinaryIO, *, max_pixels: int, thumbnail_edge: int) -> ImageFacts:
+    """Decode ``source`` and make its thumbnail; raises MediaError (decompression_bomb, undecodable)."""
+    source.seek(0)
+    try:
+        with Image.open(source) as im:
+            width, height = im.size
+            if width <= 0 or height <= 0:
+                raise MediaError("undecodable", "the image has no pixels")
+            if width * height > max_pixels:
+                raise MediaError(
+                    "decompression_bomb", f"the image is {width}x{height} pixels; at most {max_pixels} are allowed"
+                )
+            orientation = im.getexif().get(_ORIENTATION, 1)
+            im.draft("RGB", (thumbnail_edge, thumbnail_edge))  # JPEG only; other formats ignore it
+            im.load()  # decodes everything: a truncated file raises here
+            shown = ImageOps.exif_transpose(im)
+            thumb = _flatten(shown)
+            thumb.thumbnail((thumbnail_edge, thumbnail_edge))
+            out = io.BytesIO()
+            thumb.save(out, "JPEG", quality=80, optimize=True)
+    except MediaError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise MediaError("decompression_bomb", str(exc)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports corrupt data as any of these (SyntaxError from some format parsers).
+        raise MediaError("undecodable", f"the image does not decode: {exc}") from None
+    if orientation in _SWAPS_AXES:
+        width, height = height, width
+    return ImageFacts(width, height, out.getvalue(), thumb.width, thumb.height)
+
+
+def _flatten(im: Image.Image) -> Image.Image:
+    """An RGB image for JPEG: transparency composited over white, palettes expanded."""
+    if im.mode in ("RGB", "L"):
+        return im
+    rgba = im.convert("RGBA")
+    white = Image.new("RGB", rgba.size, (255, 255, 255))
+    white.paste(rgba, mask=rgba.getchannel("A"))
+    return white

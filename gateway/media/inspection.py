@@ -1,0 +1,74 @@
+"""What an upload is, decided from its bytes: kind rules, content type, image facts, duration.
+
+:func:`inspect` is blocking and CPU-bound (Pillow decodes, mutagen parses); :class:`Inspector`
+runs it in Trio worker threads behind a CapacityLimiter, so at most ``concurrency`` uploads are
+decoded at once, however many arrive, and the event loop that carries messages never waits on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import BinaryIO
+
+import trio
+
+from .durations import duration_ms
+from .errors import MediaError
+from .images import inspect_image
+from .kinds import MediaLimits
+from .sniffing import content_type
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    kind: str
+    content_type: str
+    size: int
+    width: int | None = None
+    height: int | None = None
+    duration_ms: int | None = None
+    thumbnail: bytes | None = None  # a JPEG, for images
+
+
+def check_size(kind: str, size: int, limits: MediaLimits) -> None:
+    """The checks that need no bytes: also run while the body streams in, to stop early."""
+    rule = limits.rule(kind)
+    if size > rule.max_bytes:
+        raise MediaError("file_too_large", f"a {kind} may be at most {rule.max_bytes} bytes")
+
+
+def inspect(kind: str, source: BinaryIO, size: int, limits: MediaLimits) -> Inspection:
+    """Check ``source`` (``size`` bytes) against ``kind``'s rule and read its facts; raises MediaError."""
+    rule = limits.rule(kind)
+    if size == 0:
+        raise MediaError("empty_file", "the upload has no bytes")
+    check_size(kind, size, limits)
+    found = content_type(source)
+    if found not in rule.content_types:
+        what = f"the bytes are {found}" if found else "the bytes are of no allowed type"
+        raise MediaError("unsupported_type", f"{what}; a {kind} must be one of {', '.join(sorted(rule.content_types))}")
+    if kind == "image":
+        facts = inspect_image(source, max_pixels=limits.image_pixels, thumbnail_edge=limits.thumbnail_edge)
+        return Inspection(kind, found, size, facts.width, facts.height, thumbnail=facts.thumbnail)
+    if kind in ("video", "voice"):
+        ms = duration_ms(source)
+        if ms is not None and rule.max_duration_ms is not None and ms > rule.max_duration_ms:
+            raise MediaError("too_long", f"a {kind} may play at most {rule.max_duration_ms // 1000} s; this one plays {ms / 1000:.1f} s")
+        return Inspection(kind, found, size, duration_ms=ms)
+    return Inspection(kind, found, size)
+
+
+class Inspector:
+    """Runs :func:`inspect` off the event loop, ``concurrency`` at a time; more than ``max_waiting``
+    uploads waiting for a turn are refused as ``busy`` rather than queued without bound."""
+
+    def __init__(self, limits: MediaLimits, *, concurrency: int = 2, max_waiting: int = 32) -> None:
+        self.limits = limits
+        self._limiter = trio.CapacityLimiter(concurrency)
+        self._max_waiting = max_waiting
+
+    async def inspect(self, kind: str, source: BinaryIO, size: int) -> Inspection:
+        if self._limiter.statistics().tasks_waiting >= self._max_waiting:
+            raise MediaError("busy", "too many uploads are being processed; retry shortly")
+        return await trio.to_thread.run_sync(partial(inspect, kind, source, size, self.limits), limiter=self._limiter)

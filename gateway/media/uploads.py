@@ -1,0 +1,143 @@
+"""An upload's way in: stream the body to a spool file, inspect it, store its blobs, then its record.
+
+The order is what keeps storage clean. The body goes to an anonymous temporary file (it has no
+name, so an interrupted upload or a crash leaves nothing); only an upload that passes inspection
+reaches the blob store, whose writes are atomic; its record is written only once its blobs are
+durable, and if the record cannot be written the blobs are removed again. That last step runs
+shielded from cancellation, so a client that goes away cannot leave a blob without its row.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import secrets
+import tempfile
+import time
+from functools import partial
+from typing import AsyncIterable, BinaryIO
+
+import trio
+
+from ..model import AddAttachment, Attachment, Conversation, DeleteAttachment
+from ..store.writer import Store
+from .blobs import BlobStore
+from .errors import MediaError
+from .inspection import Inspector, check_size
+from .stats import MediaStats
+
+log = logging.getLogger("kefu.media")
+
+_SPOOL_WRITE = 256 * 1024  # body bytes gathered before one write to the spool file
+NAME_CHARS = 256
+
+
+def new_attachment_id() -> str:
+    """Time-ordered like conversation ids, with 64 random bits: not guessable."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
+
+
+def blob_key(attachment_id: str) -> str:
+    return f"{attachment_id[-2:]}/{attachment_id}"
+
+
+def thumbnail_key(attachment_id: str) -> str:
+    return f"{attachment_id[-2:]}/{attachment_id}.thumb"
+
+
+def clean_name(name: str) -> str:
+    """The uploader's file name, for display: no path, no control characters, bounded."""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable())
+    return name[:NAME_CHARS]
+
+
+class Uploads:
+    def __init__(self, store: Store, blobs: BlobStore, inspector: Inspector, spool_dir: str | os.PathLike[str], stats: MediaStats) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.inspector = inspector
+        self.spool_dir = os.fspath(spool_dir)
+        os.makedirs(self.spool_dir, exist_ok=True)
+        self.stats = stats
+
+    async def receive(self, conv: Conversation, uploader: str, kind: str, body: AsyncIterable[bytes], *, name: str = "") -> Attachment:
+        """Store the upload ``body`` as an attachment of ``conv``; raises MediaError when it is
+        refused, and lets the body's own errors (a client gone) through. Either way nothing stays."""
+        limits = self.inspector.limits
+        limits.rule(kind)  # unknown_kind before a byte is read
+        self.stats.uploads_in_progress += 1
+        spool: BinaryIO = await trio.to_thread.run_sync(partial(tempfile.TemporaryFile, dir=self.spool_dir))
+        try:
+            size = await self._spool(kind, body, spool)
+            found = await self.inspector.inspect(kind, spool, size)
+            attachment = Attachment(
+                id=new_attachment_id(),
+                tenant=conv.tenant,
+                conv_id=conv.id,
+                uploader=uploader,
+                kind=kind,
+                content_type=found.content_type,
+                size=size,
+                created_at=time.time_ns() // 1_000_000,
+                name=clean_name(name),
+                width=found.width,
+                height=found.height,
+                duration_ms=found.duration_ms,
+                thumbnail_size=None if found.thumbnail is None else len(found.thumbnail),
+            )
+            with trio.CancelScope(shield=True):
+                await self._commit(attachment, spool, found.thumbnail)
+        except MediaError as exc:
+            self.stats.refused[exc.code] += 1
+            log.info("upload refused: %s (%s) kind=%s tenant=%s", exc.code, exc.message, kind, conv.tenant)
+            raise
+        finally:
+            self.stats.uploads_in_progress -= 1
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(spool.close)
+        self.stats.uploads[kind] += 1
+        self.stats.upload_bytes[kind] += size
+        return attachment
+
+    async def _spool(self, kind: str, body: AsyncIterable[bytes], spool: BinaryIO) -> int:
+        size = 0
+        pending: list[bytes] = []
+        pending_bytes = 0
+        async for chunk in body:
+            size += len(chunk)
+            check_size(kind, size, self.inspector.limits)  # stop reading as soon as it is too large
+            pending.append(chunk)
+            pending_bytes += len(chunk)
+            if pending_bytes >= _SPOOL_WRITE:
+                await trio.to_thread.run_sync(spool.write, b"".join(pending))
+                pending, pending_bytes = [], 0
+        if pending:
+            await trio.to_thread.run_sync(spool.write, b"".join(pending))
+        await trio.to_thread.run_sync(spool.flush)
+        return size
+
+    async def _commit(self, attachment: Attachment, spool: BinaryIO, thumbnail: bytes | None) -> None:
+        stored: list[str] = []
+        try:
+            spool.seek(0)
+            await trio.to_thread.run_sync(self.blobs.put, blob_key(attachment.id), spool)
+            stored.append(blob_key(attachment.id))
+            if thumbnail is not None:
+                await trio.to_thread.run_sync(self.blobs.put, thumbnail_key(attachment.id), io.BytesIO(thumbnail))
+                stored.append(thumbnail_key(attachment.id))
+            await self.store.execute(AddAttachment(attachment))
+        except BaseException:
+            for key in stored:
+                try:
+                    await trio.to_thread.run_sync(self.blobs.delete, key)
+                except OSError as exc:  # left for an operator: logged with its key
+                    log.error("could not remove blob %s of a failed upload: %s", key, exc)
+            raise
+
+    async def discard(self, attachment: Attachment) -> None:
+        """Remove an attachment's record, then its blobs (a reader never finds a record without bytes)."""
+        await self.store.execute(DeleteAttachment(attachment.id))
+        for key in (blob_key(attachment.id), thumbnail_key(attachment.id)):
+            await trio.to_thread.run_sync(self.blobs.delete, key)
