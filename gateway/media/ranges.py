@@ -48,12 +48,11 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
             raise MediaError("range_not_satisfiable", f"the range is empty; the attachment has {size} bytes")
         return ByteRange(max(size - suffix, 0), size - 1)
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    if last and int(last) < start:
         return None  # invalid: ignored
     if start >= size:
         raise MediaError("range_not_satisfiable", f"the range starts at {start}; the attachment has {size} bytes")
-    return ByteRange(start, min(end, size - 1))
+    return ByteRange(start, min(int(last), size - 1) if last else size - 1)
 
 
 def unsatisfiable_content_range(size: int) -> str:
