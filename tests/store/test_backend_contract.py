@@ -12,6 +12,9 @@ from typing import Callable, Iterator
 import pytest
 
 from gateway.model import (
+    AddAttachment,
+    Attachment,
+    DeleteAttachment,
     CLOSED,
     OPEN,
     AddParticipant,
@@ -533,3 +536,51 @@ def test_the_list_cursor_never_skips_conversations_of_the_same_millisecond(backe
             break
         before, before_id = page[-1].created_at, page[-1].id
     assert seen == ["c4", "c3", "c2", "c1", "c0"]
+
+
+# ---- attachments ---------------------------------------------------------------------------------
+
+
+def attachment(att_id: str = "a1", conv_id: str = "c1", **kw: object) -> Attachment:
+    fields: dict = dict(tenant="t1", conv_id=conv_id, uploader="shopper1", kind="image", content_type="image/jpeg",
+                        size=48213, created_at=2_000, name="照片.jpg", width=800, height=600, thumbnail_size=5120)
+    fields.update(kw)
+    return Attachment(att_id, **fields)
+
+
+def test_an_attachment_is_recorded_and_read_back_with_every_fact(backend: StoreBackend) -> None:
+    create(backend, conversation("c1"), "shopper1")
+    image = attachment("a1")
+    voice = attachment("a2", kind="voice", content_type="audio/mp4", width=None, height=None, duration_ms=3200, thumbnail_size=None, name="")
+    assert backend.apply_batch([AddAttachment(image), AddAttachment(voice)]) == [image, voice]
+    assert backend.get_attachment("a1") == image
+    assert backend.get_attachment("a2") == voice
+    assert backend.get_attachment("a3") is None
+
+
+def test_an_attachment_needs_its_conversation(backend: StoreBackend) -> None:
+    result = apply_one(backend, AddAttachment(attachment("a1", conv_id="nope")))
+    assert isinstance(result, NotFound)
+    assert backend.get_attachment("a1") is None
+
+
+def test_an_attachment_id_is_recorded_once(backend: StoreBackend) -> None:
+    create(backend, conversation("c1"), "shopper1")
+    first = attachment("a1")
+    apply_one(backend, AddAttachment(first))
+    result = apply_one(backend, AddAttachment(attachment("a1", size=1)))
+    assert isinstance(result, StoreError)
+    assert backend.get_attachment("a1") == first
+
+
+def test_an_attachment_record_is_deleted(backend: StoreBackend) -> None:
+    create(backend, conversation("c1"), "shopper1")
+    apply_one(backend, AddAttachment(attachment("a1")))
+    assert apply_one(backend, DeleteAttachment("a1")) is True
+    assert apply_one(backend, DeleteAttachment("a1")) is False
+    assert backend.get_attachment("a1") is None
+
+
+def test_a_conversation_created_in_the_same_batch_takes_its_attachment(backend: StoreBackend) -> None:
+    results = backend.apply_batch([CreateConversation(conversation("c9")), AddAttachment(attachment("a9", conv_id="c9"))])
+    assert results[1] == attachment("a9", conv_id="c9")

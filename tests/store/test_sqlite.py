@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from gateway.model import (
+    AddAttachment,
+    Attachment,
     CLOSED,
     OPEN,
     RECEIPT_KINDS,
@@ -107,8 +109,27 @@ def test_migrations_are_recorded_and_idempotent(path: Path) -> None:
         tables = {name for (name,) in listed}
         journal = db.execute("PRAGMA journal_mode").fetchone()[0]
     assert version == len(MIGRATIONS)
-    assert tables == {"conversations", "participants", "messages", "receipts"}
+    assert tables == {"conversations", "participants", "messages", "receipts", "attachments"}
     assert journal == "wal"
+
+
+def test_a_version_2_database_gains_the_attachments_table_and_keeps_its_data(path: Path) -> None:
+    with sqlite3.connect(path) as db:  # a database as the code before media left it
+        for step in MIGRATIONS[:2]:
+            for statement in step:
+                db.execute(statement)
+        db.execute("PRAGMA user_version = 2")
+        db.execute("INSERT INTO conversations (id, tenant, customer, channel, status, subject, created_at, last_seq)"
+                   " VALUES ('c1', 't1', 's1', 'app', 'open', '', 5, 0)")
+    store = SqliteBackend(path)
+    store.open()
+    try:
+        assert store.get_conversation("c1") is not None
+        att = Attachment("a1", "t1", "c1", "s1", "image", "image/png", 10, 6)
+        assert store.apply_batch([AddAttachment(att)]) == [att]
+        assert store.get_attachment("a1") == att
+    finally:
+        store.close()
 
 
 def test_a_newer_schema_is_refused(path: Path) -> None:
