@@ -14,6 +14,7 @@ from . import __version__
 from .auth import Authenticator
 from .bus import Bus
 from .config import Config
+from .media import Media, MediaCollector
 from .metrics import KefuCollector, Stats
 from .node import Node
 from .build import IMPLEMENTATIONS
@@ -106,7 +107,9 @@ async def serve(
     stats = Stats()
     store = Store(backend or make_backend(config), stats)
     node = Node(config, store, make_authenticator(config), stats=stats, bus=bus)
+    node.media = Media.in_data_dir(store, config.data_dir, config.secret()[0])
     registry = CollectorRegistry()
+    registry.register(MediaCollector(node.media.stats))
     build = {"version": __version__, **IMPLEMENTATIONS}
     registry.register(
         KefuCollector(

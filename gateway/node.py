@@ -108,6 +108,7 @@ class Node:
         self.bus: Bus = bus if bus is not None else LocalBus()
         self.hub = Hub()
         self.routing: Any = None  # gateway.routing.service.RoutingService, when routing is on
+        self.media: Any = None  # gateway.media.service.Media: uploads and downloads (the HTTP API's)
         self.writer = Writer(self.stats, config.max_outbox_bytes)
         self.lot = ParkingLot(self._resume_reader, config.park_after_s)
         self._parking = config.park_after_s > 0 and ParkingLot.available

@@ -7,29 +7,27 @@ of another tenant learn nothing: to them every attachment is ``not_found``.
 
 from __future__ import annotations
 
-from typing import Iterable
-
-from ..model import OPEN, Attachment, Conversation, Participant
+from ..model import OPEN, Attachment, Conversation
 from .errors import MediaError
 
 
-def check_upload(conv: Conversation | None, participants: Iterable[Participant], tenant: str, user: str) -> Conversation:
-    """The conversation ``user`` may upload to; raises MediaError (not_found, forbidden)."""
+def check_upload(conv: Conversation | None, tenant: str, *, member: bool) -> Conversation:
+    """The conversation a user of ``tenant`` (a participant of it when ``member``) may upload
+    to; raises MediaError (not_found, forbidden)."""
     if conv is None or conv.tenant != tenant:
         raise MediaError("not_found", "no such conversation")
-    if not any(p.user == user for p in participants):
+    if not member:
         raise MediaError("forbidden", "only a participant may upload to a conversation")
     if conv.status != OPEN:
         raise MediaError("forbidden", "the conversation is closed")
     return conv
 
 
-def check_download(
-    attachment: Attachment | None, participants: Iterable[Participant], tenant: str, user: str, role: str
-) -> Attachment:
-    """The attachment ``user`` may fetch; raises MediaError (not_found, forbidden)."""
+def check_download(attachment: Attachment | None, tenant: str, *, member: bool, supervisor: bool) -> Attachment:
+    """The attachment a user of ``tenant`` may fetch: a participant of its conversation
+    (``member``) or a supervisor; raises MediaError (not_found, forbidden)."""
     if attachment is None or attachment.tenant != tenant:
         raise MediaError("not_found", "no such attachment")
-    if role == "supervisor" or any(p.user == user for p in participants):
+    if member or supervisor:
         return attachment
     raise MediaError("forbidden", "only the conversation's participants and the tenant's supervisors may fetch it")

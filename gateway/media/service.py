@@ -1,0 +1,125 @@
+"""The media feature as the HTTP API uses it: upload into a conversation, see an attachment,
+sign its URLs, fetch it by token or by signed URL. Each call checks who may do it (access.py)
+before anything else, and counts refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import AsyncIterable
+
+from ..model import Attachment
+from ..store.writer import Store
+from .access import check_download, check_upload
+from .blobs import BlobStore, FilesystemBlobStore
+from .downloads import Download, plan_download
+from .errors import MediaError
+from .inspection import Inspector
+from .kinds import MediaLimits
+from .signing import UrlSigner
+from .stats import MediaStats
+from .uploads import Uploads
+
+
+class Media:
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        signer: UrlSigner,
+        spool_dir: str | Path,
+        *,
+        limits: MediaLimits = MediaLimits(),
+        concurrency: int = 2,
+        stats: MediaStats | None = None,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.signer = signer
+        self.limits = limits
+        self.stats = stats or MediaStats()
+        self.uploads = Uploads(store, blobs, Inspector(limits, concurrency=concurrency), spool_dir, self.stats)
+
+    @classmethod
+    def in_data_dir(cls, store: Store, data_dir: str | Path, secret: str, **kwargs) -> Media:
+        """Blobs under ``data_dir/media/blobs``, uploads spooled in ``data_dir/media/spool``
+        (the same file system, so a blob's rename stays atomic), URLs signed with a key derived
+        from the token secret."""
+        root = Path(data_dir) / "media"
+        ttl_s = kwargs.pop("url_ttl_s", 300)
+        return cls(store, FilesystemBlobStore(root / "blobs"), UrlSigner.derived_from(secret, ttl_s=ttl_s), root / "spool", **kwargs)
+
+    async def _member(self, conv_id: str, user: str) -> bool:
+        return any(p.user == user for p in await self.store.participants(conv_id))
+
+    def _refused(self, exc: MediaError) -> MediaError:
+        self.stats.refused[exc.code] += 1
+        return exc
+
+    async def upload(
+        self, tenant: str, user: str, conv_id: str, kind: str, body: AsyncIterable[bytes], *, name: str = "", tenant_wide: bool = False
+    ) -> Attachment:
+        """Store ``body`` as an attachment of ``conv_id`` uploaded by ``user``. Only participants
+        may upload, unless ``tenant_wide`` (an API key acting for the whole tenant)."""
+        conv = await self.store.get_conversation(conv_id)
+        member = tenant_wide or (conv is not None and await self._member(conv_id, user))
+        try:
+            check_upload(conv, tenant, member=member)
+        except MediaError as exc:
+            raise self._refused(exc) from None
+        assert conv is not None
+        return await self.uploads.receive(conv, user, kind, body, name=name)
+
+    async def visible(self, tenant: str, user: str, role: str, attachment_id: str, *, tenant_wide: bool = False) -> Attachment:
+        """The attachment, if ``user`` may fetch it (a participant of its conversation, a
+        supervisor of its tenant, or ``tenant_wide``: an API key of its tenant)."""
+        attachment = await self.store.get_attachment(attachment_id)
+        member = tenant_wide or (attachment is not None and await self._member(attachment.conv_id, user))
+        try:
+            return check_download(attachment, tenant, member=member, supervisor=role == "supervisor")
+        except MediaError as exc:
+            raise self._refused(exc) from None
+
+    async def by_signature(self, attachment_id: str, variant: str, expires: str, sig: str) -> Attachment:
+        """The attachment a signed URL opens; raises MediaError (bad_signature, url_expired, not_found)."""
+        try:
+            self.signer.verify(attachment_id, variant, expires, sig)
+            attachment = await self.store.get_attachment(attachment_id)
+            if attachment is None:
+                raise MediaError("not_found", "no such attachment")
+        except MediaError as exc:
+            raise self._refused(exc) from None
+        return attachment
+
+    def describe(self, attachment: Attachment, content_path: str) -> dict:
+        """The attachment as the API shows it, with fresh signed URLs under ``content_path``
+        (the path of the attachment's content endpoint)."""
+        original = self.signer.query(attachment.id, "original")
+        out = {
+            "id": attachment.id,
+            "conversation": attachment.conv_id,
+            "uploader": attachment.uploader,
+            "kind": attachment.kind,
+            "content_type": attachment.content_type,
+            "size": attachment.size,
+            "name": attachment.name,
+            "created_at": attachment.created_at,
+            "width": attachment.width,
+            "height": attachment.height,
+            "duration_ms": attachment.duration_ms,
+            "url": f"{content_path}?{original}",
+            "thumbnail_url": None,
+            "urls_expire_at": int(original.split("expires=", 1)[1].split("&", 1)[0]),
+        }
+        if attachment.thumbnail_size is not None:
+            out["thumbnail_url"] = f"{content_path}?{self.signer.query(attachment.id, 'thumbnail')}"
+        return out
+
+    def download(self, attachment: Attachment, variant: str, range_header: str | None) -> Download:
+        try:
+            planned = plan_download(attachment, variant, range_header, self.blobs)
+        except MediaError as exc:
+            raise self._refused(exc) from None
+        self.stats.downloads[variant] += 1
+        self.stats.download_bytes += planned.length
+        return planned
+
