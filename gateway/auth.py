@@ -69,6 +69,16 @@ class Authenticator:
         self._verified[key] = identity
         return identity
 
+    def serves(self, tenant: str) -> bool:
+        """Whether tokens of ``tenant`` are accepted here."""
+        return self._tenants is None or tenant in self._tenants
+
+    def mint(self, *, tenant: str, user: str, role: str, channel: str, ttl_s: int, name: str | None = None) -> str:
+        """A token this gateway accepts, signed with the tenant's key (``POST /v1/tokens``)."""
+        if not self.serves(tenant):
+            raise AuthError("tenant_unknown", f"tenant {tenant!r} is not served here")
+        return mint_token(self._tenant_secrets.get(tenant, self._secret), tenant=tenant, user=user, role=role, channel=channel, ttl_s=ttl_s, name=name)
+
     def _verify(self, token: str) -> Identity:
         header, unverified = _peek(token)
         if header.get("alg") != ALGORITHM:

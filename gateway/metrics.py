@@ -74,6 +74,7 @@ class Stats:
         self.auth_failures: Counter[str] = Counter()  # by code
         self.closes: Counter[int] = Counter()  # server-initiated closes by close code
         self.rate_limited = 0
+        self.http_refusals: Counter[tuple[str, int]] = Counter()  # HTTP requests refused, by (code, status)
 
 
 class KefuCollector(Collector):
@@ -150,3 +151,7 @@ class KefuCollector(Collector):
         for code, n in sorted(s.closes.items()):
             closes.add_metric([str(code)], n)
         yield closes
+        refusals = CounterMetricFamily("kefu_http_refusals", "HTTP requests refused, by error code and status.", labels=["code", "status"])
+        for (code, status), n in sorted(s.http_refusals.items()):
+            refusals.add_metric([code, str(status)], n)
+        yield refusals

@@ -11,18 +11,20 @@ second question is answered after the first, and a handoff never overtakes the a
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import deque
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import msgpack
 import trio
 
-from ..model import CLOSED, StoredMessage
+from ..model import CLOSED, AgentProfile, StoredMessage
 from ..protocol import envelope as env
 from ..protocol.errors import RequestError
-from .config import RoutingConfig
+from .config import RoutingConfig, TenantRouting, parse_tenant
 from .engine import Assignment, RoutingEngine, RoutingError
 from .lifecycle import ASSIGNED, BOT, QUEUED, RESOLVED, IllegalTransition, next_stage
 
@@ -141,8 +143,24 @@ class RoutingService:
                 await trio.sleep(TICK_S)
                 self._tick(time.time())
 
+    def configure(self, tenant: str, routing: TenantRouting) -> None:
+        """Replace a tenant's routing settings while running (the REST API, after storing them). The
+        knowledge base stays as ``--routing-file`` set it: a path on this server is not the API's."""
+        routing = replace(routing, knowledge_base=self.config.for_tenant(tenant).knowledge_base)
+        self.config = self.config.with_tenant(tenant, routing)
+        self.engine.reconfigure(self.config)
+
+    def apply_agent(self, profile: AgentProfile) -> None:
+        """An agent's persisted settings changed (the REST API, after storing them)."""
+        self._carry_out(self.engine.apply_profile(profile, time.time()))
+
     async def _restore(self) -> None:
-        """Pick up what a previous run left queued or assigned (stages are stored; queues are not)."""
+        """Pick up what a previous run left queued or assigned (stages are stored; queues are not),
+        after the stored routing settings and agent profiles (they win over ``--routing-file``)."""
+        for stored in await self.node.store.tenant_settings():
+            self.configure(stored.tenant, parse_tenant(json.loads(stored.routing), f"stored settings of {stored.tenant}"))
+        for profile in await self.node.store.agents():
+            self.engine.apply_profile(profile, time.time())
         now = time.time()
         backlog = await self.node.store.in_stages((QUEUED, ASSIGNED))
         for conv in backlog:
