@@ -119,8 +119,7 @@ async def serve(
     )
     if config.routing == "on":
         routing_config = RoutingConfig.load(config.routing_file) if config.routing_file else RoutingConfig()
-        node.routing = RoutingService(node, routing_config, bots=BotDirectory())
-        node._handlers.update(node.routing.handlers())
+        node.use_routing(RoutingService(node.service, routing_config, bots=BotDirectory()))
     async with trio.open_nursery() as nursery:
         port = await nursery.start(node.run)
         metrics_port = None
