@@ -111,7 +111,8 @@ async def serve(
     """Run a gateway until its node is stopped (``running.node.stop()``)."""
     stats = Stats()
     store = Store(backend or make_backend(config), stats)
-    node = Node(config, store, make_authenticator(config), stats=stats, bus=bus)
+    auth = make_authenticator(config)
+    node = Node(config, store, auth, stats=stats, bus=bus)
     registry = CollectorRegistry()
     build = {"version": __version__, **IMPLEMENTATIONS}
     registry.register(
@@ -125,13 +126,12 @@ async def serve(
     )
     routing_config = RoutingConfig.load(config.routing_file) if config.routing_file else RoutingConfig()
     if config.routing == "on":
-        node.routing = RoutingService(node, routing_config, bots=BotDirectory())
-        node._handlers.update(node.routing.handlers())
+        node.use_routing(RoutingService(node.service, routing_config, bots=BotDirectory()))
     async with trio.open_nursery() as nursery:
         port = await nursery.start(node.run)
         metrics_port = None
         if config.metrics_port >= 0:
-            app = build_app(Services(node, registry, routing_config, config.api_max_body_bytes))
+            app = build_app(Services(node, auth, registry, routing_config, config.api_max_body_bytes))
             metrics_port = await nursery.start(serve_http, app, config.metrics_host, config.metrics_port)
         task_status.started(Running(node, port, metrics_port, registry))
         await node.stopped()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from .model import CHANNELS, ROLES
+from .model import CHANNELS, ROLES, Principal
 from .protocol.errors import AuthError
 
 ALGORITHM = "HS256"
@@ -26,13 +26,10 @@ VERIFIED_CACHE = 50_000
 
 
 @dataclass(frozen=True, slots=True)
-class Identity:
-    tenant: str
-    user: str
-    role: str
-    channel: str
-    name: str
-    expires_at: int  # seconds since the epoch
+class Identity(Principal):
+    """A verified token's holder: a principal until ``expires_at``."""
+
+    expires_at: int = 0  # seconds since the epoch
 
 
 class Authenticator:

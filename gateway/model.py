@@ -34,6 +34,21 @@ CLOSED = "closed"
 
 
 @dataclass(frozen=True, slots=True)
+class Principal:
+    """Who acts on a conversation: a token's holder (``auth.Identity`` is one), a tenant's backend
+    through the REST API, or the server itself (role ``system``: routing, lifecycle notices)."""
+
+    tenant: str
+    user: str
+    role: str  # one of ROLES, or SYSTEM
+    channel: str = ""
+    name: str = ""
+
+
+SYSTEM = "system"  # the role (and sender) of what the server itself does and says
+
+
+@dataclass(frozen=True, slots=True)
 class Conversation:
     id: str
     tenant: str

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from ..auth import Authenticator
 from ..routing.config import RoutingConfig, TenantRouting
 from .health import probe
 from .openapi import document
@@ -28,14 +29,15 @@ class Services:
     """What the HTTP side reaches of a gateway."""
 
     node: Any  # gateway.node.Node
+    auth: Authenticator
     registry: CollectorRegistry
     routing_file: RoutingConfig  # what --routing-file says (empty when none)
     max_body_bytes: int
 
     def __post_init__(self) -> None:
         self.store = self.node.store
-        self.auth = self.node.auth
         self.stats = self.node.stats
+        self.conversations = self.node.service  # gateway.conversations.service.ConversationService
         self._config = self.routing_file  # with routing off: the file and the API's changes
 
     @property
