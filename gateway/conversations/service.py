@@ -436,10 +436,16 @@ class ConversationService:
     # ---- reading ------------------------------------------------------------------------------
 
     async def list(
-        self, who: Principal, *, status: str | None = None, cursor: str | None = None, limit: int = 50, mine: bool = False, before: int | None = None
+        self, who: Principal, *, status: str | None = None, cursor: str | None = None, limit: int = 50, mine: bool = False, before: int | None = None,
+        **filters: str | int | None,
     ) -> Listing:
         """Conversations of ``who``'s tenant, newest first: their own, or (a supervisor or the
-        system, unless ``mine``) all of them. ``cursor``: ``next`` of the previous page."""
+        system, unless ``mine``) all of them. ``cursor``: ``next`` of the previous page.
+        ``filters``: ``stage``, ``assignee``, ``channel`` (equal to) and ``since`` (created at or
+        after, ms), as the store's ``list_conversations`` takes them."""
+        unknown = set(filters) - {"stage", "assignee", "channel", "since"}
+        if unknown:
+            raise TypeError(f"unknown list filters {sorted(unknown)}")
         authz.check("list", who, who.tenant)
         limit = min(max(limit, 1), MAX_LIST)
         before_id = None
@@ -452,7 +458,8 @@ class ConversationService:
             raise RequestError("bad_request", "field `status` must be one of open, closed")
         everyone = who.role in ("supervisor", SYSTEM) and not mine
         convs = await self.store.list_conversations(
-            who.tenant, user=None if everyone else who.user, status=status, before=before, before_id=before_id, limit=limit + 1
+            who.tenant, user=None if everyone else who.user, status=status, before=before, before_id=before_id, limit=limit + 1,
+            **{k: v for k, v in filters.items() if v is not None},
         )
         page, more = convs[:limit], len(convs) > limit
         return Listing(page, more, f"{page[-1].created_at}.{page[-1].id}" if more else None)

@@ -125,6 +125,12 @@ class RoutingService:
             "queues": self._queues,
         }
 
+    async def request(self, who: Principal, t: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Serve routing request ``t`` for any interface (the REST API's resolve and transfer go
+        through the same handlers, in the conversation's turn, as the WebSocket's)."""
+        reply = self.requests()[t](who, fields)
+        return await reply if not isinstance(reply, dict) else reply
+
     def _in_turn(self, handler: Callable[[Identity, dict[str, Any]], Awaitable[dict[str, Any]]]) -> Callable[[Identity, dict[str, Any]], Awaitable[dict[str, Any]]]:
         """A request handler that runs in its conversation's turn, after the steps queued before it."""
 
@@ -419,8 +425,8 @@ class RoutingService:
         note = env.need_str(req, "note", 1000, optional=True, empty=True) or ""
         if (to_agent is None) == (to_group is None):
             raise RequestError("bad_request", "give exactly one of `to_agent` and `to_group`")
-        if identity.role != "supervisor" and state.conv.assignee != identity.user:
-            raise RequestError("forbidden", "only the assigned agent or a supervisor transfers a conversation")
+        if identity.role not in ("supervisor", SYSTEM) and state.conv.assignee != identity.user:
+            raise RequestError("forbidden", "only the assigned agent, a supervisor or the tenant's backend transfers a conversation")
         if state.conv.stage not in (ASSIGNED, QUEUED):
             raise RequestError("forbidden", f"a conversation that is {state.conv.stage} cannot be transferred")
         routing = self.config.for_tenant(state.conv.tenant)
@@ -447,11 +453,11 @@ class RoutingService:
 
     async def _resolve(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
         state = await self.service.find(identity, env.need_str(req, "conv", env.ID_CHARS))
-        allowed = identity.role == "supervisor" or state.conv.assignee == identity.user or (
+        allowed = identity.role in ("supervisor", SYSTEM) or state.conv.assignee == identity.user or (
             state.conv.stage == BOT and identity.role == "bot" and identity.user in state.members
         ) or (identity.user == state.conv.customer)
         if not allowed:
-            raise RequestError("forbidden", "only the assigned agent, the bot, the customer or a supervisor resolves a conversation")
+            raise RequestError("forbidden", "only the assigned agent, the bot, the customer, a supervisor or the tenant's backend resolves a conversation")
         if state.conv.stage not in (BOT, ASSIGNED):
             raise RequestError("forbidden", f"a conversation that is {state.conv.stage} cannot be resolved")
         self.sessions.pop(state.conv.id, None)

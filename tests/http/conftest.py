@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import httpx
+import trio
 import pytest
 
 from gateway.app import Running
@@ -26,3 +27,18 @@ async def api(gateway):
     async with client(gateway, await new_key(gateway)) as http:
         http.gateway = gateway
         yield http
+
+
+async def stop(running: Running) -> None:
+    running.node.stop()
+    with trio.fail_after(10):
+        await running.node.stopped()
+
+
+def problem(response: httpx.Response, status: int, code: str) -> dict:
+    """The response's problem document, checked to be one with this status and code."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"] == "application/problem+json", response.headers
+    doc = response.json()
+    assert doc["status"] == status and doc["code"] == code and doc["type"] == f"urn:kefu:error:{code}", doc
+    return doc
