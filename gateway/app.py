@@ -22,7 +22,8 @@ from .routing.config import RoutingConfig
 from .routing.service import RoutingService
 from .store import MemoryBackend, SqliteBackend, StoreBackend
 from .store.writer import Store
-from .transport.http import serve_ops
+from .http.app import Services, build_app
+from .http.server import serve_http
 
 log = logging.getLogger("kefu")
 
@@ -41,10 +42,15 @@ class Running:
         return f"ws://{_host(self.node.config.host)}:{self.port}/ws"
 
     @property
-    def metrics_url(self) -> str | None:
+    def http_url(self) -> str | None:
+        """The HTTP side: metrics, health and the REST API."""
         if self.metrics_port is None:
             return None
-        return f"http://{_host(self.node.config.metrics_host)}:{self.metrics_port}/metrics"
+        return f"http://{_host(self.node.config.metrics_host)}:{self.metrics_port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        return None if self.http_url is None else self.http_url + "/metrics"
 
 
 def _host(host: str) -> str:
@@ -106,7 +112,8 @@ async def serve(
     """Run a gateway until its node is stopped (``running.node.stop()``)."""
     stats = Stats()
     store = Store(backend or make_backend(config), stats)
-    node = Node(config, store, make_authenticator(config), stats=stats, bus=bus)
+    auth = make_authenticator(config)
+    node = Node(config, store, auth, stats=stats, bus=bus)
     node.media = Media.in_data_dir(store, config.data_dir, config.secret()[0])
     registry = CollectorRegistry()
     registry.register(MediaCollector(node.media.stats))
@@ -120,15 +127,15 @@ async def serve(
             parked=lambda: len(node.lot),
         )
     )
+    routing_config = RoutingConfig.load(config.routing_file) if config.routing_file else RoutingConfig()
     if config.routing == "on":
-        routing_config = RoutingConfig.load(config.routing_file) if config.routing_file else RoutingConfig()
-        node.routing = RoutingService(node, routing_config, bots=BotDirectory())
-        node._handlers.update(node.routing.handlers())
+        node.use_routing(RoutingService(node.service, routing_config, bots=BotDirectory()))
     async with trio.open_nursery() as nursery:
         port = await nursery.start(node.run)
         metrics_port = None
         if config.metrics_port >= 0:
-            metrics_port = await nursery.start(serve_ops, config.metrics_host, config.metrics_port, registry, lambda: node.ready)
+            app = build_app(Services(node, auth, registry, routing_config, config.api_max_body_bytes))
+            metrics_port = await nursery.start(serve_http, app, config.metrics_host, config.metrics_port)
         task_status.started(Running(node, port, metrics_port, registry))
         await node.stopped()
         nursery.cancel_scope.cancel()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from .model import CHANNELS, ROLES
+from .model import CHANNELS, ROLES, Principal
 from .protocol.errors import AuthError
 
 ALGORITHM = "HS256"
@@ -26,13 +26,10 @@ VERIFIED_CACHE = 50_000
 
 
 @dataclass(frozen=True, slots=True)
-class Identity:
-    tenant: str
-    user: str
-    role: str
-    channel: str
-    name: str
-    expires_at: int  # seconds since the epoch
+class Identity(Principal):
+    """A verified token's holder: a principal until ``expires_at``."""
+
+    expires_at: int = 0  # seconds since the epoch
 
 
 class Authenticator:
@@ -68,6 +65,16 @@ class Authenticator:
             self._verified.pop(next(iter(self._verified)))  # the oldest entry
         self._verified[key] = identity
         return identity
+
+    def serves(self, tenant: str) -> bool:
+        """Whether tokens of ``tenant`` are accepted here."""
+        return self._tenants is None or tenant in self._tenants
+
+    def mint(self, *, tenant: str, user: str, role: str, channel: str, ttl_s: int, name: str | None = None) -> str:
+        """A token this gateway accepts, signed with the tenant's key (``POST /v1/tokens``)."""
+        if not self.serves(tenant):
+            raise AuthError("tenant_unknown", f"tenant {tenant!r} is not served here")
+        return mint_token(self._tenant_secrets.get(tenant, self._secret), tenant=tenant, user=user, role=role, channel=channel, ttl_s=ttl_s, name=name)
 
     def _verify(self, token: str) -> Identity:
         header, unverified = _peek(token)

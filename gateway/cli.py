@@ -1,4 +1,4 @@
-"""The ``kefu`` command: ``serve``, ``token`` and ``--version``."""
+"""The ``kefu`` command: ``serve``, ``token``, ``apikey`` and ``--version``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import logging
 import resource
 import signal
 import sys
+import time
+from pathlib import Path
 
 import trio
 
@@ -16,7 +18,9 @@ from .app import Running, serve
 from .auth import mint_token
 from .config import Config, add_arguments, from_arguments
 from .logs import configure
-from .model import CHANNELS, ROLES
+from .http import keys
+from .model import API_SCOPES, CHANNELS, ROLES, CreateApiKey, RevokeApiKey
+from .store import SqliteBackend, StoreError
 from .build import describe as describe_build
 from .build import missing_native_warning
 
@@ -40,6 +44,24 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds until it expires")
     token.add_argument("--data-dir", default=None, help="where the development secret is (as for serve)")
     token.add_argument("--jwt-secret", default=None, help="sign with this secret instead (env KEFU_JWT_SECRET)")
+
+    apikey = commands.add_parser(
+        "apikey", help="create, list or revoke REST API keys",
+        description="Manage a tenant's REST API keys in the SQLite store of --data-dir (docs/api.md). "
+        "Safe while the gateway runs: keys are checked on every call.",
+    )
+    actions = apikey.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a key and print it (shown this once)")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", required=True, help="what the key is for")
+    create.add_argument("--scopes", required=True, help=f"comma-separated: {', '.join(API_SCOPES)}")
+    listing = actions.add_parser("list", help="list a tenant's keys (never their secrets)")
+    listing.add_argument("--tenant", required=True)
+    revoke = actions.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("--tenant", required=True)
+    revoke.add_argument("key_id")
+    for sub in (create, listing, revoke):
+        sub.add_argument("--data-dir", default=None, help="where the SQLite store is (as for serve)")
     return parser
 
 
@@ -47,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "token":
         return _token(args)
+    if args.command == "apikey":
+        return _apikey(args)
     config = from_arguments(args)
     configure(config.log_format, config.log_level)
     _raise_file_limit()
@@ -78,6 +102,41 @@ def _token(args: argparse.Namespace) -> int:
     secret, _ = from_arguments(overrides).secret()
     print(mint_token(secret, tenant=args.tenant, user=args.user, role=args.role, channel=args.channel, ttl_s=args.ttl, name=args.name))
     return 0
+
+
+def _apikey(args: argparse.Namespace) -> int:
+    config = from_arguments(argparse.Namespace(data_dir=args.data_dir))
+    path = Path(config.data_dir) / "kefu.sqlite3"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    backend = SqliteBackend(path)
+    backend.open()
+    try:
+        if args.action == "create":
+            scopes = tuple(s.strip() for s in args.scopes.split(",") if s.strip())
+            try:
+                record, secret = keys.new_key(args.tenant, args.name, scopes)
+            except ValueError as exc:
+                raise SystemExit(f"--scopes: {exc}") from None
+            _applied(backend, CreateApiKey(record))
+            print(f"created API key {record.id} of tenant {record.tenant} ({', '.join(record.scopes)}); it is shown this once:", file=sys.stderr)
+            print(secret)
+        elif args.action == "list":
+            for key in backend.api_keys(args.tenant):
+                state = "revoked" if key.revoked_at else "valid"
+                print(f"{key.id}\t{state}\t{','.join(key.scopes)}\t{key.name}")
+        else:
+            _applied(backend, RevokeApiKey(args.tenant, args.key_id, int(time.time() * 1000)))
+            print(f"revoked API key {args.key_id}")
+    finally:
+        backend.close()
+    return 0
+
+
+def _applied(backend: SqliteBackend, op: object) -> object:
+    [result] = backend.apply_batch([op])
+    if isinstance(result, StoreError):
+        raise SystemExit(str(result))
+    return result
 
 
 async def _serve(config: Config) -> None:

@@ -29,8 +29,9 @@ def _opt(default: Any, help: str, *, secret: bool = False, choices: tuple[str, .
 class Config:
     host: str = _opt("127.0.0.1", "Address the WebSocket listener binds.")
     port: int = _opt(8700, "WebSocket port (0 picks a free one).")
-    metrics_host: str = _opt("127.0.0.1", "Address of the metrics/health HTTP listener.")
-    metrics_port: int = _opt(8701, "Prometheus metrics port (0 picks a free one, -1 disables).")
+    metrics_host: str = _opt("127.0.0.1", "Address of the HTTP listener: metrics, health and the REST API.")
+    metrics_port: int = _opt(8701, "HTTP port: /metrics, /healthz, /readyz and the REST API /v1 (0 picks a free one, -1 disables).")
+    api_max_body_bytes: int = _opt(64 * 1024, "Largest REST API request body accepted (bigger: 413).")
     data_dir: str = _opt("./data", "Directory for the SQLite database and the development secret.")
     store: str = _opt("sqlite", "Persistence backend.", choices=("sqlite", "memory"))
     sqlite_synchronous: str = _opt(

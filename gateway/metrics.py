@@ -74,6 +74,8 @@ class Stats:
         self.auth_failures: Counter[str] = Counter()  # by code
         self.closes: Counter[int] = Counter()  # server-initiated closes by close code
         self.rate_limited = 0
+        self.http_refusals: Counter[tuple[str, int]] = Counter()  # HTTP requests refused, by (code, status)
+        self.bus_publish_failures = 0  # events the bus could not hand to every node (durable anyway)
 
 
 class KefuCollector(Collector):
@@ -138,6 +140,7 @@ class KefuCollector(Collector):
             "kefu_slow_consumer_disconnects", "Connections closed for a full outbox.", value=s.slow_consumer_disconnects
         )
         yield CounterMetricFamily("kefu_rate_limited", "Requests refused by the rate limit.", value=s.rate_limited)
+        yield CounterMetricFamily("kefu_bus_publish_failures", "Bus publishes that did not reach every node (the data is durable; clients get it on resume).", value=s.bus_publish_failures)
         errors = CounterMetricFamily("kefu_errors", "Error frames sent, by code.", labels=["code"])
         for code, n in sorted(s.errors.items()):
             errors.add_metric([code], n)
@@ -150,3 +153,7 @@ class KefuCollector(Collector):
         for code, n in sorted(s.closes.items()):
             closes.add_metric([str(code)], n)
         yield closes
+        refusals = CounterMetricFamily("kefu_http_refusals", "HTTP requests refused, by error code and status.", labels=["code", "status"])
+        for (code, status), n in sorted(s.http_refusals.items()):
+            refusals.add_metric([code, str(status)], n)
+        yield refusals

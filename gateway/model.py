@@ -34,6 +34,21 @@ CLOSED = "closed"
 
 
 @dataclass(frozen=True, slots=True)
+class Principal:
+    """Who acts on a conversation: a token's holder (``auth.Identity`` is one), a tenant's backend
+    through the REST API, or the server itself (role ``system``: routing, lifecycle notices)."""
+
+    tenant: str
+    user: str
+    role: str  # one of ROLES, or SYSTEM
+    channel: str = ""
+    name: str = ""
+
+
+SYSTEM = "system"  # the role (and sender) of what the server itself does and says
+
+
+@dataclass(frozen=True, slots=True)
 class Conversation:
     id: str
     tenant: str
@@ -127,6 +142,79 @@ class SetStatus:
         return {k: v for k, v in (("status", self.status), ("stage", self.stage), ("assignee", self.assignee), ("group", self.group)) if v is not None}
 
 
+# ---- tenant administration: API keys, agents, routing settings (the REST API writes them) ------
+
+API_SCOPES = ("admin", "ingest", "bot", "read")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A tenant's API key. Only a hash of its secret is kept: the secret is shown once, at creation."""
+
+    id: str  # the public half of the key: named in lists, logs and ``revoke``
+    tenant: str
+    name: str
+    scopes: tuple[str, ...]  # of API_SCOPES
+    secret_hash: str  # hex SHA-256 of the secret half (high-entropy, so no slow hash is needed)
+    created_at: int
+    revoked_at: int = 0  # 0 while the key is valid
+
+
+@dataclass(frozen=True, slots=True)
+class AgentProfile:
+    """An agent's persisted settings: the defaults routing uses before (and besides) ``status``."""
+
+    tenant: str
+    user: str
+    name: str = ""
+    groups: tuple[str, ...] = ("default",)
+    languages: tuple[str, ...] = ()
+    max_active: int = 5
+    disabled: bool = False  # a disabled agent is never routed to
+    created_at: int = 0
+    updated_at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSettings:
+    """A tenant's routing settings as a JSON object (the ``--routing-file`` entry's shape)."""
+
+    tenant: str
+    routing: str
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class CreateApiKey:
+    """Store a new key; the result is the key. An id already used is a Conflict."""
+
+    key: ApiKey
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeApiKey:
+    """Revoke ``tenant``'s key ``key_id`` at ``at`` (a revoked key stays revoked at its first time);
+    the result is the key as stored. Another tenant's key is NotFound."""
+
+    tenant: str
+    key_id: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class SaveAgent:
+    """Store an agent's profile whole. ``create``: a profile already there is a Conflict;
+    otherwise a profile not there is NotFound. The result is the profile as stored."""
+
+    agent: AgentProfile
+    create: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SaveTenantSettings:
+    """Store (replace) a tenant's settings; the result is the settings."""
+
+    settings: TenantSettings
 @dataclass(frozen=True, slots=True)
 class AddAttachment:
     """Record an attachment whose blobs are already durable. The result is the Attachment;
@@ -144,6 +232,7 @@ class DeleteAttachment:
 
 WriteOp = (
     CreateConversation | AddParticipant | RemoveParticipant | AppendMessage | SetReceipt | SetStatus
+    | CreateApiKey | RevokeApiKey | SaveAgent | SaveTenantSettings
     | AddAttachment | DeleteAttachment
 )
 

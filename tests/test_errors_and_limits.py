@@ -333,13 +333,13 @@ async def test_a_store_failure_is_a_retryable_error_and_the_retry_loses_nothing(
     gw.node.stop()
 
 
-async def test_a_handler_bug_is_an_internal_error_and_the_connection_survives(gateway, monkeypatch):
-    def broken(conn, req):
+async def test_a_handler_bug_is_an_internal_error_and_the_connection_survives(gateway):
+    def broken(who, req):
         raise RuntimeError("a bug")
 
-    monkeypatch.setitem(gateway.node._handlers, "typing", broken)  # fault injection: no handler fails on purpose
+    gateway.node.handlers.register({"broken": broken})  # fault injection: no handler fails on purpose
     async with connect(gateway.url, token("alice"), resume={}) as client:
-        error = await client.request("typing", conv="c", on=True)
+        error = await client.request("broken", conv="c", on=True)
         assert error["code"] == "internal" and error["retryable"] is True
         assert (await client.request("ping"))["t"] == "pong"
 

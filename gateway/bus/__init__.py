@@ -1,6 +1,6 @@
 """Delivery across gateway processes: the Bus interface and its implementations."""
 
-from .base import Bus, BusHandler
+from .base import Bus, BusError, BusHandler
 from .local import LocalBus
 
-__all__ = ["Bus", "BusHandler", "LocalBus"]
+__all__ = ["Bus", "BusError", "BusHandler", "LocalBus"]

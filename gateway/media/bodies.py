@@ -20,7 +20,7 @@ FACTS = ("size", "type", "w", "h", "duration_ms", "thumbnail")
 
 def attachment_id(body: dict[str, Any]) -> str | None:
     """The attachment a validated body carries, or None (text, location, or a URL body)."""
-    if body.get("kind") in MEDIA_KINDS:
+    if "attachment" in body and body.get("kind") in MEDIA_KINDS:
         return body.get("attachment")
     return None
 

@@ -19,11 +19,12 @@ import msgpack
 
 from .. import _native
 from ..model import Conversation, Participant, StoredMessage
+from .frames import OP_BINARY, encode_frame
 from .fields import ID_CHARS, Limits, need_bool, need_choice, need_int, need_map, need_str, request_id
 
 __all__ = [
     "BODY_KINDS", "ID_CHARS", "IMPLEMENTATION", "PROTOCOL", "Limits", "ack_frame", "conversation_map",
-    "decode_request", "encode_message", "error_frame", "message_frame", "message_map", "need_bool",
+    "decode_request", "encode_message", "error_frame", "event_frame", "message_frame", "message_map", "need_bool",
     "need_choice", "need_int", "need_map", "need_str", "pack", "participant_map", "request_id",
     "send_fields", "validate_body",
 ]
@@ -56,6 +57,11 @@ _packb = msgpack.packb
 
 def pack(frame: dict[str, Any]) -> bytes:
     return _packb(frame, use_bin_type=True)
+
+
+def event_frame(payload: dict[str, Any]) -> bytes:
+    """A server frame (an event or a reply) as a whole binary WebSocket frame, ready to queue."""
+    return encode_frame(OP_BINARY, _packb(payload, use_bin_type=True))
 
 
 def message_map(m: StoredMessage) -> dict[str, Any]:

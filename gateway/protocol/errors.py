@@ -28,6 +28,7 @@ ERRORS: dict[str, ErrorCode] = {
         ErrorCode("already_authenticated", False, "`auth` on a connection that is already authenticated."),
         ErrorCode("forbidden", False, "Your role may not do this, or you are not a participant of the conversation."),
         ErrorCode("not_found", False, "No such conversation in your tenant (other tenants' ids are never revealed)."),
+        ErrorCode("conflict", False, "What you create exists already (REST API: an agent with that user id)."),
         ErrorCode("conversation_closed", False, "The conversation is closed: no new messages or participants."),
         ErrorCode("too_large", False, "A field is longer than the limit announced in hello."),
         ErrorCode("rate_limited", True, "Over the per-connection message rate; retry after `retry_after_ms`."),

@@ -85,6 +85,10 @@ class RoutingConfig:
     def for_tenant(self, tenant: str) -> TenantRouting:
         return self.tenants.get(tenant, self.default)
 
+    def with_tenant(self, tenant: str, routing: TenantRouting) -> RoutingConfig:
+        """This configuration with ``tenant``'s settings replaced."""
+        return RoutingConfig({**self.tenants, tenant: routing}, self.default)
+
     @classmethod
     def load(cls, path: str | Path) -> RoutingConfig:
         """``{"default": {...}, "tenants": {"shop1": {...}}}``; errors name the setting."""

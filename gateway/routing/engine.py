@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..model import AgentProfile
 from .config import RoutingConfig, TenantRouting
 from .strategies import Agent, LeastLoaded, Manual, RoundRobin, Sticky, Strategy, Waiting
 
@@ -57,6 +58,7 @@ class RoutingEngine:
         self.last_agent: dict[tuple[str, str], str] = {}  # (tenant, customer) -> agent who served last
         self._strategies: dict[str, Strategy] = {}
         self._average_wait: dict[str, float] = {}  # tenant -> moving average of waits, seconds
+        self.profiles: dict[tuple[str, str], AgentProfile] = {}  # persisted agent settings (REST API)
 
     # ---- agents -------------------------------------------------------------------------------
 
@@ -65,7 +67,27 @@ class RoutingEngine:
         agent = self.agents.get(key)
         if agent is None:
             agent = self.agents[key] = Agent(tenant, user, max_active=self.config.for_tenant(tenant).default_max_active)
+            profile = self.profiles.get(key)
+            if profile is not None:
+                _apply(agent, profile)
         return agent
+
+    def apply_profile(self, profile: AgentProfile, now: float) -> list[Assignment]:
+        """Persisted settings of an agent, now their defaults (a ``status`` request may still set
+        max and groups for the session). A disabled agent goes offline and cannot come back online;
+        the conversations they hold stay theirs until resolved or transferred."""
+        key = (profile.tenant, profile.user)
+        self.profiles[key] = profile
+        agent = self.agents.get(key)
+        if agent is None:
+            return []
+        _apply(agent, profile)
+        return self.dispatch(profile.tenant, now)
+
+    def reconfigure(self, config: RoutingConfig) -> None:
+        """New routing settings (a tenant's changed through the REST API): strategies start afresh."""
+        self.config = config
+        self._strategies.clear()
 
     def set_status(
         self,
@@ -82,8 +104,11 @@ class RoutingEngine:
         if status not in AGENT_STATUSES:
             raise RoutingError("bad_request", f"status must be one of {', '.join(AGENT_STATUSES)}")
         agent = self.agent(tenant, user)
+        profile = self.profiles.get((tenant, user))
+        if profile is not None and profile.disabled:
+            raise RoutingError("forbidden", "this agent is disabled")
         agent.status = status
-        if name:
+        if name and not (profile and profile.name):
             agent.name = name
         if max_active is not None:
             agent.max_active = max_active
@@ -260,6 +285,15 @@ class RoutingEngine:
         if strategy is None:
             strategy = self._strategies[tenant] = make_strategy(self.config.for_tenant(tenant), self.last_agent)
         return strategy
+
+
+def _apply(agent: Agent, profile: AgentProfile) -> None:
+    if profile.name:
+        agent.name = profile.name
+    agent.max_active = profile.max_active
+    agent.groups = frozenset(profile.groups)
+    if profile.disabled:
+        agent.status = "offline"
 
 
 def make_strategy(routing: TenantRouting, last_agent: dict[tuple[str, str], str]) -> Strategy:

@@ -1,4 +1,4 @@
-"""The routing service: the conversation lifecycle carried out over the node.
+"""The routing service: the conversation lifecycle carried out over the conversation service.
 
 It owns the ``RoutingEngine`` (who serves what), the built-in bot's sessions, and the protocol
 requests agents and supervisors use (``status``, ``take``, ``transfer``, ``resolve``, ``handoff``,
@@ -11,30 +11,31 @@ second question is answered after the first, and a handoff never overtakes the a
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import deque
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import msgpack
 import trio
 
-from ..model import CLOSED, StoredMessage
+from ..conversations import authz
+from ..conversations.service import ConversationService, system
+from ..model import CLOSED, SYSTEM, AgentProfile, Principal, StoredMessage
 from ..protocol import envelope as env
 from ..protocol.errors import RequestError
-from .config import RoutingConfig
+from .config import RoutingConfig, TenantRouting, parse_tenant
 from .engine import Assignment, RoutingEngine, RoutingError
 from .lifecycle import ASSIGNED, BOT, QUEUED, RESOLVED, IllegalTransition, next_stage
 
 if TYPE_CHECKING:
     from ..auth import Identity
     from ..hub import ConvState
-    from ..node import Node
-    from ..transport.connection import Connection
 
 log = logging.getLogger("kefu.routing")
 
-SYSTEM = "system"
 TICK_S = 1.0
 TRANSCRIPT_LIMIT = 50
 
@@ -99,10 +100,10 @@ class SerialQueues:
 
 
 class RoutingService:
-    def __init__(self, node: Node, config: RoutingConfig, bots: Any = None) -> None:
+    def __init__(self, service: ConversationService, config: RoutingConfig, bots: Any = None) -> None:
         """``bots``: an object with ``for_tenant(tenant, routing) -> bot`` (see gateway.bot), used
         for tenants whose routing says ``bot: builtin``."""
-        self.node = node
+        self.service = service
         self.config = config
         self.engine = RoutingEngine(config)
         self.bots = bots
@@ -111,8 +112,10 @@ class RoutingService:
         self.resolved_at: dict[str, float] = {}
         self.announced: dict[str, tuple[int, int | None]] = {}  # conv -> queue position last told
         self.serial = SerialQueues()
+        self._closing: dict[str, list[Assignment]] = {}  # conv -> assignments freed by its close
 
-    def handlers(self) -> dict[str, Callable[[Connection, dict[str, Any]], Awaitable[None] | None]]:
+    def requests(self) -> dict[str, Callable[[Identity, dict[str, Any]], Any]]:
+        """The request types routing serves: (principal, request) -> the ``ok`` reply's fields."""
         return {
             "status": self._status,
             "take": self._in_turn(self._take),
@@ -122,11 +125,18 @@ class RoutingService:
             "queues": self._queues,
         }
 
-    def _in_turn(self, handler: Callable[[Connection, dict[str, Any]], Awaitable[None]]) -> Callable[[Connection, dict[str, Any]], Awaitable[None]]:
+    async def request(self, who: Principal, t: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Serve routing request ``t`` for any interface (the REST API's resolve and transfer go
+        through the same handlers, in the conversation's turn, as the WebSocket's)."""
+        reply = self.requests()[t](who, fields)
+        return await reply if not isinstance(reply, dict) else reply
+
+    def _in_turn(self, handler: Callable[[Identity, dict[str, Any]], Awaitable[dict[str, Any]]]) -> Callable[[Identity, dict[str, Any]], Awaitable[dict[str, Any]]]:
         """A request handler that runs in its conversation's turn, after the steps queued before it."""
 
-        async def in_turn(conn: Connection, req: dict[str, Any]) -> None:
-            await self.serial.call(self.node._conv_id(req), handler, conn, req)
+        async def in_turn(who: Identity, req: dict[str, Any]) -> dict[str, Any]:
+            conv_id = env.need_str(req, "conv", env.ID_CHARS)
+            return await self.serial.call(conv_id, handler, who, req)
 
         return in_turn
 
@@ -141,10 +151,26 @@ class RoutingService:
                 await trio.sleep(TICK_S)
                 self._tick(time.time())
 
+    def configure(self, tenant: str, routing: TenantRouting) -> None:
+        """Replace a tenant's routing settings while running (the REST API, after storing them). The
+        knowledge base stays as ``--routing-file`` set it: a path on this server is not the API's."""
+        routing = replace(routing, knowledge_base=self.config.for_tenant(tenant).knowledge_base)
+        self.config = self.config.with_tenant(tenant, routing)
+        self.engine.reconfigure(self.config)
+
+    def apply_agent(self, profile: AgentProfile) -> None:
+        """An agent's persisted settings changed (the REST API, after storing them)."""
+        self._carry_out(self.engine.apply_profile(profile, time.time()))
+
     async def _restore(self) -> None:
-        """Pick up what a previous run left queued or assigned (stages are stored; queues are not)."""
+        """Pick up what a previous run left queued or assigned (stages are stored; queues are not),
+        after the stored routing settings and agent profiles (they win over ``--routing-file``)."""
+        for stored in await self.service.store.tenant_settings():
+            self.configure(stored.tenant, parse_tenant(json.loads(stored.routing), f"stored settings of {stored.tenant}"))
+        for profile in await self.service.store.agents():
+            self.engine.apply_profile(profile, time.time())
         now = time.time()
-        backlog = await self.node.store.in_stages((QUEUED, ASSIGNED))
+        backlog = await self.service.store.in_stages((QUEUED, ASSIGNED))
         for conv in backlog:
             group = conv.group or self.config.for_tenant(conv.tenant).groups[-1].name
             if conv.stage == QUEUED:
@@ -154,7 +180,7 @@ class RoutingService:
         if backlog:
             log.info("routing restored %d queued or assigned conversations", len(backlog))
 
-    # ---- hooks the node calls -----------------------------------------------------------------
+    # ---- hooks the conversation service and the request handlers call --------------------------
 
     def on_opened(self, state: ConvState, identity: Identity) -> None:
         self.serial.submit(state.conv.id, self._start, state, identity)
@@ -183,16 +209,18 @@ class RoutingService:
         if self._serves(identity):
             self.engine.disconnected(identity.tenant, identity.user, time.time())
 
-    async def close(self, state: ConvState, identity: Identity) -> None:
-        """The ``close`` request: the conversation leaves routing for good."""
+    def closing(self, state: ConvState, who: Principal) -> str:
+        """A ``close``: the conversation leaves routing for good; returns the stage to store."""
         conv_id = state.conv.id
         self.sessions.pop(conv_id, None)
         self.contexts.pop(conv_id, None)
         self.resolved_at.pop(conv_id, None)
         self.announced.pop(conv_id, None)
-        assignments = self.engine.finish(conv_id, time.time())
-        await self.node.update_conversation(state, identity.user, status=CLOSED, stage=next_stage(state.conv.stage, "close"))
-        self._carry_out(assignments)
+        self._closing[conv_id] = self.engine.finish(conv_id, time.time())
+        return next_stage(state.conv.stage, "close")
+
+    def on_closed(self, state: ConvState) -> None:
+        self._carry_out(self._closing.pop(state.conv.id, []))
         self._announce_positions(state.conv.tenant)
 
     # ---- the lifecycle ------------------------------------------------------------------------
@@ -202,7 +230,7 @@ class RoutingService:
         if routing.bot == "none":
             await self._enqueue(state, "enqueue", {"reason": "no_bot"}, routing.group_for(self._facts(state, {})))
             return
-        await self.node.add_member(state, routing.bot_user, "bot", routing.bot_name)
+        await self.service.add_participant(system(state.conv.tenant), state, routing.bot_user, "bot", routing.bot_name)
         await self._move(state, "bot", routing.bot_user)
         if routing.bot == "builtin" and self.bots is not None:
             bot = self.bots.for_tenant(state.conv.tenant, routing)
@@ -238,7 +266,7 @@ class RoutingService:
         if reply.intent:
             body["intent"] = reply.intent
             body["confidence"] = round(float(reply.confidence), 3)
-        await self.node.post(state, bot_user, "bot", body)
+        await self.service.post(Principal(state.conv.tenant, bot_user, "bot"), state, body)
 
     async def _handoff(self, state: ConvState, why: dict[str, Any], packet: dict[str, Any] | None, facts: dict[str, str]) -> None:
         """Bot → queue, with the context the agent will receive."""
@@ -276,19 +304,19 @@ class RoutingService:
                 self._announce_positions(tenant)
 
     async def _assign(self, a: Assignment) -> None:
-        state = await self.node.conversation(a.conv_id)
+        state = await self.service.load(a.conv_id)
         if state is None or self.engine.assignee(a.conv_id) is None or self.engine.assignee(a.conv_id).user != a.agent:
             return  # closed or moved on while this waited its turn
         previous = state.conv.assignee
         event = {"take": "take", "transfer": "transfer_to_agent"}.get(a.how, "assign")
-        await self.node.add_member(state, a.agent, "agent", a.agent_name)
+        await self.service.add_participant(system(a.tenant), state, a.agent, "agent", a.agent_name)
         await self._move(state, event, SYSTEM, assignee=a.agent, group=a.group)
         if previous and previous != a.agent:
-            await self.node.remove_member(state, previous, "agent")
+            await self.service.remove_participant(system(a.tenant), state, previous, "agent")
         await self._event(state, "assigned", f"您好，客服{a.agent_name}为您服务", agent=a.agent, agent_name=a.agent_name, waited_s=round(a.waited_s, 1))
         context = self.contexts.get(a.conv_id) or await self._plain_context(state, {"reason": a.how})
         offer = {"t": "assigned", "conv": env.conversation_map(state.conv), "context": context, "how": a.how, "waited_ms": int(a.waited_s * 1000)}
-        self.node.push_to_user(a.tenant, a.agent, offer)
+        self.service.notify_user(a.tenant, a.agent, offer)
         log.info("conversation %s assigned to %s (%s, waited %.1f s)", a.conv_id, a.agent, a.how, a.waited_s)
 
     async def _move(self, state: ConvState, event: str, by: str, **fields: str) -> bool:
@@ -297,19 +325,19 @@ class RoutingService:
         except IllegalTransition as exc:
             log.warning("conversation %s: %s", state.conv.id, exc)
             return False
-        await self.node.update_conversation(state, by, stage=stage, **fields)
+        await self.service.update(system(state.conv.tenant), state, by=by, stage=stage, **fields)
         return True
 
     async def _event(self, state: ConvState, event: str, text: str, **fields: Any) -> None:
         """A lifecycle event, stored in the conversation as a system message."""
-        await self.node.post(state, SYSTEM, SYSTEM, {"kind": "event", "event": event, "text": text, **fields})
+        await self.service.post(system(state.conv.tenant), state, {"kind": "event", "event": event, "text": text, **fields})
 
     def _facts(self, state: ConvState, extra: dict[str, str]) -> dict[str, str]:
         return {"channel": state.conv.channel, **{k: v for k, v in extra.items() if v}}
 
     async def _plain_context(self, state: ConvState, why: dict[str, Any]) -> dict[str, Any]:
         """A context packet from the stored transcript (no bot session to draw on)."""
-        page = await self.node.store.read_messages(state.conv.id, before=state.last_seq + 1, limit=TRANSCRIPT_LIMIT)
+        page = await self.service.store.read_messages(state.conv.id, before=state.last_seq + 1, limit=TRANSCRIPT_LIMIT)
         transcript = []
         for m in page.messages:
             body = msgpack.unpackb(m.body, raw=False)
@@ -318,8 +346,6 @@ class RoutingService:
         return {"customer": {"tenant": conv.tenant, "user": conv.customer, "channel": conv.channel}, "transcript": transcript, "handoff": why}
 
     def _announce_positions(self, tenant: str) -> None:
-        from ..node import frame  # the node module imports nothing of routing: no cycle at run time
-
         """Tell every waiting shopper of ``tenant`` whose place or estimate moved (not stored)."""
         for waiting in self.engine.queued(tenant):
             where = self.engine.position(waiting.conv_id)
@@ -327,7 +353,7 @@ class RoutingService:
                 continue
             self.announced[waiting.conv_id] = where
             payload = {"t": "queue", "conv": waiting.conv_id, "position": where[0], "eta_s": where[1]}
-            self.node.bus.publish_event(waiting.conv_id, frame(payload), None)
+            self.service.notify(waiting.conv_id, payload)
 
     def _tick(self, now: float) -> None:
         for requeue in self.engine.expire(now):
@@ -342,18 +368,18 @@ class RoutingService:
                 self.serial.submit(conv_id, self._expire_resolved, conv_id)
 
     def _window_of(self, conv_id: str) -> float | None:
-        state = self.node.hub.get(conv_id)
+        state = self.service.cached(conv_id)
         tenant = state.conv.tenant if state is not None else None
         return self.config.for_tenant(tenant).reopen_window_s if tenant else self.config.default.reopen_window_s
 
     async def _expire_resolved(self, conv_id: str) -> None:
-        state = await self.node.conversation(conv_id)
+        state = await self.service.load(conv_id)
         if state is not None and state.conv.stage == RESOLVED:
-            await self.node.update_conversation(state, SYSTEM, status=CLOSED, stage=next_stage(RESOLVED, "close"))
+            await self.service.update(system(state.conv.tenant), state, status=CLOSED, stage=next_stage(RESOLVED, "close"))
 
     async def _requeue(self, conv_id: str, agent: str) -> None:
         """The agent's grace period ran out: first in line again, with the context kept."""
-        state = await self.node.conversation(conv_id)
+        state = await self.service.load(conv_id)
         if state is None or state.conv.stage != ASSIGNED:
             return
         self.contexts[conv_id] = await self._plain_context(state, {"reason": "agent_left", "agent": agent})
@@ -362,8 +388,7 @@ class RoutingService:
 
     # ---- requests -----------------------------------------------------------------------------
 
-    def _status(self, conn: Connection, req: dict[str, Any]) -> None:
-        identity = conn.identity
+    def _status(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
         if identity.role not in ("agent", "supervisor"):
             raise RequestError("forbidden", "only agents and supervisors take conversations")
         status = env.need_choice(req, "status", ("online", "away", "offline"))
@@ -382,28 +407,26 @@ class RoutingService:
             raise RequestError(exc.code, exc.message) from None
         agent = self.engine.agent(identity.tenant, identity.user)
         self._carry_out(assignments)
-        self.node._ok(conn, req, status=agent.status, max=agent.max_active, groups=sorted(agent.groups), active=sorted(agent.active))
+        return dict(status=agent.status, max=agent.max_active, groups=sorted(agent.groups), active=sorted(agent.active))
 
-    async def _take(self, conn: Connection, req: dict[str, Any]) -> None:
-        identity = conn.identity
-        state = await self.node._state(conn, self.node._conv_id(req))
+    async def _take(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
+        state = await self.service.find(identity, env.need_str(req, "conv", env.ID_CHARS))
         try:
             assignment = self.engine.take(identity.tenant, identity.user, state.conv.id, time.time())
         except RoutingError as exc:
             raise RequestError(exc.code if exc.code != "conflict" else "forbidden", exc.message) from None
         self._carry_out([assignment])
-        self.node._ok(conn, req, conv=state.conv.id)
+        return dict(conv=state.conv.id)
 
-    async def _transfer(self, conn: Connection, req: dict[str, Any]) -> None:
-        identity = conn.identity
-        state = await self.node._state(conn, self.node._conv_id(req))
+    async def _transfer(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
+        state = await self.service.find(identity, env.need_str(req, "conv", env.ID_CHARS))
         to_agent = env.need_str(req, "to_agent", 128, optional=True)
         to_group = env.need_str(req, "to_group", 64, optional=True)
         note = env.need_str(req, "note", 1000, optional=True, empty=True) or ""
         if (to_agent is None) == (to_group is None):
             raise RequestError("bad_request", "give exactly one of `to_agent` and `to_group`")
-        if identity.role != "supervisor" and state.conv.assignee != identity.user:
-            raise RequestError("forbidden", "only the assigned agent or a supervisor transfers a conversation")
+        if identity.role not in ("supervisor", SYSTEM) and state.conv.assignee != identity.user:
+            raise RequestError("forbidden", "only the assigned agent, a supervisor or the tenant's backend transfers a conversation")
         if state.conv.stage not in (ASSIGNED, QUEUED):
             raise RequestError("forbidden", f"a conversation that is {state.conv.stage} cannot be transferred")
         routing = self.config.for_tenant(state.conv.tenant)
@@ -425,17 +448,16 @@ class RoutingService:
             await self._event(state, "transferred", "正在为您转接其他客服", by=identity.user, to_group=to_group)
             await self._enqueue(state, "transfer", {"reason": "transfer"}, to_group)
             if previous:
-                await self.node.remove_member(state, previous, "agent")
-        self.node._ok(conn, req, conv=state.conv.id)
+                await self.service.remove_participant(system(state.conv.tenant), state, previous, "agent")
+        return dict(conv=state.conv.id)
 
-    async def _resolve(self, conn: Connection, req: dict[str, Any]) -> None:
-        identity = conn.identity
-        state = await self.node._state(conn, self.node._conv_id(req))
-        allowed = identity.role == "supervisor" or state.conv.assignee == identity.user or (
+    async def _resolve(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
+        state = await self.service.find(identity, env.need_str(req, "conv", env.ID_CHARS))
+        allowed = identity.role in ("supervisor", SYSTEM) or state.conv.assignee == identity.user or (
             state.conv.stage == BOT and identity.role == "bot" and identity.user in state.members
         ) or (identity.user == state.conv.customer)
         if not allowed:
-            raise RequestError("forbidden", "only the assigned agent, the bot, the customer or a supervisor resolves a conversation")
+            raise RequestError("forbidden", "only the assigned agent, the bot, the customer, a supervisor or the tenant's backend resolves a conversation")
         if state.conv.stage not in (BOT, ASSIGNED):
             raise RequestError("forbidden", f"a conversation that is {state.conv.stage} cannot be resolved")
         self.sessions.pop(state.conv.id, None)
@@ -443,18 +465,14 @@ class RoutingService:
         self.resolved_at[state.conv.id] = time.time()
         self._carry_out(self.engine.finish(state.conv.id, time.time()))
         await self._event(state, "resolved", "本次服务已结束，感谢您的咨询。如还有问题，直接回复即可", by=identity.user)
-        self.node._ok(conn, req, conv=env.conversation_map(state.conv))
+        return dict(conv=env.conversation_map(state.conv))
 
-    async def _handoff_request(self, conn: Connection, req: dict[str, Any]) -> None:
+    async def _handoff_request(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
         """The shopper asks for a human, or an external bot hands over."""
-        identity = conn.identity
-        state = await self.node._state(conn, self.node._conv_id(req))
-        self.node._check_member(conn, state)
-        if identity.role not in ("shopper", "bot"):
-            raise RequestError("forbidden", "only the shopper or the conversation's bot asks for a handoff")
+        state = await self.service.find(identity, env.need_str(req, "conv", env.ID_CHARS))
+        authz.check("handoff", identity, state.conv.tenant, state.members)
         if state.conv.stage != BOT:
-            self.node._ok(conn, req, stage=state.conv.stage)  # already with (or waiting for) a human
-            return
+            return dict(stage=state.conv.stage)  # already with (or waiting for) a human
         reason = env.need_str(req, "reason", 200, optional=True, empty=True) or ""
         why = {"reason": "asked_for_human" if identity.role == "shopper" else "bot_request", "detail": reason}
         packet = req.get("context") if identity.role == "bot" and type(req.get("context")) is dict else None
@@ -463,12 +481,11 @@ class RoutingService:
             routing = self.config.for_tenant(state.conv.tenant)
             packet = self.bots.for_tenant(state.conv.tenant, routing).context_packet(session)
         await self._handoff(state, why, packet, {})
-        self.node._ok(conn, req, stage=state.conv.stage)
+        return dict(stage=state.conv.stage)
 
-    async def _queues(self, conn: Connection, req: dict[str, Any]) -> None:
-        identity = conn.identity
+    async def _queues(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
         if identity.role != "supervisor":
             raise RequestError("forbidden", "only supervisors see the queues")
         snapshot = self.engine.snapshot(identity.tenant, time.time())
-        self.node._ok(conn, req, **snapshot)
+        return dict(**snapshot)
 

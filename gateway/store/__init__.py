@@ -1,10 +1,11 @@
 """Durable storage of conversations, participants, messages and receipts, behind one contract."""
 
-from .base import NotFound, StoreBackend, StoreError
+from .base import Conflict, NotFound, StoreBackend, StoreError
 from .memory import MemoryBackend
 from .sqlite import SqliteBackend
 
 __all__ = [
+    "Conflict",
     "MemoryBackend",
     "NotFound",
     "SqliteBackend",

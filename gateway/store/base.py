@@ -18,7 +18,18 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
-from ..model import Attachment, Conversation, Page, Participant, Receipt, StoredMessage, WriteOp
+from ..model import (
+    AgentProfile,
+    ApiKey,
+    Attachment,
+    Conversation,
+    Page,
+    Participant,
+    Receipt,
+    StoredMessage,
+    TenantSettings,
+    WriteOp,
+)
 
 
 class StoreError(Exception):
@@ -26,7 +37,11 @@ class StoreError(Exception):
 
 
 class NotFound(StoreError):
-    """The conversation an op refers to does not exist."""
+    """The conversation (or key, or agent) an op refers to does not exist."""
+
+
+class Conflict(StoreError):
+    """An op that creates something that exists already."""
 
 
 class StoreBackend(Protocol):
@@ -48,8 +63,10 @@ class StoreBackend(Protocol):
         Results: CreateConversation -> Conversation; AddParticipant -> Participant (adding an existing
         participant returns the stored one); RemoveParticipant -> bool (was there);
         AppendMessage -> Appended; SetReceipt -> Receipt (as stored, the max of old and new);
-        SetStatus -> Conversation (updated); AddAttachment -> Attachment (an existing id is a
-        StoreError); DeleteAttachment -> bool (was there). A failing op's result is a StoreError instance.
+        SetStatus -> Conversation (updated); CreateApiKey and RevokeApiKey -> ApiKey; SaveAgent ->
+        AgentProfile; SaveTenantSettings -> TenantSettings; AddAttachment -> Attachment (an existing
+        id is a StoreError); DeleteAttachment -> bool (was there). A failing op's result is a
+        StoreError instance.
         """
 
     def get_conversation(self, conv_id: str) -> Conversation | None: ...
@@ -62,12 +79,17 @@ class StoreBackend(Protocol):
         status: str | None = None,
         before: int | None = None,
         before_id: str | None = None,
+        since: int | None = None,
+        stage: str | None = None,
+        assignee: str | None = None,
+        channel: str | None = None,
         limit: int = 100,
     ) -> list[Conversation]:
         """Conversations of ``tenant``, newest first (by created_at, then id). With ``user``, only
         those where ``user`` is a participant; with ``before``, only those created before that time
         — or, with ``before_id`` too, at that time with a smaller id (a cursor that never skips
-        conversations created in the same millisecond)."""
+        conversations created in the same millisecond); with ``since``, only those created at or
+        after it. ``status``, ``stage``, ``assignee`` and ``channel`` must equal the given value."""
 
     def in_stages(self, stages: Sequence[str], *, limit: int = 10_000) -> list[Conversation]:
         """Open conversations of every tenant whose routing stage is one of ``stages``, oldest
@@ -88,3 +110,16 @@ class StoreBackend(Protocol):
     def receipts(self, conv_id: str) -> list[Receipt]: ...
 
     def get_attachment(self, attachment_id: str) -> Attachment | None: ...
+    # ---- tenant administration ------------------------------------------------------------------
+
+    def api_key(self, key_id: str) -> ApiKey | None:
+        """The key with this id, revoked or not, of any tenant (the caller checks the tenant)."""
+
+    def api_keys(self, tenant: str) -> list[ApiKey]:
+        """The tenant's keys, revoked ones too, oldest first (by created_at, then id)."""
+
+    def agents(self, tenant: str | None = None) -> list[AgentProfile]:
+        """The tenant's agent profiles (every tenant's with None), by tenant then user."""
+
+    def tenant_settings(self, tenant: str | None = None) -> list[TenantSettings]:
+        """The stored settings of ``tenant`` (zero or one), or of every tenant with None, by tenant."""

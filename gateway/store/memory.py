@@ -15,6 +15,13 @@ from ..model import (
     Attachment,
     DeleteAttachment,
     AddParticipant,
+    AgentProfile,
+    ApiKey,
+    CreateApiKey,
+    RevokeApiKey,
+    SaveAgent,
+    SaveTenantSettings,
+    TenantSettings,
     Appended,
     AppendMessage,
     Conversation,
@@ -28,7 +35,7 @@ from ..model import (
     StoredMessage,
     WriteOp,
 )
-from .base import NotFound, StoreError
+from .base import Conflict, NotFound, StoreError
 
 
 class MemoryBackend:
@@ -56,6 +63,9 @@ class MemoryBackend:
         # Indexes for listing: a user's conversations, a tenant's (lists never scan everything).
         self._of_user: dict[str, set[str]] = {}
         self._of_tenant: dict[str, set[str]] = {}
+        self._api_keys: dict[str, ApiKey] = {}
+        self._agents: dict[tuple[str, str], AgentProfile] = {}
+        self._settings: dict[str, TenantSettings] = {}
         self._attachments: dict[str, Attachment] = {}
         self._handlers: dict[type, Callable[..., object]] = {
             CreateConversation: self._create,
@@ -64,6 +74,10 @@ class MemoryBackend:
             AppendMessage: self._append,
             SetReceipt: self._set_receipt,
             SetStatus: self._set_status,
+            CreateApiKey: self._create_api_key,
+            RevokeApiKey: self._revoke_api_key,
+            SaveAgent: self._save_agent,
+            SaveTenantSettings: self._save_settings,
             AddAttachment: self._add_attachment,
             DeleteAttachment: self._delete_attachment,
         }
@@ -149,6 +163,32 @@ class MemoryBackend:
         conv = self._conversations[op.conv_id] = replace(self._conversations[op.conv_id], **op.changes())
         return self._live(conv)
 
+    def _create_api_key(self, op: CreateApiKey) -> ApiKey:
+        if op.key.id in self._api_keys:
+            raise Conflict(f"API key {op.key.id!r} exists")
+        self._api_keys[op.key.id] = op.key
+        return op.key
+
+    def _revoke_api_key(self, op: RevokeApiKey) -> ApiKey:
+        key = self._api_keys.get(op.key_id)
+        if key is None or key.tenant != op.tenant:
+            raise NotFound(f"API key {op.key_id!r} not found")
+        if not key.revoked_at:
+            key = self._api_keys[op.key_id] = replace(key, revoked_at=op.at)
+        return key
+
+    def _save_agent(self, op: SaveAgent) -> AgentProfile:
+        key = (op.agent.tenant, op.agent.user)
+        if op.create and key in self._agents:
+            raise Conflict(f"agent {op.agent.user!r} exists")
+        if not op.create and key not in self._agents:
+            raise NotFound(f"agent {op.agent.user!r} not found")
+        self._agents[key] = op.agent
+        return op.agent
+
+    def _save_settings(self, op: SaveTenantSettings) -> TenantSettings:
+        self._settings[op.settings.tenant] = op.settings
+        return op.settings
     def _add_attachment(self, op: AddAttachment) -> Attachment:
         attachment = op.attachment
         self._require(attachment.conv_id)
@@ -175,6 +215,10 @@ class MemoryBackend:
         status: str | None = None,
         before: int | None = None,
         before_id: str | None = None,
+        since: int | None = None,
+        stage: str | None = None,
+        assignee: str | None = None,
+        channel: str | None = None,
         limit: int = 100,
     ) -> list[Conversation]:
         self._check_open()
@@ -185,6 +229,10 @@ class MemoryBackend:
             for conv in map(self._conversations.__getitem__, ids)
             if conv.tenant == tenant
             and (status is None or conv.status == status)
+            and (stage is None or conv.stage == stage)
+            and (assignee is None or conv.assignee == assignee)
+            and (channel is None or conv.channel == channel)
+            and (since is None or conv.created_at >= since)
             and (
                 before is None
                 or conv.created_at < before
@@ -230,6 +278,21 @@ class MemoryBackend:
         stored = self._receipts.get(conv_id, {})
         return [stored[key] for key in sorted(stored)]  # by (user, kind), as SQLite orders them
 
+    def api_key(self, key_id: str) -> ApiKey | None:
+        self._check_open()
+        return self._api_keys.get(key_id)
+
+    def api_keys(self, tenant: str) -> list[ApiKey]:
+        self._check_open()
+        return sorted((k for k in self._api_keys.values() if k.tenant == tenant), key=lambda k: (k.created_at, k.id))
+
+    def agents(self, tenant: str | None = None) -> list[AgentProfile]:
+        self._check_open()
+        return [self._agents[key] for key in sorted(self._agents) if tenant is None or key[0] == tenant]
+
+    def tenant_settings(self, tenant: str | None = None) -> list[TenantSettings]:
+        self._check_open()
+        return [self._settings[t] for t in sorted(self._settings) if tenant is None or t == tenant]
     def get_attachment(self, attachment_id: str) -> Attachment | None:
         self._check_open()
         return self._attachments.get(attachment_id)

@@ -8,6 +8,7 @@ conversation's last sequence number.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -22,6 +23,13 @@ from ..model import (
     Attachment,
     DeleteAttachment,
     AddParticipant,
+    AgentProfile,
+    ApiKey,
+    CreateApiKey,
+    RevokeApiKey,
+    SaveAgent,
+    SaveTenantSettings,
+    TenantSettings,
     Appended,
     AppendMessage,
     Conversation,
@@ -35,7 +43,7 @@ from ..model import (
     StoredMessage,
     WriteOp,
 )
-from .base import NotFound, StoreError
+from .base import Conflict, NotFound, StoreError
 from .memory import check_limit, check_participants_belong
 
 log = logging.getLogger("kefu.store.sqlite")
@@ -96,6 +104,36 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # What routing picks up after a restart; the partial index stays as small as the backlog.
         "CREATE INDEX conversations_in_routing ON conversations (stage, created_at)"
         " WHERE status = 'open' AND stage IN ('bot', 'queued', 'assigned')",
+    ),
+    (
+        # Tenant administration (the REST API). Lists are JSON arrays of strings.
+        """CREATE TABLE api_keys (
+            id TEXT NOT NULL PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            name TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            secret_hash TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            revoked_at INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX api_keys_by_tenant ON api_keys (tenant, created_at, id)",
+        """CREATE TABLE agents (
+            tenant TEXT NOT NULL,
+            user TEXT NOT NULL,
+            name TEXT NOT NULL,
+            groups TEXT NOT NULL,
+            languages TEXT NOT NULL,
+            max_active INTEGER NOT NULL,
+            disabled INTEGER NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            PRIMARY KEY (tenant, user)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE tenant_settings (
+            tenant TEXT NOT NULL PRIMARY KEY,
+            routing TEXT NOT NULL,
+            updated_at INTEGER NOT NULL
+        ) WITHOUT ROWID""",
     ),
     (
         # Media: the facts of each uploaded file (its bytes are in the blob store).
@@ -212,6 +250,10 @@ class SqliteBackend:
             AppendMessage: self._append,
             SetReceipt: self._set_receipt,
             SetStatus: self._set_status,
+            CreateApiKey: self._create_api_key,
+            RevokeApiKey: self._revoke_api_key,
+            SaveAgent: self._save_agent,
+            SaveTenantSettings: self._save_settings,
             AddAttachment: self._add_attachment,
             DeleteAttachment: self._delete_attachment,
         }
@@ -421,6 +463,56 @@ class SqliteBackend:
         conv = Conversation(*row)
         return replace(conv, **changes, last_seq=pending.get(conv.id, conv.last_seq))
 
+    def _create_api_key(self, cur: sqlite3.Cursor, op: CreateApiKey, pending: _Pending) -> ApiKey:
+        cur.execute(
+            "INSERT INTO api_keys (id, tenant, name, scopes, secret_hash, created_at, revoked_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            _api_key_row(op.key),
+        )
+        if cur.rowcount == 0:
+            raise Conflict(f"API key {op.key.id!r} exists")
+        return op.key
+
+    def _revoke_api_key(self, cur: sqlite3.Cursor, op: RevokeApiKey, pending: _Pending) -> ApiKey:
+        cur.execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND tenant = ? AND revoked_at = 0",
+            (op.at, op.key_id, op.tenant),
+        )
+        rows = cur.execute(_SELECT_API_KEYS + " WHERE id = ? AND tenant = ?", (op.key_id, op.tenant)).fetchall()
+        if not rows:
+            raise NotFound(f"API key {op.key_id!r} not found")
+        return _api_key(rows[0])
+
+    def _save_agent(self, cur: sqlite3.Cursor, op: SaveAgent, pending: _Pending) -> AgentProfile:
+        a = op.agent
+        row = (a.name, json.dumps(a.groups), json.dumps(a.languages), a.max_active, int(a.disabled), a.created_at, a.updated_at, a.tenant, a.user)
+        if op.create:
+            cur.execute(
+                "INSERT INTO agents (name, groups, languages, max_active, disabled, created_at, updated_at, tenant, user)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, user) DO NOTHING",
+                row,
+            )
+            if cur.rowcount == 0:
+                raise Conflict(f"agent {a.user!r} exists")
+        else:
+            cur.execute(
+                "UPDATE agents SET name = ?, groups = ?, languages = ?, max_active = ?, disabled = ?,"
+                " created_at = ?, updated_at = ? WHERE tenant = ? AND user = ?",
+                row,
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"agent {a.user!r} not found")
+        return a
+
+    def _save_settings(self, cur: sqlite3.Cursor, op: SaveTenantSettings, pending: _Pending) -> TenantSettings:
+        t = op.settings
+        cur.execute(
+            "INSERT INTO tenant_settings (tenant, routing, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (tenant) DO UPDATE SET routing = excluded.routing, updated_at = excluded.updated_at",
+            (t.tenant, t.routing, t.updated_at),
+        )
+        return t
+
     # ---- reads -----------------------------------------------------------------------------------
 
     def _add_attachment(self, cur: sqlite3.Cursor, op: AddAttachment, pending: _Pending) -> Attachment:
@@ -452,14 +544,22 @@ class SqliteBackend:
         status: str | None = None,
         before: int | None = None,
         before_id: str | None = None,
+        since: int | None = None,
+        stage: str | None = None,
+        assignee: str | None = None,
+        channel: str | None = None,
         limit: int = 100,
     ) -> list[Conversation]:
         check_limit(limit)
         sql = _LIST_CONVERSATIONS if user is None else _LIST_CONVERSATIONS_OF_USER
         params: list[object] = [tenant] if user is None else [user, tenant]
-        if status is not None:
-            sql += " AND c.status = ?"
-            params.append(status)
+        for column, value in (("status", status), ("stage", stage), ("assignee", assignee), ("channel", channel)):
+            if value is not None:
+                sql += f" AND c.{column} = ?"
+                params.append(value)
+        if since is not None:
+            sql += " AND c.created_at >= ?"
+            params.append(since)
         if before is not None and before_id is not None:
             sql += " AND (c.created_at < ? OR (c.created_at = ? AND c.id < ?))"
             params += [before, before, before_id]
@@ -513,6 +613,26 @@ class SqliteBackend:
         )
         return [Receipt(*row) for row in rows]
 
+    def api_key(self, key_id: str) -> ApiKey | None:
+        rows = self._read(_SELECT_API_KEYS + " WHERE id = ?", (key_id,))
+        return _api_key(rows[0]) if rows else None
+
+    def api_keys(self, tenant: str) -> list[ApiKey]:
+        rows = self._read(_SELECT_API_KEYS + " WHERE tenant = ? ORDER BY created_at, id", (tenant,))
+        return [_api_key(row) for row in rows]
+
+    def agents(self, tenant: str | None = None) -> list[AgentProfile]:
+        sql = "SELECT tenant, user, name, groups, languages, max_active, disabled, created_at, updated_at FROM agents"
+        rows = self._read(sql + " ORDER BY tenant, user", ()) if tenant is None else self._read(sql + " WHERE tenant = ? ORDER BY user", (tenant,))
+        return [
+            AgentProfile(t, u, name, tuple(json.loads(groups)), tuple(json.loads(languages)), max_active, bool(disabled), created, updated)
+            for t, u, name, groups, languages, max_active, disabled, created, updated in rows
+        ]
+
+    def tenant_settings(self, tenant: str | None = None) -> list[TenantSettings]:
+        sql = "SELECT tenant, routing, updated_at FROM tenant_settings"
+        rows = self._read(sql + " ORDER BY tenant", ()) if tenant is None else self._read(sql + " WHERE tenant = ?", (tenant,))
+        return [TenantSettings(*row) for row in rows]
     def get_attachment(self, attachment_id: str) -> Attachment | None:
         rows = self._read(f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments WHERE id = ?", (attachment_id,))
         return Attachment(*rows[0]) if rows else None
@@ -542,6 +662,18 @@ class SqliteBackend:
             self._readers[threading.current_thread()] = conn
         self._local.conn = conn
         return conn
+
+
+_SELECT_API_KEYS = "SELECT id, tenant, name, scopes, secret_hash, created_at, revoked_at FROM api_keys"
+
+
+def _api_key_row(key: ApiKey) -> tuple:
+    return (key.id, key.tenant, key.name, json.dumps(key.scopes), key.secret_hash, key.created_at, key.revoked_at)
+
+
+def _api_key(row: tuple) -> ApiKey:
+    key_id, tenant, name, scopes, secret_hash, created_at, revoked_at = row
+    return ApiKey(key_id, tenant, name, tuple(json.loads(scopes)), secret_hash, created_at, revoked_at)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

@@ -29,7 +29,7 @@ import outcome
 import trio
 
 from ..metrics import Stats
-from ..model import Attachment, Conversation, Page, Participant, Receipt, StoredMessage, WriteOp
+from ..model import AgentProfile, ApiKey, Attachment, Conversation, Page, Participant, Receipt, StoredMessage, TenantSettings, WriteOp
 from .base import StoreBackend, StoreError
 
 log = logging.getLogger("kefu.store")
@@ -275,5 +275,16 @@ class Store:
     async def receipts(self, conv_id: str) -> list[Receipt]:
         return await self._read(self.backend.receipts, conv_id)
 
+    async def api_key(self, key_id: str) -> ApiKey | None:
+        return await self._read(self.backend.api_key, key_id)
+
+    async def api_keys(self, tenant: str) -> list[ApiKey]:
+        return await self._read(self.backend.api_keys, tenant)
+
+    async def agents(self, tenant: str | None = None) -> list[AgentProfile]:
+        return await self._read(self.backend.agents, tenant)
+
+    async def tenant_settings(self, tenant: str | None = None) -> list[TenantSettings]:
+        return await self._read(self.backend.tenant_settings, tenant)
     async def get_attachment(self, attachment_id: str) -> Attachment | None:
         return await self._read(self.backend.get_attachment, attachment_id)

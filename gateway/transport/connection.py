@@ -27,6 +27,7 @@ from trio.lowlevel import notify_closing, wait_readable, wait_writable
 
 from ..metrics import Stats
 from ..protocol.errors import CLOSE_SLOW_CONSUMER
+from ..protocol.session import Session
 from ..protocol.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, FrameError, encode_close, encode_frame, parse_close_payload
 
 log = logging.getLogger("kefu.connection")
@@ -35,16 +36,17 @@ RECV_BYTES = 256 * 1024
 CLOSE_WAIT_S = 1.0  # how long a closing connection may take to flush its close frame
 
 
-class Connection:
-    """Socket, outbox and per-connection protocol state (set by the node once authenticated)."""
+class Connection(Session):
+    """Socket, outbox and subscriptions; the protocol session state (authentication, rate budget)
+    is the ``Session`` it extends."""
 
     __slots__ = (
         "sock", "id", "peer", "writer", "outbox", "outbox_bytes", "blocked", "closing", "closed",
-        "created", "last_recv", "last_ping", "identity", "user_key", "convs", "guards", "live",
-        "tokens", "token_time", "violations", "lot", "parked", "park_requested",
+        "created", "last_recv", "last_ping", "convs", "guards", "lot", "parked", "park_requested",
     )
 
     def __init__(self, sock: socket.socket, conn_id: str, peer: str, writer: Writer, lot: ParkingLot | None = None) -> None:
+        Session.__init__(self)
         self.sock = sock
         self.id = conn_id
         self.peer = peer
@@ -55,14 +57,8 @@ class Connection:
         self.closing = False  # a close frame is queued: nothing more is queued
         self.closed = False  # the reader has finished
         self.created = self.last_recv = self.last_ping = time.monotonic()
-        self.identity: Any = None  # auth.Identity once authenticated
-        self.user_key: tuple[str, str] = ("", "")
         self.convs: list[str] = []  # conversations delivered to this connection (a list: 150 B less than a set)
         self.guards: dict[str, int] = {}  # conv -> highest seq already sent by a resume
-        self.live = False  # resumed: receives live traffic
-        self.tokens = 0.0  # rate limit bucket, refilled at token_time
-        self.token_time = self.created
-        self.violations = 0  # consecutive requests refused by the rate limit
         self.lot = lot  # where the connection is parked when quiet (None: never parked)
         self.parked = False  # no reader task: the lot watches the socket
         self.park_requested = False  # the reader parks when its wait for input is interrupted

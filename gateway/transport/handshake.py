@@ -13,8 +13,8 @@ import h11
 from trio.lowlevel import wait_readable
 from wsproto.utilities import generate_accept_token
 
+from ..http.health import probe
 from ..protocol.envelope import PROTOCOL
-from ..build import health_line
 from .connection import send_all
 
 MAX_REQUEST_BYTES = 16 * 1024
@@ -57,10 +57,9 @@ def decide(request: h11.Request, allowed_origins: frozenset[str] | None, ready: 
     target = request.target.decode("latin-1")
     parts = urlsplit(target)
     headers = _headers(request)
-    if parts.path == "/healthz":
-        return Refuse(200, health_line())
-    if parts.path == "/readyz":
-        return Refuse(200, "ready") if ready else Refuse(503, "not ready")
+    health = probe(parts.path, ready)
+    if health is not None:
+        return Refuse(*health)
     if request.method != b"GET":
         return Refuse(405, "method not allowed", ((b"allow", b"GET"),))
     if "websocket" not in _tokens(headers.get(b"upgrade", [])) or "upgrade" not in _tokens(headers.get(b"connection", [])):

@@ -109,23 +109,23 @@ def test_migrations_are_recorded_and_idempotent(path: Path) -> None:
         tables = {name for (name,) in listed}
         journal = db.execute("PRAGMA journal_mode").fetchone()[0]
     assert version == len(MIGRATIONS)
-    assert tables == {"conversations", "participants", "messages", "receipts", "attachments"}
+    assert tables == {"conversations", "participants", "messages", "receipts", "api_keys", "agents", "tenant_settings", "attachments"}
     assert journal == "wal"
 
 
-def test_a_version_2_database_gains_the_attachments_table_and_keeps_its_data(path: Path) -> None:
-    with sqlite3.connect(path) as db:  # a database as the code before media left it
+def test_a_database_of_an_older_schema_is_migrated_keeping_its_data(path: Path) -> None:
+    with sqlite3.connect(path) as db:  # what the code of schema version 2 left
         for step in MIGRATIONS[:2]:
             for statement in step:
                 db.execute(statement)
+        db.execute("INSERT INTO conversations (id, tenant, customer, channel, status, subject, created_at, last_seq) VALUES ('c1', 't1', 'u', 'app', 'open', '', 1, 0)")
         db.execute("PRAGMA user_version = 2")
-        db.execute("INSERT INTO conversations (id, tenant, customer, channel, status, subject, created_at, last_seq)"
-                   " VALUES ('c1', 't1', 's1', 'app', 'open', '', 5, 0)")
     store = SqliteBackend(path)
     store.open()
     try:
-        assert store.get_conversation("c1") is not None
-        att = Attachment("a1", "t1", "c1", "s1", "image", "image/png", 10, 6)
+        assert store.get_conversation("c1").tenant == "t1"
+        assert store.agents() == [] and store.api_keys("t1") == []
+        att = Attachment("a1", "t1", "c1", "u", "image", "image/png", 10, 6)
         assert store.apply_batch([AddAttachment(att)]) == [att]
         assert store.get_attachment("a1") == att
     finally:

@@ -33,7 +33,7 @@ async def test_a_parked_connection_gets_deliveries_and_is_served_again(start_gat
         await bob.ok("join", conv=conv)
         await parked(gw, 2)
         assert all(c.parked for c in gw.node.connections)
-        readers = [t for t in gw.node._nursery.child_tasks if "_accept_loop" not in t.name]
+        readers = [t for t in gw.node.server.nursery.child_tasks if "_accept_loop" not in t.name]
         assert readers == []  # no task left for them: only the accept loop
         assert gw.registry.get_sample_value("kefu_connections_parked") == 2
         # alice speaks: she is taken out of the lot, acked; bob is still parked and gets the message

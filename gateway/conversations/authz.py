@@ -1,0 +1,139 @@
+"""Who may do what to a conversation: one table, action × role × relation, and one check.
+
+The table is data: ``docs/authorization.md`` is rendered from it (``python -m
+gateway.conversations.authz`` prints it; a test checks the file matches), and a test asserts every
+cell against the conversation service. No handler decides access by itself.
+
+Relations of a principal to a conversation:
+
+- ``participant``: a member of the conversation (the customer is always one);
+- ``same_tenant``: the conversation is in the principal's tenant, the principal is not a member;
+- ``other_tenant``: the conversation is in another tenant (or does not exist).
+
+Outcomes are ``allow`` or the protocol's error code. A shopper and every principal of another
+tenant get ``not_found``, never ``forbidden``, for a conversation they may not see: which ids
+exist is not revealed. A cell that cannot arise (the server itself is never a participant) is None.
+Actions that do not name a conversation (``open``, ``list``) have only the ``same_tenant`` column.
+"""
+
+from __future__ import annotations
+
+from ..model import SYSTEM
+from ..protocol.errors import RequestError
+
+ALLOW = "allow"
+FORBIDDEN = "forbidden"
+NOT_FOUND = "not_found"
+
+ROLES = ("shopper", "agent", "supervisor", "bot", SYSTEM)
+PARTICIPANT, SAME_TENANT, OTHER_TENANT = RELATIONS = ("participant", "same_tenant", "other_tenant")
+
+A, F, N, X = ALLOW, FORBIDDEN, NOT_FOUND, None
+
+# action -> role -> (participant, same_tenant, other_tenant)
+TABLE: dict[str, dict[str, tuple[str | None, str | None, str | None]]] = {
+    # a shopper opens a conversation in their own tenant, as its customer
+    "open": {"shopper": (X, A, X), "agent": (X, F, X), "supervisor": (X, F, X), "bot": (X, F, X), SYSTEM: (X, F, X)},
+    # everybody lists in their own tenant; what the list holds depends on the role (see service.list)
+    "list": {"shopper": (X, A, X), "agent": (X, A, X), "supervisor": (X, A, X), "bot": (X, A, X), SYSTEM: (X, A, X)},
+    # staff join any conversation of their tenant; a shopper only re-joins their own
+    "join": {"shopper": (A, N, N), "agent": (A, A, N), "supervisor": (A, A, N), "bot": (A, A, N), SYSTEM: (X, F, N)},
+    # the customer cannot leave (they close instead)
+    "leave": {"shopper": (F, N, N), "agent": (A, F, N), "supervisor": (A, F, N), "bot": (A, F, N), SYSTEM: (X, F, N)},
+    "close": {"shopper": (A, N, N), "agent": (A, F, N), "supervisor": (A, A, N), "bot": (A, F, N), SYSTEM: (X, A, N)},
+    # the client's durable, idempotent send (with a cmid): members only
+    "send": {"shopper": (A, N, N), "agent": (A, F, N), "supervisor": (A, F, N), "bot": (A, F, N), SYSTEM: (X, F, N)},
+    # a message the server writes on behalf of a bot or of the system (bot answers, notices, REST)
+    "post": {"shopper": (F, N, N), "agent": (F, F, N), "supervisor": (F, F, N), "bot": (A, F, N), SYSTEM: (X, A, N)},
+    "receipt": {"shopper": (A, N, N), "agent": (A, F, N), "supervisor": (A, F, N), "bot": (A, F, N), SYSTEM: (X, F, N)},
+    "typing": {"shopper": (A, N, N), "agent": (A, F, N), "supervisor": (A, F, N), "bot": (A, F, N), SYSTEM: (X, F, N)},
+    # reading: members, and a supervisor (or the tenant's backend) reads the whole tenant
+    "history": {"shopper": (A, N, N), "agent": (A, F, N), "supervisor": (A, A, N), "bot": (A, F, N), SYSTEM: (X, A, N)},
+    "catch_up": {"shopper": (A, N, N), "agent": (A, F, N), "supervisor": (A, A, N), "bot": (A, F, N), SYSTEM: (X, A, N)},
+    # asking routing for a human: the shopper, or the conversation's bot handing over
+    "handoff": {"shopper": (A, N, N), "agent": (F, F, N), "supervisor": (F, F, N), "bot": (A, F, N), SYSTEM: (X, F, N)},
+    # stage, assignee, group, tags: the server's routing, a supervisor, or an agent serving it
+    "update": {"shopper": (F, N, N), "agent": (A, F, N), "supervisor": (A, A, N), "bot": (F, F, N), SYSTEM: (X, A, N)},
+    # adding or removing someone else (assignment, transfer): the server's routing only
+    "assign": {"shopper": (F, N, N), "agent": (F, F, N), "supervisor": (F, F, N), "bot": (F, F, N), SYSTEM: (X, A, N)},
+}
+del A, F, N, X
+
+# What a refusal says, per action; the code comes from the table.
+MESSAGES: dict[tuple[str, str], str] = {
+    ("open", FORBIDDEN): "only shoppers open conversations",
+    ("list", FORBIDDEN): "you may not list conversations",
+    ("leave", FORBIDDEN): "the customer cannot leave their conversation; close it instead",
+    ("post", FORBIDDEN): "only a participating bot or the system posts on the server's behalf",
+    ("handoff", FORBIDDEN): "only the shopper or the conversation's bot asks for a handoff",
+    ("update", FORBIDDEN): "only a supervisor, a participating agent or the system changes a conversation",
+    ("assign", FORBIDDEN): "only the system adds or removes other participants",
+}
+NOT_A_MEMBER = "you are not a participant of this conversation: join it first"
+NO_SUCH_CONVERSATION = "no such conversation"
+
+
+def relation(tenant: str, user: str, conv_tenant: str | None, members: object) -> str:
+    """How a principal (``tenant``, ``user``) relates to a conversation (``conv_tenant`` None: missing)."""
+    if conv_tenant is None or conv_tenant != tenant:
+        return OTHER_TENANT
+    if user in members:  # type: ignore[operator]
+        return PARTICIPANT
+    return SAME_TENANT
+
+
+def decide(action: str, role: str, rel: str) -> str:
+    """The table's outcome: ``allow`` or an error code. A role not in the table is refused."""
+    row = TABLE[action].get(role)
+    if row is None:
+        return NOT_FOUND if rel != PARTICIPANT else FORBIDDEN
+    outcome = row[RELATIONS.index(rel)]
+    return FORBIDDEN if outcome is None else outcome
+
+
+def check(action: str, who: object, conv_tenant: str | None, members: object = ()) -> None:
+    """Raise the table's RequestError unless ``who`` (tenant, user, role) may do ``action`` to a
+    conversation of ``conv_tenant`` with ``members`` (for ``open`` and ``list``: the own tenant)."""
+    rel = relation(who.tenant, who.user, conv_tenant, members)  # type: ignore[attr-defined]
+    outcome = decide(action, who.role, rel)  # type: ignore[attr-defined]
+    if outcome is not ALLOW:
+        raise refusal(action, outcome)
+
+
+def refusal(action: str, code: str) -> RequestError:
+    if code == NOT_FOUND:
+        return RequestError(NOT_FOUND, NO_SUCH_CONVERSATION)
+    return RequestError(code, MESSAGES.get((action, code), NOT_A_MEMBER))
+
+
+def markdown() -> str:
+    """The table as the Markdown of ``docs/authorization.md``."""
+    lines = [
+        "# Authorization",
+        "",
+        "Generated from `gateway/conversations/authz.py` (`python -m gateway.conversations.authz >"
+        " docs/authorization.md`); a test checks that this file matches the table.",
+        "",
+        "Every conversation action of every interface (WebSocket, REST, routing, bots) is decided by"
+        " this one table in `ConversationService`. Columns are the caller's relation to the"
+        " conversation: **participant** (a member), **same tenant** (not a member), **other tenant**"
+        " (or no such conversation). `not_found` is answered instead of `forbidden` wherever"
+        " answering `forbidden` would reveal that a conversation id exists. `—`: the case cannot arise."
+        " Role `system` is the server itself or a tenant's backend (REST API key).",
+        "",
+        "| action | role | participant | same tenant | other tenant |",
+        "|---|---|---|---|---|",
+    ]
+    for action, rows in TABLE.items():
+        for role in ROLES:
+            cells = [f"`{c}`" if c is not None else "—" for c in rows[role]]
+            lines.append(f"| {action} | {role} | {' | '.join(cells)} |")
+    lines.append("")
+    lines.append("After access is granted, the conversation's state may still refuse: a closed conversation"
+                 " takes no new messages or participants (`conversation_closed`).")
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

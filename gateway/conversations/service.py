@@ -1,0 +1,555 @@
+"""The conversation service: every conversation action, for every caller, in one place.
+
+WebSocket handlers, the REST API, routing and the bots all call this; it knows nothing of sockets.
+Each call takes a ``Principal`` (tenant, user, role, channel: ``auth.Identity`` is one), is
+authorised by the one table in :mod:`gateway.conversations.authz`, and returns records of
+:mod:`gateway.model` or raises ``RequestError`` carrying the protocol's error code (docs/protocol.md).
+``conv`` is a conversation id, or the live handle (``hub.ConvState``) that hooks and results carry.
+
+Public API (``svc = ConversationService(store, hub, bus, stats, node_id=...)``)::
+
+    await svc.open(who, subject="", on_member=None)            -> Opened(conv, participants, handle)
+    await svc.join(who, conv, on_member=None)                  -> Joined(conv, participants, handle)
+    await svc.leave(who, conv)                                 -> None
+    await svc.close(who, conv)                                 -> Conversation
+    svc.send(who, conv_id, cmid, body, done, origin=None)      -> None | Awaitable[None]
+    await svc.post(who, conv, body)                            -> StoredMessage
+    svc.receipt(who, conv_id, kind, seq, done)                 -> None | Awaitable[None]
+    svc.typing(who, conv_id, on)                               -> None | Awaitable[None]
+    await svc.list(who, status=None, cursor=None, limit=50, mine=False, before=None) -> Listing
+    await svc.history(who, conv, after=0, before=None, limit=None) -> History
+    await svc.access(who, conv, action)                        -> ConvState (checked handle)
+    await svc.catch_up(who, conv, after, limit=CATCHUP_PAGE)   -> Page
+    await svc.active(who)                                      -> list[Conversation]  (to resume)
+    await svc.update(who, conv, by=None, status=/stage=/assignee=/group=) -> Conversation
+    await svc.add_participant(who, conv, user, role, name)     -> None
+    await svc.remove_participant(who, conv, user, role)        -> None
+    await svc.find(who, conv_id)                               -> ConvState (own tenant, else not_found)
+    svc.notify(conv_id, payload) / svc.notify_user(tenant, user, payload) / svc.presence(who, conv_ids, online)
+
+The hot path stays synchronous: ``send``, ``receipt`` and ``typing`` on a cached conversation
+submit to the store and return None (no task switch, no await); the store's commit calls ``done``
+later, in commit order, with an ``Appended``/``Receipt`` or a ``RequestError``. They return an
+awaitable only when the conversation must first be loaded, a resend must be looked up, or the store
+is overloaded (the caller awaits it before reading on: backpressure).
+
+Durable results are published on the bus (gateway.bus) with this node's id; a publish that fails
+is logged and counted (``kefu_bus_publish_failures_total``); the message stays durable and clients
+get it on resume.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Awaitable, Callable, Protocol
+
+from ..bus import Bus, BusError
+from ..hub import ConvState, Hub
+from ..metrics import Stats
+from ..model import (
+    CLOSED,
+    OPEN,
+    RECEIPT_KINDS,
+    SYSTEM,
+    AddParticipant,
+    Appended,
+    AppendMessage,
+    Conversation,
+    CreateConversation,
+    Page,
+    Participant,
+    Principal,
+    Receipt,
+    RemoveParticipant,
+    SetReceipt,
+    SetStatus,
+    StoredMessage,
+)
+from ..media import bodies as media_bodies
+from ..protocol import envelope as env
+from ..protocol.errors import RequestError
+from ..store.base import NotFound
+from ..store.writer import Store
+from . import authz
+
+log = logging.getLogger("kefu.conversations")
+
+CATCHUP_PAGE = 500
+MAX_LIST = 100
+MAX_ACTIVE = 1000  # open conversations one resume subscribes
+
+Conv = str | ConvState
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+_conversation_counter = itertools.count()
+
+
+def new_conversation_id() -> str:
+    """Time-ordered (also within one millisecond, in this process) and unguessable: 12 hex digits
+    of milliseconds, 4 of a counter, 12 of randomness."""
+    return f"{now_ms():012x}{next(_conversation_counter) & 0xFFFF:04x}{secrets.token_hex(6)}"
+
+
+def system(tenant: str) -> Principal:
+    """The server itself acting in ``tenant`` (routing, lifecycle notices)."""
+    return Principal(tenant, SYSTEM, SYSTEM)
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    conv: Conversation
+    participants: list[Participant]
+    handle: ConvState  # the live state, for the transport to subscribe connections to
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    conv: Conversation  # with the last_seq known here
+    participants: list[Participant]
+    handle: ConvState
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    convs: list[Conversation]
+    more: bool
+    next: str | None  # cursor of the next page
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    conv_id: str
+    messages: list[StoredMessage]
+    more: bool
+    receipts: list[Receipt]
+
+
+class Hooks(Protocol):
+    """What routing (gateway.routing.service) is told; every method is optional to do nothing."""
+
+    def on_opened(self, state: ConvState, who: Principal) -> None: ...
+
+    def on_message(self, state: ConvState, m: StoredMessage) -> None: ...
+
+    def closing(self, state: ConvState, who: Principal) -> str | None:
+        """The conversation is about to close: leave routing; returns the stage to store."""
+
+    def on_closed(self, state: ConvState) -> None: ...
+
+
+Done = Callable[[Any], None]
+
+
+class ConversationService:
+    def __init__(self, store: Store, hub: Hub, bus: Bus, stats: Stats, *, node_id: str, history_page: int = 200, reply_bytes: int = 1 << 20) -> None:
+        """``history_page``: most messages per history reply; ``reply_bytes``: past this many
+        bytes of bodies a history reply stops early (one reply must not make its reader a slow
+        consumer)."""
+        self.store = store
+        self.hub = hub
+        self.bus = bus
+        self.stats = stats
+        self.node_id = node_id
+        self.history_page = history_page
+        self.reply_bytes = reply_bytes
+        self.hooks: Hooks | None = None
+        self.accepting = True  # False while the node drains: writes are refused as unavailable
+
+    # ---- looking conversations up -------------------------------------------------------------
+
+    async def _fetch(self, conv_id: str) -> tuple[Conversation, list[Participant]] | None:
+        conv = await self.store.get_conversation(conv_id)
+        if conv is None:
+            return None
+        return conv, await self.store.participants(conv_id)
+
+    def cached(self, conv_id: str) -> ConvState | None:
+        """The live handle of a conversation in use here, or None (no check: server-side callers)."""
+        return self.hub.get(conv_id)
+
+    async def load(self, conv_id: str) -> ConvState | None:
+        """The live handle of a conversation, loaded if need be; None if there is none."""
+        return self.hub.get(conv_id) or await self.hub.load(conv_id, self._fetch)
+
+    async def find(self, who: Principal, conv: Conv) -> ConvState:
+        """The conversation, if it is in ``who``'s tenant, else not_found (never forbidden: other
+        tenants' ids are not revealed). Callers with rules of their own (routing) check on from it."""
+        state = conv if type(conv) is ConvState else await self.load(conv)  # type: ignore[arg-type]
+        if state is None or state.conv.tenant != who.tenant:
+            raise authz.refusal("find", authz.NOT_FOUND)
+        return state
+
+    async def access(self, who: Principal, conv: Conv, action: str) -> ConvState:
+        """The conversation's handle, if ``who`` may do ``action`` to it (authz table)."""
+        state = conv if type(conv) is ConvState else await self.load(conv)  # type: ignore[arg-type]
+        if state is None:
+            raise authz.refusal(action, authz.NOT_FOUND)
+        authz.check(action, who, state.conv.tenant, state.members)
+        return state
+
+    # ---- open, join, leave, close -------------------------------------------------------------
+
+    async def open(self, who: Principal, subject: str = "", on_member: Callable[[ConvState], None] | None = None) -> Opened:
+        """A new conversation with ``who`` as its customer. ``on_member(handle)`` runs once it
+        exists, before anyone is told (the transport subscribes the opener's connection there)."""
+        authz.check("open", who, who.tenant)
+        if not self.accepting:
+            raise RequestError("unavailable", "server restarting")
+        now = now_ms()
+        conv = Conversation(new_conversation_id(), who.tenant, who.user, who.channel, OPEN, now, subject)
+        me = Participant(conv.id, who.user, who.role, now)
+        conv = await self.store.execute(CreateConversation(conv, (me,)))
+        state = self.hub.add(conv, [me])
+        if on_member is not None:
+            on_member(state)
+        self._publish_membership(conv.id, who.tenant, who.user, who.role, True)  # every live device of the opener
+        log.info("conversation %s opened", conv.id, extra={"tenant": who.tenant, "user": who.user})
+        if self.hooks is not None:
+            self.hooks.on_opened(state, who)
+        return Opened(conv, [me], state)
+
+    async def join(self, who: Principal, conv: Conv, on_member: Callable[[ConvState], None] | None = None) -> Joined:
+        """Become a participant (a participant re-joining changes nothing). ``on_member(handle)``
+        runs once ``who`` is a member, before the participants are read (nothing is missed)."""
+        state = await self.access(who, conv, "join")
+        if who.user not in state.members:
+            if state.conv.status != OPEN:
+                raise RequestError("conversation_closed", "the conversation is closed")
+            await self._add_member(state, who.user, who.role, who.name)
+        if on_member is not None:
+            on_member(state)
+        participants = await self.store.participants(state.conv.id)
+        return Joined(replace(state.conv, last_seq=state.last_seq), participants, state)
+
+    async def leave(self, who: Principal, conv: Conv) -> None:
+        state = await self.access(who, conv, "leave")
+        await self._remove_member(state, who.user, who.role)
+
+    async def close(self, who: Principal, conv: Conv) -> Conversation:
+        """Close for good (routing, when on, lets go of it first); closing a closed one is a no-op."""
+        state = await self.access(who, conv, "close")
+        if state.conv.status != CLOSED:
+            stage = self.hooks.closing(state, who) if self.hooks is not None else None
+            await self._update(state, who.user, status=CLOSED, stage=stage)
+            if self.hooks is not None:
+                self.hooks.on_closed(state)
+        return state.conv
+
+    async def add_participant(self, who: Principal, conv: Conv, user: str, role: str, name: str) -> None:
+        """Make ``user`` a participant (routing's assignments: action ``assign``)."""
+        await self._add_member(await self.access(who, conv, "assign"), user, role, name)
+
+    async def remove_participant(self, who: Principal, conv: Conv, user: str, role: str) -> None:
+        await self._remove_member(await self.access(who, conv, "assign"), user, role)
+
+    async def update(self, who: Principal, conv: Conv, *, by: str | None = None, **changes: str | None) -> Conversation:
+        """Store status/stage/assignee/group changes (None: unchanged) and tell the participants
+        (a ``conv`` frame naming ``by``, default ``who.user``)."""
+        state = await self.access(who, conv, "update")
+        return await self._update(state, by or who.user, **changes)
+
+    async def _add_member(self, state: ConvState, user: str, role: str, name: str) -> None:
+        if user in state.members:
+            return
+        state.inflight += 1
+        try:
+            p = await self.store.execute(AddParticipant(Participant(state.conv.id, user, role, now_ms())))
+        finally:
+            state.inflight -= 1
+        self._publish_membership(state.conv.id, state.conv.tenant, user, role, True)
+        notice = {"t": "joined", "conv": state.conv.id, "user": user, "role": role, "name": name, "ts": p.joined_at}
+        self._publish_event(state.conv.id, env.event_frame(notice), user)
+
+    async def _remove_member(self, state: ConvState, user: str, role: str) -> None:
+        if user not in state.members:
+            return
+        state.inflight += 1
+        try:
+            await self.store.execute(RemoveParticipant(state.conv.id, user))
+        finally:
+            state.inflight -= 1
+        notice = {"t": "left", "conv": state.conv.id, "user": user, "role": role, "ts": now_ms()}
+        self._publish_event(state.conv.id, env.event_frame(notice), None)
+        self._publish_membership(state.conv.id, state.conv.tenant, user, role, False)
+
+    async def _update(self, state: ConvState, by: str, **changes: str | None) -> Conversation:
+        state.inflight += 1
+        try:
+            conv = await self.store.execute(SetStatus(state.conv.id, **changes))
+        finally:
+            state.inflight -= 1
+        self._publish(self.bus.publish_conversation, self.node_id, conv)
+        self._publish_event(conv.id, env.event_frame({"t": "conv", "conv": env.conversation_map(conv), "by": by}), None)
+        self.hub.release(state)
+        return conv
+
+    # ---- messages -----------------------------------------------------------------------------
+
+    def send(self, who: Principal, conv_id: str, cmid: str, body: bytes, done: Done, origin: str | None = None) -> Awaitable[None] | None:
+        """The durable, sequenced, idempotent send of a checked body (packed msgpack). ``done``
+        gets the ``Appended`` (``duplicate`` for a resent cmid: the original seq) or a
+        RequestError. ``origin``: the sender's session id, which does not get the message echoed."""
+        if not self.accepting:
+            raise RequestError("unavailable", "server restarting: resend after reconnecting")
+        state = self.hub.get(conv_id)
+        if state is None:
+            return self._send_after_load(who, conv_id, cmid, body, done, origin)
+        return self._submit_send(who, state, cmid, body, done, origin)
+
+    async def send_attachment(self, who: Principal, conv_id: str, cmid: str, body: dict[str, Any], done: Done, origin: str | None = None) -> None:
+        """``send`` of a checked body that carries an uploaded file (``media_bodies.attachment_id``):
+        the file's facts, from its record, replace the sender's before the body is packed."""
+        if not self.accepting:
+            raise RequestError("unavailable", "server restarting: resend after reconnecting")
+        attachment = await self.store.get_attachment(media_bodies.attachment_id(body))
+        state = await self.find(who, conv_id)
+        packed = env.pack(media_bodies.with_facts(body, attachment, state.conv))
+        pending = self._submit_send(who, state, cmid, packed, done, origin)
+        if pending is not None:
+            await pending
+
+    async def _send_after_load(self, who: Principal, conv_id: str, cmid: str, body: bytes, done: Done, origin: str | None) -> None:
+        state = await self.find(who, conv_id)
+        pending = self._submit_send(who, state, cmid, body, done, origin)
+        if pending is not None:
+            await pending
+
+    def _submit_send(self, who: Principal, state: ConvState, cmid: str, body: bytes, done: Done, origin: str | None) -> Awaitable[None] | None:
+        if state.conv.tenant != who.tenant:
+            raise authz.refusal("send", authz.NOT_FOUND)
+        if who.user not in state.members or state.conv.status != OPEN:
+            return self._resend_or_refuse(who, state, cmid, done)
+        received = time.perf_counter()
+        stats = self.stats
+        conv_id = state.conv.id
+
+        def durable(result: object) -> None:
+            state.inflight -= 1
+            if type(result) is not Appended:
+                done(_store_failure(result))
+                self.hub.release(state)
+                return
+            done(result)
+            stats.ack_latency.observe(time.perf_counter() - received)
+            if result.duplicate:
+                stats.messages_duplicate += 1
+            else:
+                m = result.message
+                stats.messages_accepted += 1
+                try:
+                    self.bus.publish_message(self.node_id, conv_id, m.seq, env.message_frame(m), origin)
+                except BusError as exc:
+                    self._publish_failed(exc)
+                if self.hooks is not None:
+                    self.hooks.on_message(state, m)
+            self.hub.release(state)
+
+        state.inflight += 1
+        self.store.submit(AppendMessage(conv_id, cmid, who.user, who.role, body), durable)
+        if self.store.overloaded:
+            return self.store.wait_capacity()
+        return None
+
+    async def _resend_or_refuse(self, who: Principal, state: ConvState, cmid: str, done: Done) -> None:
+        """A send the conversation no longer takes (closed, or the sender left) may still be the
+        resend of one stored before: that gets its original ack, as every resend does."""
+        stored = await self.store.find_message(state.conv.id, who.user, cmid)
+        if stored is not None:
+            self.stats.messages_duplicate += 1
+            done(Appended(stored, True))
+            return
+        authz.check("send", who, state.conv.tenant, state.members)
+        raise RequestError("conversation_closed", "the conversation is closed")
+
+    async def post(self, who: Principal, conv: Conv, body: dict[str, Any]) -> StoredMessage:
+        """A message written on the server's side (bot answers, lifecycle notices, REST) as
+        ``who``: durable first, then delivered like any other, with the conversation's next seq."""
+        state = await self.access(who, conv, "post")
+        if state.conv.status != OPEN:
+            raise RequestError("conversation_closed", "the conversation is closed")
+        attachment_id = media_bodies.attachment_id(body)
+        if attachment_id is not None:
+            body = media_bodies.with_facts(body, await self.store.get_attachment(attachment_id), state.conv)
+        return await self._post(state, who.user, who.role, body)
+
+    async def _post(self, state: ConvState, sender: str, role: str, body: dict[str, Any]) -> StoredMessage:
+        state.inflight += 1
+        try:
+            result = await self.store.execute(AppendMessage(state.conv.id, f"srv-{secrets.token_hex(8)}", sender, role, env.pack(body)))
+        finally:
+            state.inflight -= 1
+        m = result.message
+        self.stats.messages_accepted += 1
+        try:
+            self.bus.publish_message(self.node_id, state.conv.id, m.seq, env.message_frame(m), None)
+        except BusError as exc:
+            self._publish_failed(exc)
+        self.hub.release(state)
+        return m
+
+    def receipt(self, who: Principal, conv_id: str, kind: str, seq: int, done: Done) -> Awaitable[None] | None:
+        """Raise ``who``'s cumulative receipt; ``done`` gets the stored ``Receipt`` or a
+        RequestError. A raised receipt is told to every participant (the user's devices too)."""
+        if kind not in RECEIPT_KINDS:
+            raise RequestError("bad_request", f"field `kind` must be one of {', '.join(RECEIPT_KINDS)}")
+        state = self.hub.get(conv_id)
+        if state is None:
+            return self._receipt_after_load(who, conv_id, kind, seq, done)
+        self._submit_receipt(who, state, kind, seq, done)
+        return None
+
+    async def _receipt_after_load(self, who: Principal, conv_id: str, kind: str, seq: int, done: Done) -> None:
+        self._submit_receipt(who, await self.find(who, conv_id), kind, seq, done)
+
+    def _submit_receipt(self, who: Principal, state: ConvState, kind: str, seq: int, done: Done) -> None:
+        authz.check("receipt", who, state.conv.tenant, state.members)
+        if seq > state.last_seq:
+            raise RequestError("bad_request", f"field `seq` is past the conversation's last message ({state.last_seq})")
+        user = who.user
+        conv_id = state.conv.id
+
+        def durable(result: object) -> None:
+            state.inflight -= 1
+            if type(result) is not Receipt:
+                done(_store_failure(result))
+            else:
+                if state.receipts is None:
+                    state.receipts = {}
+                if result.seq == seq and state.receipts.get((user, kind), 0) < seq:  # raised: tell everybody, own devices too
+                    state.receipts[(user, kind)] = seq
+                    payload = {"t": "receipt", "conv": conv_id, "user": user, "kind": kind, "seq": seq}
+                    self._publish_event(conv_id, env.event_frame(payload), None)
+                done(result)
+            self.hub.release(state)
+
+        state.inflight += 1
+        self.store.submit(SetReceipt(Receipt(conv_id, user, kind, seq)), durable)
+
+    def typing(self, who: Principal, conv_id: str, on: bool) -> Awaitable[None] | None:
+        """Tell the other participants ``who`` is (or stopped) typing; not stored."""
+        state = self.hub.get(conv_id)
+        if state is None:
+            return self._typing_after_load(who, conv_id, on)
+        self._announce_typing(who, state, on)
+        return None
+
+    async def _typing_after_load(self, who: Principal, conv_id: str, on: bool) -> None:
+        self._announce_typing(who, await self.find(who, conv_id), on)
+
+    def _announce_typing(self, who: Principal, state: ConvState, on: bool) -> None:
+        authz.check("typing", who, state.conv.tenant, state.members)
+        conv_id = state.conv.id
+        self._publish_event(conv_id, env.event_frame({"t": "typing", "conv": conv_id, "user": who.user, "on": on}), who.user)
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    async def list(
+        self, who: Principal, *, status: str | None = None, cursor: str | None = None, limit: int = 50, mine: bool = False, before: int | None = None,
+        **filters: str | int | None,
+    ) -> Listing:
+        """Conversations of ``who``'s tenant, newest first: their own, or (a supervisor or the
+        system, unless ``mine``) all of them. ``cursor``: ``next`` of the previous page.
+        ``filters``: ``stage``, ``assignee``, ``channel`` (equal to) and ``since`` (created at or
+        after, ms), as the store's ``list_conversations`` takes them."""
+        unknown = set(filters) - {"stage", "assignee", "channel", "since"}
+        if unknown:
+            raise TypeError(f"unknown list filters {sorted(unknown)}")
+        authz.check("list", who, who.tenant)
+        limit = min(max(limit, 1), MAX_LIST)
+        before_id = None
+        if cursor is not None:  # "<created_at>.<id>" of the last conversation of the previous page
+            at, _, before_id = cursor.partition(".")
+            if not at.isdigit() or not before_id:
+                raise RequestError("bad_request", "field `cursor` must be a `next` value from a previous `list` reply")
+            before = int(at)
+        if status is not None and status not in (OPEN, CLOSED):
+            raise RequestError("bad_request", "field `status` must be one of open, closed")
+        everyone = who.role in ("supervisor", SYSTEM) and not mine
+        convs = await self.store.list_conversations(
+            who.tenant, user=None if everyone else who.user, status=status, before=before, before_id=before_id, limit=limit + 1,
+            **{k: v for k, v in filters.items() if v is not None},
+        )
+        page, more = convs[:limit], len(convs) > limit
+        return Listing(page, more, f"{page[-1].created_at}.{page[-1].id}" if more else None)
+
+    async def active(self, who: Principal) -> list[Conversation]:
+        """The open conversations ``who`` participates in (what going live subscribes)."""
+        return await self.store.list_conversations(who.tenant, user=who.user, status=OPEN, limit=MAX_ACTIVE)
+
+    async def history(self, who: Principal, conv: Conv, *, after: int = 0, before: int | None = None, limit: int | None = None) -> History:
+        """A page of messages (after ``after``, or before ``before``: the newest ones) with the
+        conversation's receipts. Past ``reply_bytes`` it keeps the messages nearest the cursor
+        the client pages from and says there is more."""
+        state = await self.access(who, conv, "history")
+        limit = min(limit or self.history_page, self.history_page)
+        page = await self.store.read_messages(state.conv.id, after=after, before=before, limit=limit)
+        backwards = before is not None and not after
+        kept: list[StoredMessage] = []
+        more, size, budget = page.more, 0, self.reply_bytes
+        for m in reversed(page.messages) if backwards else page.messages:
+            size += len(m.body) + 128
+            if size > budget and kept:
+                more = True
+                break
+            kept.append(m)
+        messages = kept[::-1] if backwards else kept
+        receipts = await self.store.receipts(state.conv.id)
+        return History(state.conv.id, messages, more, receipts)
+
+    async def catch_up(self, who: Principal, conv: Conv, after: int, limit: int = CATCHUP_PAGE) -> Page:
+        """The stored messages after seq ``after``, a page at a time (resume)."""
+        state = await self.access(who, conv, "catch_up")
+        return await self.store.read_messages(state.conv.id, after=after, limit=limit)
+
+    # ---- unstored events ----------------------------------------------------------------------
+
+    def notify(self, conv_id: str, payload: dict[str, Any]) -> None:
+        """An unstored event to the conversation's live participants (queue positions)."""
+        self._publish_event(conv_id, env.event_frame(payload), None)
+
+    def notify_user(self, tenant: str, user: str, payload: dict[str, Any]) -> None:
+        """An unstored frame to every live connection of a user, on every node (assignment offers)."""
+        self._publish(self.bus.publish_user, self.node_id, tenant, user, env.event_frame(payload))
+
+    def presence(self, who: Principal, conv_ids: list[str], online: bool) -> None:
+        """``who`` came online or went offline: tell the conversations they are live in."""
+        for conv_id in conv_ids:
+            payload = {"t": "presence", "conv": conv_id, "user": who.user, "role": who.role, "online": online}
+            self._publish_event(conv_id, env.event_frame(payload), who.user)
+
+    # ---- publishing ---------------------------------------------------------------------------
+
+    def _publish_event(self, conv_id: str, frame: bytes, skip_user: str | None) -> None:
+        try:
+            self.bus.publish_event(self.node_id, conv_id, frame, skip_user)
+        except BusError as exc:
+            self._publish_failed(exc)
+
+    def _publish_membership(self, conv_id: str, tenant: str, user: str, role: str, joined: bool) -> None:
+        self._publish(self.bus.publish_membership, self.node_id, conv_id, tenant, user, role, joined)
+
+    def _publish(self, publish: Callable[..., None], *args: Any) -> None:
+        try:
+            publish(*args)
+        except BusError as exc:
+            self._publish_failed(exc)
+
+    def _publish_failed(self, exc: BusError) -> None:
+        """Durable already: clients get it on resume. Other nodes' caches may lag until reloaded."""
+        self.stats.bus_publish_failures += 1
+        log.error("bus publish failed: %s", exc)
+
+
+def _store_failure(result: object) -> RequestError:
+    if isinstance(result, NotFound):
+        return RequestError("not_found", "no such conversation")
+    log.warning("store failure: %s", result)
+    return RequestError("unavailable", "storage unavailable: retry with the same cmid")

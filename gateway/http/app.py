@@ -1,0 +1,98 @@
+"""The ASGI application: operations endpoints and REST API v1, built from a running node."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from ..auth import Authenticator
+from ..routing.config import RoutingConfig, TenantRouting
+from .health import probe
+from .openapi import document
+from .operations import endpoint
+from .problems import Problem, respond
+from .v1 import ALL
+
+log = logging.getLogger("kefu.http")
+
+
+@dataclass
+class Services:
+    """What the HTTP side reaches of a gateway."""
+
+    node: Any  # gateway.node.Node
+    auth: Authenticator
+    registry: CollectorRegistry
+    routing_file: RoutingConfig  # what --routing-file says (empty when none)
+    max_body_bytes: int
+
+    def __post_init__(self) -> None:
+        self.store = self.node.store
+        self.stats = self.node.stats
+        self.conversations = self.node.service  # gateway.conversations.service.ConversationService
+        self._config = self.routing_file  # with routing off: the file and the API's changes
+
+    @property
+    def routing(self) -> Any:
+        """The routing service, or None when routing is off."""
+        return self.node.routing
+
+    def routing_settings(self, tenant: str) -> TenantRouting:
+        config = self.routing.config if self.routing is not None else self._config
+        return config.for_tenant(tenant)
+
+    def routing_from_file(self, tenant: str) -> bool:
+        return tenant in self.routing_file.tenants
+
+    def configure_routing(self, tenant: str, routing: TenantRouting) -> None:
+        if self.routing is not None:
+            self.routing.configure(tenant, routing)
+        else:
+            self._config = self._config.with_tenant(tenant, routing)
+
+
+def build_app(services: Services) -> Starlette:
+    ready = lambda: bool(services.node.ready)  # noqa: E731
+
+    async def health(request: Request) -> Response:
+        status, text = probe(request.url.path, ready())
+        return PlainTextResponse(text + "\n", status_code=status)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(services.registry), media_type=CONTENT_TYPE_LATEST)
+
+    spec = document(ALL)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(spec)
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        if status == 404:
+            problem = Problem("not_found", f"no such resource: {request.url.path}")
+        elif status == 405:
+            allow = (getattr(exc, "headers", None) or {}).get("Allow", "")
+            problem = Problem("bad_request", f"method {request.method} not allowed here (allowed: {allow})", status=405, headers={"allow": allow})
+        elif isinstance(exc, HTTPException) and status < 500:
+            problem = Problem("bad_request", str(exc.detail), status=status)
+        else:
+            log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+            problem = Problem("internal", "unexpected server error")
+        return respond(problem, request.method, request.url.path, services.stats.http_refusals)
+
+    routes = [
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/healthz", health, methods=["GET"]),
+        Route("/readyz", health, methods=["GET"]),
+        Route("/v1/openapi.json", openapi, methods=["GET"]),
+        *(Route(op.path, endpoint(op, services), methods=[op.method]) for op in ALL),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: refused, Exception: refused})

@@ -1,0 +1,158 @@
+"""REST operations as data: each names its method, path, scopes and request models, and one
+wrapper turns it into a Starlette endpoint. The OpenAPI document is generated from the same list,
+so every route is described and every described route exists.
+
+The wrapper does, in order, for every call: authenticate the API key (401), check the scope (403),
+validate the query and the JSON body (400 for bodies that are not JSON objects or too large, 415
+for other media types, 422 naming the field for unknown fields and wrong types), and only then
+run the handler: a refused request has changed nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..model import ApiKey
+from ..protocol.errors import RequestError
+from . import keys
+from .problems import Problem, respond
+
+
+class Body(BaseModel):
+    """Base of request bodies: unknown fields and wrong types are errors (no coercion)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Query(BaseModel):
+    """Base of query parameters: unknown ones are errors; numbers are parsed from their text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Call:
+    """One authenticated, validated request, as a handler sees it."""
+
+    services: Any  # gateway.http.app.Services
+    key: ApiKey
+    path: dict[str, str]
+    query: Any = None
+    body: Any = None
+
+    @property
+    def tenant(self) -> str:
+        return self.key.tenant
+
+
+Handler = Callable[[Call], Awaitable[tuple[int, Any]]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str  # Starlette path syntax: /v1/agents/{user}
+    handler: Handler
+    summary: str
+    scopes: frozenset[str]  # any of these (``admin`` may do everything)
+    body: type[Body] | None = None
+    query: type[Query] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    errors: tuple[int, ...] = field(default=())  # statuses beyond the ones every call may get
+
+    @property
+    def operation_id(self) -> str:
+        return self.handler.__name__
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """Pydantic's errors as ``{field, message}``, the field a dotted path (``groups.0``)."""
+    errors = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "(body)"
+        if error["type"] == "extra_forbidden":
+            message = f"unknown field `{name}`"
+        elif error["type"] == "missing":
+            message = f"field `{name}` is required"
+        else:
+            message = f"field `{name}`: {error['msg']}"
+        errors.append({"field": name, "message": message})
+    return errors
+
+
+def _validate(model: type[BaseModel], data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        raise Problem("bad_request", "; ".join(e["message"] for e in errors), status=422, errors=errors) from None
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request's JSON body, at most ``limit`` bytes (read no further than that)."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise Problem("bad_request", "the body must be application/json", status=415)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise Problem("too_large", f"the body is larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem("too_large", f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    try:
+        data = json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Problem("bad_request", f"the body is not JSON: {exc}", status=400) from None
+    if type(data) is not dict:
+        raise Problem("bad_request", "the body must be a JSON object", status=400)
+    return data
+
+
+async def authenticate(request: Request, store: Any) -> ApiKey:
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    challenge = {"www-authenticate": 'Bearer realm="kefu"'}
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise Problem("unauthenticated", "send the API key as `Authorization: Bearer <key>`", headers=challenge)
+    parsed = keys.parse(presented.strip())
+    record = None
+    if parsed is not None:
+        record = await store.api_key(parsed[0])
+    if parsed is None or not keys.matches(record, parsed[1]):
+        raise Problem("unauthenticated", "unknown or revoked API key", headers=challenge)
+    assert record is not None
+    return record
+
+
+def endpoint(op: Operation, services: Any) -> Callable[[Request], Awaitable[Response]]:
+    """The Starlette endpoint that runs ``op`` for ``services``."""
+
+    async def run(request: Request) -> Response:
+        try:
+            key = await authenticate(request, services.store)
+            if not keys.allows(key, op.scopes):
+                raise Problem("forbidden", f"this API key lacks a scope for this call (one of: admin, {', '.join(sorted(op.scopes))})")
+            query = _validate(op.query, dict(request.query_params)) if op.query else None
+            if len(request.query_params.keys()) != len(request.query_params.multi_items()):
+                raise Problem("bad_request", "a query parameter is given more than once", status=422)
+            if op.query is None and request.query_params:
+                raise Problem("bad_request", f"unknown query parameter `{next(iter(request.query_params))}`", status=422)
+            body = _validate(op.body, await read_json(request, services.max_body_bytes)) if op.body else None
+            status, payload = await op.handler(Call(services, key, dict(request.path_params), query, body))
+        except Problem as problem:
+            return respond(problem, request.method, request.url.path, services.stats.http_refusals)
+        except RequestError as exc:
+            return respond(Problem.of(exc), request.method, request.url.path, services.stats.http_refusals)
+        return JSONResponse(payload, status_code=status)
+
+    run.__name__ = op.operation_id
+    return run

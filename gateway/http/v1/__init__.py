@@ -1,0 +1,8 @@
+"""REST API v1: one module per resource, each exporting ``OPERATIONS``; ``ALL`` lists them in the
+order the OpenAPI document and docs/api.md describe them."""
+
+from __future__ import annotations
+
+from . import agents, apikeys, conversations, routing, tokens
+
+ALL = (*apikeys.OPERATIONS, *tokens.OPERATIONS, *agents.OPERATIONS, *routing.OPERATIONS, *conversations.OPERATIONS)

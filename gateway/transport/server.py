@@ -1,0 +1,216 @@
+"""The WebSocket server: listener, accept loop, HTTP upgrade, one reader per connection, heartbeat.
+
+It owns sockets and timers and nothing else: every binary message goes to the request handlers
+(``ws_handlers.RequestHandlers``), which own what a request means. Quiet connections are parked
+(``connection.ParkingLot``) and woken on input.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import secrets
+import socket
+import time
+
+import h11
+import trio
+from trio.lowlevel import wait_readable
+
+from ..config import Config
+from ..metrics import Stats
+from ..protocol.errors import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR
+from ..protocol.frames import OP_PING, FrameDecoder, encode_frame
+from . import handshake
+from .connection import Connection, ParkingLot, Writer, finish, read_frames
+from .ws_handlers import RequestHandlers
+
+log = logging.getLogger("kefu.server")
+
+PING_FRAME = encode_frame(OP_PING, b"")
+
+
+class WebSocketServer:
+    def __init__(self, config: Config, stats: Stats, handlers: RequestHandlers) -> None:
+        self.config = config
+        self.stats = stats
+        self.handlers = handlers
+        self.max_frame_bytes = config.limits.max_frame_bytes
+        self.writer = Writer(stats, config.max_outbox_bytes)
+        self.lot = ParkingLot(self._resume_reader, config.park_after_s)
+        self.parking = config.park_after_s > 0 and ParkingLot.available
+        self.connections: set[Connection] = set()
+        self.sessions: dict[str, Connection] = {}  # the same connections by id (a message's origin)
+        self.ready = False  # answers upgrades (else 503: starting or draining)
+        self.port = 0
+        self.nursery: trio.Nursery | None = None  # the connections' readers, while serving
+        self._allowed_origins = config.csv("allowed_origins")
+        self._ids = itertools.count(1)
+        self._prefix = secrets.token_hex(3)
+        self._accepting: trio.CancelScope | None = None
+        self._closed = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen and serve until ``close_connections`` has finished; ``task_status`` gets the port."""
+        listener = listen(self.config.host, self.config.port)
+        self.port = listener.getsockname()[1]
+        async with trio.open_nursery() as system:
+            await system.start(self.writer.run)
+            if self.parking:
+                await system.start(self.lot.run)
+            system.start_soon(self._heartbeat)
+            async with trio.open_nursery() as connections:
+                self.nursery = connections
+                self._accepting = trio.CancelScope()
+                connections.start_soon(self._accept_loop, listener, connections, self._accepting)
+                task_status.started(self.port)
+                await self._closed.wait()
+                connections.cancel_scope.cancel()
+            system.cancel_scope.cancel()
+
+    def stop_accepting(self) -> None:
+        self.ready = False
+        if self._accepting is not None:
+            self._accepting.cancel()
+
+    async def close_connections(self, code: int, reason: str, timeout_s: float) -> None:
+        """Close every connection with ``code``, wait up to ``timeout_s`` for them to finish,
+        then stop serving (``run`` returns)."""
+        for conn in list(self.connections):
+            conn.close(code, reason)
+        with trio.move_on_after(timeout_s):
+            while self.connections:
+                await trio.sleep(0.01)
+        self._closed.set()
+
+    async def _accept_loop(self, listener: socket.socket, nursery: trio.Nursery, scope: trio.CancelScope) -> None:
+        with scope:
+            try:
+                while True:
+                    await wait_readable(listener)
+                    for _ in range(256):
+                        try:
+                            sock, addr = listener.accept()
+                        except BlockingIOError:
+                            break
+                        except OSError as exc:
+                            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                                log.error("accept failed: %s; pausing accepts", exc)
+                                self.stats.handshakes_failed["fd_limit"] += 1
+                                await trio.sleep(0.1)
+                                break
+                            raise
+                        sock.setblocking(False)
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        nursery.start_soon(self._serve_socket, sock, f"{addr[0]}:{addr[1]}")
+            finally:
+                trio.lowlevel.notify_closing(listener)
+                listener.close()
+
+    async def _heartbeat(self) -> None:
+        """One task for every connection's timers: ping the quiet, close the idle, and those whose
+        session says authentication is overdue (no token in time, or the token expired)."""
+        cfg = self.config
+        tick = max(0.05, min(cfg.heartbeat_s, cfg.idle_timeout_s, cfg.handshake_timeout_s) / 4)
+        while True:
+            await trio.sleep(tick)
+            now, wall = time.monotonic(), time.time()
+            for conn in list(self.connections):
+                quiet = now - conn.last_recv
+                overdue = conn.overdue(now, wall, conn.created, cfg.handshake_timeout_s)
+                if overdue is not None:
+                    self.handlers.refuse(conn, overdue, None)
+                elif conn.identity is None:
+                    continue
+                elif quiet > cfg.idle_timeout_s:
+                    log.info("idle timeout after %.0f s", quiet, extra=conn.log_extra)
+                    conn.close(CLOSE_GOING_AWAY, "idle timeout")
+                elif quiet > cfg.heartbeat_s and now - conn.last_ping > cfg.heartbeat_s:
+                    conn.last_ping = now
+                    conn.push(PING_FRAME)
+
+    async def _serve_socket(self, sock: socket.socket, peer: str) -> None:
+        """One connection: HTTP upgrade, then frames until it closes (one task, one frame chain)."""
+        accepted = time.monotonic()
+        upgrade, data = None, b""
+        try:
+            with trio.move_on_after(self.config.handshake_timeout_s):
+                upgrade, data = await self._handshake(sock)
+        except OSError:
+            upgrade = None
+        if upgrade is None:
+            sock.close()
+            return
+        token, upgrade = upgrade.token, None
+        conn = Connection(sock, f"{self._prefix}-{next(self._ids)}", peer, self.writer, self.lot if self.parking else None)
+        conn.created = accepted  # one handshake timeout for the upgrade and the authentication together
+        self.connections.add(conn)
+        self.sessions[conn.id] = conn
+        self.stats.connections_opened += 1
+        if token is not None:
+            try:
+                self.handlers.authenticate(conn, token, None)
+            except Exception:
+                log.exception("connection failed", extra=conn.log_extra)
+                conn.close(CLOSE_INTERNAL_ERROR, "internal error")
+            token = None
+        await self._read(conn, data)
+
+    async def _read(self, conn: Connection, data: bytes = b"") -> None:
+        """A connection's reader task, from its upgrade or from the parking lot, until it closes
+        (then it is forgotten and finished here) or is parked again (then it lives on)."""
+        parked = False
+        try:
+            decoder = FrameDecoder(max_message_size=self.max_frame_bytes)
+            parked = await read_frames(conn, decoder, data, self.handlers.on_frame, self.handlers.on_text, self.stats)
+        except Exception:
+            log.exception("connection failed", extra=conn.log_extra)
+            conn.close(CLOSE_INTERNAL_ERROR, "internal error")
+        finally:
+            if not parked:
+                self._forget(conn)
+                with trio.CancelScope(shield=True):
+                    await finish(conn)
+
+    def _forget(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        self.sessions.pop(conn.id, None)
+        self.handlers.forget(conn)
+
+    def _resume_reader(self, conn: Connection) -> None:
+        """The parking lot's callback: input (or a close) for a parked connection."""
+        assert self.nursery is not None
+        try:
+            self.nursery.start_soon(self._read, conn)
+        except RuntimeError:  # the server has stopped serving connections: no reader to finish it
+            self._forget(conn)
+            conn.closed = True
+            conn.sock.close()
+
+    async def _handshake(self, sock: socket.socket) -> tuple[handshake.Upgrade | None, bytes]:
+        http = h11.Connection(h11.SERVER, max_incomplete_event_size=handshake.MAX_REQUEST_BYTES)
+        request = await handshake.read_request(sock, http)
+        if request is None:
+            self.stats.handshakes_failed["bad_request"] += 1
+            return None, b""
+        decision = handshake.decide(request, self._allowed_origins, self.ready)
+        limit = self.config.max_connections
+        if isinstance(decision, handshake.Upgrade) and limit and len(self.connections) >= limit:
+            decision = handshake.Refuse(503, "connection limit reached")
+        leftover = await handshake.respond(sock, http, decision)
+        if isinstance(decision, handshake.Refuse):
+            if decision.status >= 400:
+                self.stats.handshakes_failed[str(decision.status)] += 1
+            return None, b""
+        return decision, leftover
+
+
+def listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
