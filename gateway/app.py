@@ -114,7 +114,9 @@ async def serve(
     store = Store(backend or make_backend(config), stats)
     auth = make_authenticator(config)
     node = Node(config, store, auth, stats=stats, bus=bus)
-    node.media = Media.in_data_dir(store, config.data_dir, config.secret()[0])
+    node.media = Media.in_data_dir(
+        store, config.data_dir, config.secret()[0], limits=config.media_limits, concurrency=config.media_workers, url_ttl_s=config.media_url_ttl_s
+    )
     registry = CollectorRegistry()
     registry.register(MediaCollector(node.media.stats))
     build = {"version": __version__, **IMPLEMENTATIONS}

@@ -11,14 +11,16 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .media.kinds import MediaLimits
 from .protocol.envelope import Limits
 
 
 _LIMITS = Limits()
+_MEDIA = MediaLimits()
 
 
 def _opt(default: Any, help: str, *, secret: bool = False, choices: tuple[str, ...] | None = None) -> Any:
@@ -56,8 +58,26 @@ class Config:
     shutdown_timeout_s: float = _opt(10.0, "Seconds SIGTERM may take to flush the store and close clients.")
     routing: str = _opt("on", "Conversation routing: the bot answers first, then agents (off: a plain relay).", choices=("on", "off"))
     routing_file: str = _opt("", "JSON file of per-tenant routing settings (docs/routing.md); empty: the defaults.")
+    media_image_bytes: int = _opt(_MEDIA.image_bytes, "Largest image upload, in bytes.")
+    media_video_bytes: int = _opt(_MEDIA.video_bytes, "Largest video upload, in bytes.")
+    media_voice_bytes: int = _opt(_MEDIA.voice_bytes, "Largest voice upload, in bytes.")
+    media_file_bytes: int = _opt(_MEDIA.file_bytes, "Largest file upload, in bytes.")
+    media_image_pixels: int = _opt(_MEDIA.image_pixels, "Most pixels (width x height) of an image upload; more is a decompression bomb.")
+    media_workers: int = _opt(2, "Uploads decoded and probed at once, in worker threads (each may hold a decoded image in memory).")
+    media_url_ttl_s: int = _opt(300, "Seconds a signed download URL stays valid.")
     log_format: str = _opt("text", "Log format.", choices=("text", "json"))
     log_level: str = _opt("info", "Log level.", choices=("debug", "info", "warning", "error"))
+
+    @property
+    def media_limits(self) -> MediaLimits:
+        return replace(
+            _MEDIA,
+            image_bytes=self.media_image_bytes,
+            video_bytes=self.media_video_bytes,
+            voice_bytes=self.media_voice_bytes,
+            file_bytes=self.media_file_bytes,
+            image_pixels=self.media_image_pixels,
+        )
 
     @property
     def limits(self) -> Limits:

@@ -19,7 +19,7 @@ from .health import probe
 from .openapi import document
 from .operations import endpoint
 from .problems import Problem, respond
-from .v1 import ALL
+from .v1 import ALL, attachments
 
 log = logging.getLogger("kefu.http")
 
@@ -70,6 +70,10 @@ def build_app(services: Services) -> Starlette:
         return Response(generate_latest(services.registry), media_type=CONTENT_TYPE_LATEST)
 
     spec = document(ALL)
+    spec["paths"].update(attachments.OPENAPI_PATHS)
+    spec["components"]["securitySchemes"]["clientToken"] = {
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "A client token (the WebSocket's): media endpoints only.",
+    }
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(spec)
@@ -94,5 +98,6 @@ def build_app(services: Services) -> Starlette:
         Route("/readyz", health, methods=["GET"]),
         Route("/v1/openapi.json", openapi, methods=["GET"]),
         *(Route(op.path, endpoint(op, services), methods=[op.method]) for op in ALL),
+        *attachments.routes(services),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: refused, Exception: refused})

@@ -1,0 +1,286 @@
+"""Media over real HTTP (httpx) and real WebSockets: every kind uploaded, sent, received and
+downloaded; downloads refused to whoever may not have them; every refused or interrupted upload
+leaves no file and no row; a video played by Range requests; thumbnails and EXIF orientation."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import trio
+from PIL import Image
+
+from gateway.app import Running, serve
+from gateway.media.signing import UrlSigner
+
+from ..conftest import make_config
+from ..media import samples
+from ..support import SECRET, connect, token
+from .conftest import client, new_key, problem
+
+LIMITS = dict(media_image_bytes=400_000, media_video_bytes=700_000, media_voice_bytes=200_000, media_file_bytes=60_000)
+
+
+@pytest.fixture
+async def gw(nursery, tmp_path, store_kind) -> Running:
+    running = await nursery.start(serve, make_config(tmp_path, store=store_kind, **LIMITS))
+    running.data = Path(tmp_path / "data")
+    yield running
+    running.node.stop()
+    with trio.fail_after(10):
+        await running.node.stopped()
+
+
+@pytest.fixture
+async def sqlite_gw(nursery, tmp_path) -> Running:
+    running = await nursery.start(serve, make_config(tmp_path, store="sqlite", **LIMITS))
+    running.data = Path(tmp_path / "data")
+    yield running
+    running.node.stop()
+    with trio.fail_after(10):
+        await running.node.stopped()
+
+
+def http(gw: Running, user: str | None = None, role: str = "shopper", tenant: str = "shop1") -> httpx.AsyncClient:
+    headers = {"authorization": f"Bearer {token(user, role, tenant=tenant)}"} if user else {}
+    return httpx.AsyncClient(base_url=gw.http_url, headers=headers, timeout=10)
+
+
+async def upload(api: httpx.AsyncClient, conv: str, kind: str, data: bytes, name: str = "", **headers: str) -> httpx.Response:
+    params = {"kind": kind, **({"name": name} if name else {})}
+    return await api.post(f"/v1/conversations/{conv}/attachments", params=params, content=data, headers=headers)
+
+
+def stored_files(gw: Running) -> list[str]:
+    """Every file the media side keeps (blobs, and temporary files of the blob store and spool)."""
+    root = gw.data / "media"
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def attachment_rows(gw: Running) -> int:
+    with sqlite3.connect(gw.data / "kefu.sqlite3") as db:
+        return db.execute("SELECT count(*) FROM attachments").fetchone()[0]
+
+
+def relative(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+async def test_done_when_photo_video_voice_location_and_refusals(gw: Running) -> None:
+    """The issue's story: a shopper sends a photo; the agent sees its thumbnail and opens it,
+    sends back a 10-second video the shopper seeks in; a voice message shows its duration; a
+    location its coordinates and address; another shopper's downloads are refused."""
+    with trio.fail_after(30):
+        async with connect(gw.url, token("alice"), resume={}) as shopper, connect(gw.url, token("bob", "agent"), resume={}) as agent, \
+                http(gw, "alice") as alice_http, http(gw, "bob", "agent") as bob_http, http(gw, "carol") as carol_http, \
+                http(gw) as anonymous:
+            conv = (await shopper.ok("open", subject="颜色"))["conv"]["id"]
+            await agent.ok("join", conv=conv)
+
+            # 1. A shopper uploads a photo (taken sideways: EXIF orientation 6) and sends it.
+            photo = samples.jpeg(1200, 800, orientation=6, halves=True)
+            up = await upload(alice_http, conv, "image", photo, name="颜色.jpg", **{"content-type": "application/octet-stream"})
+            assert up.status_code == 201, up.text
+            image = up.json()
+            assert (image["kind"], image["content_type"], image["size"], image["width"], image["height"]) == ("image", "image/jpeg", len(photo), 800, 1200)
+            await shopper.ok("send", conv=conv, cmid="p1", body={"kind": "image", "attachment": image["id"]})
+
+            # 2. The agent sees its thumbnail and opens the full image.
+            msg = await agent.next("msg", conv=conv, cmid="p1")
+            assert msg["body"] | {"attachment": None} == {"kind": "image", "attachment": None, "size": len(photo), "type": "image/jpeg",
+                                                          "w": 800, "h": 1200, "thumbnail": True, "name": "颜色.jpg"}
+            shown = (await bob_http.get(f"/v1/attachments/{msg['body']['attachment']}")).json()
+            thumb = await anonymous.get(relative(shown["thumbnail_url"]))  # a signed URL needs no credentials (an <img>)
+            assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+            thumbnail = Image.open(io.BytesIO(thumb.content)).convert("RGB")
+            assert thumbnail.size == (213, 320)  # portrait, as displayed; the longer edge at the default 320
+            assert thumbnail.getpixel((106, 10))[0] > 200 and thumbnail.getpixel((106, 310))[2] > 200  # red on top, blue below
+            full = await anonymous.get(relative(shown["url"]))
+            assert full.status_code == 200 and full.content == photo
+
+            # 3. The agent sends back a 10-second video, which the shopper seeks in.
+            clip = samples.mp4(10_000, media_bytes=300_000)
+            video = (await upload(bob_http, conv, "video", clip, name="实物.mp4")).json()
+            await agent.ok("send", conv=conv, cmid="v1", body={"kind": "video", "attachment": video["id"]})
+            got = await shopper.next("msg", conv=conv, cmid="v1")
+            assert (got["body"]["duration_ms"], got["body"]["type"]) == (10_000, "video/mp4")
+            url = relative((await alice_http.get(f"/v1/attachments/{video['id']}")).json()["url"])
+            first = await anonymous.get(url, headers={"range": "bytes=0-1023"})
+            assert first.status_code == 206 and first.content == clip[:1024]
+            assert first.headers["content-range"] == f"bytes 0-1023/{len(clip)}" and first.headers["accept-ranges"] == "bytes"
+            seek = await anonymous.get(url, headers={"range": "bytes=200000-"})  # a jump to the middle
+            assert seek.status_code == 206 and seek.content == clip[200000:] and seek.headers["content-length"] == str(len(clip) - 200000)
+            past = await anonymous.get(url, headers={"range": f"bytes={len(clip)}-"})
+            assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{len(clip)}"
+
+            # 4. A voice message shows its duration.
+            voice = (await upload(alice_http, conv, "voice", samples.wav(3.2))).json()
+            assert voice["duration_ms"] == 3200
+            await shopper.ok("send", conv=conv, cmid="a1", body={"kind": "voice", "attachment": voice["id"]})
+            assert (await agent.next("msg", conv=conv, cmid="a1"))["body"]["duration_ms"] == 3200
+
+            # 5. A location shows its coordinates and address.
+            where = {"kind": "location", "lat": 31.2304, "lng": 121.4737, "name": "人民广场店", "address": "上海市黄浦区人民大道 120 号"}
+            await agent.ok("send", conv=conv, cmid="l1", body=where)
+            assert (await shopper.next("msg", conv=conv, cmid="l1"))["body"] == where
+
+            # A file, for completeness of the kinds.
+            doc = (await upload(bob_http, conv, "file", samples.pdf(), name="退货流程.pdf")).json()
+            await agent.ok("send", conv=conv, cmid="f1", body={"kind": "file", "attachment": doc["id"]})
+            assert (await shopper.next("msg", conv=conv, cmid="f1"))["body"]["name"] == "退货流程.pdf"
+            saved = await alice_http.get(f"/v1/attachments/{doc['id']}/content")
+            assert saved.content == samples.pdf() and saved.headers["content-disposition"].startswith("attachment;")
+
+            # 6. Another shopper's download of any of these is refused.
+            for att in (image, video, voice, doc):
+                problem(await carol_http.get(f"/v1/attachments/{att['id']}"), 403, "forbidden")
+                problem(await carol_http.get(f"/v1/attachments/{att['id']}/content"), 403, "forbidden")
+                assert (await bob_http.get(f"/v1/attachments/{att['id']}/content")).status_code == 200
+
+
+async def test_downloads_are_refused_across_tenants_and_to_non_participants(gw: Running) -> None:
+    with trio.fail_after(30):
+        async with connect(gw.url, token("alice"), resume={}) as shopper, http(gw, "alice") as alice_http:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            att = (await upload(alice_http, conv, "image", samples.jpeg())).json()
+            path = f"/v1/attachments/{att['id']}"
+            async with http(gw, "sue", "supervisor") as sue, http(gw, "eve", "agent") as eve, \
+                    http(gw, "mallory", "supervisor", tenant="shop2") as other_tenant, http(gw) as anonymous:
+                assert (await sue.get(path + "/content")).content == samples.jpeg()  # the tenant's supervisor
+                problem(await eve.get(path), 403, "forbidden")  # an agent who has not joined
+                problem(await other_tenant.get(path), 404, "not_found")  # another tenant learns nothing
+                problem(await other_tenant.get(path + "/content"), 404, "not_found")
+                problem(await anonymous.get(path + "/content"), 401, "unauthenticated")
+                problem(await anonymous.get(path), 401, "unauthenticated")
+            async with client(gw, await new_key(gw, scopes=("read",))) as reader, \
+                    client(gw, await new_key(gw, tenant="shop2", scopes=("admin",))) as stranger:
+                assert (await reader.get(path)).json()["id"] == att["id"]
+                problem(await stranger.get(path), 404, "not_found")
+
+
+async def test_expired_and_tampered_urls_are_refused(gw: Running) -> None:
+    with trio.fail_after(30):
+        async with connect(gw.url, token("alice"), resume={}) as shopper, http(gw, "alice") as alice_http, http(gw) as anonymous:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            att = (await upload(alice_http, conv, "image", samples.jpeg())).json()
+            other = (await upload(alice_http, conv, "image", samples.png())).json()
+            url = urlsplit(att["url"])
+            q = dict(part.split("=", 1) for part in url.query.split("&"))
+            base = url.path
+            assert (await anonymous.get(relative(att["url"]))).status_code == 200
+            tampered = [
+                f"{base}?variant=original&expires={int(q['expires']) + 86400}&sig={q['sig']}",  # a longer life
+                f"/v1/attachments/{other['id']}/content?variant=original&expires={q['expires']}&sig={q['sig']}",  # another file
+                f"{base}?variant=original&expires={q['expires']}&sig={q['sig'][:-2]}xx",
+                f"{base}?variant=thumbnail&expires={q['expires']}&sig={q['sig']}",
+                f"{base}?variant=original&expires={q['expires']}",
+            ]
+            for bad in tampered:
+                problem(await anonymous.get(bad), 403, "bad_signature")
+            # A URL the gateway signed long ago (same key: derived from the gateway's secret).
+            old = UrlSigner.derived_from(SECRET, ttl_s=60, clock=lambda: time.time() - 3600)
+            expired = f"{base}?{old.query(att['id'], 'original')}"
+            problem(await anonymous.get(expired), 403, "url_expired")
+
+
+@pytest.mark.parametrize(
+    "kind, data, name, status, code",
+    [
+        ("image", samples.EXE, "photo.jpg", 415, "unsupported_type"),  # a .jpg holding an executable
+        ("image", samples.HTML, "photo.jpg", 415, "unsupported_type"),  # a .jpg holding an HTML page
+        ("file", samples.HTML, "invoice.pdf", 415, "unsupported_type"),
+        ("image", samples.truncated(samples.jpeg(600, 600)), "photo.jpg", 422, "undecodable"),
+        ("image", samples.png_bomb(), "photo.png", 422, "decompression_bomb"),
+        ("image", b"", "photo.jpg", 400, "empty_file"),
+        ("file", b"x" * 60_001, "big.txt", 413, "file_too_large"),
+        ("location", samples.TEXT, "here.txt", 400, "unknown_kind"),
+    ],
+)
+async def test_refused_uploads_leave_no_file_and_no_row(sqlite_gw: Running, kind: str, data: bytes, name: str, status: int, code: str) -> None:
+    gw = sqlite_gw
+    with trio.fail_after(30):
+        async with connect(gw.url, token("alice"), resume={}) as shopper, http(gw, "alice") as alice_http:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            problem(await upload(alice_http, conv, kind, data, name=name, **{"content-type": "image/jpeg"}), status, code)
+            assert stored_files(gw) == []
+            assert attachment_rows(gw) == 0
+
+
+async def test_an_oversized_body_without_a_declared_length_is_cut_off(sqlite_gw: Running) -> None:
+    gw = sqlite_gw
+
+    async def chunks():
+        for _ in range(20):
+            yield b"y" * 10_000
+
+    with trio.fail_after(30):
+        async with connect(gw.url, token("alice"), resume={}) as shopper, http(gw, "alice") as alice_http:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            response = await alice_http.post(f"/v1/conversations/{conv}/attachments", params={"kind": "file"}, content=chunks())
+            problem(response, 413, "file_too_large")
+            assert stored_files(gw) == [] and attachment_rows(gw) == 0
+
+
+async def test_an_upload_interrupted_mid_body_leaves_nothing(sqlite_gw: Running) -> None:
+    gw = sqlite_gw
+    with trio.fail_after(30):
+        async with connect(gw.url, token("alice"), resume={}) as shopper:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            photo = samples.jpeg(800, 800)
+            host, port = urlsplit(gw.http_url).hostname, urlsplit(gw.http_url).port
+            stream = await trio.open_tcp_stream(host, port)
+            head = (f"POST /v1/conversations/{conv}/attachments?kind=image HTTP/1.1\r\nhost: {host}\r\n"
+                    f"authorization: Bearer {token('alice')}\r\ncontent-length: {len(photo)}\r\n\r\n").encode()
+            await stream.send_all(head + photo[: len(photo) // 2])
+            media = gw.node.media
+            while media.stats.uploads_in_progress == 0:  # the server is reading the body
+                await trio.sleep(0.01)
+            await stream.aclose()  # the client goes away mid-body
+            while media.stats.uploads_in_progress:
+                await trio.sleep(0.01)
+            assert stored_files(gw) == [] and attachment_rows(gw) == 0
+            assert media.stats.uploads["image"] == 0 and media.stats.refused["incomplete_upload"] == 1
+
+
+async def test_who_may_upload(gw: Running) -> None:
+    with trio.fail_after(30):
+        async with connect(gw.url, token("alice"), resume={}) as shopper, http(gw, "carol") as carol_http, http(gw) as anonymous, \
+                http(gw, "alice", tenant="shop2") as other_tenant:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            problem(await upload(carol_http, conv, "image", samples.jpeg()), 403, "forbidden")  # not a participant
+            problem(await upload(other_tenant, conv, "image", samples.jpeg()), 404, "not_found")
+            problem(await upload(anonymous, conv, "image", samples.jpeg()), 401, "unauthenticated")
+            async with httpx.AsyncClient(base_url=gw.http_url, headers={"authorization": "Bearer not-a-token"}) as forged:
+                problem(await upload(forged, conv, "image", samples.jpeg()), 401, "unauthenticated")
+            async with client(gw, await new_key(gw, scopes=("read",))) as reader, client(gw, await new_key(gw, scopes=("ingest",))) as ingest:
+                problem(await upload(reader, conv, "image", samples.jpeg()), 403, "forbidden")
+                stored = await upload(ingest, conv, "image", samples.jpeg())
+                assert stored.status_code == 201 and stored.json()["uploader"].startswith("apikey:")
+            await shopper.ok("close", conv=conv)
+            async with http(gw, "alice") as alice_http:
+                problem(await upload(alice_http, conv, "image", samples.jpeg()), 403, "forbidden")  # closed
+
+
+async def test_head_and_thumbnail_variant_by_token(gw: Running) -> None:
+    with trio.fail_after(30):
+        async with connect(gw.url, token("alice"), resume={}) as shopper, http(gw, "alice") as alice_http:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            att = (await upload(alice_http, conv, "image", samples.png(640, 320, mode="RGB"))).json()
+            head = await alice_http.head(f"/v1/attachments/{att['id']}/content")
+            assert head.status_code == 200 and head.headers["content-length"] == str(att["size"]) and head.content == b""
+            thumb = await alice_http.get(f"/v1/attachments/{att['id']}/content", params={"variant": "thumbnail"})
+            assert Image.open(io.BytesIO(thumb.content)).size == (320, 160)
+            problem(await alice_http.get(f"/v1/attachments/{att['id']}/content", params={"variant": "poster"}), 404, "not_found")
+
+
+async def test_the_openapi_document_describes_the_media_endpoints(gw: Running) -> None:
+    async with http(gw) as anonymous:
+        spec = (await anonymous.get("/v1/openapi.json")).json()
+    assert {"/v1/conversations/{conv_id}/attachments", "/v1/attachments/{attachment_id}", "/v1/attachments/{attachment_id}/content"} <= set(spec["paths"])
+    assert "clientToken" in spec["components"]["securitySchemes"]
