@@ -31,7 +31,7 @@ def with_facts(body: dict[str, Any], attachment: Attachment | None, conv: Conver
         raise RequestError("not_found", "no such attachment in this conversation: upload it to this conversation first")
     kind = body["kind"]
     if kind != "file" and attachment.kind != kind:
-        raise RequestError("bad_request", f"attachment {attachment.id} is a {attachment.kind}, not a {kind}")
+        raise RequestError("bad_request", f"attachment {attachment.id} is of kind {attachment.kind}, not {kind}")
     out = {k: v for k, v in body.items() if k not in FACTS}
     out["size"] = attachment.size
     out["type"] = attachment.content_type

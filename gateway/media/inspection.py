@@ -35,7 +35,7 @@ def check_size(kind: str, size: int, limits: MediaLimits) -> None:
     """The checks that need no bytes: also run while the body streams in, to stop early."""
     rule = limits.rule(kind)
     if size > rule.max_bytes:
-        raise MediaError("file_too_large", f"a {kind} may be at most {rule.max_bytes} bytes")
+        raise MediaError("file_too_large", f"{kind} uploads may be at most {rule.max_bytes} bytes")
 
 
 def inspect(kind: str, source: BinaryIO, size: int, limits: MediaLimits) -> Inspection:
@@ -47,14 +47,14 @@ def inspect(kind: str, source: BinaryIO, size: int, limits: MediaLimits) -> Insp
     found = content_type(source)
     if found not in rule.content_types:
         what = f"the bytes are {found}" if found else "the bytes are of no allowed type"
-        raise MediaError("unsupported_type", f"{what}; a {kind} must be one of {', '.join(sorted(rule.content_types))}")
+        raise MediaError("unsupported_type", f"{what}; {kind} uploads must be one of {', '.join(sorted(rule.content_types))}")
     if kind == "image":
         facts = inspect_image(source, max_pixels=limits.image_pixels, thumbnail_edge=limits.thumbnail_edge)
         return Inspection(kind, found, size, facts.width, facts.height, thumbnail=facts.thumbnail)
     if kind in ("video", "voice"):
         ms = duration_ms(source)
         if ms is not None and rule.max_duration_ms is not None and ms > rule.max_duration_ms:
-            raise MediaError("too_long", f"a {kind} may play at most {rule.max_duration_ms // 1000} s; this one plays {ms / 1000:.1f} s")
+            raise MediaError("too_long", f"{kind} uploads may play at most {rule.max_duration_ms // 1000} s; this one plays {ms / 1000:.1f} s")
         return Inspection(kind, found, size, duration_ms=ms)
     return Inspection(kind, found, size)
 

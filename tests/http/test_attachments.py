@@ -284,3 +284,18 @@ async def test_the_openapi_document_describes_the_media_endpoints(gw: Running) -
         spec = (await anonymous.get("/v1/openapi.json")).json()
     assert {"/v1/conversations/{conv_id}/attachments", "/v1/attachments/{attachment_id}", "/v1/attachments/{attachment_id}/content"} <= set(spec["paths"])
     assert "clientToken" in spec["components"]["securitySchemes"]
+
+
+async def test_uploads_downloads_and_refusals_are_counted(gw: Running) -> None:
+    with trio.fail_after(30):
+        async with connect(gw.url, token("alice"), resume={}) as shopper, http(gw, "alice") as alice_http:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            att = (await upload(alice_http, conv, "image", samples.jpeg())).json()
+            problem(await upload(alice_http, conv, "image", samples.HTML), 415, "unsupported_type")
+            await alice_http.get(f"/v1/attachments/{att['id']}/content")
+            text = (await alice_http.get("/metrics")).text
+    assert 'kefu_media_uploads_total{kind="image"} 1.0' in text
+    assert f'kefu_media_upload_bytes_total{{kind="image"}} {float(att["size"])}' in text
+    assert 'kefu_media_refused_total{code="unsupported_type"} 1.0' in text
+    assert 'kefu_media_downloads_total{variant="original"} 1.0' in text
+    assert 'kefu_media_uploads_in_progress 0.0' in text
