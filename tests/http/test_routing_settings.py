@@ -22,7 +22,7 @@ def test_the_api_model_covers_every_routing_setting_but_the_knowledge_base():
 
 async def test_get_shows_defaults_then_put_replaces_and_persists(nursery, tmp_path):
     path = tmp_path / "routing.json"
-    path.write_text(json.dumps({"tenants": {"shop1": {"strategy": "round_robin", "bot": "none"}}}))
+    path.write_text(json.dumps({"default": {"bot": "none"}, "tenants": {"shop1": {"strategy": "round_robin", "bot": "none"}}}))
     config = make_config(tmp_path, store="sqlite", routing="on", routing_file=str(path))
     first = await nursery.start(serve, config)
     key = await new_key(first)
@@ -46,15 +46,19 @@ async def test_get_shows_defaults_then_put_replaces_and_persists(nursery, tmp_pa
         await stop(again)
 
 
-async def test_new_settings_route_the_next_conversation(start_gateway):
-    gw = await start_gateway(routing="on", store="memory")
+async def test_new_settings_route_the_next_conversation(start_gateway, tmp_path):
+    path = tmp_path / "routing.json"
+    path.write_text(json.dumps({"default": {"bot": "none"}}))
+    gw = await start_gateway(routing="on", routing_file=str(path))
     with trio.fail_after(15):
         async with client(gw, await new_key(gw)) as http:
-            assert (await http.put("/v1/routing", json={"bot": "none"})).status_code == 200
             async with connect(gw.url, token("alice"), resume={}) as alice:
                 conv = (await alice.ok("open"))["conv"]["id"]
-                queued = await alice.next("msg", conv=conv, role="system")
-                assert queued["body"]["event"] == "queued"  # straight to the queue: no bot greeting first
+                assert (await alice.next("msg", conv=conv, role="system"))["body"]["group"] == "default"
+                settings = {"bot": "none", "groups": [{"name": "vip", "match": {"channel": ["app"]}}, {"name": "default"}]}
+                assert (await http.put("/v1/routing", json=settings)).status_code == 200
+                conv = (await alice.ok("open"))["conv"]["id"]
+                assert (await alice.next("msg", conv=conv, role="system"))["body"]["group"] == "vip"
 
 
 async def test_bad_settings_are_refused_naming_the_setting_and_change_nothing(api):
