@@ -24,11 +24,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ...media.downloads import unsatisfiable_headers
-from ...media.errors import MediaError
+from ...media.errors import MEDIA_ERRORS, MediaError
 from ...media.kinds import UPLOAD_KINDS
 from ...media.service import Media
 from ...media.signing import VARIANTS
-from ...protocol.errors import AuthError
+from ...protocol.errors import ERRORS, AuthError
 from .. import keys
 from ..problems import MEDIA_TYPE, TITLES, Problem, respond
 
@@ -169,7 +169,7 @@ def routes(services: Any) -> list[Route]:
 
 def _problem_responses(*statuses: int) -> dict[str, Any]:
     return {
-        str(s): {"description": TITLES.get(s, "Error"), "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        str(s): {"description": TITLES.get(s, "Error"), "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/MediaProblem"}}}}
         for s in statuses
     }
 
@@ -193,6 +193,8 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/v1/conversations/{conv_id}/attachments": {
         "post": {
             "operationId": "upload_attachment",
+            "x-kefu-scopes": ["admin", *sorted(UPLOAD_SCOPES)],
+            "x-kefu-client-token": "a participant of the conversation",
             "summary": "Upload a file into a conversation (a participant's client token, or an ingest/bot key); the body is the file.",
             "security": _SECURITY,
             "parameters": [
@@ -207,6 +209,8 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/v1/attachments/{attachment_id}": {
         "get": {
             "operationId": "show_attachment",
+            "x-kefu-scopes": ["admin", *sorted(READ_SCOPES)],
+            "x-kefu-client-token": "a participant of the conversation, or a supervisor of the tenant",
             "summary": "An attachment's facts and fresh signed URLs (participants, the tenant's supervisors, read/bot/ingest keys).",
             "security": _SECURITY,
             "parameters": [_ID],
@@ -216,6 +220,8 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/v1/attachments/{attachment_id}/content": {
         "get": {
             "operationId": "download_attachment",
+            "x-kefu-scopes": ["admin", *sorted(READ_SCOPES)],
+            "x-kefu-client-token": "a participant of the conversation, or a supervisor of the tenant; or none, with a signed URL",
             "summary": "An attachment's bytes, by credentials or by a signed URL (variant, expires, sig); Range requests are served.",
             "security": [*_SECURITY, {}],
             "parameters": [
@@ -233,3 +239,11 @@ OPENAPI_PATHS: dict[str, Any] = {
         }
     },
 }
+
+
+def openapi_schemas(problem: dict[str, Any]) -> dict[str, Any]:
+    """The schemas these paths refer to: the API's Problem, whose ``code`` may also be a media code."""
+    media_problem = json.loads(json.dumps(problem))
+    media_problem["properties"]["code"]["enum"] = sorted(set(ERRORS) | set(MEDIA_ERRORS))
+    media_problem["description"] = "A Problem whose `code` may also be one of the media codes (docs/media.md)."
+    return {"MediaProblem": media_problem}
