@@ -1,0 +1,227 @@
+"""The media benchmark of issue 12: upload throughput and the gateway's CPU per MB for images, and
+the latency of a text message on the same gateway while uploads run (which should stay within 2x
+of its latency with no uploads).
+
+    python -m bench.media [--target sqlite] [--duration 10] [--uploaders 4] [--rate 50] [--out FILE]
+
+Three phases on one gateway (a subprocess, as bench/servers.py starts it, with its HTTP side on):
+
+1. ``idle``: a shopper sends ``--rate`` text messages per second to an agent; ack and end-to-end
+   latencies are recorded.
+2. ``uploads``: ``--uploaders`` clients upload a ``--width`` x ``--height`` JPEG (noise, so it
+   does not compress away) back to back; uploads/s, MB/s and the gateway's CPU seconds per MB.
+3. ``mixed``: both at once; the same latencies, and their ratio to phase 1.
+
+Timings are results, never test outcomes: the smoke test (tests/bench/test_media_bench.py) runs
+this at tiny sizes and checks only counters and the JSON's shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import socket
+import sys
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+import msgpack
+import trio
+from PIL import Image
+from trio_websocket import open_websocket_url
+
+from gateway.auth import mint_token
+
+from .measure import percentiles
+from .servers import SECRET, TENANT, Server, machine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def photo(width: int, height: int) -> bytes:
+    """A JPEG of noise: as large as a real photo of its size, unlike a flat colour."""
+    out = io.BytesIO()
+    Image.frombytes("RGB", (width, height), os.urandom(width * height * 3)).save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def token(user: str, role: str) -> str:
+    return mint_token(SECRET, tenant=TENANT, user=user, role=role, channel="app", ttl_s=24 * 3600)
+
+
+class Link:
+    """One kefu.v1 WebSocket, live after ``resume``; replies are matched to requests by id."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.ids = 0
+        self.waiting: dict[int, trio.Event] = {}
+        self.replies: dict[int, dict[str, Any]] = {}
+
+    async def send(self, t: str, **fields: Any) -> int:
+        self.ids += 1
+        await self.ws.send_message(msgpack.packb({"t": t, "id": self.ids, **fields}))
+        return self.ids
+
+    async def call(self, t: str, **fields: Any) -> dict[str, Any]:
+        rid = await self.send(t, **fields)
+        while True:
+            frame = msgpack.unpackb(await self.ws.get_message(), raw=False)
+            if frame.get("id") == rid:
+                if frame["t"] == "error":
+                    raise RuntimeError(frame)
+                return frame
+
+
+async def live(url: str, user: str, role: str, stack) -> Link:
+    ws = await stack.enter_async_context(open_websocket_url(f"{url}?token={token(user, role)}", subprotocols=["kefu.v1"]))
+    link = Link(ws)
+    hello = msgpack.unpackb(await ws.get_message(), raw=False)
+    assert hello["t"] == "hello", hello
+    await link.call("resume", convs={})
+    return link
+
+
+async def text_latency(shopper: Link, agent: Link, conv: str, duration: float, rate: float) -> dict[str, Any]:
+    """Send ``rate`` texts per second for ``duration``; ack latency (send -> durable ack) and
+    end-to-end latency (send -> the agent's ``msg``), in seconds."""
+    sent: dict[str, float] = {}
+    acks: list[float] = []
+    e2e: list[float] = []
+    errors = 0
+    expected = int(duration * rate)
+
+    async def read_shopper() -> None:
+        nonlocal errors
+        while len(acks) + errors < expected:
+            frame = msgpack.unpackb(await shopper.ws.get_message(), raw=False)
+            if frame.get("t") == "ack":
+                acks.append(time.perf_counter() - sent[frame["cmid"]])
+            elif frame.get("t") == "error":
+                errors += 1
+
+    async def read_agent() -> None:
+        while len(e2e) < expected:
+            frame = msgpack.unpackb(await agent.ws.get_message(), raw=False)
+            if frame.get("t") == "msg" and frame.get("cmid") in sent:
+                e2e.append(time.perf_counter() - sent[frame["cmid"]])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_shopper)
+        nursery.start_soon(read_agent)
+        start = time.perf_counter()
+        for n in range(expected):
+            await trio.sleep_until(trio.current_time() + max(0.0, start + n / rate - time.perf_counter()))
+            cmid = f"{conv[-6:]}-{time.monotonic_ns()}-{n}"
+            sent[cmid] = time.perf_counter()
+            await shopper.send("send", conv=conv, cmid=cmid, body={"kind": "text", "text": f"还在吗 {n}"})
+        with trio.move_on_after(10):  # the last answers
+            while len(acks) + errors < expected or len(e2e) < len(acks):
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    return {"sent": expected, "acked": len(acks), "delivered": len(e2e), "errors": errors,
+            "ack_latency": _ms(acks), "e2e_latency": _ms(e2e)}
+
+
+def _ms(seconds: list[float]) -> dict[str, Any]:
+    import numpy as np
+
+    return percentiles(np.asarray(seconds, dtype=float) * 1e6)  # it takes microseconds
+
+
+async def upload_loop(http_url: str, conv: str, data: bytes, stop: trio.Event, counts: dict[str, int]) -> None:
+    headers = {"authorization": f"Bearer {token('shopper-0', 'shopper')}"}
+    async with httpx.AsyncClient(base_url=http_url, headers=headers, timeout=60) as client:
+        while not stop.is_set():
+            r = await client.post(f"/v1/conversations/{conv}/attachments", params={"kind": "image"}, content=data)
+            if r.status_code == 201:
+                counts["stored"] += 1
+                counts["bytes"] += len(data)
+            else:
+                counts[f"refused_{r.status_code}"] = counts.get(f"refused_{r.status_code}", 0) + 1
+
+
+async def uploads(server: Server, http_url: str, conv: str, data: bytes, uploaders: int, duration: float, during=None) -> dict[str, Any]:
+    counts = {"stored": 0, "bytes": 0}
+    stop = trio.Event()
+    other: dict[str, Any] = {}
+    cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(uploaders):
+            nursery.start_soon(upload_loop, http_url, conv, data, stop, counts)
+        if during is None:
+            await trio.sleep(duration)
+        else:
+            other = await during()
+        cpu, seconds = server.cpu_seconds() - cpu0, time.perf_counter() - t0
+        stop.set()
+    mb = counts["bytes"] / 1e6
+    return {
+        **counts, "seconds": seconds, "uploads_per_s": counts["stored"] / seconds, "mb_per_s": mb / seconds,
+        "server_cpu_s": cpu, "server_cpu_s_per_mb": cpu / mb if mb else None, **({"latency": other} if other else {}),
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    port = free_port()
+    server = Server(args.target, extra_args=["--metrics-port", str(port), "--media-workers", str(args.workers)])
+    data = photo(args.width, args.height)
+    with server:
+        http_url = f"http://127.0.0.1:{port}"
+        async with AsyncExitStack() as stack:
+            shopper = await live(server.url, "shopper-0", "shopper", stack)
+            agent = await live(server.url, "agent-0", "agent", stack)
+            conv = (await shopper.call("open"))["conv"]["id"]
+            await agent.call("join", conv=conv)
+            await text_latency(shopper, agent, conv, min(1.0, args.duration), args.rate)  # warm-up
+            idle = await text_latency(shopper, agent, conv, args.duration, args.rate)
+            alone = await uploads(server, http_url, conv, data, args.uploaders, args.duration)
+            mixed = await uploads(
+                server, http_url, conv, data, args.uploaders, args.duration,
+                during=lambda: text_latency(shopper, agent, conv, args.duration, args.rate),
+            )
+        build = server.build()
+    ratio = {}
+    for key in ("p50_ms", "p99_ms"):
+        base, loaded = idle["ack_latency"].get(key), mixed["latency"]["ack_latency"].get(key)
+        ratio[key] = loaded / base if base and loaded else None
+    return {
+        "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
+        "target": args.target, "build": build,
+        "options": {"duration": args.duration, "uploaders": args.uploaders, "rate": args.rate, "workers": args.workers,
+                    "image": f"{args.width}x{args.height}", "image_bytes": len(data)},
+        "idle": idle, "uploads": alone, "mixed": mixed, "ack_latency_ratio": ratio,
+        "within_2x": all(r is not None and r <= 2 for r in ratio.values()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.media", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target", default="sqlite", choices=("memory", "sqlite", "memory-pure", "sqlite-pure"))
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each phase")
+    parser.add_argument("--uploaders", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="the gateway's --media-workers")
+    parser.add_argument("--rate", type=float, default=50.0, help="text messages per second")
+    parser.add_argument("--width", type=int, default=2000)
+    parser.add_argument("--height", type=int, default=1500)
+    parser.add_argument("--out", help="write the results here (JSON)")
+    args = parser.parse_args(argv)
+    result = trio.run(run, args)
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""The media benchmark (bench/media.py) at tiny sizes: it runs, every message is acked and
+delivered in both phases, uploads are stored, and the JSON has its shape. Never timings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("numpy", reason="the bench extra is not installed: pip install -e '.[bench]'")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(90)
+def test_media_bench_runs_and_counts(tmp_path: Path) -> None:
+    out = tmp_path / "media.json"
+    cmd = [sys.executable, "-m", "bench.media", "--target", "memory", "--duration", "0.5", "--uploaders", "1",
+           "--width", "160", "--height", "120", "--rate", "10", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=80)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    result = json.loads(out.read_text())
+    for phase in (result["idle"], result["mixed"]["latency"]):
+        assert phase["errors"] == 0 and phase["acked"] == phase["sent"] == phase["delivered"] == 5
+        assert phase["ack_latency"]["count"] == 5
+    for phase in (result["uploads"], result["mixed"]):
+        assert phase["stored"] > 0 and phase["bytes"] == phase["stored"] * result["options"]["image_bytes"]
+        assert not any(key.startswith("refused") for key in phase)
+        assert phase["server_cpu_s_per_mb"] is None or phase["server_cpu_s_per_mb"] >= 0
+    assert set(result["ack_latency_ratio"]) == {"p50_ms", "p99_ms"} and isinstance(result["within_2x"], bool)
