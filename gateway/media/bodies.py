@@ -14,8 +14,9 @@ from ..model import Attachment, Conversation
 from ..protocol.errors import RequestError
 
 MEDIA_KINDS = ("image", "video", "voice", "file")
-#: Body fields the server fills in from the attachment (a sender's values are dropped).
-FACTS = ("size", "type", "w", "h", "duration_ms", "thumbnail")
+#: Body fields the server fills in from the attachment (a sender's values are dropped), and
+#: ``url``: a body with an attachment links to nothing else (a receiver could render a link).
+FACTS = ("size", "type", "w", "h", "duration_ms", "thumbnail", "url")
 
 
 def attachment_id(body: dict[str, Any]) -> str | None:

@@ -4,8 +4,11 @@ before anything else, and counts refusals."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import AsyncIterable
+
+import trio
 
 from ..model import Attachment
 from ..store.writer import Store
@@ -18,6 +21,8 @@ from .kinds import MediaLimits
 from .signing import UrlSigner
 from .stats import MediaStats
 from .uploads import Uploads
+
+log = logging.getLogger("kefu.media")
 
 
 class Media:
@@ -114,9 +119,13 @@ class Media:
             out["thumbnail_url"] = f"{content_path}?{self.signer.query(attachment.id, 'thumbnail')}"
         return out
 
-    def download(self, attachment: Attachment, variant: str, range_header: str | None) -> Download:
+    async def download(self, attachment: Attachment, variant: str, range_header: str | None) -> Download:
         try:
             planned = plan_download(attachment, variant, range_header, self.blobs)
+            if not await trio.to_thread.run_sync(self.blobs.exists, planned.key):
+                # A record whose bytes are gone (removed by hand, a restored backup): an operator's problem.
+                log.error("attachment %s has a record but no blob %s", attachment.id, planned.key)
+                raise MediaError("not_found", "the attachment's bytes are missing")
         except MediaError as exc:
             raise self._refused(exc) from None
         self.stats.downloads[variant] += 1

@@ -32,8 +32,8 @@ async def test_every_kind_is_sent_with_the_facts_of_its_file(gateway) -> None:
             voice = await upload(gateway, conv, "alice", "voice", samples.wav(3.2))
             doc = await upload(gateway, conv, "bob", "file", samples.pdf(), "退货流程.pdf")
 
-            # A sender's claims about the file are replaced by what its bytes said.
-            await shopper.ok("send", conv=conv, cmid="i", body={"kind": "image", "attachment": image.id, "w": 1, "size": 5})
+            # A sender's claims about the file are replaced by what its bytes said (and a URL beside it dropped).
+            await shopper.ok("send", conv=conv, cmid="i", body={"kind": "image", "attachment": image.id, "w": 1, "size": 5, "url": "javascript:alert(1)"})
             got = (await agent.next("msg", conv=conv, cmid="i"))["body"]
             assert got == {"kind": "image", "attachment": image.id, "size": image.size, "type": "image/jpeg",
                            "w": 800, "h": 600, "thumbnail": True, "name": "颜色.jpg"}

@@ -89,9 +89,9 @@ async def test_describe_signs_urls_that_open_the_right_variant(media: Media) -> 
             with pytest.raises(MediaError) as info:
                 await media.by_signature(att.id, "original" if variant == "thumbnail" else "thumbnail", q["expires"], q["sig"])
             assert code_of(info) == "bad_signature"
-        original = await read_all(media.download(att, "original", None))
+        original = await read_all(await media.download(att, "original", None))
         assert original == data
-        thumb = media.download(att, "thumbnail", None)
+        thumb = await media.download(att, "thumbnail", None)
         assert thumb.headers["content-type"] == "image/jpeg" and int(thumb.headers["content-length"]) == att.thumbnail_size
         assert len(await read_all(thumb)) == att.thumbnail_size
 
@@ -100,28 +100,40 @@ async def test_downloads_with_ranges(media: Media) -> None:
     with trio.fail_after(20):
         data = samples.mp4(10_000, media_bytes=600_000)  # more than two read chunks
         att = await media.upload("shop1", "alice", "c1", "video", body(data))
-        whole = media.download(att, "original", None)
+        whole = await media.download(att, "original", None)
         assert whole.status == 200 and whole.headers["content-length"] == str(len(data))
         assert whole.headers["accept-ranges"] == "bytes" and whole.headers["content-type"] == "video/mp4"
         assert await read_all(whole) == data
-        part = media.download(att, "original", "bytes=300000-300099")
+        part = await media.download(att, "original", "bytes=300000-300099")
         assert part.status == 206 and part.headers["content-range"] == f"bytes 300000-300099/{len(data)}"
         assert await read_all(part) == data[300000:300100]
-        tail = media.download(att, "original", "bytes=-1000")
+        tail = await media.download(att, "original", "bytes=-1000")
         assert await read_all(tail) == data[-1000:]
         with pytest.raises(MediaError) as info:
-            media.download(att, "original", f"bytes={len(data)}-")
+            await media.download(att, "original", f"bytes={len(data)}-")
         assert code_of(info) == "range_not_satisfiable"
         with pytest.raises(MediaError) as info:
-            media.download(att, "thumbnail", None)  # a video has none
+            await media.download(att, "thumbnail", None)  # a video has none
         assert code_of(info) == "not_found"
 
 
 async def test_files_are_offered_as_downloads_never_rendered(media: Media) -> None:
     with trio.fail_after(20):
         att = await media.upload("shop1", "alice", "c1", "file", body(samples.TEXT), name='a"b;c 发票.txt')
-        headers = media.download(att, "original", None).headers
+        headers = (await media.download(att, "original", None)).headers
         assert headers["content-type"] == "text/plain"
         assert headers["x-content-type-options"] == "nosniff"
         assert "sandbox" in headers["content-security-policy"]
         assert headers["content-disposition"].startswith('attachment; filename="a_b_c __.txt"; filename*=UTF-8\'\'')
+
+
+async def test_a_record_whose_bytes_are_gone_is_not_found_and_logged(media: Media, caplog) -> None:
+    from gateway.media.uploads import blob_key
+
+    with trio.fail_after(20):
+        att = await media.upload("shop1", "alice", "c1", "file", body(samples.pdf()))
+        media.blobs.delete(blob_key(att.id))
+        with pytest.raises(MediaError) as info:
+            await media.download(att, "original", None)
+    assert code_of(info) == "not_found"
+    assert any("no blob" in r.getMessage() for r in caplog.records)

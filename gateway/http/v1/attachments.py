@@ -150,7 +150,7 @@ def routes(services: Any) -> list[Route]:
                 if variant not in VARIANTS:
                     raise MediaError("not_found", f"variant must be one of {', '.join(VARIANTS)}")
                 attachment = await media.visible(who.tenant, who.user, who.role, attachment_id, tenant_wide=who.tenant_wide)
-            download = media.download(attachment, variant, request.headers.get("range"))
+            download = await media.download(attachment, variant, request.headers.get("range"))
         except Problem as problem:
             return respond(problem, request.method, request.url.path, services.stats.http_refusals)
         except MediaError as exc:
