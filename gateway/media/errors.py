@@ -31,7 +31,7 @@ MEDIA_ERRORS: dict[str, MediaErrorCode] = {
         MediaErrorCode("bad_signature", 403, "The signed URL was altered or signed with another key."),
         MediaErrorCode("url_expired", 403, "The signed URL has expired: ask for a new one."),
         MediaErrorCode("range_not_satisfiable", 416, "The requested byte range starts past the end of the attachment."),
-        MediaErrorCode("busy", 503, "Too many uploads are being processed: retry shortly."),
+        MediaErrorCode("busy", 503, "Too many uploads in progress or waiting to be inspected: retry shortly."),
     )
 }
 

@@ -54,8 +54,12 @@ def clean_name(name: str) -> str:
 
 
 class Uploads:
-    def __init__(self, store: Store, blobs: BlobStore, inspector: Inspector, spool_dir: str | os.PathLike[str], stats: MediaStats) -> None:
+    def __init__(
+        self, store: Store, blobs: BlobStore, inspector: Inspector, spool_dir: str | os.PathLike[str], stats: MediaStats,
+        *, max_in_progress: int = 64,
+    ) -> None:
         self.store = store
+        self.max_in_progress = max_in_progress  # bodies being received at once; more are ``busy``
         self.blobs = blobs
         self.inspector = inspector
         self.spool_dir = os.fspath(spool_dir)
@@ -67,6 +71,9 @@ class Uploads:
         refused, and lets the body's own errors (a client gone) through. Either way nothing stays."""
         limits = self.inspector.limits
         limits.rule(kind)  # unknown_kind before a byte is read
+        if self.stats.uploads_in_progress >= self.max_in_progress:
+            self.stats.refused["busy"] += 1
+            raise MediaError("busy", "too many uploads in progress; retry shortly")
         self.stats.uploads_in_progress += 1
         spool: BinaryIO = await trio.to_thread.run_sync(partial(tempfile.TemporaryFile, dir=self.spool_dir))
         try:

@@ -183,3 +183,25 @@ def test_clean_name() -> None:
     assert clean_name("a\\b\\c.txt") == "c.txt"
     assert clean_name("x\r\ny.pdf") == "xy.pdf"
     assert len(clean_name("n" * 1000)) == 256
+
+
+async def test_uploads_past_the_bound_in_progress_are_busy(setup: Setup) -> None:
+    setup.uploads.max_in_progress = 1
+    started = trio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield b"x"
+        started.set()
+        await trio.sleep_forever()
+        yield b""  # pragma: no cover
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(setup.uploads.receive, CONV, "alice", "file", stalls())
+            await started.wait()
+            with pytest.raises(MediaError) as info:
+                await receive(setup, "file", samples.pdf())
+            assert info.value.code == "busy" and setup.stats.refused["busy"] == 1
+            nursery.cancel_scope.cancel()
+    assert await receive(setup, "file", samples.pdf())  # the bound frees with the upload
+    assert setup.files() != []
