@@ -1,7 +1,7 @@
 """Who may do what to a conversation: one table, action × role × relation, and one check.
 
 The table is data: ``docs/authorization.md`` is rendered from it (``python -m
-gateway.conversations.authz`` prints it; a test checks the file matches), and a test asserts every
+gateway.conversations`` prints it; a test checks the file matches), and a test asserts every
 cell against the conversation service. No handler decides access by itself.
 
 Relations of a principal to a conversation:
@@ -111,7 +111,7 @@ def markdown() -> str:
     lines = [
         "# Authorization",
         "",
-        "Generated from `gateway/conversations/authz.py` (`python -m gateway.conversations.authz >"
+        "Generated from `gateway/conversations/authz.py` (`python -m gateway.conversations >"
         " docs/authorization.md`); a test checks that this file matches the table.",
         "",
         "Every conversation action of every interface (WebSocket, REST, routing, bots) is decided by"
@@ -134,6 +134,3 @@ def markdown() -> str:
     lines.append("")
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    print(markdown(), end="")

@@ -263,6 +263,7 @@ class ConversationService:
             p = await self.store.execute(AddParticipant(Participant(state.conv.id, user, role, now_ms())))
         finally:
             state.inflight -= 1
+        state.members[user] = role  # here at once; other nodes (and this one's subscriptions) by the bus
         self._publish_membership(state.conv.id, state.conv.tenant, user, role, True)
         notice = {"t": "joined", "conv": state.conv.id, "user": user, "role": role, "name": name, "ts": p.joined_at}
         self._publish_event(state.conv.id, env.event_frame(notice), user)
@@ -277,6 +278,7 @@ class ConversationService:
             state.inflight -= 1
         notice = {"t": "left", "conv": state.conv.id, "user": user, "role": role, "ts": now_ms()}
         self._publish_event(state.conv.id, env.event_frame(notice), None)
+        state.members.pop(user, None)
         self._publish_membership(state.conv.id, state.conv.tenant, user, role, False)
 
     async def _update(self, state: ConvState, by: str, **changes: str | None) -> Conversation:
@@ -285,6 +287,7 @@ class ConversationService:
             conv = await self.store.execute(SetStatus(state.conv.id, **changes))
         finally:
             state.inflight -= 1
+        state.conv = conv
         self._publish(self.bus.publish_conversation, self.node_id, conv)
         self._publish_event(conv.id, env.event_frame({"t": "conv", "conv": env.conversation_map(conv), "by": by}), None)
         self.hub.release(state)
