@@ -13,7 +13,8 @@ Relations of a principal to a conversation:
 Outcomes are ``allow`` or the protocol's error code. A shopper and every principal of another
 tenant get ``not_found``, never ``forbidden``, for a conversation they may not see: which ids
 exist is not revealed. A cell that cannot arise (the server itself is never a participant) is None.
-Actions that do not name a conversation (``open``, ``list``) have only the ``same_tenant`` column.
+Actions that do not name a conversation (``open``, ``list``, ``status``, ``queues``) have only the
+``same_tenant`` column.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ ROLES = ("shopper", "agent", "supervisor", "bot", SYSTEM)
 PARTICIPANT, SAME_TENANT, OTHER_TENANT = RELATIONS = ("participant", "same_tenant", "other_tenant")
 
 A, F, N, X = ALLOW, FORBIDDEN, NOT_FOUND, None
+
+# Actions that name no conversation: decided on the role alone, in the principal's own tenant.
+TENANT_ACTIONS = ("open", "list", "status", "queues")
 
 # action -> role -> (participant, same_tenant, other_tenant)
 TABLE: dict[str, dict[str, tuple[str | None, str | None, str | None]]] = {
@@ -50,6 +54,13 @@ TABLE: dict[str, dict[str, tuple[str | None, str | None, str | None]]] = {
     # reading: members, and a supervisor (or the tenant's backend) reads the whole tenant
     "history": {"shopper": (A, N, N), "agent": (A, F, N), "supervisor": (A, A, N), "bot": (A, F, N), SYSTEM: (X, A, N)},
     "catch_up": {"shopper": (A, N, N), "agent": (A, F, N), "supervisor": (A, A, N), "bot": (A, F, N), SYSTEM: (X, A, N)},
+    # routing's requests (gateway.routing.service): access here, then routing's own rules on the
+    # stage and the assignee (only the assigned agent or a supervisor transfers or resolves)
+    "status": {"shopper": (X, F, X), "agent": (X, A, X), "supervisor": (X, A, X), "bot": (X, F, X), SYSTEM: (X, F, X)},
+    "queues": {"shopper": (X, F, X), "agent": (X, F, X), "supervisor": (X, A, X), "bot": (X, F, X), SYSTEM: (X, A, X)},
+    "take": {"shopper": (F, N, N), "agent": (A, A, N), "supervisor": (A, A, N), "bot": (F, F, N), SYSTEM: (X, F, N)},
+    "transfer": {"shopper": (F, N, N), "agent": (A, A, N), "supervisor": (A, A, N), "bot": (F, F, N), SYSTEM: (X, A, N)},
+    "resolve": {"shopper": (A, N, N), "agent": (A, A, N), "supervisor": (A, A, N), "bot": (A, F, N), SYSTEM: (X, A, N)},
     # asking routing for a human: the shopper, or the conversation's bot handing over
     "handoff": {"shopper": (A, N, N), "agent": (F, F, N), "supervisor": (F, F, N), "bot": (A, F, N), SYSTEM: (X, F, N)},
     # stage, assignee, group, tags: the server's routing, a supervisor, or an agent serving it
@@ -65,6 +76,11 @@ MESSAGES: dict[tuple[str, str], str] = {
     ("list", FORBIDDEN): "you may not list conversations",
     ("leave", FORBIDDEN): "the customer cannot leave their conversation; close it instead",
     ("post", FORBIDDEN): "only a participating bot or the system posts on the server's behalf",
+    ("status", FORBIDDEN): "only agents and supervisors take conversations",
+    ("queues", FORBIDDEN): "only supervisors see the queues",
+    ("take", FORBIDDEN): "only agents and supervisors take conversations",
+    ("transfer", FORBIDDEN): "only the assigned agent or a supervisor transfers a conversation",
+    ("resolve", FORBIDDEN): "only the assigned agent, the bot, the customer or a supervisor resolves a conversation",
     ("handoff", FORBIDDEN): "only the shopper or the conversation's bot asks for a handoff",
     ("update", FORBIDDEN): "only a supervisor, a participating agent or the system changes a conversation",
     ("assign", FORBIDDEN): "only the system adds or removes other participants",
