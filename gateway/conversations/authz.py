@@ -89,11 +89,12 @@ NOT_A_MEMBER = "you are not a participant of this conversation: join it first"
 NO_SUCH_CONVERSATION = "no such conversation"
 
 
-def relation(tenant: str, user: str, conv_tenant: str | None, members: object) -> str:
-    """How a principal (``tenant``, ``user``) relates to a conversation (``conv_tenant`` None: missing)."""
+def relation(tenant: str, user: str, role: str, conv_tenant: str | None, members: object) -> str:
+    """How a principal relates to a conversation (``conv_tenant`` None: there is none). The
+    system is never a participant, whatever user id it acts under."""
     if conv_tenant is None or conv_tenant != tenant:
         return OTHER_TENANT
-    if user in members:  # type: ignore[operator]
+    if user in members and role != SYSTEM:  # type: ignore[operator]
         return PARTICIPANT
     return SAME_TENANT
 
@@ -110,7 +111,7 @@ def decide(action: str, role: str, rel: str) -> str:
 def check(action: str, who: object, conv_tenant: str | None, members: object = ()) -> None:
     """Raise the table's RequestError unless ``who`` (tenant, user, role) may do ``action`` to a
     conversation of ``conv_tenant`` with ``members`` (for ``open`` and ``list``: the own tenant)."""
-    rel = relation(who.tenant, who.user, conv_tenant, members)  # type: ignore[attr-defined]
+    rel = relation(who.tenant, who.user, who.role, conv_tenant, members)  # type: ignore[attr-defined]
     outcome = decide(action, who.role, rel)  # type: ignore[attr-defined]
     if outcome is not ALLOW:
         raise refusal(action, outcome)

@@ -9,6 +9,7 @@ from gateway.bus import LocalBus
 from gateway.conversations.service import ConversationService
 from gateway.hub import Hub
 from gateway.metrics import Stats
+from gateway.protocol.fields import Limits
 from gateway.store import MemoryBackend, SqliteBackend
 from gateway.store.writer import Store
 
@@ -39,7 +40,7 @@ async def service(request, nursery, tmp_path):
     bus = LocalBus()
     recorder = Recorder()
     await nursery.start(bus.run, recorder)
-    svc = ConversationService(store, Hub(), bus, stats, node_id="node-a", history_page=50, reply_bytes=1 << 20)
+    svc = ConversationService(store, Hub(), bus, stats, node_id="node-a", limits=Limits(history_page=50), reply_bytes=1 << 20)
     svc.recorder = recorder  # type: ignore[attr-defined]
     yield svc
 

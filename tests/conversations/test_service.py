@@ -72,9 +72,19 @@ async def test_an_uncached_conversation_is_loaded_first(service):
 async def test_post_takes_the_next_seq_and_refuses_a_closed_conversation(service):
     conv = (await service.open(ALICE)).conv.id
     await send(service, ALICE, conv, "m1")
-    m = await service.post(system("t1"), conv, {"kind": "event", "event": "queued", "text": "稍等"})
-    assert (m.seq, m.sender, m.sender_role) == (2, "system", "system")
+    posted = await service.post(system("t1"), conv, {"kind": "event", "event": "queued", "text": "稍等"})
+    m = posted.message
+    assert (m.seq, m.sender, m.sender_role, posted.duplicate) == (2, "system", "system", False)
+    backend = Principal("t1", "order-service", "system")  # a tenant's backend, idempotent by cmid
+    first = await service.post(backend, conv, {"kind": "text", "text": "已发货"}, cmid="ship-1")
+    again = await service.post(backend, conv, {"kind": "text", "text": "已发货"}, cmid="ship-1")
+    assert (first.message.seq, again.message.seq, again.duplicate) == (3, 3, True)
+    assert [e[2] for e in service.recorder.of("message")] == [1, 2, 3]  # the duplicate is not delivered again
+    with pytest.raises(RequestError) as bad:
+        await service.post(Principal("t1", "robot", "bot"), conv, {"kind": "event", "event": "x"})  # lifecycle events are the system's
+    assert bad.value.code == "bad_request"
     await service.close(ALICE, conv)
+    assert (await service.post(backend, conv, {"kind": "text", "text": "已发货"}, cmid="ship-1")).duplicate
     with pytest.raises(RequestError) as closed:
         await service.post(system("t1"), conv, {"kind": "text", "text": "x"})
     assert closed.value.code == "conversation_closed"
