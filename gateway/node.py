@@ -51,7 +51,7 @@ class Node:
         self.id = secrets.token_hex(6)  # this node on the bus: its own echoes carry it
         limits = config.limits
         self.service = ConversationService(
-            store, self.hub, self.bus, stats, node_id=self.id, history_page=limits.history_page, reply_bytes=config.max_outbox_bytes // 4
+            store, self.hub, self.bus, stats, node_id=self.id, limits=limits, reply_bytes=config.max_outbox_bytes // 4
         )
         self.handlers = RequestHandlers(config, self.service, self.hub, authenticator, stats)
         self.server = WebSocketServer(config, stats, self.handlers)
