@@ -151,6 +151,7 @@ async def _serve(config: Config) -> None:
             print(f"  WebSocket: {running.url}  (subprotocol kefu.v1)", flush=True)
             if running.metrics_url:
                 print(f"  Metrics:   {running.metrics_url}", flush=True)
+                print(f"  REST API:  {running.http_url}/v1  (OpenAPI: /v1/openapi.json; keys: kefu apikey create)", flush=True)
             signing = "--jwt-secret <the same secret>" if config.jwt_secret else f"--data-dir {config.data_dir}"
             print(f"  Token:     kefu token {signing} --tenant demo --user alice --role shopper", flush=True)
             async for signum in signals:
