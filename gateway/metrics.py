@@ -74,6 +74,8 @@ class Stats:
         self.auth_failures: Counter[str] = Counter()  # by code
         self.closes: Counter[int] = Counter()  # server-initiated closes by close code
         self.rate_limited = 0
+        self.refused: Counter[str] = Counter()  # inbound input refused or dropped, by reason
+        self.preauth_bytes = lambda: 0  # bytes held by connections not yet authenticated (set by the node)
 
 
 class KefuCollector(Collector):
@@ -138,6 +140,15 @@ class KefuCollector(Collector):
             "kefu_slow_consumer_disconnects", "Connections closed for a full outbox.", value=s.slow_consumer_disconnects
         )
         yield CounterMetricFamily("kefu_rate_limited", "Requests refused by the rate limit.", value=s.rate_limited)
+        refused = CounterMetricFamily(
+            "kefu_input_refused", "Inbound frames, bytes or connections refused or dropped, by reason.", labels=["reason"]
+        )
+        for reason, n in sorted(s.refused.items()):
+            refused.add_metric([reason], n)
+        yield refused
+        yield GaugeMetricFamily(
+            "kefu_preauth_bytes", "Bytes received from connections that have not authenticated yet.", value=s.preauth_bytes()
+        )
         errors = CounterMetricFamily("kefu_errors", "Error frames sent, by code.", labels=["code"])
         for code, n in sorted(s.errors.items()):
             errors.add_metric([code], n)

@@ -45,6 +45,7 @@ from .model import (
     AppendMessage,
     StoredMessage,
 )
+from .protocol import admission
 from .protocol import envelope as env
 from .protocol.errors import (
     AUTH_ERRORS,
@@ -54,11 +55,12 @@ from .protocol.errors import (
     CLOSE_POLICY_VIOLATION,
     CLOSE_SERVICE_RESTART,
     CLOSE_TOO_MANY_CONNECTIONS,
+    CLOSE_TRY_AGAIN_LATER,
     AuthError,
     RequestError,
 )
 from .protocol.frames import OP_BINARY, OP_PING, FrameDecoder, encode_frame
-from .store.base import NotFound, StoreError
+from .store.base import NotFound, StoreDamaged, StoreError
 from .store.writer import Store
 from .transport import handshake
 from .transport.connection import Connection, ParkingLot, Writer, finish, read_frames
@@ -70,6 +72,12 @@ CATCHUP_PAGE = 500
 CATCHUP_LIMIT = 2000  # messages one resume sends per conversation; past it the client resumes again
 MAX_RESUME_CONVS = 1000
 MAX_LIST = 100
+PREAUTH_MAX_FRAGMENTS = 8  # frames one message may come in before authentication
+PREAUTH_MAX_REFUSED = 8  # requests refused before authentication (unauthenticated, bad_frame…) before closing
+BUSY_RESPONSE = (  # to a connection refused before anything of it is read
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 12\r\nConnection: close\r\n\r\nserver busy\n"
+)
 
 
 def now_ms() -> int:
@@ -121,6 +129,8 @@ class Node:
         self._done = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._rate = config.rate_per_second
+        self.preauth = admission.PreAuthBudget(config.max_pending_bytes, config.max_preauth_bytes)
+        stats.preauth_bytes = lambda: self.preauth.held
         self._handlers: dict[str, Callable[[Connection, dict[str, Any]], Awaitable[None] | None]] = {
             "send": self._send,
             "receipt": self._receipt,
@@ -205,24 +215,44 @@ class Node:
                                 break
                             raise
                         sock.setblocking(False)
+                        if not self.preauth.admit():
+                            self._refuse_busy(sock)
+                            continue
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                         nursery.start_soon(self._serve_socket, sock, f"{addr[0]}:{addr[1]}")
             finally:
                 trio.lowlevel.notify_closing(listener)
                 listener.close()
 
+    def _refuse_busy(self, sock: socket.socket) -> None:
+        """Connections that have not authenticated hold all they may: answer 503 without reading."""
+        self.stats.refused["pending_budget"] += 1
+        self.stats.handshakes_failed["busy"] += 1
+        try:
+            sock.send(BUSY_RESPONSE)
+        except OSError:
+            pass
+        sock.close()
+
     async def _heartbeat(self) -> None:
         """One task for every connection's timers: ping the quiet, close the idle and the unauthenticated."""
         cfg = self.config
-        tick = max(0.05, min(cfg.heartbeat_s, cfg.idle_timeout_s, cfg.handshake_timeout_s) / 4)
+        tick = max(0.05, min(cfg.heartbeat_s, cfg.idle_timeout_s, cfg.handshake_timeout_s, cfg.frame_timeout_s) / 4)
         while True:
             await trio.sleep(tick)
             now, wall = time.monotonic(), time.time()
             for conn in list(self.connections):
                 quiet = now - conn.last_recv
                 if conn.identity is None:
-                    if now - conn.created > cfg.handshake_timeout_s:
+                    if conn.partial_since and now - conn.partial_since > cfg.frame_timeout_s:
+                        self.stats.refused["frame_timeout"] += 1
+                        conn.close(CLOSE_POLICY_VIOLATION, "frame not completed in time")
+                    elif now - conn.created > cfg.handshake_timeout_s:
                         self._refuse(conn, AuthError("token_missing", "no auth frame within the handshake timeout"), None)
+                elif conn.partial_since and now - conn.partial_since > cfg.frame_timeout_s:
+                    self.stats.refused["frame_timeout"] += 1
+                    log.info("frame not completed within %.0f s, closing", cfg.frame_timeout_s, extra=conn.log_extra)
+                    conn.close(CLOSE_POLICY_VIOLATION, "frame not completed in time")
                 elif wall > conn.identity.expires_at:
                     self._refuse(conn, AuthError("token_expired", "the token expired: reconnect with a new one, or send `auth` with a fresh token before expiry"), None)
                 elif quiet > cfg.idle_timeout_s:
@@ -238,17 +268,21 @@ class Node:
         """One connection: HTTP upgrade, then frames until it closes (one task, one frame chain)."""
         accepted = time.monotonic()
         upgrade, data = None, b""
+        charged = [0]  # bytes of the upgrade request, charged to the pre-auth budget
         try:
             with trio.move_on_after(self.config.handshake_timeout_s):
-                upgrade, data = await self._handshake(sock)
+                upgrade, data = await self._handshake(sock, charged)
         except OSError:
             upgrade = None
         if upgrade is None:
+            self.preauth.release(charged[0])
             sock.close()
             return
         token, upgrade = upgrade.token, None
         conn = Connection(sock, f"{self._prefix}-{next(self._ids)}", peer, self.writer, self.lot if self._parking else None)
         conn.created = accepted  # one handshake timeout for the upgrade and the authentication together
+        conn.preauth_bytes = charged[0]
+        conn.tokens = float(self.limits.rate_burst)  # every frame counts, from the first
         self.connections.add(conn)
         self.stats.connections_opened += 1
         if token is not None:
@@ -264,8 +298,12 @@ class Node:
         """A connection's reader task, from its upgrade or from the parking lot, until it closes
         (then it is forgotten and finished here) or is parked again (then it lives on)."""
         parked = False
+        if conn.identity is None:  # small limits until it authenticates (then raised by _authenticate)
+            decoder = conn.decoder = FrameDecoder(min(self.limits.max_frame_bytes, self.config.max_preauth_bytes), max_fragments=min(PREAUTH_MAX_FRAGMENTS, self.config.max_fragments))
+        else:
+            decoder = FrameDecoder(self.limits.max_frame_bytes, max_fragments=self.config.max_fragments)
         try:
-            parked = await read_frames(conn, FrameDecoder(max_message_size=self.limits.max_frame_bytes), data, self.on_frame, self._on_text, self.stats)
+            parked = await read_frames(conn, decoder, data, self.on_frame, self._on_text, self.stats, self._on_control, self._on_preauth_input)
         except Exception:
             log.exception("connection failed", extra=conn.log_extra)
             conn.close(CLOSE_INTERNAL_ERROR, "internal error")
@@ -285,9 +323,18 @@ class Node:
             conn.closed = True
             conn.sock.close()
 
-    async def _handshake(self, sock: socket.socket) -> tuple[handshake.Upgrade | None, bytes]:
+    async def _handshake(self, sock: socket.socket, charged: list[int]) -> tuple[handshake.Upgrade | None, bytes]:
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=handshake.MAX_REQUEST_BYTES)
-        request = await handshake.read_request(sock, http)
+
+        def charge(n: int) -> bool:
+            refused = self.preauth.charge(charged[0], n)
+            if refused is not None:
+                self.stats.refused[refused] += 1
+                return False
+            charged[0] += n
+            return True
+
+        request = await handshake.read_request(sock, http, charge)
         if request is None:
             self.stats.handshakes_failed["bad_request"] += 1
             return None, b""
@@ -304,7 +351,13 @@ class Node:
 
     def _forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        if conn.error_counts is not None:
+            repeated = {code: n for code, n in conn.error_counts.items() if n > 1}
+            if repeated:
+                log.info("errors sent on this connection: %s", ", ".join(f"{c} x{n}" for c, n in sorted(repeated.items())), extra=conn.log_extra)
         if conn.identity is None:
+            self.preauth.release(conn.preauth_bytes)
+            conn.preauth_bytes = 0
             return
         if conn.live and not any(c.live for c in self.hub.connections_of(*conn.user_key) if c is not conn):
             self._presence(conn, online=False)  # while conn.convs still lists the conversations
@@ -317,19 +370,25 @@ class Node:
     # ---- requests -----------------------------------------------------------------------------
 
     def on_frame(self, conn: Connection, payload: bytes) -> Awaitable[None] | None:
-        """Handle one binary message: decode, authenticate, rate-limit, dispatch."""
+        """Handle one binary message: rate-limit, decode, authenticate, dispatch."""
+        verdict = admission.charge_frame(conn, conn.last_recv, self._rate, self.limits.rate_burst, self.config.flood_close_after) if self._rate else admission.ADMIT
         try:
             req = env.decode_request(payload)
         except RequestError as exc:
-            self._error(conn, exc, exc.extra.pop("id", None))
+            if verdict == admission.ADMIT:
+                self._error(conn, exc, exc.extra.pop("id", None))
+            else:
+                self._over_rate(conn, verdict, None)
+            return None
+        if verdict != admission.ADMIT:
+            self._over_rate(conn, verdict, env.request_id(req))
             return None
         t = req["t"]
         if conn.identity is None:
             if t == "auth":
                 return self._auth_frame(conn, req)
             self._error(conn, RequestError("unauthenticated", "authenticate first: send `auth` with a token"), env.request_id(req))
-            return None
-        if self._rate and not self._take_token(conn, req):
+            self._refused_before_auth(conn)
             return None
         handler = self._handlers.get(t)
         if handler is None:
@@ -353,6 +412,9 @@ class Node:
             await pending
         except RequestError as exc:
             self._error(conn, exc, env.request_id(req))
+        except StoreDamaged as exc:
+            log.error("store damaged on %r: %s", req["t"], exc, extra=conn.log_extra)
+            self._error(conn, RequestError("storage_damaged", "the server's storage is damaged; an operator has been alerted"), env.request_id(req))
         except StoreError as exc:
             log.warning("store error on %r: %s", req["t"], exc, extra=conn.log_extra)
             self._error(conn, RequestError("unavailable", "storage unavailable, retry"), env.request_id(req))
@@ -361,39 +423,71 @@ class Node:
             self._error(conn, RequestError("internal", "internal error"), env.request_id(req))
 
     def _on_text(self, conn: Connection) -> None:
+        verdict = admission.charge_frame(conn, conn.last_recv, self._rate, self.limits.rate_burst, self.config.flood_close_after)
+        if verdict != admission.ADMIT:
+            self._over_rate(conn, verdict, None)
+            return
         self._error(conn, RequestError("bad_frame", "kefu.v1 uses binary frames: send msgpack in a binary message"), None)
+        if conn.identity is None:
+            self._refused_before_auth(conn)
+
+    def _on_control(self, conn: Connection) -> bool:
+        """A ping or pong counts against the rate like any frame; a refused ping is not answered."""
+        verdict = admission.charge_frame(conn, conn.last_recv, self._rate, self.limits.rate_burst, self.config.flood_close_after)
+        if verdict == admission.ADMIT:
+            return True
+        self._over_rate(conn, verdict, None)
+        return False
+
+    def _on_preauth_input(self, conn: Connection, n: int) -> bool:
+        """Charge a chunk read before authentication; refuse a connection past its or the total budget."""
+        refused = self.preauth.charge(conn.preauth_bytes, n)
+        if refused is None:
+            conn.preauth_bytes += n
+            return True
+        self.stats.refused[refused] += 1
+        log.info("input before authentication refused: %s", refused, extra=conn.log_extra)
+        if refused == admission.PreAuthBudget.TOTAL:
+            conn.close(CLOSE_TRY_AGAIN_LATER, "server busy: retry later")
+        else:
+            conn.close(CLOSE_POLICY_VIOLATION, "too much input before authentication")
+        return False
+
+    def _refused_before_auth(self, conn: Connection) -> None:
+        """Before authentication a client has nothing to send but `auth`: a few mistakes, then close."""
+        counts = conn.error_counts or {}
+        if sum(counts.values()) >= PREAUTH_MAX_REFUSED:
+            self.stats.refused["unauthenticated"] += 1
+            conn.close(CLOSE_POLICY_VIOLATION, "authenticate first")
+
+    def _over_rate(self, conn: Connection, verdict: int, rid: int | str | None) -> None:
+        """A frame over the connection's rate: refuse it (a request hears ``rate_limited``), or
+        close the connection once its excess says it floods."""
+        self.stats.rate_limited += 1
+        self.stats.refused["rate_limited"] += 1
+        if verdict == admission.CLOSE:
+            self.stats.refused["flood"] += 1
+            log.warning("flood: %.0f frames over the rate limit, closing", conn.violations, extra=conn.log_extra)
+            conn.close(CLOSE_POLICY_VIOLATION, "flood over the rate limit")
+            return
+        retry_ms = admission.retry_after_ms(conn, self._rate)
+        self._error(conn, RequestError("rate_limited", "over the message rate limit", retry_after_ms=retry_ms), rid)
 
     def _error(self, conn: Connection, exc: RequestError, rid: int | str | None) -> None:
+        """Send an error frame. Each code is logged once per connection; repeats are counted and
+        summed up in one line when the connection ends."""
         self.stats.errors[exc.code] += 1
-        if exc.code not in ("rate_limited",):
+        counts = conn.error_counts
+        if counts is None:
+            counts = conn.error_counts = {}
+        seen = counts.get(exc.code, 0)
+        counts[exc.code] = seen + 1
+        if not seen:
             log.info("error %s: %s", exc.code, exc.message, extra=conn.log_extra)
         conn.push(encode_frame(OP_BINARY, env.error_frame(exc.code, exc.message, exc.retryable, rid, **exc.extra)))
 
     def _ok(self, conn: Connection, req: dict[str, Any], **fields: Any) -> None:
         conn.push(frame({"t": "ok", "id": env.request_id(req), **fields}))
-
-    def _take_token(self, conn: Connection, req: dict[str, Any]) -> bool:
-        """Token bucket per connection, refilled by the time of the chunk being read. A mild excess
-        is an error the client may retry; a long run of refused requests is a flood and closes."""
-        now = conn.last_recv
-        tokens = min(self.limits.rate_burst, conn.tokens + (now - conn.token_time) * self._rate)
-        conn.token_time = now
-        if tokens >= 1.0:
-            conn.tokens = tokens - 1.0
-            conn.violations = 0
-            return True
-        conn.tokens = tokens
-        conn.violations += 1
-        self.stats.rate_limited += 1
-        if conn.violations == 1:
-            log.info("rate limited", extra=conn.log_extra)
-        if conn.violations >= self.config.flood_close_after:
-            log.warning("flood: %d requests over the rate limit, closing", conn.violations, extra=conn.log_extra)
-            conn.close(CLOSE_POLICY_VIOLATION, "flood over the rate limit")
-            return False
-        retry_ms = math.ceil((1.0 - tokens) / self._rate * 1000)
-        self._error(conn, RequestError("rate_limited", "over the message rate limit", retry_after_ms=retry_ms), env.request_id(req))
-        return False
 
     # ---- authentication -----------------------------------------------------------------------
 
@@ -429,8 +523,11 @@ class Node:
             return False
         conn.identity = identity
         conn.user_key = user_key
-        conn.tokens = float(self.limits.rate_burst)
-        conn.token_time = conn.last_recv
+        self.preauth.release(conn.preauth_bytes)
+        conn.preauth_bytes = 0
+        if conn.decoder is not None:
+            conn.decoder.set_limits(self.limits.max_frame_bytes, self.config.max_fragments)
+            conn.decoder = None
         self.hub.add_connection(conn)
         self.stats.connections[identity.role] += 1
         if self.routing is not None:
@@ -798,7 +895,8 @@ class Node:
         status = req.get("status")
         if status is not None and status not in (OPEN, CLOSED):
             raise RequestError("bad_request", "field `status` must be one of open, closed")
-        everyone = identity.role == "supervisor" and not req.get("mine")
+        mine = env.need_optional_bool(req, "mine")
+        everyone = identity.role == "supervisor" and not mine
         convs = await self.store.list_conversations(
             identity.tenant, user=None if everyone else identity.user, status=status, before=before, before_id=before_id, limit=limit + 1
         )
@@ -835,7 +933,7 @@ class Node:
         if len(cursors) > MAX_RESUME_CONVS:
             raise RequestError("too_large", f"at most {MAX_RESUME_CONVS} conversations per resume")
         for conv_id, last in cursors.items():
-            if type(conv_id) is not str or type(last) is not int or last < 0:
+            if type(conv_id) is not str or type(last) is not int or last < 0 or last > env.MAX_INT:
                 raise RequestError("bad_request", "field `convs` must map conversation ids to last sequence numbers (>= 0)")
         identity = conn.identity
         first_live = not conn.live and len([c for c in self.hub.connections_of(*conn.user_key) if c.live]) == 0
@@ -853,6 +951,9 @@ class Node:
                 self._check_reader(conn, state)
             except RequestError as exc:
                 resumed[conv_id] = {"error": exc.code}
+                continue
+            if last > state.last_seq:  # never silently skip what will be stored under these seqs
+                resumed[conv_id] = {"error": "cursor_ahead", "last_seq": state.last_seq}
                 continue
             resumed[conv_id] = await self._catch_up(conn, state, last)
         if first_live:
@@ -895,6 +996,9 @@ class Node:
 def _store_failure(result: object) -> RequestError:
     if isinstance(result, NotFound):
         return RequestError("not_found", "no such conversation")
+    if isinstance(result, StoreDamaged):
+        log.error("store damaged: %s", result)
+        return RequestError("storage_damaged", "the server's storage is damaged; an operator has been alerted")
     log.warning("store failure: %s", result)
     return RequestError("unavailable", "storage unavailable: retry with the same cmid")
 

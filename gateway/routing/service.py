@@ -386,6 +386,8 @@ class RoutingService:
 
     async def _take(self, conn: Connection, req: dict[str, Any]) -> None:
         identity = conn.identity
+        if identity.role == "shopper":  # decided before the lookup: the answer must not tell which ids exist
+            raise RequestError("forbidden", "only agents and supervisors take conversations")
         state = await self.node._state(conn, self.node._conv_id(req))
         try:
             assignment = self.engine.take(identity.tenant, identity.user, state.conv.id, time.time())
@@ -396,6 +398,8 @@ class RoutingService:
 
     async def _transfer(self, conn: Connection, req: dict[str, Any]) -> None:
         identity = conn.identity
+        if identity.role == "shopper":  # decided before the lookup: the answer must not tell which ids exist
+            raise RequestError("forbidden", "only the assigned agent or a supervisor transfers a conversation")
         state = await self.node._state(conn, self.node._conv_id(req))
         to_agent = env.need_str(req, "to_agent", 128, optional=True)
         to_group = env.need_str(req, "to_group", 64, optional=True)
@@ -431,6 +435,8 @@ class RoutingService:
     async def _resolve(self, conn: Connection, req: dict[str, Any]) -> None:
         identity = conn.identity
         state = await self.node._state(conn, self.node._conv_id(req))
+        if identity.role == "shopper":
+            self.node._check_member(conn, state)  # another shopper's conversation: not_found, as for an unknown id
         allowed = identity.role == "supervisor" or state.conv.assignee == identity.user or (
             state.conv.stage == BOT and identity.role == "bot" and identity.user in state.members
         ) or (identity.user == state.conv.customer)
