@@ -16,6 +16,7 @@ from .app import Running, serve
 from .auth import mint_token
 from .config import Config, add_arguments, from_arguments
 from .logs import configure
+from .store import sqlite_check
 from .model import CHANNELS, ROLES
 from .build import describe as describe_build
 from .build import missing_native_warning
@@ -40,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds until it expires")
     token.add_argument("--data-dir", default=None, help="where the development secret is (as for serve)")
     token.add_argument("--jwt-secret", default=None, help="sign with this secret instead (env KEFU_JWT_SECRET)")
+
+    store = commands.add_parser("store", help="check or repair the SQLite store", description="Check or repair the SQLite store (docs/operations.md).")
+    store.add_argument("action", choices=("check", "repair"), help="check: report damage (exit 3 if any); repair: rebuild indexes and counters, then check")
+    store.add_argument("--data-dir", default=None, help="where kefu.sqlite3 is (as for serve; env KEFU_DATA_DIR)")
     return parser
 
 
@@ -47,8 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "token":
         return _token(args)
+    if args.command == "store":
+        return _store(args)
     config = from_arguments(args)
     configure(config.log_format, config.log_level)
+    if config.store == "sqlite" and not _store_is_sound(config):
+        return EXIT_STORE_DAMAGED
     _raise_file_limit()
     _tune_gc()
     trio.run(_serve, config)
@@ -71,6 +80,38 @@ def _raise_file_limit() -> None:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     log.info("file descriptor limit: %d (connections per process stay below it)", hard)
+
+
+EXIT_STORE_DAMAGED = 3
+
+
+def _store_is_sound(config: Config) -> bool:
+    """The startup check: a damaged store is not served unless the operator says so."""
+    report = sqlite_check.check(str(config.sqlite_path))
+    if not report.damaged:
+        return True
+    for problem in report.problems:
+        log.error("store damaged: %s", problem)
+    if config.allow_damaged_store == "yes":
+        log.error("serving a damaged store because --allow-damaged-store yes was given")
+        return True
+    log.error("refusing to serve a damaged store: run `kefu store check` and `kefu store repair` (docs/operations.md), "
+              "or start with --allow-damaged-store yes to rescue data")
+    return False
+
+
+def _store(args: argparse.Namespace) -> int:
+    config = from_arguments(argparse.Namespace(data_dir=args.data_dir))
+    path = str(config.sqlite_path)
+    report = sqlite_check.repair(path) if args.action == "repair" else sqlite_check.check(path, full=True)
+    for line in report.repaired:
+        print(f"repaired: {line}")
+    for line in report.problems:
+        print(f"damaged: {line}")
+    if report.damaged:
+        return EXIT_STORE_DAMAGED
+    print(f"{path}: ok")
+    return 0
 
 
 def _token(args: argparse.Namespace) -> int:

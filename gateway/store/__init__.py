@@ -1,6 +1,6 @@
 """Durable storage of conversations, participants, messages and receipts, behind one contract."""
 
-from .base import NotFound, StoreBackend, StoreError
+from .base import NotFound, StoreBackend, StoreDamaged, StoreError
 from .memory import MemoryBackend
 from .sqlite import SqliteBackend
 
@@ -9,5 +9,6 @@ __all__ = [
     "NotFound",
     "SqliteBackend",
     "StoreBackend",
+    "StoreDamaged",
     "StoreError",
 ]

@@ -32,7 +32,7 @@ from ..model import (
     StoredMessage,
     WriteOp,
 )
-from .base import NotFound, StoreError
+from .base import NotFound, StoreDamaged, StoreError
 from .memory import check_limit, check_participants_belong
 
 log = logging.getLogger("kefu.store.sqlite")
@@ -283,7 +283,7 @@ class SqliteBackend:
                     results.append(exc)
                 except sqlite3.Error as exc:
                     if not conn.in_transaction:
-                        raise  # SQLite rolled the whole transaction back (I/O error, disk full)
+                        raise damage_or(exc) from exc  # SQLite rolled the whole transaction back (I/O error, disk full, corruption)
                     error = StoreError(f"{type(op).__name__} failed: {exc}")
                     error.__cause__ = exc
                     results.append(error)
@@ -473,7 +473,10 @@ class SqliteBackend:
     def _read(self, sql: str, params: Sequence[object]) -> list[tuple]:
         """Run one query on this thread's reader. fetchall() ends the statement at once, so no read
         transaction stays open to pin an old WAL snapshot and stall checkpoints."""
-        return self._reader().execute(sql, params).fetchall()
+        try:
+            return self._reader().execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise damage_or(exc) from exc
 
     def _reader(self) -> sqlite3.Connection:
         """This thread's read-only connection, opened on first use."""
@@ -495,6 +498,17 @@ class SqliteBackend:
             self._readers[threading.current_thread()] = conn
         self._local.conn = conn
         return conn
+
+
+_DAMAGE_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB (primary codes)
+
+
+def damage_or(exc: sqlite3.Error) -> Exception:
+    """A corrupt database becomes StoreDamaged (not retryable); anything else stays as it is."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if (code is not None and code & 0xFF in _DAMAGE_CODES) or "malformed" in str(exc):
+        return StoreDamaged(f"the database is damaged: {exc}; run `kefu store check`")
+    return exc
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
