@@ -10,9 +10,9 @@ Relations of a principal to a conversation:
 - ``same_tenant``: the conversation is in the principal's tenant, the principal is not a member;
 - ``other_tenant``: the conversation is in another tenant (or does not exist).
 
-Outcomes are ``allow`` or the protocol's error code. A shopper and every principal of another
-tenant get ``not_found``, never ``forbidden``, for a conversation they may not see: which ids
-exist is not revealed. A cell that cannot arise (the server itself is never a participant) is None.
+Outcomes are ``allow`` or the protocol's error code. Which ids exist is never revealed: a shopper
+gets the same answer for another's conversation as for none (``not_found``, or ``forbidden`` for
+what no shopper may do at all), and so does everybody for another tenant's. A cell that cannot arise (the server itself is never a participant) is None.
 Actions that do not name a conversation (``open``, ``list``, ``status``, ``queues``) have only the
 ``same_tenant`` column.
 """
@@ -58,8 +58,8 @@ TABLE: dict[str, dict[str, tuple[str | None, str | None, str | None]]] = {
     # stage and the assignee (only the assigned agent or a supervisor transfers or resolves)
     "status": {"shopper": (X, F, X), "agent": (X, A, X), "supervisor": (X, A, X), "bot": (X, F, X), SYSTEM: (X, F, X)},
     "queues": {"shopper": (X, F, X), "agent": (X, F, X), "supervisor": (X, A, X), "bot": (X, F, X), SYSTEM: (X, A, X)},
-    "take": {"shopper": (F, N, N), "agent": (A, A, N), "supervisor": (A, A, N), "bot": (F, F, N), SYSTEM: (X, F, N)},
-    "transfer": {"shopper": (F, N, N), "agent": (A, A, N), "supervisor": (A, A, N), "bot": (F, F, N), SYSTEM: (X, A, N)},
+    "take": {"shopper": (F, F, F), "agent": (A, A, N), "supervisor": (A, A, N), "bot": (F, F, N), SYSTEM: (X, F, N)},
+    "transfer": {"shopper": (F, F, F), "agent": (A, A, N), "supervisor": (A, A, N), "bot": (F, F, N), SYSTEM: (X, A, N)},
     "resolve": {"shopper": (A, N, N), "agent": (A, A, N), "supervisor": (A, A, N), "bot": (A, F, N), SYSTEM: (X, A, N)},
     # asking routing for a human: the shopper, or the conversation's bot handing over
     "handoff": {"shopper": (A, N, N), "agent": (F, F, N), "supervisor": (F, F, N), "bot": (A, F, N), SYSTEM: (X, F, N)},
@@ -134,8 +134,8 @@ def markdown() -> str:
         "Every conversation action of every interface (WebSocket, REST, routing, bots) is decided by"
         " this one table in `ConversationService`. Columns are the caller's relation to the"
         " conversation: **participant** (a member), **same tenant** (not a member), **other tenant**"
-        " (or no such conversation). `not_found` is answered instead of `forbidden` wherever"
-        " answering `forbidden` would reveal that a conversation id exists. `—`: the case cannot arise."
+        " (or no such conversation). A shopper gets the same answer for another's"
+        " conversation as for none, and so does everybody for another tenant's: which ids exist is never revealed. `—`: the case cannot arise."
         " Role `system` is the server itself or a tenant's backend (REST API key).",
         "",
         "| action | role | participant | same tenant | other tenant |",

@@ -72,7 +72,7 @@ from ..model import (
 from ..protocol import envelope as env
 from ..protocol.errors import RequestError
 from ..protocol.fields import Limits
-from ..store.base import NotFound
+from ..store.base import NotFound, StoreDamaged
 from ..store.writer import Store
 from . import authz
 
@@ -194,7 +194,8 @@ class ConversationService:
         """The conversation's handle, if ``who`` may do ``action`` to it (authz table)."""
         state = conv if type(conv) is ConvState else await self.load(conv)  # type: ignore[arg-type]
         if state is None:
-            raise authz.refusal(action, authz.NOT_FOUND)
+            authz.check(action, who, None)  # none: answered as another tenant's would be
+            raise AssertionError(f"the authz table allows {action!r} on a missing conversation")
         authz.check(action, who, state.conv.tenant, state.members)
         return state
 
@@ -557,5 +558,8 @@ class ConversationService:
 def _store_failure(result: object) -> RequestError:
     if isinstance(result, NotFound):
         return RequestError("not_found", "no such conversation")
+    if isinstance(result, StoreDamaged):
+        log.error("store damaged: %s", result)
+        return RequestError("storage_damaged", "the server's storage is damaged; an operator has been alerted")
     log.warning("store failure: %s", result)
     return RequestError("unavailable", "storage unavailable: retry with the same cmid")
