@@ -62,7 +62,7 @@ def make_backend(config: Config) -> StoreBackend:
         return MemoryBackend()
     data = Path(config.data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    return SqliteBackend(data / "kefu.sqlite3", synchronous=config.sqlite_synchronous.upper())
+    return SqliteBackend(config.sqlite_path, synchronous=config.sqlite_synchronous.upper())
 
 
 class BotDirectory:

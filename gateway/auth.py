@@ -113,15 +113,18 @@ def _peek(token: str) -> tuple[dict, dict]:
 
 def _identity(claims: dict) -> Identity:
     sub, role, channel = claims["sub"], claims["role"], claims["channel"]
-    if type(sub) is not str or not sub or len(sub) > 128:
-        raise AuthError("token_invalid", "claim `sub` must be a string of 1..128 characters")
+    if type(sub) is not str or not sub or len(sub) > 128 or not sub.isprintable():
+        raise AuthError("token_invalid", "claim `sub` must be a string of 1..128 printable characters")
+    tenant = claims["tenant"]
+    if type(tenant) is not str or not tenant or len(tenant) > 128 or not tenant.isprintable():
+        raise AuthError("token_invalid", "claim `tenant` must be a string of 1..128 printable characters")
     if role not in ROLES:
         raise AuthError("token_invalid", f"claim `role` must be one of {', '.join(ROLES)}")
     if channel not in CHANNELS:
         raise AuthError("token_invalid", f"claim `channel` must be one of {', '.join(CHANNELS)}")
     name = claims.get("name", sub)
     return Identity(  # shared strings for the few distinct values: memory per idle connection
-        tenant=sys.intern(claims["tenant"]),
+        tenant=sys.intern(tenant),
         user=sub,
         role=ROLES[ROLES.index(role)],
         channel=CHANNELS[CHANNELS.index(channel)],

@@ -20,7 +20,7 @@ from .config import Config, add_arguments, from_arguments
 from .logs import configure
 from .http import keys
 from .model import API_SCOPES, CHANNELS, ROLES, CreateApiKey, RevokeApiKey
-from .store import SqliteBackend, StoreError
+from .store import SqliteBackend, StoreError, sqlite_check
 from .build import describe as describe_build
 from .build import missing_native_warning
 
@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     for sub in (create, listing, revoke):
         sub.add_argument("--data-dir", default=None, help="where the SQLite store is (as for serve)")
+
+    store = commands.add_parser("store", help="check or repair the SQLite store", description="Check or repair the SQLite store (docs/operations.md).")
+    store.add_argument("action", choices=("check", "repair"), help="check: report damage (exit 3 if any); repair: rebuild indexes and counters, then check")
+    store.add_argument("--data-dir", default=None, help="where kefu.sqlite3 is (as for serve; env KEFU_DATA_DIR)")
     return parser
 
 
@@ -71,8 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         return _token(args)
     if args.command == "apikey":
         return _apikey(args)
+    if args.command == "store":
+        return _store(args)
     config = from_arguments(args)
     configure(config.log_format, config.log_level)
+    if config.store == "sqlite" and not _store_is_sound(config):
+        return EXIT_STORE_DAMAGED
     _raise_file_limit()
     _tune_gc()
     trio.run(_serve, config)
@@ -95,6 +103,38 @@ def _raise_file_limit() -> None:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     log.info("file descriptor limit: %d (connections per process stay below it)", hard)
+
+
+EXIT_STORE_DAMAGED = 3
+
+
+def _store_is_sound(config: Config) -> bool:
+    """The startup check: a damaged store is not served unless the operator says so."""
+    report = sqlite_check.check(str(config.sqlite_path))
+    if not report.damaged:
+        return True
+    for problem in report.problems:
+        log.error("store damaged: %s", problem)
+    if config.allow_damaged_store == "yes":
+        log.error("serving a damaged store because --allow-damaged-store yes was given")
+        return True
+    log.error("refusing to serve a damaged store: run `kefu store check` and `kefu store repair` (docs/operations.md), "
+              "or start with --allow-damaged-store yes to rescue data")
+    return False
+
+
+def _store(args: argparse.Namespace) -> int:
+    config = from_arguments(argparse.Namespace(data_dir=args.data_dir))
+    path = str(config.sqlite_path)
+    report = sqlite_check.repair(path) if args.action == "repair" else sqlite_check.check(path, full=True)
+    for line in report.repaired:
+        print(f"repaired: {line}")
+    for line in report.problems:
+        print(f"damaged: {line}")
+    if report.damaged:
+        return EXIT_STORE_DAMAGED
+    print(f"{path}: ok")
+    return 0
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -151,6 +191,7 @@ async def _serve(config: Config) -> None:
             print(f"  WebSocket: {running.url}  (subprotocol kefu.v1)", flush=True)
             if running.metrics_url:
                 print(f"  Metrics:   {running.metrics_url}", flush=True)
+                print(f"  REST API:  {running.http_url}/v1  (OpenAPI: /v1/openapi.json; keys: kefu apikey create)", flush=True)
             signing = "--jwt-secret <the same secret>" if config.jwt_secret else f"--data-dir {config.data_dir}"
             print(f"  Token:     kefu token {signing} --tenant demo --user alice --role shopper", flush=True)
             async for signum in signals:

@@ -39,6 +39,9 @@ class Config:
     sqlite_synchronous: str = _opt(
         "normal", "SQLite synchronous mode: normal survives a process crash, full also a power loss.", choices=("normal", "full")
     )
+    allow_damaged_store: str = _opt(
+        "no", "Serve a SQLite store that the startup check found damaged (see `kefu store check`); yes only to rescue data.", choices=("no", "yes")
+    )
     jwt_secret: str = _opt("", "HS256 secret for client tokens (default: a development secret kept in the data dir).", secret=True)
     tenants: str = _opt("", "Comma-separated tenants served (empty: any tenant with a valid token).")
     tenant_secrets_file: str = _opt("", "JSON file {tenant: secret} of per-tenant token secrets.")
@@ -47,7 +50,11 @@ class Config:
     max_text_chars: int = _opt(_LIMITS.max_text_chars, "Longest text message body.")
     rate_per_second: float = _opt(_LIMITS.rate_per_second, "Requests per second per connection (token bucket; 0: no limit).")
     rate_burst: int = _opt(_LIMITS.rate_burst, "Token bucket size: requests allowed at once.")
-    flood_close_after: int = _opt(200, "Consecutive rate-limited requests after which the connection is closed (1008).")
+    flood_close_after: int = _opt(200, "Frames refused by the rate limit, less one forgiven per second, after which the connection is closed as a flood (1008).")
+    max_fragments: int = _opt(64, "Most frames one WebSocket message may come in (more: close 1008); 8 before authentication.")
+    max_preauth_bytes: int = _opt(64 * 1024, "Bytes one connection may send before it authenticates: upgrade request and auth frame (more: close 1008).")
+    max_pending_bytes: int = _opt(32 * 1024 * 1024, "Bytes all connections not yet authenticated may hold together; past it new ones get 503 and pending ones close 1013.")
+    frame_timeout_s: float = _opt(10.0, "Seconds a started frame or fragmented message may take to complete (slower: close 1008).")
     max_outbox_bytes: int = _opt(4 * 1024 * 1024, "Bytes queued to one connection before it is closed as a slow consumer.")
     max_connections_per_user: int = _opt(20, "Open connections one user may hold on this gateway.")
     max_connections: int = _opt(0, "Open connections this gateway holds (0: limited only by file descriptors).")
@@ -88,6 +95,10 @@ class Config:
             rate_burst=self.rate_burst,
         )
 
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.data_dir) / "kefu.sqlite3"
+
     def csv(self, name: str) -> frozenset[str] | None:
         value = getattr(self, name)
         items = frozenset(v.strip() for v in value.split(",") if v.strip())
@@ -114,6 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Config | None = Non
     defaults = defaults or Config()
     for f in fields(Config):
         env = "KEFU_" + f.name.upper()
+        switch = f.metadata["choices"] == ("no", "yes")  # `--allow-damaged-store` alone means yes
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
@@ -121,6 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Config | None = Non
             default=None,
             choices=f.metadata["choices"],
             help=f"{f.metadata['help']} [env {env}; default {getattr(defaults, f.name)!r}]",
+            **({"nargs": "?", "const": "yes"} if switch else {}),
         )
 
 

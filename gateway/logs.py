@@ -31,14 +31,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+def escape(text: str) -> str:
+    """One log line stays one line: control and line-separator characters a peer could send
+    (in a user id, a reason, a header) are written as escapes, so they cannot forge a line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape(record.message)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        context = " ".join(f"{k}={getattr(record, k)}" for k in CONTEXT if getattr(record, k, None) is not None)
-        return f"{line} [{context}]" if context else line
+        context = " ".join(f"{k}={escape(str(getattr(record, k)))}" for k in CONTEXT if getattr(record, k, None) is not None)
+        if not context:
+            return line
+        head, newline, traceback = line.partition("\n")  # a traceback follows the first line
+        return f"{head} [{context}]{newline}{traceback}"
 
 
 def configure(fmt: str, level: str) -> None:

@@ -76,6 +76,8 @@ class Stats:
         self.rate_limited = 0
         self.http_refusals: Counter[tuple[str, int]] = Counter()  # HTTP requests refused, by (code, status)
         self.bus_publish_failures = 0  # events the bus could not hand to every node (durable anyway)
+        self.refused: Counter[str] = Counter()  # inbound input refused or dropped, by reason
+        self.preauth_bytes = lambda: 0  # bytes held by connections not yet authenticated (set by the node)
 
 
 class KefuCollector(Collector):
@@ -141,6 +143,15 @@ class KefuCollector(Collector):
         )
         yield CounterMetricFamily("kefu_rate_limited", "Requests refused by the rate limit.", value=s.rate_limited)
         yield CounterMetricFamily("kefu_bus_publish_failures", "Bus publishes that did not reach every node (the data is durable; clients get it on resume).", value=s.bus_publish_failures)
+        refused = CounterMetricFamily(
+            "kefu_input_refused", "Inbound frames, bytes or connections refused or dropped, by reason.", labels=["reason"]
+        )
+        for reason, n in sorted(s.refused.items()):
+            refused.add_metric([reason], n)
+        yield refused
+        yield GaugeMetricFamily(
+            "kefu_preauth_bytes", "Bytes received from connections that have not authenticated yet.", value=s.preauth_bytes()
+        )
         errors = CounterMetricFamily("kefu_errors", "Error frames sent, by code.", labels=["code"])
         for code, n in sorted(s.errors.items()):
             errors.add_metric([code], n)

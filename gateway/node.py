@@ -21,6 +21,7 @@ from .conversations.service import ConversationService
 from .hub import Hub
 from .metrics import Stats
 from .model import Conversation
+from .protocol import admission
 from .protocol.errors import CLOSE_SERVICE_RESTART
 from .store.writer import Store
 from .transport.connection import Connection
@@ -52,10 +53,12 @@ class Node:
         self.id = secrets.token_hex(6)  # this node on the bus: its own echoes carry it
         limits = config.limits
         self.service = ConversationService(
-            store, self.hub, self.bus, stats, node_id=self.id, history_page=limits.history_page, reply_bytes=config.max_outbox_bytes // 4
+            store, self.hub, self.bus, stats, node_id=self.id, limits=limits, reply_bytes=config.max_outbox_bytes // 4
         )
-        self.handlers = RequestHandlers(config, self.service, self.hub, authenticator, stats)
-        self.server = WebSocketServer(config, stats, self.handlers)
+        self.preauth = preauth = admission.PreAuthBudget(config.max_pending_bytes, config.max_preauth_bytes)
+        stats.preauth_bytes = lambda: preauth.held
+        self.handlers = RequestHandlers(config, self.service, self.hub, authenticator, stats, preauth)
+        self.server = WebSocketServer(config, stats, self.handlers, preauth)
         self.routing: RoutingService | None = None
         self.media: Media | None = None  # uploads and downloads (the HTTP API's): set by the app
         self.draining = False

@@ -62,6 +62,7 @@ cdef enum:
 
     _CLOSE_PROTOCOL_ERROR = 1002
     _CLOSE_INVALID_DATA = 1007
+    _CLOSE_POLICY_VIOLATION = 1008
     _CLOSE_TOO_BIG = 1009
 
     # Largest payload of a control frame (RFC 6455 section 5.5), and of a close reason.
@@ -199,10 +200,14 @@ cdef class FrameDecoder:
     # The partial frame's known size: 2, then its header's size, then header + payload. _buf is
     # parsed again once it holds this many bytes. Up to 14 + (2**63 - 1): unsigned.
     cdef uint64_t _want
-    # The open fragmented message: first opcode (0 when none), fragments, total payload size.
+    # The open fragmented message: first opcode (0 when none), its payload so far unmasked into
+    # _msg[:_msg_size] (a PyMem block of _msg_cap bytes, NULL when 0), and its frames so far.
     cdef int _msg_opcode
-    cdef list _fragments
+    cdef unsigned char* _msg
     cdef int64_t _msg_size
+    cdef int64_t _msg_cap
+    cdef int64_t _msg_frames
+    cdef int64_t _max_fragments
     cdef bint _closed
     cdef object _error
     # Set while feed() runs. feed() holds raw pointers into _buf, so a re-entrant call (only
@@ -213,29 +218,38 @@ cdef class FrameDecoder:
         self._buf = NULL
         self._buf_len = 0
         self._buf_cap = 0
-        self._fragments = []
+        self._msg = NULL
+        self._msg_size = 0
+        self._msg_cap = 0
 
     def __dealloc__(self):
         PyMem_Free(self._buf)
+        PyMem_Free(self._msg)
 
-    def __init__(self, max_message_size=1 << 20, require_mask=True):
-        if not 0 <= max_message_size < _MAX_SIZE_BOUND:
-            raise ValueError("max_message_size must be in [0, 2**63)")
+    def __init__(self, max_message_size=1 << 20, require_mask=True, max_fragments=1024):
         if self._feeding:
             raise RuntimeError("FrameDecoder re-initialised during feed()")
-        self._max_size = max_message_size
+        self.set_limits(max_message_size, max_fragments)
         self._require_mask = require_mask
         self._release()
         self._want = 0
         self._msg_opcode = 0
-        self._fragments = []
-        self._msg_size = 0
+        self._drop_message()
         self._closed = False
         self._error = None
 
+    def set_limits(self, max_message_size, max_fragments):
+        """Change the limits for the frames still to come (see the pure twin)."""
+        if not 0 <= max_message_size < _MAX_SIZE_BOUND:
+            raise ValueError("max_message_size must be in [0, 2**63)")
+        if not 1 <= max_fragments < 0x80000000:
+            raise ValueError("max_fragments must be in [1, 2**31)")
+        self._max_size = max_message_size
+        self._max_fragments = max_fragments
+
     @property
     def buffered(self):
-        """Bytes held: the partial frame plus the fragments of an unfinished message."""
+        """Bytes held: the partial frame plus the payload so far of an unfinished message."""
         return self._buf_len + self._msg_size
 
     @property
@@ -250,6 +264,31 @@ cdef class FrameDecoder:
         self._buf = NULL
         self._buf_len = 0
         self._buf_cap = 0
+
+    cdef void _drop_message(self) noexcept:
+        PyMem_Free(self._msg)
+        self._msg = NULL
+        self._msg_size = 0
+        self._msg_cap = 0
+        self._msg_frames = 0
+
+    cdef unsigned char* _message_room(self, int64_t n) except NULL:
+        """Grow the message buffer (geometrically) to take n more bytes; return where they go."""
+        cdef int64_t need = self._msg_size + n
+        cdef int64_t cap
+        cdef unsigned char* grown
+        if need > self._msg_cap or self._msg == NULL:
+            cap = self._msg_cap * 2
+            if cap < need:
+                cap = need
+            if cap < _MIN_CAPACITY:
+                cap = _MIN_CAPACITY
+            grown = <unsigned char*>PyMem_Realloc(self._msg, <size_t>cap)
+            if grown == NULL:
+                raise MemoryError()
+            self._msg = grown
+            self._msg_cap = cap
+        return self._msg + self._msg_size
 
     cdef int _append(self, const unsigned char* data, Py_ssize_t n) except -1:
         """Append data[:n] to the buffer, growing it geometrically."""
@@ -295,8 +334,7 @@ cdef class FrameDecoder:
         """Record the error that ends this decoder and return it for the caller to raise."""
         self._release()
         self._want = 0
-        self._fragments = []
-        self._msg_size = 0
+        self._drop_message()
         self._error = FrameError(code, reason)
         return self._error
 
@@ -305,8 +343,7 @@ cdef class FrameDecoder:
         self._release()
         self._want = 0
         self._msg_opcode = 0
-        self._fragments = []
-        self._msg_size = 0
+        self._drop_message()
 
     # ---- parsing
 
@@ -385,6 +422,7 @@ cdef class FrameDecoder:
         cdef uint64_t length
         cdef unsigned int b0, b1, opcode, masked
         cdef bytes payload
+        cdef unsigned char* dest
 
         while True:
             avail = end - pos
@@ -409,6 +447,8 @@ cdef class FrameDecoder:
             elif opcode == _OP_CONT:
                 if self._msg_opcode == 0:
                     raise self._fail(_CLOSE_PROTOCOL_ERROR, "continuation without a message")
+                if self._msg_frames >= self._max_fragments:
+                    raise self._fail(_CLOSE_POLICY_VIOLATION, "too many fragments")
             elif opcode > _OP_BINARY:
                 raise self._fail(_CLOSE_PROTOCOL_ERROR, "unknown opcode")
             elif self._msg_opcode != 0:
@@ -455,7 +495,24 @@ cdef class FrameDecoder:
             # The whole frame is in src, so length < avail fits Py_ssize_t.
             start = pos + header
             pos = start + <Py_ssize_t>length
-            if masked:
+            if opcode < _OP_CLOSE and (opcode == _OP_CONT or not b0 & 0x80):
+                # A fragment: unmasked straight into the message buffer, no object per fragment.
+                dest = self._message_room(<int64_t>length)
+                if masked:
+                    _unmask_into(dest, src + start, <Py_ssize_t>length, src + start - 4)
+                elif length:
+                    memcpy(dest, src + start, <size_t>length)
+                self._msg_size += <int64_t>length
+                if not b0 & 0x80:
+                    if opcode != _OP_CONT:
+                        self._msg_opcode = opcode
+                    self._msg_frames += 1
+                    continue
+                payload = PyBytes_FromStringAndSize(<const char*>self._msg, <Py_ssize_t>self._msg_size)
+                opcode = self._msg_opcode
+                self._msg_opcode = 0
+                self._drop_message()
+            elif masked:
                 payload = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>length)
                 _unmask_into(
                     <unsigned char*>PyBytes_AS_STRING(payload), src + start, <Py_ssize_t>length,
@@ -470,19 +527,6 @@ cdef class FrameDecoder:
                     self._closed = True
                     return pos
                 continue
-            if not b0 & 0x80:
-                if opcode != _OP_CONT:
-                    self._msg_opcode = opcode
-                self._fragments.append(payload)
-                self._msg_size += <int64_t>length
-                continue
-            if opcode == _OP_CONT:
-                self._fragments.append(payload)
-                payload = b"".join(self._fragments)
-                opcode = self._msg_opcode
-                self._msg_opcode = 0
-                self._fragments = []
-                self._msg_size = 0
             if opcode == _OP_TEXT and not _valid_utf8(
                 <const unsigned char*>PyBytes_AS_STRING(payload), len(payload)
             ):

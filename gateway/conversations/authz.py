@@ -1,7 +1,7 @@
 """Who may do what to a conversation: one table, action × role × relation, and one check.
 
 The table is data: ``docs/authorization.md`` is rendered from it (``python -m
-gateway.conversations.authz`` prints it; a test checks the file matches), and a test asserts every
+gateway.conversations`` prints it; a test checks the file matches), and a test asserts every
 cell against the conversation service. No handler decides access by itself.
 
 Relations of a principal to a conversation:
@@ -10,10 +10,11 @@ Relations of a principal to a conversation:
 - ``same_tenant``: the conversation is in the principal's tenant, the principal is not a member;
 - ``other_tenant``: the conversation is in another tenant (or does not exist).
 
-Outcomes are ``allow`` or the protocol's error code. A shopper and every principal of another
-tenant get ``not_found``, never ``forbidden``, for a conversation they may not see: which ids
-exist is not revealed. A cell that cannot arise (the server itself is never a participant) is None.
-Actions that do not name a conversation (``open``, ``list``) have only the ``same_tenant`` column.
+Outcomes are ``allow`` or the protocol's error code. Which ids exist is never revealed: a shopper
+gets the same answer for another's conversation as for none (``not_found``, or ``forbidden`` for
+what no shopper may do at all), and so does everybody for another tenant's. A cell that cannot arise (the server itself is never a participant) is None.
+Actions that do not name a conversation (``open``, ``list``, ``status``, ``queues``) have only the
+``same_tenant`` column.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ ROLES = ("shopper", "agent", "supervisor", "bot", SYSTEM)
 PARTICIPANT, SAME_TENANT, OTHER_TENANT = RELATIONS = ("participant", "same_tenant", "other_tenant")
 
 A, F, N, X = ALLOW, FORBIDDEN, NOT_FOUND, None
+
+# Actions that name no conversation: decided on the role alone, in the principal's own tenant.
+TENANT_ACTIONS = ("open", "list", "status", "queues")
 
 # action -> role -> (participant, same_tenant, other_tenant)
 TABLE: dict[str, dict[str, tuple[str | None, str | None, str | None]]] = {
@@ -50,6 +54,13 @@ TABLE: dict[str, dict[str, tuple[str | None, str | None, str | None]]] = {
     # reading: members, and a supervisor (or the tenant's backend) reads the whole tenant
     "history": {"shopper": (A, N, N), "agent": (A, F, N), "supervisor": (A, A, N), "bot": (A, F, N), SYSTEM: (X, A, N)},
     "catch_up": {"shopper": (A, N, N), "agent": (A, F, N), "supervisor": (A, A, N), "bot": (A, F, N), SYSTEM: (X, A, N)},
+    # routing's requests (gateway.routing.service): access here, then routing's own rules on the
+    # stage and the assignee (only the assigned agent or a supervisor transfers or resolves)
+    "status": {"shopper": (X, F, X), "agent": (X, A, X), "supervisor": (X, A, X), "bot": (X, F, X), SYSTEM: (X, F, X)},
+    "queues": {"shopper": (X, F, X), "agent": (X, F, X), "supervisor": (X, A, X), "bot": (X, F, X), SYSTEM: (X, A, X)},
+    "take": {"shopper": (F, F, F), "agent": (A, A, N), "supervisor": (A, A, N), "bot": (F, F, N), SYSTEM: (X, F, N)},
+    "transfer": {"shopper": (F, F, F), "agent": (A, A, N), "supervisor": (A, A, N), "bot": (F, F, N), SYSTEM: (X, A, N)},
+    "resolve": {"shopper": (A, N, N), "agent": (A, A, N), "supervisor": (A, A, N), "bot": (A, F, N), SYSTEM: (X, A, N)},
     # asking routing for a human: the shopper, or the conversation's bot handing over
     "handoff": {"shopper": (A, N, N), "agent": (F, F, N), "supervisor": (F, F, N), "bot": (A, F, N), SYSTEM: (X, F, N)},
     # stage, assignee, group, tags: the server's routing, a supervisor, or an agent serving it
@@ -65,6 +76,11 @@ MESSAGES: dict[tuple[str, str], str] = {
     ("list", FORBIDDEN): "you may not list conversations",
     ("leave", FORBIDDEN): "the customer cannot leave their conversation; close it instead",
     ("post", FORBIDDEN): "only a participating bot or the system posts on the server's behalf",
+    ("status", FORBIDDEN): "only agents and supervisors take conversations",
+    ("queues", FORBIDDEN): "only supervisors see the queues",
+    ("take", FORBIDDEN): "only agents and supervisors take conversations",
+    ("transfer", FORBIDDEN): "only the assigned agent or a supervisor transfers a conversation",
+    ("resolve", FORBIDDEN): "only the assigned agent, the bot, the customer or a supervisor resolves a conversation",
     ("handoff", FORBIDDEN): "only the shopper or the conversation's bot asks for a handoff",
     ("update", FORBIDDEN): "only a supervisor, a participating agent or the system changes a conversation",
     ("assign", FORBIDDEN): "only the system adds or removes other participants",
@@ -73,11 +89,12 @@ NOT_A_MEMBER = "you are not a participant of this conversation: join it first"
 NO_SUCH_CONVERSATION = "no such conversation"
 
 
-def relation(tenant: str, user: str, conv_tenant: str | None, members: object) -> str:
-    """How a principal (``tenant``, ``user``) relates to a conversation (``conv_tenant`` None: missing)."""
+def relation(tenant: str, user: str, role: str, conv_tenant: str | None, members: object) -> str:
+    """How a principal relates to a conversation (``conv_tenant`` None: there is none). The
+    system is never a participant, whatever user id it acts under."""
     if conv_tenant is None or conv_tenant != tenant:
         return OTHER_TENANT
-    if user in members:  # type: ignore[operator]
+    if user in members and role != SYSTEM:  # type: ignore[operator]
         return PARTICIPANT
     return SAME_TENANT
 
@@ -94,7 +111,7 @@ def decide(action: str, role: str, rel: str) -> str:
 def check(action: str, who: object, conv_tenant: str | None, members: object = ()) -> None:
     """Raise the table's RequestError unless ``who`` (tenant, user, role) may do ``action`` to a
     conversation of ``conv_tenant`` with ``members`` (for ``open`` and ``list``: the own tenant)."""
-    rel = relation(who.tenant, who.user, conv_tenant, members)  # type: ignore[attr-defined]
+    rel = relation(who.tenant, who.user, who.role, conv_tenant, members)  # type: ignore[attr-defined]
     outcome = decide(action, who.role, rel)  # type: ignore[attr-defined]
     if outcome is not ALLOW:
         raise refusal(action, outcome)
@@ -111,14 +128,14 @@ def markdown() -> str:
     lines = [
         "# Authorization",
         "",
-        "Generated from `gateway/conversations/authz.py` (`python -m gateway.conversations.authz >"
+        "Generated from `gateway/conversations/authz.py` (`python -m gateway.conversations >"
         " docs/authorization.md`); a test checks that this file matches the table.",
         "",
         "Every conversation action of every interface (WebSocket, REST, routing, bots) is decided by"
         " this one table in `ConversationService`. Columns are the caller's relation to the"
         " conversation: **participant** (a member), **same tenant** (not a member), **other tenant**"
-        " (or no such conversation). `not_found` is answered instead of `forbidden` wherever"
-        " answering `forbidden` would reveal that a conversation id exists. `—`: the case cannot arise."
+        " (or no such conversation). A shopper gets the same answer for another's"
+        " conversation as for none, and so does everybody for another tenant's: which ids exist is never revealed. `—`: the case cannot arise."
         " Role `system` is the server itself or a tenant's backend (REST API key).",
         "",
         "| action | role | participant | same tenant | other tenant |",
@@ -134,6 +151,3 @@ def markdown() -> str:
     lines.append("")
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    print(markdown(), end="")

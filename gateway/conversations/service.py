@@ -13,10 +13,10 @@ Public API (``svc = ConversationService(store, hub, bus, stats, node_id=...)``):
     await svc.leave(who, conv)                                 -> None
     await svc.close(who, conv)                                 -> Conversation
     svc.send(who, conv_id, cmid, body, done, origin=None)      -> None | Awaitable[None]
-    await svc.post(who, conv, body)                            -> StoredMessage
+    await svc.post(who, conv, body, cmid=None)                 -> Appended(message, duplicate)
     svc.receipt(who, conv_id, kind, seq, done)                 -> None | Awaitable[None]
     svc.typing(who, conv_id, on)                               -> None | Awaitable[None]
-    await svc.list(who, status=None, cursor=None, limit=50, mine=False, before=None) -> Listing
+    await svc.list(who, status=None, cursor=None, limit=50, mine=False, before=None, **filters) -> Listing
     await svc.history(who, conv, after=0, before=None, limit=None) -> History
     await svc.access(who, conv, action)                        -> ConvState (checked handle)
     await svc.catch_up(who, conv, after, limit=CATCHUP_PAGE)   -> Page
@@ -72,7 +72,8 @@ from ..model import (
 from ..media import bodies as media_bodies
 from ..protocol import envelope as env
 from ..protocol.errors import RequestError
-from ..store.base import NotFound
+from ..protocol.fields import Limits
+from ..store.base import NotFound, StoreDamaged
 from ..store.writer import Store
 from . import authz
 
@@ -149,16 +150,19 @@ Done = Callable[[Any], None]
 
 
 class ConversationService:
-    def __init__(self, store: Store, hub: Hub, bus: Bus, stats: Stats, *, node_id: str, history_page: int = 200, reply_bytes: int = 1 << 20) -> None:
-        """``history_page``: most messages per history reply; ``reply_bytes``: past this many
-        bytes of bodies a history reply stops early (one reply must not make its reader a slow
-        consumer)."""
+    def __init__(
+        self, store: Store, hub: Hub, bus: Bus, stats: Stats, *, node_id: str, limits: Limits | None = None, reply_bytes: int = 1 << 20
+    ) -> None:
+        """``limits``: what a body may hold and the most messages per history reply;
+        ``reply_bytes``: past this many bytes of bodies a history reply stops early (one reply
+        must not make its reader a slow consumer)."""
         self.store = store
         self.hub = hub
         self.bus = bus
         self.stats = stats
         self.node_id = node_id
-        self.history_page = history_page
+        self.limits = limits or Limits()
+        self.history_page = self.limits.history_page
         self.reply_bytes = reply_bytes
         self.hooks: Hooks | None = None
         self.accepting = True  # False while the node drains: writes are refused as unavailable
@@ -191,7 +195,8 @@ class ConversationService:
         """The conversation's handle, if ``who`` may do ``action`` to it (authz table)."""
         state = conv if type(conv) is ConvState else await self.load(conv)  # type: ignore[arg-type]
         if state is None:
-            raise authz.refusal(action, authz.NOT_FOUND)
+            authz.check(action, who, None)  # none: answered as another tenant's would be
+            raise AssertionError(f"the authz table allows {action!r} on a missing conversation")
         authz.check(action, who, state.conv.tenant, state.members)
         return state
 
@@ -264,6 +269,7 @@ class ConversationService:
             p = await self.store.execute(AddParticipant(Participant(state.conv.id, user, role, now_ms())))
         finally:
             state.inflight -= 1
+        state.members[user] = role  # here at once; other nodes (and this one's subscriptions) by the bus
         self._publish_membership(state.conv.id, state.conv.tenant, user, role, True)
         notice = {"t": "joined", "conv": state.conv.id, "user": user, "role": role, "name": name, "ts": p.joined_at}
         self._publish_event(state.conv.id, env.event_frame(notice), user)
@@ -278,6 +284,7 @@ class ConversationService:
             state.inflight -= 1
         notice = {"t": "left", "conv": state.conv.id, "user": user, "role": role, "ts": now_ms()}
         self._publish_event(state.conv.id, env.event_frame(notice), None)
+        state.members.pop(user, None)
         self._publish_membership(state.conv.id, state.conv.tenant, user, role, False)
 
     async def _update(self, state: ConvState, by: str, **changes: str | None) -> Conversation:
@@ -286,6 +293,7 @@ class ConversationService:
             conv = await self.store.execute(SetStatus(state.conv.id, **changes))
         finally:
             state.inflight -= 1
+        state.conv = conv
         self._publish(self.bus.publish_conversation, self.node_id, conv)
         self._publish_event(conv.id, env.event_frame({"t": "conv", "conv": env.conversation_map(conv), "by": by}), None)
         self.hub.release(state)
@@ -369,31 +377,44 @@ class ConversationService:
         authz.check("send", who, state.conv.tenant, state.members)
         raise RequestError("conversation_closed", "the conversation is closed")
 
-    async def post(self, who: Principal, conv: Conv, body: dict[str, Any]) -> StoredMessage:
+    async def post(self, who: Principal, conv: Conv, body: dict[str, Any], cmid: str | None = None) -> Appended:
         """A message written on the server's side (bot answers, lifecycle notices, REST) as
-        ``who``: durable first, then delivered like any other, with the conversation's next seq."""
+        ``who`` (sender ``who.user``, role ``who.role``): durable first, then delivered like any
+        other, with the conversation's next seq. ``body`` is checked as a client's would be, but
+        for the system's lifecycle ``event`` bodies. ``cmid``: an idempotency key; posting it
+        again returns the stored message (``duplicate``)."""
+        if who.role != SYSTEM or body.get("kind") != "event":
+            env.validate_body(body, self.limits)
         state = await self.access(who, conv, "post")
         if state.conv.status != OPEN:
+            if cmid is not None:
+                stored = await self.store.find_message(state.conv.id, who.user, cmid)
+                if stored is not None:
+                    return Appended(stored, True)
             raise RequestError("conversation_closed", "the conversation is closed")
         attachment_id = media_bodies.attachment_id(body)
         if attachment_id is not None:
             body = media_bodies.with_facts(body, await self.store.get_attachment(attachment_id), state.conv)
-        return await self._post(state, who.user, who.role, body)
+        return await self._post(state, who.user, who.role, body, cmid or f"srv-{secrets.token_hex(8)}")
 
-    async def _post(self, state: ConvState, sender: str, role: str, body: dict[str, Any]) -> StoredMessage:
+    async def _post(self, state: ConvState, sender: str, role: str, body: dict[str, Any], cmid: str) -> Appended:
         state.inflight += 1
         try:
-            result = await self.store.execute(AppendMessage(state.conv.id, f"srv-{secrets.token_hex(8)}", sender, role, env.pack(body)))
+            result = await self.store.execute(AppendMessage(state.conv.id, cmid, sender, role, env.pack(body)))
         finally:
             state.inflight -= 1
         m = result.message
+        if result.duplicate:
+            self.stats.messages_duplicate += 1
+            self.hub.release(state)
+            return result
         self.stats.messages_accepted += 1
         try:
             self.bus.publish_message(self.node_id, state.conv.id, m.seq, env.message_frame(m), None)
         except BusError as exc:
             self._publish_failed(exc)
         self.hub.release(state)
-        return m
+        return result
 
     def receipt(self, who: Principal, conv_id: str, kind: str, seq: int, done: Done) -> Awaitable[None] | None:
         """Raise ``who``'s cumulative receipt; ``done`` gets the stored ``Receipt`` or a
@@ -452,16 +473,19 @@ class ConversationService:
     # ---- reading ------------------------------------------------------------------------------
 
     async def list(
-        self, who: Principal, *, status: str | None = None, cursor: str | None = None, limit: int = 50, mine: bool = False, before: int | None = None,
-        **filters: str | int | None,
+        self,
+        who: Principal,
+        *,
+        status: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+        mine: bool = False,
+        before: int | None = None,
+        **filters: Any,
     ) -> Listing:
         """Conversations of ``who``'s tenant, newest first: their own, or (a supervisor or the
         system, unless ``mine``) all of them. ``cursor``: ``next`` of the previous page.
-        ``filters``: ``stage``, ``assignee``, ``channel`` (equal to) and ``since`` (created at or
-        after, ms), as the store's ``list_conversations`` takes them."""
-        unknown = set(filters) - {"stage", "assignee", "channel", "since"}
-        if unknown:
-            raise TypeError(f"unknown list filters {sorted(unknown)}")
+        ``filters``: passed to the store's ``list_conversations`` (stage, assignee, channel, …)."""
         authz.check("list", who, who.tenant)
         limit = min(max(limit, 1), MAX_LIST)
         before_id = None
@@ -474,8 +498,7 @@ class ConversationService:
             raise RequestError("bad_request", "field `status` must be one of open, closed")
         everyone = who.role in ("supervisor", SYSTEM) and not mine
         convs = await self.store.list_conversations(
-            who.tenant, user=None if everyone else who.user, status=status, before=before, before_id=before_id, limit=limit + 1,
-            **{k: v for k, v in filters.items() if v is not None},
+            who.tenant, user=None if everyone else who.user, status=status, before=before, before_id=before_id, limit=limit + 1, **filters
         )
         page, more = convs[:limit], len(convs) > limit
         return Listing(page, more, f"{page[-1].created_at}.{page[-1].id}" if more else None)
@@ -551,5 +574,8 @@ class ConversationService:
 def _store_failure(result: object) -> RequestError:
     if isinstance(result, NotFound):
         return RequestError("not_found", "no such conversation")
+    if isinstance(result, StoreDamaged):
+        log.error("store damaged: %s", result)
+        return RequestError("storage_damaged", "the server's storage is damaged; an operator has been alerted")
     log.warning("store failure: %s", result)
     return RequestError("unavailable", "storage unavailable: retry with the same cmid")

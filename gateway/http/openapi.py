@@ -51,6 +51,7 @@ def document(operations: Iterable[Operation]) -> dict[str, Any]:
             "responses": {},
         }
         params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in _path_names(op.path)]
+        params += [{"name": name, "in": "header", "required": False, "schema": {"type": "string", "maxLength": 128}, "description": text} for name, text in op.headers]
         if op.query is not None:
             schema = op.query.model_json_schema()
             required = set(schema.get("required", []))

@@ -43,6 +43,7 @@ class Call:
     services: Any  # gateway.http.app.Services
     key: ApiKey
     path: dict[str, str]
+    headers: Any  # the request's headers (case-insensitive)
     query: Any = None
     body: Any = None
 
@@ -65,7 +66,8 @@ class Operation:
     query: type[Query] | None = None
     response: type[BaseModel] | None = None
     status: int = 200
-    errors: tuple[int, ...] = field(default=())  # statuses beyond the ones every call may get
+    errors: tuple[int, ...] = field(default=())
+    headers: tuple[tuple[str, str], ...] = ()  # request headers it reads: (name, description)  # statuses beyond the ones every call may get
 
     @property
     def operation_id(self) -> str:
@@ -147,7 +149,7 @@ def endpoint(op: Operation, services: Any) -> Callable[[Request], Awaitable[Resp
             if op.query is None and request.query_params:
                 raise Problem("bad_request", f"unknown query parameter `{next(iter(request.query_params))}`", status=422)
             body = _validate(op.body, await read_json(request, services.max_body_bytes)) if op.body else None
-            status, payload = await op.handler(Call(services, key, dict(request.path_params), query, body))
+            status, payload = await op.handler(Call(services, key, dict(request.path_params), request.headers, query, body))
         except Problem as problem:
             return respond(problem, request.method, request.url.path, services.stats.http_refusals)
         except RequestError as exc:

@@ -21,8 +21,13 @@ Close codes a :class:`FrameError` carries (RFC 6455 section 7.4.1):
   message, 64-bit length with the most significant bit set, bad close payload.
 * 1007 invalid payload data: a text message (checked once complete) or a close reason that is not
   UTF-8.
+* 1008 policy violation: a message in more frames than ``max_fragments`` (each frame, even an
+  empty one, costs the server work and memory; decided from the frame's first two bytes).
 * 1009 message too big: a frame, or the sum of a message's fragments, above ``max_message_size``;
   decided from the frame header, before any of the payload is buffered.
+
+The fragments of an unfinished message are unmasked into one growing buffer, so holding a message
+costs its payload bytes (not an object per fragment) and assembling it costs one allocation.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ OP_PONG = 0xA
 
 _CLOSE_PROTOCOL_ERROR = 1002
 _CLOSE_INVALID_DATA = 1007
+_CLOSE_POLICY_VIOLATION = 1008
 _CLOSE_TOO_BIG = 1009
 
 # Largest payload of a control frame (RFC 6455 section 5.5).
@@ -90,8 +96,8 @@ def _unmask(mask: bytes, data: bytes) -> bytes:
 class FrameDecoder:
     """Reassemble the messages of one client connection from the bytes it sends.
 
-    State: unparsed bytes (at most one partial frame once :meth:`feed` returns), the fragments of
-    an unfinished data message, and two terminal flags: after a close frame the decoder ignores
+    State: unparsed bytes (at most one partial frame once :meth:`feed` returns), the payload so far
+    of an unfinished data message (one buffer), and two terminal flags: after a close frame the decoder ignores
     all further input (RFC 6455 section 1.4: nothing may follow a close), and after a
     :class:`FrameError` it raises that error again on every call.
 
@@ -102,28 +108,41 @@ class FrameDecoder:
         require_mask: insist that every frame is masked, as RFC 6455 demands of clients (1002
             otherwise). When off, masked and unmasked frames are both accepted; only tests and
             trusted internal peers should turn it off.
+        max_fragments: most frames one data message may come in, from 1 to 2**31 - 1 (1008
+            beyond it, decided from the frame's first two bytes). Control frames between the
+            fragments do not count.
     """
 
-    def __init__(self, max_message_size: int = 1 << 20, require_mask: bool = True) -> None:
-        if not 0 <= max_message_size < 1 << 63:
-            raise ValueError("max_message_size must be in [0, 2**63)")
-        self._max_size: int = max_message_size
+    def __init__(self, max_message_size: int = 1 << 20, require_mask: bool = True, max_fragments: int = 1024) -> None:
+        self._max_size: int = 0
+        self._max_fragments: int = 1
+        self.set_limits(max_message_size, max_fragments)
         self._require_mask: bool = require_mask
         # Bytes received but not yet consumed (a partial frame, between calls).
         self._buf: bytearray = bytearray()
         # Do not parse again until _buf holds this many bytes (the partial frame's known size).
         self._want: int = 0
-        # The open fragmented message: first opcode (0 when none), fragments, total payload size.
+        # The open fragmented message: first opcode (0 when none), its payload so far, its frames.
         self._msg_opcode: int = 0
-        self._fragments: list[bytes] = []
-        self._msg_size: int = 0
+        self._message: bytearray = bytearray()
+        self._msg_frames: int = 0
         self._closed: bool = False
         self._error: FrameError | None = None
 
+    def set_limits(self, max_message_size: int, max_fragments: int) -> None:
+        """Change the limits for the frames still to come (a server raises them once the peer has
+        authenticated). A lower limit applies to the next frame header, not to what is held."""
+        if not 0 <= max_message_size < 1 << 63:
+            raise ValueError("max_message_size must be in [0, 2**63)")
+        if not 1 <= max_fragments < 1 << 31:
+            raise ValueError("max_fragments must be in [1, 2**31)")
+        self._max_size = max_message_size
+        self._max_fragments = max_fragments
+
     @property
     def buffered(self) -> int:
-        """Bytes held: the partial frame plus the fragments of an unfinished message."""
-        return len(self._buf) + self._msg_size
+        """Bytes held: the partial frame plus the payload so far of an unfinished message."""
+        return len(self._buf) + len(self._message)
 
     @property
     def at_rest(self) -> bool:
@@ -135,8 +154,8 @@ class FrameDecoder:
         """Record the error that ends this decoder and return it for the caller to raise."""
         self._buf = bytearray()
         self._want = 0
-        self._fragments = []
-        self._msg_size = 0
+        self._message = bytearray()
+        self._msg_frames = 0
         self._error = FrameError(code, reason)
         return self._error
 
@@ -204,6 +223,8 @@ class FrameDecoder:
             elif opcode == OP_CONT:
                 if self._msg_opcode == 0:
                     raise self._fail(_CLOSE_PROTOCOL_ERROR, "continuation without a message")
+                if self._msg_frames >= self._max_fragments:
+                    raise self._fail(_CLOSE_POLICY_VIOLATION, "too many fragments")
             elif opcode > OP_BINARY:
                 raise self._fail(_CLOSE_PROTOCOL_ERROR, "unknown opcode")
             elif self._msg_opcode != 0:
@@ -234,7 +255,7 @@ class FrameDecoder:
             if opcode >= OP_CLOSE:
                 if length > max_size:
                     raise self._fail(_CLOSE_TOO_BIG, "frame too big")
-            elif length > max_size - self._msg_size:
+            elif length > max_size - len(self._message):
                 raise self._fail(_CLOSE_TOO_BIG, "message too big")
             if avail < header + length:
                 want = header + length
@@ -256,16 +277,16 @@ class FrameDecoder:
             if not b0 & 0x80:
                 if opcode != OP_CONT:
                     self._msg_opcode = opcode
-                self._fragments.append(payload)
-                self._msg_size += length
+                self._message += payload
+                self._msg_frames += 1
                 continue
             if opcode == OP_CONT:
-                self._fragments.append(payload)
-                payload = b"".join(self._fragments)
+                self._message += payload
+                payload = bytes(self._message)
                 opcode = self._msg_opcode
                 self._msg_opcode = 0
-                self._fragments = []
-                self._msg_size = 0
+                self._message = bytearray()
+                self._msg_frames = 0
             if opcode == OP_TEXT and not payload.isascii():
                 try:
                     payload.decode("utf-8")
@@ -278,8 +299,8 @@ class FrameDecoder:
             self._buf = bytearray()
             self._want = 0
             self._msg_opcode = 0
-            self._fragments = []
-            self._msg_size = 0
+            self._message = bytearray()
+            self._msg_frames = 0
         elif src is buf:
             del buf[:pos]
             self._want = want

@@ -20,12 +20,12 @@ import msgpack
 from .. import _native
 from ..model import Conversation, Participant, StoredMessage
 from .frames import OP_BINARY, encode_frame
-from .fields import ID_CHARS, Limits, need_bool, need_choice, need_int, need_map, need_str, request_id
+from .fields import ID_CHARS, MAX_INT, Limits, need_bool, need_choice, need_int, need_map, need_optional_bool, need_str, request_id
 
 __all__ = [
-    "BODY_KINDS", "ID_CHARS", "IMPLEMENTATION", "PROTOCOL", "Limits", "ack_frame", "conversation_map",
+    "BODY_KINDS", "ID_CHARS", "IMPLEMENTATION", "MAX_INT", "PROTOCOL", "Limits", "ack_frame", "conversation_map",
     "decode_request", "encode_message", "error_frame", "event_frame", "message_frame", "message_map", "need_bool",
-    "need_choice", "need_int", "need_map", "need_str", "pack", "participant_map", "request_id",
+    "need_choice", "need_int", "need_map", "need_optional_bool", "need_str", "pack", "participant_map", "request_id",
     "send_fields", "validate_body",
 ]
 

@@ -31,8 +31,10 @@ ERRORS: dict[str, ErrorCode] = {
         ErrorCode("conflict", False, "What you create exists already (REST API: an agent with that user id)."),
         ErrorCode("conversation_closed", False, "The conversation is closed: no new messages or participants."),
         ErrorCode("too_large", False, "A field is longer than the limit announced in hello."),
+        ErrorCode("cursor_ahead", False, "A resume cursor is past the conversation's last seq (`last_seq` in the reply): those messages were never stored; drop what you hold after `last_seq` and resume from it."),
         ErrorCode("rate_limited", True, "Over the per-connection message rate; retry after `retry_after_ms`."),
         ErrorCode("unavailable", True, "The server cannot take the request now (store overloaded or shutting down)."),
+        ErrorCode("storage_damaged", False, "The server's store is damaged: an operator must repair it; retrying will not help."),
         ErrorCode("internal", True, "An unexpected server error; the request may be retried with the same cmid."),
     )
 }
@@ -55,10 +57,11 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001  # idle timeout: no pong/data within the idle timeout
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_INVALID_DATA = 1007
-CLOSE_POLICY_VIOLATION = 1008  # origin refused, or a flood far over the rate limit
+CLOSE_POLICY_VIOLATION = 1008  # a flood over the rate limit, too many fragments, too much input before auth, a frame too slow
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SERVICE_RESTART = 1012  # server restart / shutdown: reconnect with backoff and resume
+CLOSE_TRY_AGAIN_LATER = 1013  # too many connections are authenticating at once: reconnect with backoff
 CLOSE_AUTH_FAILED = 4001
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_TOO_MANY_CONNECTIONS = 4009
@@ -69,10 +72,15 @@ CLOSE_CODES: dict[int, tuple[str, bool]] = {
     CLOSE_GOING_AWAY: ("Idle timeout: nothing received within the idle timeout.", True),
     CLOSE_PROTOCOL_ERROR: ("WebSocket protocol error (unmasked frame, bad opcode, bad fragmentation…).", False),
     CLOSE_INVALID_DATA: ("Invalid UTF-8 in a text frame or close reason.", False),
-    CLOSE_POLICY_VIOLATION: ("Policy violation: a flood far over the rate limit.", False),
+    CLOSE_POLICY_VIOLATION: (
+        "Policy violation: a flood over the rate limit, a message in too many fragments, too much input before "
+        "authenticating, too many requests before authenticating, or a frame not completed within the frame timeout.",
+        False,
+    ),
     CLOSE_MESSAGE_TOO_BIG: ("A frame or message over the frame size limit.", False),
     CLOSE_INTERNAL_ERROR: ("Unexpected server error.", True),
     CLOSE_SERVICE_RESTART: ("Server restart or shutdown: reconnect with backoff and resume.", True),
+    CLOSE_TRY_AGAIN_LATER: ("Server busy: too many connections are authenticating at once; reconnect with backoff.", True),
     CLOSE_AUTH_FAILED: ("Authentication failed; the preceding error frame says why.", False),
     CLOSE_SLOW_CONSUMER: ("Slow consumer: the outbox passed its bound; reconnect and resume.", True),
     CLOSE_TOO_MANY_CONNECTIONS: ("Too many connections for this user.", False),

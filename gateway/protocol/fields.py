@@ -59,6 +59,9 @@ def need_str(req: dict[str, Any], key: str, limit: int, *, optional: bool = Fals
     return v
 
 
+MAX_INT = (1 << 63) - 1  # what the stores hold (SQLite INTEGER, PostgreSQL bigint)
+
+
 def need_int(req: dict[str, Any], key: str, *, optional: bool = False, minimum: int = 0) -> int | None:
     v = req.get(key)
     if v is None and optional:
@@ -67,6 +70,18 @@ def need_int(req: dict[str, Any], key: str, *, optional: bool = False, minimum: 
         raise RequestError("bad_request", f"field `{key}` must be an integer")
     if v < minimum:
         raise RequestError("bad_request", f"field `{key}` must be >= {minimum}")
+    if v > MAX_INT:
+        raise RequestError("bad_request", f"field `{key}` must be < 2**63")
+    return v
+
+
+def need_optional_bool(req: dict[str, Any], key: str) -> bool:
+    """A flag that may be left out (false)."""
+    v = req.get(key)
+    if v is None:
+        return False
+    if type(v) is not bool:
+        raise RequestError("bad_request", f"field `{key}` must be a boolean")
     return v
 
 

@@ -9,21 +9,20 @@ a connection carries this state without a second object (memory per idle connect
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
+from . import admission
+from .admission import ADMIT, CLOSE, REFUSE
 from .errors import AuthError, RequestError
 
-# Answers of Session.take (an int, not an object: it runs for every request)
-ADMITTED = 0
-FLOOD = -1  # too many refusals in a row: close the connection (1008); > 0: refused, retry after this many ms
-
+__all__ = ["ADMIT", "CLOSE", "REFUSE", "RatePolicy", "Session"]
 
 @dataclass(frozen=True, slots=True)
 class RatePolicy:
-    """The token bucket every connection of a node shares: ``rate`` requests per second (0: no
-    limit), up to ``burst`` at once; ``flood_after`` refusals in a row close the connection."""
+    """The token bucket every connection of a node shares: ``rate`` frames per second (0: no
+    limit), up to ``burst`` at once; an excess of ``flood_after`` refused frames (draining one per
+    second) closes the connection (the rules are ``admission.charge_frame``'s)."""
 
     rate: float
     burst: int
@@ -33,24 +32,22 @@ class RatePolicy:
 class Session:
     __slots__ = ("identity", "user_key", "tokens", "token_time", "violations", "live")
 
-    def __init__(self) -> None:
+    def __init__(self, burst: float = 0.0) -> None:
         self.identity: Any = None  # auth.Identity once authenticated
         self.user_key: tuple[str, str] = ("", "")
-        self.tokens = 0.0  # rate budget, refilled at token_time
+        self.tokens = float(burst)  # rate budget, refilled at token_time: every frame counts, from the first
         self.token_time = 0.0
-        self.violations = 0  # requests refused by the rate limit in a row
+        self.violations = 0.0  # the excess of refused frames, less one forgiven per second
         self.live = False  # resumed: receives live traffic
 
     # ---- authentication -----------------------------------------------------------------------
 
-    def authenticate(self, identity: Any, now: float, policy: RatePolicy) -> None:
-        """The connection is ``identity``'s from now on, with a full rate budget."""
+    def authenticate(self, identity: Any) -> None:
+        """The connection is ``identity``'s from now on (its rate budget goes on as it was)."""
         if self.identity is not None:
             raise RequestError("already_authenticated", "this connection is authenticated already")
         self.identity = identity
         self.user_key = (identity.tenant, identity.user)
-        self.tokens = float(policy.burst)
-        self.token_time = now
 
     def refresh(self, identity: Any) -> None:
         """A fresh token for the same user extends the connection past the old token's expiry."""
@@ -73,18 +70,10 @@ class Session:
 
     # ---- rate budget --------------------------------------------------------------------------
 
-    def take(self, now: float, policy: RatePolicy) -> int:
-        """Spend one request of the budget, refilled up to ``now``: ``ADMITTED``, ``FLOOD``
-        (close), or the milliseconds after which a retry would be admitted. A mild excess is an
-        error the client may retry; a long run of refusals is a flood."""
-        tokens = min(policy.burst, self.tokens + (now - self.token_time) * policy.rate)
-        self.token_time = now
-        if tokens >= 1.0:
-            self.tokens = tokens - 1.0
-            self.violations = 0
-            return ADMITTED
-        self.tokens = tokens
-        self.violations += 1
-        if self.violations >= policy.flood_after:
-            return FLOOD
-        return max(1, math.ceil((1.0 - tokens) / policy.rate * 1000))
+    def charge(self, now: float, policy: RatePolicy) -> int:
+        """Charge one inbound frame received at ``now``: ADMIT, REFUSE (answer ``rate_limited``
+        after ``retry_after_ms``) or CLOSE (a flood: close with 1008)."""
+        return admission.charge_frame(self, now, policy.rate, policy.burst, policy.flood_after)
+
+    def retry_after_ms(self, policy: RatePolicy) -> int:
+        return admission.retry_after_ms(self, policy.rate)

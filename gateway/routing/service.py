@@ -389,8 +389,7 @@ class RoutingService:
     # ---- requests -----------------------------------------------------------------------------
 
     def _status(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
-        if identity.role not in ("agent", "supervisor"):
-            raise RequestError("forbidden", "only agents and supervisors take conversations")
+        authz.check("status", identity, identity.tenant)
         status = env.need_choice(req, "status", ("online", "away", "offline"))
         max_active = env.need_int(req, "max", optional=True, minimum=0)
         groups = req.get("groups")
@@ -410,7 +409,7 @@ class RoutingService:
         return dict(status=agent.status, max=agent.max_active, groups=sorted(agent.groups), active=sorted(agent.active))
 
     async def _take(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
-        state = await self.service.find(identity, env.need_str(req, "conv", env.ID_CHARS))
+        state = await self.service.access(identity, env.need_str(req, "conv", env.ID_CHARS), "take")
         try:
             assignment = self.engine.take(identity.tenant, identity.user, state.conv.id, time.time())
         except RoutingError as exc:
@@ -419,14 +418,14 @@ class RoutingService:
         return dict(conv=state.conv.id)
 
     async def _transfer(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
-        state = await self.service.find(identity, env.need_str(req, "conv", env.ID_CHARS))
+        state = await self.service.access(identity, env.need_str(req, "conv", env.ID_CHARS), "transfer")
         to_agent = env.need_str(req, "to_agent", 128, optional=True)
         to_group = env.need_str(req, "to_group", 64, optional=True)
         note = env.need_str(req, "note", 1000, optional=True, empty=True) or ""
         if (to_agent is None) == (to_group is None):
             raise RequestError("bad_request", "give exactly one of `to_agent` and `to_group`")
-        if identity.role not in ("supervisor", SYSTEM) and state.conv.assignee != identity.user:
-            raise RequestError("forbidden", "only the assigned agent, a supervisor or the tenant's backend transfers a conversation")
+        if identity.role == "agent" and state.conv.assignee != identity.user:
+            raise RequestError("forbidden", "only the assigned agent or a supervisor transfers a conversation")
         if state.conv.stage not in (ASSIGNED, QUEUED):
             raise RequestError("forbidden", f"a conversation that is {state.conv.stage} cannot be transferred")
         routing = self.config.for_tenant(state.conv.tenant)
@@ -452,12 +451,10 @@ class RoutingService:
         return dict(conv=state.conv.id)
 
     async def _resolve(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
-        state = await self.service.find(identity, env.need_str(req, "conv", env.ID_CHARS))
-        allowed = identity.role in ("supervisor", SYSTEM) or state.conv.assignee == identity.user or (
-            state.conv.stage == BOT and identity.role == "bot" and identity.user in state.members
-        ) or (identity.user == state.conv.customer)
-        if not allowed:
-            raise RequestError("forbidden", "only the assigned agent, the bot, the customer, a supervisor or the tenant's backend resolves a conversation")
+        state = await self.service.access(identity, env.need_str(req, "conv", env.ID_CHARS), "resolve")
+        # then: an agent only if assigned, a bot only while it serves
+        if (identity.role == "agent" and state.conv.assignee != identity.user) or (identity.role == "bot" and state.conv.stage != BOT):
+            raise RequestError("forbidden", "only the assigned agent, the bot, the customer or a supervisor resolves a conversation")
         if state.conv.stage not in (BOT, ASSIGNED):
             raise RequestError("forbidden", f"a conversation that is {state.conv.stage} cannot be resolved")
         self.sessions.pop(state.conv.id, None)
@@ -469,8 +466,7 @@ class RoutingService:
 
     async def _handoff_request(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
         """The shopper asks for a human, or an external bot hands over."""
-        state = await self.service.find(identity, env.need_str(req, "conv", env.ID_CHARS))
-        authz.check("handoff", identity, state.conv.tenant, state.members)
+        state = await self.service.access(identity, env.need_str(req, "conv", env.ID_CHARS), "handoff")
         if state.conv.stage != BOT:
             return dict(stage=state.conv.stage)  # already with (or waiting for) a human
         reason = env.need_str(req, "reason", 200, optional=True, empty=True) or ""
@@ -484,8 +480,7 @@ class RoutingService:
         return dict(stage=state.conv.stage)
 
     async def _queues(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
-        if identity.role != "supervisor":
-            raise RequestError("forbidden", "only supervisors see the queues")
+        authz.check("queues", identity, identity.tenant)
         snapshot = self.engine.snapshot(identity.tenant, time.time())
         return dict(**snapshot)
 

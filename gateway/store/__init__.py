@@ -1,6 +1,6 @@
 """Durable storage of conversations, participants, messages and receipts, behind one contract."""
 
-from .base import Conflict, NotFound, StoreBackend, StoreError
+from .base import Conflict, NotFound, StoreBackend, StoreDamaged, StoreError
 from .memory import MemoryBackend
 from .sqlite import SqliteBackend
 
@@ -10,5 +10,6 @@ __all__ = [
     "NotFound",
     "SqliteBackend",
     "StoreBackend",
+    "StoreDamaged",
     "StoreError",
 ]

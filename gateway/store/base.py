@@ -44,6 +44,11 @@ class Conflict(StoreError):
     """An op that creates something that exists already."""
 
 
+class StoreDamaged(StoreError):
+    """The store's files are damaged (corrupt pages, a malformed database): retrying will not help
+    until an operator repairs it (``kefu store check`` / ``kefu store repair``)."""
+
+
 class StoreBackend(Protocol):
     #: True when calls block on I/O and must run off the Trio thread (SQLite, PostgreSQL);
     #: False for the memory backend, which the Store calls inline.

@@ -43,7 +43,7 @@ from ..model import (
     StoredMessage,
     WriteOp,
 )
-from .base import Conflict, NotFound, StoreError
+from .base import Conflict, NotFound, StoreDamaged, StoreError
 from .memory import check_limit, check_participants_belong
 
 log = logging.getLogger("kefu.store.sqlite")
@@ -351,7 +351,7 @@ class SqliteBackend:
                     results.append(exc)
                 except sqlite3.Error as exc:
                     if not conn.in_transaction:
-                        raise  # SQLite rolled the whole transaction back (I/O error, disk full)
+                        raise damage_or(exc) from exc  # SQLite rolled the whole transaction back (I/O error, disk full, corruption)
                     error = StoreError(f"{type(op).__name__} failed: {exc}")
                     error.__cause__ = exc
                     results.append(error)
@@ -640,7 +640,10 @@ class SqliteBackend:
     def _read(self, sql: str, params: Sequence[object]) -> list[tuple]:
         """Run one query on this thread's reader. fetchall() ends the statement at once, so no read
         transaction stays open to pin an old WAL snapshot and stall checkpoints."""
-        return self._reader().execute(sql, params).fetchall()
+        try:
+            return self._reader().execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise damage_or(exc) from exc
 
     def _reader(self) -> sqlite3.Connection:
         """This thread's read-only connection, opened on first use."""
@@ -674,6 +677,17 @@ def _api_key_row(key: ApiKey) -> tuple:
 def _api_key(row: tuple) -> ApiKey:
     key_id, tenant, name, scopes, secret_hash, created_at, revoked_at = row
     return ApiKey(key_id, tenant, name, tuple(json.loads(scopes)), secret_hash, created_at, revoked_at)
+
+
+_DAMAGE_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB (primary codes)
+
+
+def damage_or(exc: sqlite3.Error) -> Exception:
+    """A corrupt database becomes StoreDamaged (not retryable); anything else stays as it is."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if (code is not None and code & 0xFF in _DAMAGE_CODES) or "malformed" in str(exc):
+        return StoreDamaged(f"the database is damaged: {exc}; run `kefu store check`")
+    return exc
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

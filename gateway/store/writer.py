@@ -202,7 +202,7 @@ class Store:
             results = apply_batch([op for op, _ in batch])
         except Exception as exc:  # the commit failed: no op of the batch is durable
             log.exception("store batch of %d failed", len(batch))
-            results = [StoreError(f"store write failed: {exc}")] * len(batch)
+            results = [exc if isinstance(exc, StoreError) else StoreError(f"store write failed: {exc}")] * len(batch)
         return results, time.perf_counter() - started
 
     def _run_inline(self) -> None:

@@ -33,6 +33,7 @@ from ..protocol.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, FrameError,
 log = logging.getLogger("kefu.connection")
 
 RECV_BYTES = 256 * 1024
+PREAUTH_RECV_BYTES = 16 * 1024  # smaller reads before authentication: what a peer makes us hold
 CLOSE_WAIT_S = 1.0  # how long a closing connection may take to flush its close frame
 
 
@@ -43,6 +44,7 @@ class Connection(Session):
     __slots__ = (
         "sock", "id", "peer", "writer", "outbox", "outbox_bytes", "blocked", "closing", "closed",
         "created", "last_recv", "last_ping", "convs", "guards", "lot", "parked", "park_requested",
+        "preauth_bytes", "decoder", "partial_since", "error_counts",
     )
 
     def __init__(self, sock: socket.socket, conn_id: str, peer: str, writer: Writer, lot: ParkingLot | None = None) -> None:
@@ -59,6 +61,11 @@ class Connection(Session):
         self.created = self.last_recv = self.last_ping = time.monotonic()
         self.convs: list[str] = []  # conversations delivered to this connection (a list: 150 B less than a set)
         self.guards: dict[str, int] = {}  # conv -> highest seq already sent by a resume
+        self.token_time = self.created
+        self.preauth_bytes = 0  # bytes received before authenticating, charged to the PreAuthBudget
+        self.decoder: Any = None  # the frame decoder, until authentication raises its limits
+        self.partial_since = 0.0  # when the decoder last left rest (a frame or message under way)
+        self.error_counts: dict[str, int] | None = None  # error codes sent, for one log line each
         self.lot = lot  # where the connection is parked when quiet (None: never parked)
         self.parked = False  # no reader task: the lot watches the socket
         self.park_requested = False  # the reader parks when its wait for input is interrupted
@@ -276,13 +283,19 @@ async def read_frames(
     on_message: Callable[[Connection, bytes], Awaitable[None] | None],
     on_text: Callable[[Connection], None],
     stats: Stats,
+    on_control: Callable[[Connection], bool] | None = None,
+    on_preauth_input: Callable[[Connection, int], bool] | None = None,
 ) -> bool:
     """Read until the peer or the server closes (``data``: bytes already received): feed the frame
     decoder with every chunk and hand each binary message to ``on_message`` (awaited only when it
     returns an awaitable); text messages, which kefu.v1 does not use, to ``on_text``.
 
     Returns True when the connection was parked instead (``Connection.request_park`` while this
-    waited for input with the decoder at rest): the caller's task ends, the connection lives on."""
+    waited for input with the decoder at rest): the caller's task ends, the connection lives on.
+
+    ``on_control(conn)`` is asked before a ping is answered (False: drop it, the peer floods);
+    ``on_preauth_input(conn, n)`` is asked for every chunk read before authentication (False: the
+    connection was refused and is closing)."""
     sock = conn.sock
     while True:
         if data:
@@ -290,9 +303,15 @@ async def read_frames(
             try:
                 messages = decoder.feed(data)
             except FrameError as exc:
+                stats.refused[FRAME_ERROR_REASONS.get(exc.code, "protocol_error")] += 1
                 log.info("protocol error %d: %s", exc.code, exc.reason, extra=conn.log_extra)
                 conn.close(exc.code, exc.reason)
                 return False
+            # A frame or message under way must complete within the frame timeout (heartbeat).
+            if decoder.at_rest:
+                conn.partial_since = 0.0
+            elif not conn.partial_since:
+                conn.partial_since = conn.last_recv
             for opcode, payload in messages:
                 if conn.closing:
                     return False
@@ -303,11 +322,15 @@ async def read_frames(
                         await pending
                         pending = None  # a finished coroutine kept alive costs an idle connection ~300 B
                 elif opcode == OP_PING:
-                    conn.push(encode_frame(OP_PONG, payload))
+                    if on_control is None or on_control(conn):
+                        conn.push(encode_frame(OP_PONG, payload))
                 elif opcode == OP_CLOSE:
                     _answer_close(conn, payload)
                     return False
-                elif opcode != OP_PONG:
+                elif opcode == OP_PONG:
+                    if on_control is not None:
+                        on_control(conn)
+                else:
                     stats.frames_in += 1
                     on_text(conn)
             messages = payload = data = None  # nothing of this chunk stays referenced while idle
@@ -327,7 +350,7 @@ async def read_frames(
                 return True
             continue  # in the middle of a message: stay
         try:
-            data = sock.recv(RECV_BYTES)
+            data = sock.recv(RECV_BYTES if conn.identity is not None else PREAUTH_RECV_BYTES)
         except BlockingIOError:
             data = b""
             continue
@@ -336,6 +359,12 @@ async def read_frames(
         if not data:
             return False
         conn.last_recv = time.monotonic()
+        if conn.identity is None and on_preauth_input is not None and not on_preauth_input(conn, len(data)):
+            return False
+
+
+# Reasons of ``Stats.refused`` for the close codes of frame errors.
+FRAME_ERROR_REASONS = {1002: "protocol_error", 1007: "invalid_utf8", 1008: "too_many_fragments", 1009: "message_too_big"}
 
 
 def _park(conn: Connection, decoder: Any) -> bool:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import h11
@@ -100,8 +101,9 @@ def decide(request: h11.Request, allowed_origins: frozenset[str] | None, ready: 
     return Upgrade(response, subprotocol, token, origin, user_agent)
 
 
-async def read_request(sock, conn: h11.Connection) -> h11.Request | None:
-    """The request head, or None when the peer closed or sent something that is not HTTP/1.1."""
+async def read_request(sock, conn: h11.Connection, charge: Callable[[int], bool] | None = None) -> h11.Request | None:
+    """The request head, or None when the peer closed or sent something that is not HTTP/1.1, or
+    ``charge(n)`` refused the next ``n`` bytes read (the pre-auth budget is spent)."""
     while True:
         try:
             event = conn.next_event()
@@ -117,6 +119,8 @@ async def read_request(sock, conn: h11.Connection) -> h11.Request | None:
         except BlockingIOError:
             continue
         except OSError:
+            return None
+        if charge is not None and not charge(len(data)):
             return None
         conn.receive_data(data)
         if not data:

@@ -20,7 +20,8 @@ from trio.lowlevel import wait_readable
 
 from ..config import Config
 from ..metrics import Stats
-from ..protocol.errors import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR
+from ..protocol.admission import PreAuthBudget
+from ..protocol.errors import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER
 from ..protocol.frames import OP_PING, FrameDecoder, encode_frame
 from . import handshake
 from .connection import Connection, ParkingLot, Writer, finish, read_frames
@@ -29,13 +30,22 @@ from .ws_handlers import RequestHandlers
 log = logging.getLogger("kefu.server")
 
 PING_FRAME = encode_frame(OP_PING, b"")
+PREAUTH_MAX_FRAGMENTS = 8  # frames one message may come in before authentication
+BUSY_RESPONSE = (  # to a connection refused before anything of it is read
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 12\r\nConnection: close\r\n\r\nserver busy\n"
+)
 
 
 class WebSocketServer:
-    def __init__(self, config: Config, stats: Stats, handlers: RequestHandlers) -> None:
+    def __init__(self, config: Config, stats: Stats, handlers: RequestHandlers, preauth: PreAuthBudget) -> None:
+        """``preauth``: what connections may send before they authenticate (shared with the
+        request handlers, which release a connection's share when it authenticates)."""
         self.config = config
         self.stats = stats
         self.handlers = handlers
+        self.preauth = preauth
+        self.burst = float(config.limits.rate_burst)
         self.max_frame_bytes = config.limits.max_frame_bytes
         self.writer = Writer(stats, config.max_outbox_bytes)
         self.lot = ParkingLot(self._resume_reader, config.park_after_s)
@@ -102,22 +112,41 @@ class WebSocketServer:
                                 break
                             raise
                         sock.setblocking(False)
+                        if not self.preauth.admit():
+                            self._refuse_busy(sock)
+                            continue
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                         nursery.start_soon(self._serve_socket, sock, f"{addr[0]}:{addr[1]}")
             finally:
                 trio.lowlevel.notify_closing(listener)
                 listener.close()
 
+    def _refuse_busy(self, sock: socket.socket) -> None:
+        """Connections that have not authenticated hold all they may: answer 503 without reading."""
+        self.stats.refused["pending_budget"] += 1
+        self.stats.handshakes_failed["busy"] += 1
+        try:
+            sock.send(BUSY_RESPONSE)
+        except OSError:
+            pass
+        sock.close()
+
     async def _heartbeat(self) -> None:
         """One task for every connection's timers: ping the quiet, close the idle, and those whose
-        session says authentication is overdue (no token in time, or the token expired)."""
+        session says authentication is overdue (no token in time, or the token expired), and those
+        whose frame under way takes longer than the frame timeout."""
         cfg = self.config
-        tick = max(0.05, min(cfg.heartbeat_s, cfg.idle_timeout_s, cfg.handshake_timeout_s) / 4)
+        tick = max(0.05, min(cfg.heartbeat_s, cfg.idle_timeout_s, cfg.handshake_timeout_s, cfg.frame_timeout_s) / 4)
         while True:
             await trio.sleep(tick)
             now, wall = time.monotonic(), time.time()
             for conn in list(self.connections):
                 quiet = now - conn.last_recv
+                if conn.partial_since and now - conn.partial_since > cfg.frame_timeout_s:
+                    self.stats.refused["frame_timeout"] += 1
+                    log.info("frame not completed within %.0f s, closing", cfg.frame_timeout_s, extra=conn.log_extra)
+                    conn.close(CLOSE_POLICY_VIOLATION, "frame not completed in time")
+                    continue
                 overdue = conn.overdue(now, wall, conn.created, cfg.handshake_timeout_s)
                 if overdue is not None:
                     self.handlers.refuse(conn, overdue, None)
@@ -134,17 +163,21 @@ class WebSocketServer:
         """One connection: HTTP upgrade, then frames until it closes (one task, one frame chain)."""
         accepted = time.monotonic()
         upgrade, data = None, b""
+        charged = [0]  # bytes of the upgrade request, charged to the pre-auth budget
         try:
             with trio.move_on_after(self.config.handshake_timeout_s):
-                upgrade, data = await self._handshake(sock)
+                upgrade, data = await self._handshake(sock, charged)
         except OSError:
             upgrade = None
         if upgrade is None:
+            self.preauth.release(charged[0])
             sock.close()
             return
         token, upgrade = upgrade.token, None
         conn = Connection(sock, f"{self._prefix}-{next(self._ids)}", peer, self.writer, self.lot if self.parking else None)
         conn.created = accepted  # one handshake timeout for the upgrade and the authentication together
+        conn.preauth_bytes = charged[0]
+        conn.tokens = self.burst  # every frame counts, from the first
         self.connections.add(conn)
         self.sessions[conn.id] = conn
         self.stats.connections_opened += 1
@@ -161,9 +194,14 @@ class WebSocketServer:
         """A connection's reader task, from its upgrade or from the parking lot, until it closes
         (then it is forgotten and finished here) or is parked again (then it lives on)."""
         parked = False
+        cfg = self.config
+        if conn.identity is None:  # small limits until it authenticates (then raised by the handlers)
+            decoder = conn.decoder = FrameDecoder(min(self.max_frame_bytes, cfg.max_preauth_bytes), max_fragments=min(PREAUTH_MAX_FRAGMENTS, cfg.max_fragments))
+        else:
+            decoder = FrameDecoder(self.max_frame_bytes, max_fragments=cfg.max_fragments)
+        handlers = self.handlers
         try:
-            decoder = FrameDecoder(max_message_size=self.max_frame_bytes)
-            parked = await read_frames(conn, decoder, data, self.handlers.on_frame, self.handlers.on_text, self.stats)
+            parked = await read_frames(conn, decoder, data, handlers.on_frame, handlers.on_text, self.stats, handlers.on_control, self._on_preauth_input)
         except Exception:
             log.exception("connection failed", extra=conn.log_extra)
             conn.close(CLOSE_INTERNAL_ERROR, "internal error")
@@ -176,7 +214,29 @@ class WebSocketServer:
     def _forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
         self.sessions.pop(conn.id, None)
+        if conn.error_counts is not None:
+            repeated = {code: n for code, n in conn.error_counts.items() if n > 1}
+            if repeated:
+                log.info("errors sent on this connection: %s", ", ".join(f"{c} x{n}" for c, n in sorted(repeated.items())), extra=conn.log_extra)
+        if conn.identity is None:
+            self.preauth.release(conn.preauth_bytes)
+            conn.preauth_bytes = 0
+            return
         self.handlers.forget(conn)
+
+    def _on_preauth_input(self, conn: Connection, n: int) -> bool:
+        """Charge a chunk read before authentication; refuse a connection past its or the total budget."""
+        refused = self.preauth.charge(conn.preauth_bytes, n)
+        if refused is None:
+            conn.preauth_bytes += n
+            return True
+        self.stats.refused[refused] += 1
+        log.info("input before authentication refused: %s", refused, extra=conn.log_extra)
+        if refused == PreAuthBudget.TOTAL:
+            conn.close(CLOSE_TRY_AGAIN_LATER, "server busy: retry later")
+        else:
+            conn.close(CLOSE_POLICY_VIOLATION, "too much input before authentication")
+        return False
 
     def _resume_reader(self, conn: Connection) -> None:
         """The parking lot's callback: input (or a close) for a parked connection."""
@@ -188,9 +248,18 @@ class WebSocketServer:
             conn.closed = True
             conn.sock.close()
 
-    async def _handshake(self, sock: socket.socket) -> tuple[handshake.Upgrade | None, bytes]:
+    async def _handshake(self, sock: socket.socket, charged: list[int]) -> tuple[handshake.Upgrade | None, bytes]:
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=handshake.MAX_REQUEST_BYTES)
-        request = await handshake.read_request(sock, http)
+
+        def charge(n: int) -> bool:
+            refused = self.preauth.charge(charged[0], n)
+            if refused is not None:
+                self.stats.refused[refused] += 1
+                return False
+            charged[0] += n
+            return True
+
+        request = await handshake.read_request(sock, http, charge)
         if request is None:
             self.stats.handshakes_failed["bad_request"] += 1
             return None, b""

@@ -26,6 +26,7 @@ from ..media import bodies as media_bodies
 from ..metrics import Stats
 from ..model import Appended, Receipt, RECEIPT_KINDS
 from ..protocol import envelope as env
+from ..protocol.admission import PreAuthBudget
 from ..protocol.errors import (
     AUTH_ERRORS,
     CLOSE_AUTH_FAILED,
@@ -35,14 +36,15 @@ from ..protocol.errors import (
     RequestError,
 )
 from ..protocol.frames import OP_BINARY, encode_frame
-from ..protocol.session import ADMITTED, FLOOD, RatePolicy
-from ..store.base import StoreError
+from ..protocol.session import ADMIT, CLOSE, RatePolicy
+from ..store.base import StoreDamaged, StoreError
 from .connection import Connection
 
 log = logging.getLogger("kefu.ws")
 
 CATCHUP_LIMIT = 2000  # messages one resume sends per conversation; past it the client resumes again
 MAX_RESUME_CONVS = 1000
+PREAUTH_MAX_REFUSED = 8  # requests refused before authentication (unauthenticated, bad_frame…) before closing
 
 Handler = Callable[[Connection, dict[str, Any]], Awaitable[None] | None]
 # What other services (routing) add: (principal, request) -> the reply's fields, or an awaitable of them
@@ -58,8 +60,13 @@ class ConnectionHooks:
 
 
 class RequestHandlers:
-    def __init__(self, config: Config, service: ConversationService, hub: Hub, authenticator: Authenticator, stats: Stats) -> None:
+    def __init__(
+        self, config: Config, service: ConversationService, hub: Hub, authenticator: Authenticator, stats: Stats, preauth: PreAuthBudget
+    ) -> None:
+        """``preauth``: the transport's budget of input before authentication; a connection's
+        share of it is released here when it authenticates."""
         self.config = config
+        self.preauth = preauth
         self.limits = config.limits
         self.service = service
         self.hub = hub
@@ -105,19 +112,25 @@ class RequestHandlers:
     # ---- frames in, frames out ----------------------------------------------------------------
 
     def on_frame(self, conn: Connection, payload: bytes) -> Awaitable[None] | None:
-        """Handle one binary message: decode, authenticate, rate-limit, dispatch."""
+        """Handle one binary message: rate-limit, decode, authenticate, dispatch."""
+        verdict = conn.charge(conn.last_recv, self.policy) if self.policy.rate else ADMIT
         try:
             req = env.decode_request(payload)
         except RequestError as exc:
-            self.error(conn, exc, exc.extra.pop("id", None))
+            if verdict == ADMIT:
+                self.error(conn, exc, exc.extra.pop("id", None))
+            else:
+                self._over_rate(conn, verdict, None)
+            return None
+        if verdict != ADMIT:
+            self._over_rate(conn, verdict, env.request_id(req))
             return None
         t = req["t"]
         if conn.identity is None:
             if t == "auth":
                 return self._auth_frame(conn, req)
             self.error(conn, RequestError("unauthenticated", "authenticate first: send `auth` with a token"), env.request_id(req))
-            return None
-        if self.policy.rate and not self._admit(conn, req):
+            self._refused_before_auth(conn)
             return None
         handler = self._handlers.get(t)
         if handler is None:
@@ -141,6 +154,9 @@ class RequestHandlers:
             await pending
         except RequestError as exc:
             self.error(conn, exc, env.request_id(req))
+        except StoreDamaged as exc:
+            log.error("store damaged on %r: %s", req["t"], exc, extra=conn.log_extra)
+            self.error(conn, RequestError("storage_damaged", "the server's storage is damaged; an operator has been alerted"), env.request_id(req))
         except StoreError as exc:
             log.warning("store error on %r: %s", req["t"], exc, extra=conn.log_extra)
             self.error(conn, RequestError("unavailable", "storage unavailable, retry"), env.request_id(req))
@@ -149,30 +165,57 @@ class RequestHandlers:
             self.error(conn, RequestError("internal", "internal error"), env.request_id(req))
 
     def on_text(self, conn: Connection) -> None:
+        verdict = conn.charge(conn.last_recv, self.policy)
+        if verdict != ADMIT:
+            self._over_rate(conn, verdict, None)
+            return
         self.error(conn, RequestError("bad_frame", "kefu.v1 uses binary frames: send msgpack in a binary message"), None)
+        if conn.identity is None:
+            self._refused_before_auth(conn)
+
+    def on_control(self, conn: Connection) -> bool:
+        """A ping or pong counts against the rate like any frame; a refused ping is not answered."""
+        verdict = conn.charge(conn.last_recv, self.policy)
+        if verdict == ADMIT:
+            return True
+        self._over_rate(conn, verdict, None)
+        return False
+
+    def _refused_before_auth(self, conn: Connection) -> None:
+        """Before authentication a client has nothing to send but `auth`: a few mistakes, then close."""
+        counts = conn.error_counts or {}
+        if sum(counts.values()) >= PREAUTH_MAX_REFUSED:
+            self.stats.refused["unauthenticated"] += 1
+            conn.close(CLOSE_POLICY_VIOLATION, "authenticate first")
+
+    def _over_rate(self, conn: Connection, verdict: int, rid: int | str | None) -> None:
+        """A frame over the connection's rate: refuse it (a request hears ``rate_limited``), or
+        close the connection once its excess says it floods."""
+        self.stats.rate_limited += 1
+        self.stats.refused["rate_limited"] += 1
+        if verdict == CLOSE:
+            self.stats.refused["flood"] += 1
+            log.warning("flood: %.0f frames over the rate limit, closing", conn.violations, extra=conn.log_extra)
+            conn.close(CLOSE_POLICY_VIOLATION, "flood over the rate limit")
+            return
+        retry_ms = conn.retry_after_ms(self.policy)
+        self.error(conn, RequestError("rate_limited", "over the message rate limit", retry_after_ms=retry_ms), rid)
 
     def error(self, conn: Connection, exc: RequestError, rid: int | str | None) -> None:
+        """Send an error frame. Each code is logged once per connection; repeats are counted and
+        summed up in one line when the connection ends."""
         self.stats.errors[exc.code] += 1
-        if exc.code not in ("rate_limited",):
+        counts = conn.error_counts
+        if counts is None:
+            counts = conn.error_counts = {}
+        seen = counts.get(exc.code, 0)
+        counts[exc.code] = seen + 1
+        if not seen:
             log.info("error %s: %s", exc.code, exc.message, extra=conn.log_extra)
         conn.push(encode_frame(OP_BINARY, env.error_frame(exc.code, exc.message, exc.retryable, rid, **exc.extra)))
 
     def ok(self, conn: Connection, req: dict[str, Any], **fields: Any) -> None:
         conn.push(env.event_frame({"t": "ok", "id": env.request_id(req), **fields}))
-
-    def _admit(self, conn: Connection, req: dict[str, Any]) -> bool:
-        answer = conn.take(conn.last_recv, self.policy)
-        if answer == ADMITTED:
-            return True
-        self.stats.rate_limited += 1
-        if conn.violations == 1:
-            log.info("rate limited", extra=conn.log_extra)
-        if answer == FLOOD:
-            log.warning("flood: %d requests over the rate limit, closing", conn.violations, extra=conn.log_extra)
-            conn.close(CLOSE_POLICY_VIOLATION, "flood over the rate limit")
-            return False
-        self.error(conn, RequestError("rate_limited", "over the message rate limit", retry_after_ms=answer), env.request_id(req))
-        return False
 
     # ---- authentication -----------------------------------------------------------------------
 
@@ -202,7 +245,12 @@ class RequestHandlers:
             log.warning("too many connections for user", extra={**conn.log_extra, "tenant": identity.tenant, "user": identity.user})
             conn.close(CLOSE_TOO_MANY_CONNECTIONS, "too many connections for this user")
             return False
-        conn.authenticate(identity, conn.last_recv, self.policy)
+        conn.authenticate(identity)
+        self.preauth.release(conn.preauth_bytes)
+        conn.preauth_bytes = 0
+        if conn.decoder is not None:
+            conn.decoder.set_limits(self.limits.max_frame_bytes, self.config.max_fragments)
+            conn.decoder = None
         self.hub.add_connection(conn)
         self.stats.connections[identity.role] += 1
         if self.hooks is not None:
@@ -303,7 +351,8 @@ class RequestHandlers:
         limit = env.need_int(req, "limit", optional=True, minimum=1) or 50
         before = env.need_int(req, "before", optional=True)
         cursor = env.need_str(req, "cursor", 200, optional=True)
-        listing = await self.service.list(conn.identity, status=req.get("status"), cursor=cursor, limit=limit, mine=bool(req.get("mine")), before=before)
+        mine = bool(env.need_optional_bool(req, "mine"))
+        listing = await self.service.list(conn.identity, status=req.get("status"), cursor=cursor, limit=limit, mine=mine, before=before)
         self.ok(conn, req, convs=[env.conversation_map(c) for c in listing.convs], more=listing.more, next=listing.next)
 
     async def history(self, conn: Connection, req: dict[str, Any]) -> None:
@@ -322,7 +371,7 @@ class RequestHandlers:
         if len(cursors) > MAX_RESUME_CONVS:
             raise RequestError("too_large", f"at most {MAX_RESUME_CONVS} conversations per resume")
         for conv_id, last in cursors.items():
-            if type(conv_id) is not str or type(last) is not int or last < 0:
+            if type(conv_id) is not str or type(last) is not int or last < 0 or last > env.MAX_INT:
                 raise RequestError("bad_request", "field `convs` must map conversation ids to last sequence numbers (>= 0)")
         identity = conn.identity
         first_live = not conn.live and len([c for c in self.hub.connections_of(*conn.user_key) if c.live]) == 0
@@ -338,6 +387,9 @@ class RequestHandlers:
                 state = await self.service.access(identity, conv_id, "catch_up")
             except RequestError as exc:
                 resumed[conv_id] = {"error": exc.code}
+                continue
+            if last > state.last_seq:  # never silently skip what will be stored under these seqs
+                resumed[conv_id] = {"error": "cursor_ahead", "last_seq": state.last_seq}
                 continue
             resumed[conv_id] = await self._catch_up(conn, state, last)
         if first_live:

@@ -1,13 +1,18 @@
-"""The Bus contract, run against every implementation: two gateways in front of one store, each
-with its own clients, behave as one."""
+"""The Bus contract, run against every implementation through a factory (``BUSES``): the bus on
+its own (order, node ids, plain data, failures reported), then two gateways in front of one store,
+each with its own clients, behaving as one. A new bus (Redis) adds itself to ``BUSES``."""
 
 from __future__ import annotations
+
+import pickle
 
 import pytest
 import trio
 
 from gateway.app import serve
-from gateway.bus import LocalBus
+from gateway.bus import BusError, LocalBus
+from gateway.model import Conversation
+from gateway.protocol import envelope as env
 from gateway.store import MemoryBackend
 
 from ..conftest import make_config
@@ -21,6 +26,87 @@ BUSES = {"local": LocalBus}
 @pytest.fixture(params=sorted(BUSES))
 def make_bus(request):
     return BUSES[request.param]
+
+
+PLAIN = (str, int, bytes, bool, type(None), Conversation)
+CONV = Conversation("c1", "t1", "alice", "app", "open", 1)
+
+
+class Recorder:
+    """A node's side of the bus: keeps what arrives."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self.arrived = trio.Event()
+
+    def _keep(self, kind, *args):
+        self.events.append((kind, *args))
+        self.arrived.set()
+
+    def on_message(self, *args): self._keep("message", *args)
+    def on_event(self, *args): self._keep("event", *args)
+    def on_conversation(self, *args): self._keep("conversation", *args)
+    def on_membership(self, *args): self._keep("membership", *args)
+    def on_user(self, *args): self._keep("user", *args)
+
+    async def wait_for(self, n: int) -> list[tuple]:
+        with trio.fail_after(5):
+            while len(self.events) < n:
+                self.arrived = trio.Event()
+                await self.arrived.wait()
+        return self.events
+
+
+def publish_all(bus, node: str, n: int) -> None:
+    for seq in range(1, n + 1):
+        bus.publish_message(node, "c1", seq, b"frame-%d" % seq, "sess-1" if seq == 1 else None)
+    bus.publish_event(node, "c1", b"typing", "alice")
+    bus.publish_conversation(node, CONV)
+    bus.publish_membership(node, "c1", "t1", "bob", "agent", True)
+    bus.publish_user(node, "t1", "bob", b"offer")
+
+
+async def test_every_node_gets_every_event_in_order_with_the_publishers_id(nursery, make_bus):
+    bus = make_bus()
+    a, b = Recorder(), Recorder()
+    await nursery.start(bus.run, a)
+    await nursery.start(bus.run, b)
+    publish_all(bus, "node-a", 20)
+    for node in (a, b):  # the publisher's own node too: it tells its echoes by the node id
+        events = await node.wait_for(24)
+        assert [e[3] for e in events[:20]] == list(range(1, 21))
+        assert all(e[1] == "node-a" for e in events)
+        assert events[0][5] == "sess-1" and events[1][5] is None
+        assert [e[0] for e in events[20:]] == ["event", "conversation", "membership", "user"]
+
+
+async def test_events_are_plain_data_that_can_cross_a_process(nursery, make_bus):
+    bus = make_bus()
+    node = Recorder()
+    await nursery.start(bus.run, node)
+    publish_all(bus, "node-a", 2)
+    for event in await node.wait_for(6):
+        assert all(isinstance(arg, PLAIN) for arg in event[1:]), event
+        assert pickle.loads(pickle.dumps(event)) == event
+
+
+async def test_a_publish_after_close_raises_and_none_is_dropped_in_silence(nursery, make_bus):
+    bus = make_bus()
+    await nursery.start(bus.run, Recorder())
+    bus.close()
+    for publish in (
+        lambda: bus.publish_message("n", "c1", 1, b"x", None),
+        lambda: bus.publish_event("n", "c1", b"x", None),
+        lambda: bus.publish_conversation("n", CONV),
+        lambda: bus.publish_membership("n", "c1", "t1", "bob", "agent", True),
+        lambda: bus.publish_user("n", "t1", "bob", b"x"),
+    ):
+        with pytest.raises(BusError):
+            publish()
+
+
+async def test_publishing_with_no_node_attached_is_no_error(make_bus):
+    make_bus().publish_message("n", "c1", 1, b"x", None)
 
 
 @pytest.fixture
@@ -83,3 +169,15 @@ async def test_typing_and_receipts_cross_nodes(two_nodes):
         assert (await shopper.next("typing", conv=conv))["user"] == "bob"
         await agent.ok("receipt", conv=conv, kind="read", seq=1)
         assert (await shopper.next("receipt", conv=conv))["seq"] == 1
+
+
+async def test_a_node_tells_its_own_echo_by_its_node_id(two_nodes):
+    """The origin session is skipped only on the node that published (session ids are local)."""
+    a, b = two_nodes
+    async with connect(b.url, token("alice"), resume={}) as shopper:
+        conv = (await shopper.ok("open"))["conv"]["id"]
+        session = shopper.hello["session"]
+        bus = b.node.bus
+        bus.publish_message(b.node.id, conv, 1, env.event_frame({"t": "msg", "conv": conv, "seq": 1}), session)
+        bus.publish_message(a.node.id, conv, 2, env.event_frame({"t": "msg", "conv": conv, "seq": 2}), session)
+        assert (await shopper.next("msg", conv=conv))["seq"] == 2  # not 1: that was its own echo

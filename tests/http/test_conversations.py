@@ -135,3 +135,19 @@ async def test_resolve_and_transfer_through_routing(start_gateway, tmp_path):
                     events.append((await alice.next("msg", conv=conv, role="system"))["body"]["event"])
                 assert events == ["assigned", "transferred", "assigned", "resolved"]
                 problem(await http.post(f"/v1/conversations/{conv}/resolve"), 403, "forbidden")  # resolved already
+
+
+async def test_an_idempotency_key_makes_a_retried_post_land_once(api):
+    with trio.fail_after(15):
+        async with connect(api.gateway.url, token("alice"), resume={}) as alice:
+            conv = (await alice.ok("open"))["conv"]["id"]
+            post = {"sender": {"role": "system"}, "body": {"kind": "text", "text": "发货了"}}
+            first = await api.post(f"/v1/conversations/{conv}/messages", json=post, headers={"idempotency-key": "ship-1"})
+            again = await api.post(f"/v1/conversations/{conv}/messages", json=post, headers={"idempotency-key": "ship-1"})
+            assert (first.status_code, first.json()["duplicate"]) == (201, False)
+            assert (again.status_code, again.json()["duplicate"], again.json()["seq"]) == (200, True, first.json()["seq"])
+            assert (await alice.next("msg", conv=conv))["seq"] == 1
+            other = await api.post(f"/v1/conversations/{conv}/messages", json=post, headers={"idempotency-key": "ship-2"})
+            assert other.json()["seq"] == 2 and (await alice.next("msg", conv=conv))["seq"] == 2
+            assert [f for f in await alice.quiet(0.2) if f.get("t") == "msg"] == []
+            problem(await api.post(f"/v1/conversations/{conv}/messages", json=post, headers={"idempotency-key": "x" * 200}), 422, "bad_request")

@@ -344,6 +344,45 @@ def test_message_too_big_detected_at_fragment_header(codec: ModuleType) -> None:
     assert info.value.code == 1009
 
 
+def test_too_many_fragments_is_a_policy_violation(codec: ModuleType) -> None:
+    # Empty fragments cost no payload but still work and memory: they are counted too.
+    decoder = codec.FrameDecoder(max_fragments=3)
+    assert decoder.feed(mask_frame(OP_BINARY, b"a", fin=False)) == []
+    assert decoder.feed(mask_frame(OP_CONT, b"", fin=False)) == []
+    assert decoder.feed(mask_frame(OP_PING, b"")) == [(OP_PING, b"")]  # control frames do not count
+    assert decoder.feed(mask_frame(OP_CONT, b"b")) == [(OP_BINARY, b"ab")]
+    assert decoder.feed(mask_frame(OP_BINARY, b"a", fin=False) + mask_frame(OP_CONT, b"", fin=False) * 2) == []
+    with pytest.raises(FrameError) as info:
+        decoder.feed(mask_frame(OP_CONT, b"", length=0)[:2])  # decided from the first two bytes
+    assert (info.value.code, info.value.reason) == (1008, "too many fragments")
+    assert decoder.buffered == 0
+
+
+def test_fragments_are_held_as_their_payload_bytes(codec: ModuleType) -> None:
+    decoder = codec.FrameDecoder(max_fragments=100_000)
+    decoder.feed(mask_frame(OP_BINARY, b"x", fin=False))
+    decoder.feed(b"".join(mask_frame(OP_CONT, b"y", fin=False) for _ in range(9_999)))
+    assert decoder.buffered == 10_000
+    assert decoder.feed(mask_frame(OP_CONT, b"")) == [(OP_BINARY, b"x" + b"y" * 9_999)]
+    assert decoder.buffered == 0 and decoder.at_rest
+
+
+def test_limits_raised_for_frames_still_to_come(codec: ModuleType) -> None:
+    # A server starts a connection with small limits and raises them once it authenticates.
+    decoder = codec.FrameDecoder(max_message_size=10, max_fragments=2)
+    assert decoder.feed(mask_frame(OP_BINARY, b"x" * 10)) == [(OP_BINARY, b"x" * 10)]
+    decoder.set_limits(1000, 50)
+    assert decoder.feed(mask_frame(OP_BINARY, b"x" * 500, fin=False)) == []
+    for _ in range(48):
+        assert decoder.feed(mask_frame(OP_CONT, b"", fin=False)) == []
+    assert decoder.feed(mask_frame(OP_CONT, b"y" * 500)) == [(OP_BINARY, b"x" * 500 + b"y" * 500)]
+    decoder.set_limits(10, 2)
+    assert error_code(codec, mask_frame(OP_BINARY, b"x" * 11), max_message_size=10) == 1009
+    with pytest.raises(FrameError) as info:
+        decoder.feed(mask_frame(OP_BINARY, b"x" * 11))
+    assert info.value.code == 1009
+
+
 def test_control_frame_above_max_message_size_is_too_big(codec: ModuleType) -> None:
     assert error_code(codec, mask_frame(OP_PING, b"x" * 20), max_message_size=10) == 1009
     # The limit is inclusive for control frames too.

@@ -166,6 +166,7 @@ max_sizes = st.one_of(
     st.lists(st.integers(0, 3), min_size=1, max_size=4),
     st.booleans(),
     max_sizes,
+    st.one_of(st.just(1024), st.integers(1, 6)),
 )
 @differential
 def test_twins_agree_on_arbitrary_streams(
@@ -176,8 +177,9 @@ def test_twins_agree_on_arbitrary_streams(
     wrappers: list[int],
     require_mask: bool,
     max_size: int,
+    max_fragments: int,
 ) -> None:
-    kwargs = {"require_mask": require_mask, "max_message_size": max_size}
+    kwargs = {"require_mask": require_mask, "max_message_size": max_size, "max_fragments": max_fragments}
     chunks = split_at(stream, points)
     # Same split: every single feed() returns and raises the same, with the same buffered count.
     assert trace(c, chunks, wrappers, **kwargs) == trace(PY, chunks, [0], **kwargs)
@@ -280,6 +282,10 @@ def test_twins_agree_on_misuse(c: ModuleType) -> None:
         lambda m: m.FrameDecoder(max_message_size=-1),
         lambda m: m.FrameDecoder(max_message_size=1 << 63),
         lambda m: m.FrameDecoder(max_message_size=True).feed(mask_frame(OP_BINARY, b"ab")),
+        lambda m: m.FrameDecoder(max_fragments=0),
+        lambda m: m.FrameDecoder(max_fragments=1 << 31),
+        lambda m: m.FrameDecoder().set_limits(10, 0),
+        lambda m: m.FrameDecoder().set_limits(-1, 5),
         lambda m: m.encode_frame(OP_BINARY, "text"),
         lambda m: m.encode_frame(99, "text"),
         lambda m: m.encode_frame(OP_BINARY, None),

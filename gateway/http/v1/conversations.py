@@ -53,6 +53,7 @@ class ConversationDetail(ConversationOut):
 
 
 class MessageOut(BaseModel):
+    duplicate: bool = Field(default=False, description="True when an earlier post with the same Idempotency-Key is answered.")
     conv: str
     seq: int
     cmid: str
@@ -141,18 +142,22 @@ async def post_message(call: Call) -> tuple[int, dict]:
         if not {"admin", "bot"} & set(call.key.scopes):
             raise Problem("forbidden", "posting as a bot needs a bot or admin key")
         who = Principal(call.tenant, sender.user, "bot", "", sender.name or sender.user)
-    try:
+    cmid = call.headers.get("idempotency-key")
+    if cmid is not None and not (0 < len(cmid) <= env.ID_CHARS and cmid.isascii() and cmid.isprintable()):
+        raise Problem("bad_request", f"header `Idempotency-Key` must be 1..{env.ID_CHARS} printable ASCII characters", status=422)
+    try:  # the service checks it again; checked here first so that a bot does not join for nothing
         env.validate_body(call.body.body, call.services.node.config.limits)
     except RequestError as exc:
         raise Problem(exc.code, f"body: {exc.message}", status=422 if exc.code == "bad_request" else None) from None
     conv_id = call.path["conv_id"]
     if who.role == "bot":
         state = await service.access(system(call.tenant), conv_id, "history")  # not_found before anything changes
-        if state.conv.status != OPEN:
+        if state.conv.status != OPEN and cmid is None:
             raise RequestError("conversation_closed", "the conversation is closed")
-        await service.join(who, state)
-    message = await service.post(who, conv_id, call.body.body)
-    return 201, _jsonable(env.message_map(message))
+        if who.user not in state.members and state.conv.status == OPEN:
+            await service.join(who, state)
+    appended = await service.post(who, conv_id, call.body.body, cmid)
+    return (200 if appended.duplicate else 201), _jsonable(env.message_map(appended.message)) | {"duplicate": appended.duplicate}
 
 
 async def resolve(call: Call) -> tuple[int, dict]:
@@ -193,7 +198,8 @@ OPERATIONS = (
     Operation("GET", "/v1/conversations", list_conversations, "List this tenant's conversations, newest first, with filters and cursor paging.", READ, query=ListQuery, response=ConversationList),
     Operation("GET", "/v1/conversations/{conv_id}", get_conversation, "One conversation with its participants.", READ, response=ConversationDetail, errors=(404,)),
     Operation("GET", "/v1/conversations/{conv_id}/messages", transcript, "The transcript, a page at a time.", READ, query=TranscriptQuery, response=Transcript, errors=(404,)),
-    Operation("POST", "/v1/conversations/{conv_id}/messages", post_message, "Post a message as the system (ingest) or as a bot (bot); delivered with the next seq.", frozenset({"ingest", "bot"}), body=MessageIn, response=MessageOut, status=201, errors=(404, 409)),
+    Operation("POST", "/v1/conversations/{conv_id}/messages", post_message, "Post a message as the system (ingest) or as a bot (bot); delivered with the next seq.", frozenset({"ingest", "bot"}), body=MessageIn, response=MessageOut, status=201, errors=(404, 409),
+              headers=(("Idempotency-Key", "Posting again with the same key answers the stored message (200, `duplicate`) instead of posting twice."),)),
     Operation("POST", "/v1/conversations/{conv_id}/resolve", resolve, "Resolve: the service ends; the shopper's next message reopens it.", frozenset({"bot"}), response=ConversationOut, errors=(404,)),
     Operation("POST", "/v1/conversations/{conv_id}/transfer", transfer, "Transfer to an agent (online, with room) or to a skill group's queue.", frozenset({"bot"}), body=TransferIn, response=ConversationOut, errors=(404,)),
 )
