@@ -299,3 +299,22 @@ async def test_uploads_downloads_and_refusals_are_counted(gw: Running) -> None:
     assert 'kefu_media_refused_total{code="unsupported_type"} 1.0' in text
     assert 'kefu_media_downloads_total{variant="original"} 1.0' in text
     assert 'kefu_media_uploads_in_progress 0.0' in text
+
+
+async def test_a_backend_uploads_and_posts_an_attachment_over_rest(gw: Running) -> None:
+    """The REST post and the WebSocket send meet in the same check: facts from the record, and
+    an attachment of another conversation refused."""
+    with trio.fail_after(30):
+        async with connect(gw.url, token("alice"), resume={}) as shopper, connect(gw.url, token("carol"), resume={}) as carol, \
+                client(gw, await new_key(gw, scopes=("ingest",))) as backend:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            elsewhere = (await carol.ok("open"))["conv"]["id"]
+            att = (await upload(backend, conv, "file", samples.pdf(), name="发票.pdf")).json()
+            posted = await backend.post(f"/v1/conversations/{conv}/messages",
+                                        json={"sender": {"role": "system"}, "body": {"kind": "file", "attachment": att["id"], "size": 1}})
+            assert posted.status_code == 201, posted.text
+            got = await shopper.next("msg", conv=conv)
+            assert (got["body"]["size"], got["body"]["type"], got["body"]["name"]) == (len(samples.pdf()), "application/pdf", "发票.pdf")
+            refused = await backend.post(f"/v1/conversations/{elsewhere}/messages",
+                                         json={"sender": {"role": "system"}, "body": {"kind": "file", "attachment": att["id"]}})
+            problem(refused, 404, "not_found")
