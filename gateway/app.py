@@ -134,6 +134,7 @@ async def serve(
         node.use_routing(RoutingService(node.service, routing_config, bots=BotDirectory()))
     async with trio.open_nursery() as nursery:
         port = await nursery.start(node.run)
+        nursery.start_soon(node.media.run)
         metrics_port = None
         if config.metrics_port >= 0:
             app = build_app(Services(node, auth, registry, routing_config, config.api_max_body_bytes))

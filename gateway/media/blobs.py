@@ -8,9 +8,11 @@ synchronous calls) and never sees Trio: callers run it in worker threads. A stor
 - ``read`` returns exactly the bytes asked for when they exist, fewer only at the blob's end.
 - keys are the ones :func:`check_key` accepts: ``/``-separated segments of ``[A-Za-z0-9._-]``,
   none empty or a dot segment, so that a key is both a safe relative path and an S3 object key.
+- ``keys`` lists what is stored, so that blobs no record refers to can be found and removed.
 
 An S3-compatible store maps these one to one: ``put`` is a PUT (atomic by nature; large blobs a
-multipart upload that is aborted on failure), ``read`` a ranged GET, ``size`` a HEAD.
+multipart upload that is aborted on failure), ``read`` a ranged GET, ``size`` a HEAD, ``keys``
+a paged LIST.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Iterator, Protocol
 
 _KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
 _COPY_CHUNK = 1024 * 1024
@@ -46,6 +48,9 @@ class BlobStore(Protocol):
 
     def delete(self, key: str) -> bool:
         """Remove the blob; False when there was none."""
+
+    def keys(self) -> Iterator[tuple[str, float]]:
+        """Every stored key with the time it was stored (seconds since the epoch), in no order."""
 
 
 def check_key(key: str) -> str:
@@ -109,6 +114,18 @@ class FilesystemBlobStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def keys(self) -> Iterator[tuple[str, float]]:
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            if Path(dirpath) == self.root:
+                dirnames[:] = [d for d in dirnames if d != self._tmp.name]
+            for name in filenames:
+                path = Path(dirpath) / name
+                try:
+                    stored = path.stat().st_mtime
+                except FileNotFoundError:  # deleted meanwhile
+                    continue
+                yield path.relative_to(self.root).as_posix(), stored
 
     def delete(self, key: str) -> bool:
         path = self._path(key)

@@ -11,6 +11,7 @@ from typing import AsyncIterable
 import trio
 
 from ..model import Attachment
+from ..store.base import StoreError
 from ..store.writer import Store
 from .access import check_download, check_upload
 from .blobs import BlobStore, FilesystemBlobStore
@@ -52,6 +53,19 @@ class Media:
         root = Path(data_dir) / "media"
         ttl_s = kwargs.pop("url_ttl_s", 300)
         return cls(store, FilesystemBlobStore(root / "blobs"), UrlSigner.derived_from(secret, ttl_s=ttl_s), root / "spool", **kwargs)
+
+    async def run(self, *, sweep_every_s: float = 3600.0, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Sweep blobs without a record at start and then every ``sweep_every_s``, until cancelled."""
+        task_status.started()
+        while True:
+            try:
+                removed = await self.uploads.sweep(older_than_s=sweep_every_s)
+            except (OSError, StoreError) as exc:  # the blob store is unwell, or the store closing: next time
+                log.error("blob sweep failed: %s", exc)
+            else:
+                if removed:
+                    log.info("blob sweep removed %d blobs without a record", removed)
+            await trio.sleep(sweep_every_s)
 
     async def _member(self, conv_id: str, user: str) -> bool:
         return any(p.user == user for p in await self.store.participants(conv_id))

@@ -46,6 +46,16 @@ def thumbnail_key(attachment_id: str) -> str:
     return f"{attachment_id[-2:]}/{attachment_id}.thumb"
 
 
+def attachment_of(key: str) -> str | None:
+    """The attachment id a blob key belongs to (its file or its thumbnail), or None for a key
+    these uploads did not make."""
+    shard, _, name = key.partition("/")
+    attachment_id = name.removesuffix(".thumb")
+    if not attachment_id or "/" in attachment_id or shard != attachment_id[-2:]:
+        return None
+    return attachment_id
+
+
 def clean_name(name: str) -> str:
     """The uploader's file name, for display: no path, no control characters, bounded."""
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
@@ -148,3 +158,24 @@ class Uploads:
         await self.store.execute(DeleteAttachment(attachment.id))
         for key in (blob_key(attachment.id), thumbnail_key(attachment.id)):
             await trio.to_thread.run_sync(self.blobs.delete, key)
+
+    async def sweep(self, *, older_than_s: float = 3600.0, batch: int = 500) -> int:
+        """Remove blobs that no record refers to and that are older than ``older_than_s``: what a
+        crash between a blob's write and its record's leaves. Younger blobs are left alone, since
+        their record may be being written (here or on another node sharing the blob store).
+        Returns how many were removed."""
+        cutoff = time.time() - older_than_s
+        listing = iter(self.blobs.keys())
+        removed = 0
+        while True:
+            keys = await trio.to_thread.run_sync(lambda: [k for _, k in zip(range(batch), listing)])
+            if not keys:
+                return removed
+            for key, stored in keys:
+                attachment_id = attachment_of(key)
+                if stored > cutoff or attachment_id is None:
+                    continue
+                if await self.store.get_attachment(attachment_id) is None:
+                    await trio.to_thread.run_sync(self.blobs.delete, key)
+                    removed += 1
+                    log.warning("removed blob %s: no attachment record refers to it", key)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -62,6 +63,17 @@ def test_put_stores_the_rest_of_the_source_from_its_position(blobs: BlobStore) -
     source.read(4)
     assert blobs.put("k", source) == 4
     assert blobs.read("k", 0, 100) == b"body"
+
+
+def test_keys_lists_every_blob_with_its_time(blobs: BlobStore) -> None:
+    before = time.time()
+    for key in ("ab/one", "ab/one.thumb", "cd/two", "top"):
+        blobs.put(key, io.BytesIO(b"x"))
+    listed = dict(blobs.keys())
+    assert set(listed) == {"ab/one", "ab/one.thumb", "cd/two", "top"}
+    assert all(before - 5 <= t <= time.time() + 5 for t in listed.values())
+    blobs.delete("cd/two")
+    assert set(dict(blobs.keys())) == {"ab/one", "ab/one.thumb", "top"}
 
 
 def test_missing_blobs_raise_blob_not_found(blobs: BlobStore) -> None:

@@ -137,3 +137,20 @@ async def test_a_record_whose_bytes_are_gone_is_not_found_and_logged(media: Medi
             await media.download(att, "original", None)
     assert code_of(info) == "not_found"
     assert any("no blob" in r.getMessage() for r in caplog.records)
+
+
+async def test_run_sweeps_blobs_without_a_record_at_start(media: Media, nursery) -> None:
+    import io
+    import os
+    import time
+
+    from gateway.media.uploads import blob_key
+
+    orphan = blob_key("0190f3c2a1b2c3d4e5f60718aa")
+    media.blobs.put(orphan, io.BytesIO(b"left by a crash"))
+    old = time.time() - 7200
+    os.utime(media.blobs.root / orphan, (old, old))
+    with trio.fail_after(20):
+        await nursery.start(media.run)
+        while media.blobs.exists(orphan):
+            await trio.sleep(0.01)

@@ -4,6 +4,8 @@ stored with its facts, and every refusal, interruption or failure leaves no file
 from __future__ import annotations
 
 import io
+import os
+import time
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -16,7 +18,7 @@ from gateway.media.errors import MediaError
 from gateway.media.inspection import Inspector
 from gateway.media.kinds import MediaLimits
 from gateway.media.stats import MediaStats
-from gateway.media.uploads import Uploads, blob_key, clean_name, thumbnail_key
+from gateway.media.uploads import Uploads, attachment_of, blob_key, clean_name, thumbnail_key
 from gateway.metrics import Stats
 from gateway.model import OPEN, Conversation, CreateConversation, Participant
 from gateway.store import MemoryBackend, SqliteBackend
@@ -205,3 +207,24 @@ async def test_uploads_past_the_bound_in_progress_are_busy(setup: Setup) -> None
             nursery.cancel_scope.cancel()
     assert await receive(setup, "file", samples.pdf())  # the bound frees with the upload
     assert setup.files() != []
+
+
+async def test_the_sweep_removes_old_blobs_without_a_record_only(setup: Setup) -> None:
+    kept = await receive(setup, "image", samples.jpeg())  # a record, a blob and a thumbnail
+    orphan = "0190f3c2a1b2c3d4e5f60718aa"  # a blob whose record was never written (a crash)
+    young = "0190f3c2a1b2c3d4e5f60718bb"  # one whose record may be being written
+    for key in (blob_key(orphan), thumbnail_key(orphan), blob_key(young), "other/not-ours"):
+        setup.blobs.put(key, io.BytesIO(b"x"))
+    hour_ago = time.time() - 3700
+    for key in (blob_key(kept.id), thumbnail_key(kept.id), blob_key(orphan), thumbnail_key(orphan), "other/not-ours"):
+        os.utime(setup.root / "blobs" / key, (hour_ago, hour_ago))
+    with trio.fail_after(20):
+        assert await setup.uploads.sweep(older_than_s=3600, batch=2) == 2
+    assert sorted(setup.files()) == sorted(f"blobs/{k}" for k in (blob_key(kept.id), thumbnail_key(kept.id), blob_key(young), "other/not-ours"))
+
+
+def test_attachment_of() -> None:
+    assert attachment_of("18/0190f3c2a1b2c3d4e5f60718") == "0190f3c2a1b2c3d4e5f60718"
+    assert attachment_of("18/0190f3c2a1b2c3d4e5f60718.thumb") == "0190f3c2a1b2c3d4e5f60718"
+    for foreign in ("other/not-ours", "0190f3c2a1b2c3d4e5f60718", "18/a/b18", "18/"):
+        assert attachment_of(foreign) is None, foreign
