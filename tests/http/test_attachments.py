@@ -137,11 +137,13 @@ async def test_done_when_photo_video_voice_location_and_refusals(gw: Running) ->
             saved = await alice_http.get(f"/v1/attachments/{doc['id']}/content")
             assert saved.content == samples.pdf() and saved.headers["content-disposition"].startswith("attachment;")
 
-            # 6. Another shopper's download of any of these is refused.
-            for att in (image, video, voice, doc):
+            # 6. Another shopper's download of any of these is refused; both participants download each.
+            for att, data in ((image, photo), (video, clip), (voice, samples.wav(3.2)), (doc, samples.pdf())):
                 problem(await carol_http.get(f"/v1/attachments/{att['id']}"), 403, "forbidden")
                 problem(await carol_http.get(f"/v1/attachments/{att['id']}/content"), 403, "forbidden")
-                assert (await bob_http.get(f"/v1/attachments/{att['id']}/content")).status_code == 200
+                for participant in (alice_http, bob_http):
+                    got = await participant.get(f"/v1/attachments/{att['id']}/content")
+                    assert (got.status_code, got.content, got.headers["content-type"]) == (200, data, att["content_type"])
 
 
 async def test_downloads_are_refused_across_tenants_and_to_non_participants(gw: Running) -> None:
