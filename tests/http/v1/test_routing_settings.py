@@ -11,9 +11,9 @@ from gateway.app import serve
 from gateway.http.v1.routing import RoutingSettings
 from gateway.routing.config import TenantRouting
 
-from ..conftest import make_config
-from ..support import connect, token
-from .conftest import client, new_key, problem, stop
+from ...conftest import make_config
+from ...support import connect, token
+from ..conftest import client, new_key, problem, stop
 
 
 def test_the_api_model_covers_every_routing_setting_but_the_knowledge_base():
