@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -14,11 +15,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..auth import Authenticator
-from ..routing.config import RoutingConfig, TenantRouting
+from ..routing.config import RoutingConfig, TenantRouting, parse_tenant
 from .health import probe
 from .openapi import document
 from .operations import endpoint
-from .problems import Problem, respond
+from .problems import Problem, RefusalLog, respond
 from .v1 import ALL, attachments
 
 log = logging.getLogger("kefu.http")
@@ -38,25 +39,30 @@ class Services:
         self.store = self.node.store
         self.stats = self.node.stats
         self.conversations = self.node.service  # gateway.conversations.service.ConversationService
-        self._config = self.routing_file  # with routing off: the file and the API's changes
+        self.refusal_log = RefusalLog()
 
     @property
     def routing(self) -> Any:
         """The routing service, or None when routing is off."""
         return self.node.routing
 
-    def routing_settings(self, tenant: str) -> TenantRouting:
-        config = self.routing.config if self.routing is not None else self._config
-        return config.for_tenant(tenant)
+    async def routing_settings(self, tenant: str) -> TenantRouting:
+        """The tenant's routing settings in force: routing's own, or (routing off) the stored ones,
+        else the file's."""
+        if self.routing is not None:
+            return self.routing.config.for_tenant(tenant)
+        stored = await self.store.tenant_settings(tenant)
+        if stored:
+            return parse_tenant(json.loads(stored[0].routing), f"stored settings of {tenant}")
+        return self.routing_file.for_tenant(tenant)
 
     def routing_from_file(self, tenant: str) -> bool:
         return tenant in self.routing_file.tenants
 
     def configure_routing(self, tenant: str, routing: TenantRouting) -> None:
+        """Stored settings changed: routing (when on) uses them at once."""
         if self.routing is not None:
             self.routing.configure(tenant, routing)
-        else:
-            self._config = self._config.with_tenant(tenant, routing)
 
 
 def build_app(services: Services) -> Starlette:
@@ -91,7 +97,7 @@ def build_app(services: Services) -> Starlette:
         else:
             log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
             problem = Problem("internal", "unexpected server error")
-        return respond(problem, request.method, request.url.path, services.stats.http_refusals)
+        return respond(problem, request.method, request.url.path, services.stats.http_refusals, services.refusal_log)
 
     routes = [
         Route("/metrics", metrics, methods=["GET"]),

@@ -151,9 +151,9 @@ def endpoint(op: Operation, services: Any) -> Callable[[Request], Awaitable[Resp
             body = _validate(op.body, await read_json(request, services.max_body_bytes)) if op.body else None
             status, payload = await op.handler(Call(services, key, dict(request.path_params), request.headers, query, body))
         except Problem as problem:
-            return respond(problem, request.method, request.url.path, services.stats.http_refusals)
+            return respond(problem, request.method, request.url.path, services.stats.http_refusals, services.refusal_log)
         except RequestError as exc:
-            return respond(Problem.of(exc), request.method, request.url.path, services.stats.http_refusals)
+            return respond(Problem.of(exc), request.method, request.url.path, services.stats.http_refusals, services.refusal_log)
         return JSONResponse(payload, status_code=status)
 
     run.__name__ = op.operation_id

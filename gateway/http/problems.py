@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+import time
+from typing import Any, Callable
 
 from starlette.responses import Response
 
@@ -80,10 +81,36 @@ class Problem(Exception):
         return doc
 
 
-def respond(problem: Problem, method: str, path: str, refusals: Any) -> Response:
-    """The response for ``problem``; counted in ``refusals`` (a Counter by (code, status)) and logged."""
+class RefusalLog:
+    """Logs refusals, at most ``per_second`` lines a second: a client hammering the API with bad
+    keys must not flood the log. What is left out is counted and said in the next line logged
+    (the metric counts every refusal regardless)."""
+
+    def __init__(self, per_second: float = 20.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = per_second
+        self._clock = clock
+        self._tokens = per_second
+        self._last = clock()
+        self.suppressed = 0
+
+    def log(self, problem: Problem, method: str, path: str) -> None:
+        now = self._clock()
+        self._tokens = min(self._rate, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens < 1:
+            self.suppressed += 1
+            return
+        self._tokens -= 1
+        level = logging.ERROR if problem.status >= 500 else logging.INFO
+        more = f" ({self.suppressed} more refusals not logged)" if self.suppressed else ""
+        self.suppressed = 0
+        log.log(level, "%s %s refused: %d %s: %s%s", method, path[:200], problem.status, problem.code, problem.detail[:500], more)
+
+
+def respond(problem: Problem, method: str, path: str, refusals: Any, refusal_log: RefusalLog) -> Response:
+    """The response for ``problem``; counted in ``refusals`` (a Counter by (code, status)) and
+    logged in ``refusal_log``."""
     refusals[(problem.code, problem.status)] += 1
-    level = logging.ERROR if problem.status >= 500 else logging.INFO
-    log.log(level, "%s %s refused: %d %s: %s", method, path, problem.status, problem.code, problem.detail)
+    refusal_log.log(problem, method, path)
     body = json.dumps(problem.body(path), ensure_ascii=False).encode()
     return Response(body, status_code=problem.status, media_type=MEDIA_TYPE, headers=problem.headers)

@@ -46,6 +46,11 @@ class MediaError(Exception):
         self.message = message
 
     @property
+    def detail(self) -> str:
+        """The message, under the name problem details (and the HTTP side's refusal log) use."""
+        return self.message
+
+    @property
     def status(self) -> int:
         return MEDIA_ERRORS[self.code].status
 

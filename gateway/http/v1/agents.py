@@ -77,10 +77,10 @@ def agent_map(call: Call, a: AgentProfile) -> dict:
     }
 
 
-def _check_groups(call: Call, groups: list[str] | None) -> None:
+async def _check_groups(call: Call, groups: list[str] | None) -> None:
     if groups is None:
         return
-    known = {g.name for g in call.services.routing_settings(call.tenant).groups}
+    known = {g.name for g in (await call.services.routing_settings(call.tenant)).groups}
     unknown = sorted(set(groups) - known)
     if unknown:
         raise Problem("bad_request", f"field `groups`: unknown skill groups {unknown}; this tenant has {sorted(known)}",
@@ -96,10 +96,10 @@ async def _saved(call: Call, profile: AgentProfile, create: bool) -> AgentProfil
 
 async def create_agent(call: Call) -> tuple[int, dict]:
     body = call.body
-    _check_groups(call, body.groups)
+    await _check_groups(call, body.groups)
     now = int(time.time() * 1000)
     profile = AgentProfile(call.tenant, body.user, created_at=now, updated_at=now,
-                           max_active=call.services.routing_settings(call.tenant).default_max_active)
+                           max_active=(await call.services.routing_settings(call.tenant)).default_max_active)
     changes = {k: tuple(v) if isinstance(v, list) else v for k, v in body.model_dump(exclude={"user"}, exclude_none=True).items()}
     try:
         profile = await _saved(call, replace(profile, **changes), create=True)
@@ -121,7 +121,7 @@ async def get_agent(call: Call) -> tuple[int, dict]:
 
 
 async def update_agent(call: Call) -> tuple[int, dict]:
-    _check_groups(call, call.body.groups)
+    await _check_groups(call, call.body.groups)
     profile = await _find(call)
     changes = {k: tuple(v) if isinstance(v, list) else v for k, v in call.body.model_dump(exclude_none=True).items()}
     try:

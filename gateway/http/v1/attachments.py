@@ -15,7 +15,6 @@ key may call these, so they authenticate here. Every rule lives in gateway.media
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -31,8 +30,6 @@ from ...media.signing import VARIANTS
 from ...protocol.errors import ERRORS, AuthError
 from .. import keys
 from ..problems import MEDIA_TYPE, TITLES, Problem, respond
-
-log = logging.getLogger("kefu.http.media")
 
 UPLOAD_SCOPES = frozenset({"ingest", "bot"})
 READ_SCOPES = frozenset({"read", "bot", "ingest"})
@@ -73,7 +70,7 @@ def media_problem(exc: MediaError, request: Request, services: Any, headers: dic
     """A refusal of the media API: problem details of the same shape as every other (the
     ``code`` is one of gateway.media.errors.MEDIA_ERRORS, documented in docs/media.md)."""
     services.stats.http_refusals[(exc.code, exc.status)] += 1
-    log.info("%s %s refused: %d %s: %s", request.method, request.url.path, exc.status, exc.code, exc.message)
+    services.refusal_log.log(exc, request.method, request.url.path)
     doc = {
         "type": f"urn:kefu:error:{exc.code}",
         "title": TITLES.get(exc.status, "Error"),
@@ -120,7 +117,7 @@ def routes(services: Any) -> list[Route]:
                 name=request.query_params.get("name", ""), tenant_wide=who.tenant_wide,
             )
         except Problem as problem:
-            return respond(problem, request.method, request.url.path, services.stats.http_refusals)
+            return respond(problem, request.method, request.url.path, services.stats.http_refusals, services.refusal_log)
         except MediaError as exc:
             return media_problem(exc, request, services)
         return JSONResponse(media.describe(attachment, _content_path(attachment.id)), status_code=201)
@@ -131,7 +128,7 @@ def routes(services: Any) -> list[Route]:
             who = await caller(request, services, READ_SCOPES)
             attachment = await media.visible(who.tenant, who.user, who.role, request.path_params["attachment_id"], tenant_wide=who.tenant_wide)
         except Problem as problem:
-            return respond(problem, request.method, request.url.path, services.stats.http_refusals)
+            return respond(problem, request.method, request.url.path, services.stats.http_refusals, services.refusal_log)
         except MediaError as exc:
             return media_problem(exc, request, services)
         return JSONResponse(media.describe(attachment, _content_path(attachment.id)), headers={"cache-control": "no-store"})
@@ -152,7 +149,7 @@ def routes(services: Any) -> list[Route]:
                 attachment = await media.visible(who.tenant, who.user, who.role, attachment_id, tenant_wide=who.tenant_wide)
             download = await media.download(attachment, variant, request.headers.get("range"))
         except Problem as problem:
-            return respond(problem, request.method, request.url.path, services.stats.http_refusals)
+            return respond(problem, request.method, request.url.path, services.stats.http_refusals, services.refusal_log)
         except MediaError as exc:
             extra = unsatisfiable_headers(attachment, variant) if exc.code == "range_not_satisfiable" and attachment else None
             return media_problem(exc, request, services, extra)

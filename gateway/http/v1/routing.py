@@ -62,7 +62,7 @@ def settings_map(routing: TenantRouting) -> dict:
 async def get_routing(call: Call) -> tuple[int, dict]:
     stored = await call.services.store.tenant_settings(call.tenant)
     source = "api" if stored else ("file" if call.services.routing_from_file(call.tenant) else "default")
-    return 200, {"settings": settings_map(call.services.routing_settings(call.tenant)), "source": source, "updated_at": stored[0].updated_at if stored else None}
+    return 200, {"settings": settings_map(await call.services.routing_settings(call.tenant)), "source": source, "updated_at": stored[0].updated_at if stored else None}
 
 
 async def put_routing(call: Call) -> tuple[int, dict]:
@@ -78,7 +78,7 @@ async def put_routing(call: Call) -> tuple[int, dict]:
         raise Problem("bad_request", str(exc), status=422) from None
     stored = await call.services.store.execute(SaveTenantSettings(TenantSettings(call.tenant, json.dumps(raw, ensure_ascii=False), int(time.time() * 1000))))
     call.services.configure_routing(call.tenant, routing)
-    return 200, {"settings": settings_map(call.services.routing_settings(call.tenant)), "source": "api", "updated_at": stored.updated_at}
+    return 200, {"settings": settings_map(await call.services.routing_settings(call.tenant)), "source": "api", "updated_at": stored.updated_at}
 
 
 OPERATIONS = (

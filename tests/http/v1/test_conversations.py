@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import trio
 
-from ..support import connect, token
-from .conftest import client, new_key, problem
+from ...support import connect, token
+from ..conftest import client, new_key, problem
 
 TEXT = {"kind": "text", "text": "你好"}
 

@@ -11,9 +11,9 @@ from gateway.app import serve
 from gateway.http.v1.routing import RoutingSettings
 from gateway.routing.config import TenantRouting
 
-from ..conftest import make_config
-from ..support import connect, token
-from .conftest import client, new_key, problem, stop
+from ...conftest import make_config
+from ...support import connect, token
+from ..conftest import client, new_key, problem, stop
 
 
 def test_the_api_model_covers_every_routing_setting_but_the_knowledge_base():
@@ -77,3 +77,22 @@ async def test_bad_settings_are_refused_naming_the_setting_and_change_nothing(ap
         doc = problem(await api.put("/v1/routing", json={"groups": [{"name": "a"}, {"name": "a"}]}), 422, "bad_request")
         assert "unique" in doc["detail"]
         assert (await api.get("/v1/routing")).json()["source"] == "default"
+
+
+async def test_with_routing_off_the_stored_settings_are_still_kept_and_shown(nursery, tmp_path):
+    config = make_config(tmp_path, store="sqlite", routing="off")
+    first = await nursery.start(serve, config)
+    key = await new_key(first)
+    with trio.fail_after(10):
+        async with client(first, key) as http:
+            await http.put("/v1/routing", json={"groups": [{"name": "vip"}, {"name": "default"}]})
+    await stop(first)
+    again = await nursery.start(serve, config)
+    try:
+        with trio.fail_after(10):
+            async with client(again, key) as http:
+                got = (await http.get("/v1/routing")).json()
+                assert got["source"] == "api" and [g["name"] for g in got["settings"]["groups"]] == ["vip", "default"]
+                assert (await http.post("/v1/agents", json={"user": "a", "groups": ["vip"]})).status_code == 201
+    finally:
+        await stop(again)

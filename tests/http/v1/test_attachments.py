@@ -18,10 +18,10 @@ from PIL import Image
 from gateway.app import Running, serve
 from gateway.media.signing import UrlSigner
 
-from ..conftest import make_config
-from ..media import samples
-from ..support import SECRET, connect, token
-from .conftest import client, new_key, problem
+from ...conftest import make_config
+from ...media import samples
+from ...support import SECRET, connect, token
+from ..conftest import client, new_key, problem
 
 LIMITS = dict(media_image_bytes=400_000, media_video_bytes=700_000, media_voice_bytes=200_000, media_file_bytes=60_000)
 

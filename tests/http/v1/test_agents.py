@@ -8,9 +8,9 @@ import trio
 
 from gateway.app import serve
 
-from ..conftest import make_config
-from ..support import connect, token
-from .conftest import client, new_key, problem, stop
+from ...conftest import make_config
+from ...support import connect, token
+from ..conftest import client, new_key, problem, stop
 
 
 async def test_create_update_list_and_disable(api):

@@ -10,7 +10,7 @@ import trio
 from gateway import cli
 from gateway.http import keys
 
-from .conftest import client, new_key, problem
+from ..conftest import client, new_key, problem
 
 
 async def test_a_key_made_through_the_api_works_and_its_secret_is_shown_once(api):
@@ -105,7 +105,7 @@ def test_the_cli_creates_lists_and_revokes_keys(tmp_path, capsys):
 
 
 async def test_a_key_from_the_cli_opens_the_api_of_a_running_gateway(nursery, tmp_path):
-    from ..conftest import make_config
+    from ...conftest import make_config
     from gateway.app import serve
 
     running = await nursery.start(serve, make_config(tmp_path, store="sqlite"))

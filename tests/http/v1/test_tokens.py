@@ -6,8 +6,8 @@ import json
 
 import trio
 
-from ..support import connect
-from .conftest import client, new_key, problem
+from ...support import connect
+from ..conftest import client, new_key, problem
 
 
 async def test_a_minted_token_opens_a_websocket_as_that_user(api):
