@@ -18,6 +18,7 @@ from .auth import Authenticator
 from .bus import Bus, LocalBus
 from .config import Config
 from .conversations.service import ConversationService
+from .customers import WorkspaceService
 from .hub import Hub
 from .metrics import Stats
 from .model import Conversation
@@ -60,6 +61,10 @@ class Node:
         self.handlers = RequestHandlers(config, self.service, self.hub, authenticator, stats, preauth)
         self.server = WebSocketServer(config, stats, self.handlers, preauth)
         self.routing: RoutingService | None = None
+        self.workspace = WorkspaceService(self.service)
+        self.service.watchers.append(self.workspace)
+        self.handlers.workspace = self.workspace
+        self.handlers.register(self.workspace.requests())
         self.media: Media | None = None  # uploads and downloads (the HTTP API's): set by the app
         self.draining = False
         self._stop = trio.Event()
@@ -72,6 +77,7 @@ class Node:
         self.service.hooks = routing
         self.handlers.hooks = routing
         self.handlers.register(routing.requests())
+        routing.workspace = self.workspace
 
     @property
     def connections(self) -> set[Connection]:
@@ -96,6 +102,7 @@ class Node:
         async with trio.open_nursery() as system:
             await system.start(self.store.run)
             await system.start(self.bus.run, self)
+            await system.start(self.workspace.run)
             if self.routing is not None:  # after the store (it restores from it), before accepting
                 await system.start(self.routing.run)
             port = await system.start(self.server.run)

@@ -165,6 +165,7 @@ class ConversationService:
         self.history_page = self.limits.history_page
         self.reply_bytes = reply_bytes
         self.hooks: Hooks | None = None
+        self.watchers: list[Any] = []  # others told of each durable message (``on_message``): the workspace's inbox
         self.accepting = True  # False while the node drains: writes are refused as unavailable
 
     # ---- looking conversations up -------------------------------------------------------------
@@ -358,6 +359,8 @@ class ConversationService:
                     self._publish_failed(exc)
                 if self.hooks is not None:
                     self.hooks.on_message(state, m)
+                for watcher in self.watchers:
+                    watcher.on_message(state, m)
             self.hub.release(state)
 
         state.inflight += 1
@@ -413,6 +416,8 @@ class ConversationService:
             self.bus.publish_message(self.node_id, state.conv.id, m.seq, env.message_frame(m), None)
         except BusError as exc:
             self._publish_failed(exc)
+        for watcher in self.watchers:
+            watcher.on_message(state, m)
         self.hub.release(state)
         return result
 

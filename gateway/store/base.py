@@ -26,6 +26,7 @@ from ..model import (
     Page,
     Participant,
     Receipt,
+    Record,
     StoredMessage,
     TenantSettings,
     WriteOp,
@@ -70,7 +71,8 @@ class StoreBackend(Protocol):
         AppendMessage -> Appended; SetReceipt -> Receipt (as stored, the max of old and new);
         SetStatus -> Conversation (updated); CreateApiKey and RevokeApiKey -> ApiKey; SaveAgent ->
         AgentProfile; SaveTenantSettings -> TenantSettings; AddAttachment -> Attachment (an existing
-        id is a StoreError); DeleteAttachment -> bool (was there). A failing op's result is a
+        id is a StoreError); DeleteAttachment -> bool (was there); PutRecords -> int (records
+        stored; all or none); DeleteRecord -> bool (was there). A failing op's result is a
         StoreError instance.
         """
 
@@ -128,3 +130,12 @@ class StoreBackend(Protocol):
 
     def tenant_settings(self, tenant: str | None = None) -> list[TenantSettings]:
         """The stored settings of ``tenant`` (zero or one), or of every tenant with None, by tenant."""
+
+    # ---- workspace records (gateway.customers) ------------------------------------------------
+
+    def record(self, tenant: str, kind: str, key: str) -> Record | None:
+        """The record stored under (tenant, kind, key), or None."""
+
+    def records(self, tenant: str, kind: str, *, prefix: str = "", after: str = "", limit: int = 1000) -> list[Record]:
+        """The tenant's records of ``kind`` whose key starts with ``prefix`` and sorts after
+        ``after``, by key (byte order of the UTF-8 text), at most ``limit``."""

@@ -29,7 +29,7 @@ import outcome
 import trio
 
 from ..metrics import Stats
-from ..model import AgentProfile, ApiKey, Attachment, Conversation, Page, Participant, Receipt, StoredMessage, TenantSettings, WriteOp
+from ..model import AgentProfile, ApiKey, Attachment, Conversation, Page, Participant, Receipt, Record, StoredMessage, TenantSettings, WriteOp
 from .base import StoreBackend, StoreError
 
 log = logging.getLogger("kefu.store")
@@ -288,3 +288,9 @@ class Store:
         return await self._read(self.backend.tenant_settings, tenant)
     async def get_attachment(self, attachment_id: str) -> Attachment | None:
         return await self._read(self.backend.get_attachment, attachment_id)
+
+    async def record(self, tenant: str, kind: str, key: str) -> Record | None:
+        return await self._read(self.backend.record, tenant, kind, key)
+
+    async def records(self, tenant: str, kind: str, **kwargs: Any) -> list[Record]:
+        return await self._read(self.backend.records, tenant, kind, **kwargs)

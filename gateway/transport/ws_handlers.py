@@ -74,6 +74,7 @@ class RequestHandlers:
         self.stats = stats
         self.policy = RatePolicy(config.rate_per_second, self.limits.rate_burst, config.flood_close_after)
         self.hooks: ConnectionHooks | None = None
+        self.workspace: Any = None  # gateway.customers.WorkspaceService: customers and products of opened conversations
         self._handlers: dict[str, Handler] = {
             "send": self.send,
             "receipt": self.receipt,
@@ -332,8 +333,13 @@ class RequestHandlers:
 
     async def open(self, conn: Connection, req: dict[str, Any]) -> None:
         subject = env.need_str(req, "subject", 200, optional=True, empty=True) or ""
+        product = env.need_str(req, "product", 128, optional=True)
         opened = await self.service.open(conn.identity, subject, on_member=lambda state: self.hub.subscribe(conn, state))
-        self.ok(conn, req, conv=env.conversation_map(opened.conv), participants=[env.participant_map(p) for p in opened.participants])
+        extra: dict[str, Any] = {}
+        if self.workspace is not None:
+            customer = await self.workspace.opened(conn.identity, opened.conv, product, conn.identity.customer)
+            extra = {"customer": customer["id"], "product": product}
+        self.ok(conn, req, conv=env.conversation_map(opened.conv), participants=[env.participant_map(p) for p in opened.participants], **extra)
 
     async def join(self, conn: Connection, req: dict[str, Any]) -> None:
         joined = await self.service.join(conn.identity, _conv_id(req), on_member=lambda state: self.hub.subscribe(conn, state))
