@@ -42,6 +42,14 @@ class CustomerDirectory:
     async def get(self, tenant: str, customer_id: str) -> dict[str, Any] | None:
         return await self.book.get(tenant, "customer", customer_id)
 
+    async def ensure(self, tenant: str, customer_id: str) -> dict[str, Any]:
+        """The customer, created (with no identities yet) if new: the shop pushed their profile."""
+        customer = await self.get(tenant, customer_id)
+        if customer is None:
+            customer = self._new(customer_id, [])
+            await self.book.put(tenant, "customer", customer_id, customer)
+        return customer
+
     async def customer_of(self, tenant: str, channel: str, user: str) -> dict[str, Any]:
         """The customer an identity belongs to; an identity seen for the first time becomes a
         customer of its own (stored, so that a later login merges it, recorded)."""
