@@ -14,6 +14,7 @@ from . import __version__
 from .auth import Authenticator
 from .bus import Bus
 from .config import Config
+from .customers import HttpProvider
 from .media import Media, MediaCollector
 from .metrics import KefuCollector, Stats
 from .node import Node
@@ -117,6 +118,11 @@ async def serve(
     node.media = Media.in_data_dir(
         store, config.data_dir, config.secret()[0], limits=config.media_limits, concurrency=config.media_workers, url_ttl_s=config.media_url_ttl_s
     )
+    workspace = node.workspace
+    workspace.wait_s = config.context_wait_s
+    workspace.timeout_s = config.context_timeout_s + 1.0  # the provider's own deadline comes first
+    if config.context_url:
+        workspace.provider = HttpProvider(config.context_url, workspace.book, workspace.directory, timeout_s=config.context_timeout_s, ttl_s=config.context_ttl_s)
     registry = CollectorRegistry()
     registry.register(MediaCollector(node.media.stats))
     build = {"version": __version__, **IMPLEMENTATIONS}

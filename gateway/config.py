@@ -72,6 +72,10 @@ class Config:
     media_image_pixels: int = _opt(_MEDIA.image_pixels, "Most pixels (width x height) of an image upload; more is a decompression bomb.")
     media_workers: int = _opt(2, "Uploads decoded and probed at once, in worker threads (each may hold a decoded image in memory).")
     media_url_ttl_s: int = _opt(300, "Seconds a signed download URL stays valid.")
+    context_url: str = _opt("", "The shop's CRM: customer context from GET <url>/customers/<id>/context (docs/workspace.md); empty: the built-in provider fed by /v1/ingest.")
+    context_timeout_s: float = _opt(2.0, "Seconds a customer-context fetch may take before the agent is told it is unavailable.")
+    context_ttl_s: float = _opt(60.0, "Seconds the CRM's answer for a customer is cached.")
+    context_wait_s: float = _opt(0.2, "Seconds an assignment waits for the customer context before sending it on (`pending`, then a `customer_context` event).")
     log_format: str = _opt("text", "Log format.", choices=("text", "json"))
     log_level: str = _opt("info", "Log level.", choices=("debug", "info", "warning", "error"))
 

@@ -70,6 +70,7 @@ class WorkspaceService:
         self.survey_ttl_s = survey_ttl_s
         self.nursery: trio.Nursery | None = None
         self._locks: dict[str, trio.Lock] = defaultdict(trio.Lock)  # conv -> its facts' read-modify-write
+        self._opening: dict[str, dict[str, str]] = {}  # conv -> customer and product, until stored
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Host the context fetches that outlive a request (they end with the node)."""
@@ -96,7 +97,8 @@ class WorkspaceService:
     # ---- conversation facts: customer, product, tags, survey, satisfaction ---------------------
 
     async def facts(self, tenant: str, conv_id: str) -> dict[str, Any]:
-        return await self.book.get(tenant, "conv", conv_id) or {}
+        stored = await self.book.get(tenant, "conv", conv_id) or {}
+        return {**stored, **self._opening.get(conv_id, {})}
 
     async def _change_facts(self, tenant: str, conv_id: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         async with self._locks[conv_id]:
@@ -109,16 +111,24 @@ class WorkspaceService:
                 if not self._locks[conv_id].statistics().tasks_waiting:
                     self._locks.pop(conv_id, None)
 
-    async def opened(self, who: Principal, conv: Conversation, product: str | None, claimed: str = "") -> dict[str, Any]:
-        """A shopper opened ``conv``: find (or link) their customer; keep the product they were
-        looking at with the conversation."""
-        customer = await self.directory.resolve(who.tenant, who.channel, who.user, claimed)
+    async def shopper(self, who: Principal) -> dict[str, Any]:
+        """The customer of a shopper about to open a conversation (linked to the token's
+        ``customer`` claim first, merging the one the identity had)."""
+        return await self.directory.resolve(who.tenant, who.channel, who.user, getattr(who, "customer", ""))
 
-        def record(facts: dict[str, Any]) -> None:
-            facts.update(customer=customer["id"], product=product or "")
+    def opening(self, conv: Conversation, customer: dict[str, Any], product: str | None) -> None:
+        """A conversation exists (before anyone is told): its customer and product are known at
+        once; ``opened`` stores them."""
+        self._opening[conv.id] = {"customer": customer["id"], "product": product or ""}
 
-        await self._change_facts(who.tenant, conv.id, record)
-        return customer
+    async def opened(self, conv: Conversation) -> None:
+        facts = self._opening.get(conv.id)
+        if facts is None:
+            return
+        try:
+            await self._change_facts(conv.tenant, conv.id, lambda stored: stored.update(facts))
+        finally:
+            self._opening.pop(conv.id, None)
 
     async def customer_of(self, conv: Conversation) -> dict[str, Any]:
         """The customer a conversation serves (its shopper's identity's customer, as linked now)."""

@@ -286,16 +286,21 @@ class RoutingService:
         routing = self.config.for_tenant(state.conv.tenant)
         self.contexts[state.conv.id] = packet or await self._plain_context(state, why)
         self.contexts[state.conv.id]["handoff"] = why
-        back_at = await self.workspace.back_at(state.conv.tenant) if self.workspace is not None else None
-        if back_at is not None:  # outside business hours: a message left, served first when agents are back
-            why = {**why, "leave_message": True, "back_at": int(back_at * 1000)}
-            self.contexts[state.conv.id]["handoff"] = why
-        await self._enqueue(state, "handoff", why, routing.group_for(self._facts(state, facts)), front=back_at is not None, back_at=back_at)
+        await self._enqueue(state, "handoff", why, routing.group_for(self._facts(state, facts)))
 
-    async def _enqueue(self, state: ConvState, event: str, why: dict[str, Any], group: str, *, front: bool = False, back_at: float | None = None) -> None:
-        """Queue the conversation; ``back_at`` (outside business hours): when agents are back,
-        which the wait estimate and the shopper's notice say."""
+    async def _enqueue(self, state: ConvState, event: str, why: dict[str, Any], group: str, *, front: bool = False) -> None:
+        """Queue the conversation. Outside business hours a shopper's request for a human is a
+        message left: served first when agents are back, which the wait estimate and the
+        shopper's notice say."""
         conv = state.conv
+        back_at = None
+        if event in ("handoff", "enqueue") and self.workspace is not None:
+            back_at = await self.workspace.back_at(conv.tenant)
+            if back_at is not None:
+                why = {**why, "leave_message": True, "back_at": int(back_at * 1000)}
+                front = True
+                if conv.id in self.contexts:
+                    self.contexts[conv.id]["handoff"] = why
         if not await self._move(state, event, SYSTEM, group=group, assignee=""):
             return
         now = time.time()

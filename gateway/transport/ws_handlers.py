@@ -334,12 +334,21 @@ class RequestHandlers:
     async def open(self, conn: Connection, req: dict[str, Any]) -> None:
         subject = env.need_str(req, "subject", 200, optional=True, empty=True) or ""
         product = env.need_str(req, "product", 128, optional=True)
-        opened = await self.service.open(conn.identity, subject, on_member=lambda state: self.hub.subscribe(conn, state))
-        extra: dict[str, Any] = {}
-        if self.workspace is not None:
-            customer = await self.workspace.opened(conn.identity, opened.conv, product, conn.identity.customer)
-            extra = {"customer": customer["id"], "product": product}
-        self.ok(conn, req, conv=env.conversation_map(opened.conv), participants=[env.participant_map(p) for p in opened.participants], **extra)
+        workspace = self.workspace
+        if workspace is None:
+            opened = await self.service.open(conn.identity, subject, on_member=lambda state: self.hub.subscribe(conn, state))
+            self.ok(conn, req, conv=env.conversation_map(opened.conv), participants=[env.participant_map(p) for p in opened.participants])
+            return
+        customer = await workspace.shopper(conn.identity) if conn.identity.role == "shopper" else {"id": ""}
+
+        def member(state: ConvState) -> None:
+            self.hub.subscribe(conn, state)
+            workspace.opening(state.conv, customer, product)
+
+        opened = await self.service.open(conn.identity, subject, on_member=member)
+        participants = [env.participant_map(p) for p in opened.participants]
+        self.ok(conn, req, conv=env.conversation_map(opened.conv), participants=participants, customer=customer["id"], product=product)
+        await workspace.opened(opened.conv)
 
     async def join(self, conn: Connection, req: dict[str, Any]) -> None:
         joined = await self.service.join(conn.identity, _conv_id(req), on_member=lambda state: self.hub.subscribe(conn, state))
