@@ -311,6 +311,8 @@ class WorkspaceService:
         return items
 
     async def inbox_item(self, conv: Conversation, agent: str) -> dict[str, Any]:
+        """``unread``: the shopper's messages after the agent's read receipt (of the last
+        ``WAITING_SCAN``); ``waiting_ms``: since the shopper's first message no staff answered."""
         store = self.service.store
         state = self.service.cached(conv.id)
         last_seq = state.last_seq if state is not None else conv.last_seq
@@ -325,7 +327,7 @@ class WorkspaceService:
         last = page.messages[-1] if page.messages else None
         return {
             "conv": env.conversation_map(conv) | {"last_seq": last_seq},
-            "unread": sum(1 for m in page.messages if m.seq > read and m.sender != agent) if page.messages else 0,
+            "unread": sum(1 for m in page.messages if m.seq > read and m.sender_role == "shopper"),
             "waiting_ms": max(0, self.book.now_ms() - waiting_since) if waiting_since is not None else 0,
             "last": _message_preview(last) if last is not None else None,
         }
