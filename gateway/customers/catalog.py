@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ..protocol.errors import RequestError
 from .book import RecordBook
 
 MAX_PRODUCTS = 10_000
@@ -37,6 +38,21 @@ class CatalogProduct:
             image=value.get("image", ""), material=attributes.get("material", ""), attributes=attributes,
             sizes=tuple(value.get("sizes") or ()), size_chart=dict(value.get("size_chart") or {}), stock=dict(value.get("stock") or {}),
         )
+
+    def bot_fields(self) -> dict[str, Any]:
+        """The product in the bot catalog's file/REST shape (``gateway.bot.catalog.Product.from_dict``)."""
+        fields: dict[str, Any] = {"id": self.id, "title": self.title, "currency": self.currency, "sizes": list(self.sizes)}
+        if self.price is not None:
+            fields["price"] = self.price
+        if self.material:
+            fields["material"] = self.material
+        if self.attributes.get("colour"):
+            fields["colours"] = [self.attributes["colour"]]
+        if self.size_chart:
+            fields["size_chart"] = {k: dict(v) for k, v in self.size_chart.items()}
+        if self.stock:
+            fields["stock"] = dict(self.stock)
+        return fields
 
     def as_map(self) -> dict[str, Any]:
         return {
@@ -69,8 +85,6 @@ class CatalogStore:
         await self.load(tenant)
         products = self._products[tenant]
         if product_id not in products and len(products) >= MAX_PRODUCTS:
-            from ..protocol.errors import RequestError
-
             raise RequestError("too_large", f"a catalog holds at most {MAX_PRODUCTS} products")
         product = CatalogProduct.from_record(product_id, value)
         await self.book.put(tenant, "product", product_id, value)

@@ -34,7 +34,7 @@ from . import replies as quick
 from .book import RecordBook, wall_clock
 from .catalog import CatalogStore
 from .context import BuiltinProvider, ContextProvider, ContextUnavailable
-from .identity import CustomerDirectory, identity_key
+from .identity import CustomerDirectory
 
 if TYPE_CHECKING:
     from ..hub import ConvState
@@ -71,6 +71,7 @@ class WorkspaceService:
         self.nursery: trio.Nursery | None = None
         self._locks: dict[str, trio.Lock] = defaultdict(trio.Lock)  # conv -> its facts' read-modify-write
         self._opening: dict[str, dict[str, str]] = {}  # conv -> customer and product, until stored
+        self._inbox_due: dict[str, bool] = {}  # conv -> an inbox update is in flight (True: another is due)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Host the context fetches that outlive a request (they end with the node)."""
@@ -333,13 +334,28 @@ class WorkspaceService:
         }
 
     def on_message(self, state: ConvState, m: StoredMessage) -> None:
-        """A durable message in an assigned conversation: its agent's inbox item changes."""
-        if state.conv.assignee and self.nursery is not None:
-            self.nursery.start_soon(self._push_inbox, state.conv, state.conv.assignee)
+        """A durable message in an assigned conversation: its agent's inbox item changes. A
+        burst of messages costs one update in flight and one after it, not one per message."""
+        if not state.conv.assignee or self.nursery is None:
+            return
+        if state.conv.id in self._inbox_due:
+            self._inbox_due[state.conv.id] = True  # the update in flight reads again when done
+            return
+        self._inbox_due[state.conv.id] = False
+        self.nursery.start_soon(self._push_inbox, state)
 
-    async def _push_inbox(self, conv: Conversation, agent: str) -> None:
-        item = await self.inbox_item(conv, agent)
-        self.service.notify_user(conv.tenant, agent, {"t": "inbox", "item": item})
+    async def _push_inbox(self, state: ConvState) -> None:
+        try:
+            while True:
+                conv = state.conv
+                if conv.assignee:
+                    item = await self.inbox_item(conv, conv.assignee)
+                    self.service.notify_user(conv.tenant, conv.assignee, {"t": "inbox", "item": item})
+                if not self._inbox_due.get(conv.id):
+                    break
+                self._inbox_due[conv.id] = False
+        finally:
+            self._inbox_due.pop(state.conv.id, None)
 
     # ---- business hours -----------------------------------------------------------------------
 
@@ -463,6 +479,3 @@ def _message_preview(m: StoredMessage) -> dict[str, Any]:
     body = msgpack.unpackb(m.body, raw=False)
     text = body.get("text") if type(body.get("text")) is str else f"[{body.get('kind')}]"
     return {"seq": m.seq, "from": m.sender, "role": m.sender_role, "ts": m.ts, "text": text[:200]}
-
-
-__all__ = ["WorkspaceService", "identity_key"]

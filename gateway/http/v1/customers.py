@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ...conversations.service import system
 from ...protocol import envelope as env
 from ..operations import Body, Call, Operation
 from ..problems import Problem

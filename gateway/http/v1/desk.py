@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ...conversations.service import system
+from ...customers import replies as quick
 from ..operations import Body, Call, Operation, Query
 
 
@@ -87,8 +88,6 @@ def _workspace(call: Call) -> Any:
 
 
 async def list_replies(call: Call) -> tuple[int, dict]:
-    from ...customers import replies as quick
-
     prefix = "*/" if call.query.owner == "*" else f"@{call.query.owner}/"
     stored = [r for _, r in await _workspace(call).book.list(call.tenant, "reply", prefix=prefix)]
     return 200, {"replies": quick.search(stored, call.query.q)}
