@@ -24,7 +24,6 @@ Public API (``svc = ConversationService(store, hub, bus, stats, node_id=...)``):
     await svc.update(who, conv, by=None, status=/stage=/assignee=/group=) -> Conversation
     await svc.add_participant(who, conv, user, role, name)     -> None
     await svc.remove_participant(who, conv, user, role)        -> None
-    await svc.find(who, conv_id)                               -> ConvState (own tenant, else not_found)
     svc.notify(conv_id, payload) / svc.notify_user(tenant, user, payload) / svc.presence(who, conv_ids, online)
 
 The hot path stays synchronous: ``send``, ``receipt`` and ``typing`` on a cached conversation
@@ -182,12 +181,13 @@ class ConversationService:
         """The live handle of a conversation, loaded if need be; None if there is none."""
         return self.hub.get(conv_id) or await self.hub.load(conv_id, self._fetch)
 
-    async def find(self, who: Principal, conv: Conv) -> ConvState:
-        """The conversation, if it is in ``who``'s tenant, else not_found (never forbidden: other
-        tenants' ids are not revealed). Callers with rules of their own (routing) check on from it."""
-        state = conv if type(conv) is ConvState else await self.load(conv)  # type: ignore[arg-type]
+    async def _in_tenant(self, who: Principal, conv_id: str, action: str) -> ConvState:
+        """The conversation if it is in ``who``'s tenant; else the table's answer for another
+        tenant's (the caller checks the rest once it has the state)."""
+        state = await self.load(conv_id)
         if state is None or state.conv.tenant != who.tenant:
-            raise authz.refusal("find", authz.NOT_FOUND)
+            authz.check(action, who, None if state is None else state.conv.tenant)
+            raise AssertionError(f"the authz table allows {action!r} on another tenant's conversation")
         return state
 
     async def access(self, who: Principal, conv: Conv, action: str) -> ConvState:
@@ -312,14 +312,14 @@ class ConversationService:
         return self._submit_send(who, state, cmid, body, done, origin)
 
     async def _send_after_load(self, who: Principal, conv_id: str, cmid: str, body: bytes, done: Done, origin: str | None) -> None:
-        state = await self.find(who, conv_id)
+        state = await self._in_tenant(who, conv_id, "send")
         pending = self._submit_send(who, state, cmid, body, done, origin)
         if pending is not None:
             await pending
 
     def _submit_send(self, who: Principal, state: ConvState, cmid: str, body: bytes, done: Done, origin: str | None) -> Awaitable[None] | None:
         if state.conv.tenant != who.tenant:
-            raise authz.refusal("send", authz.NOT_FOUND)
+            authz.check("send", who, state.conv.tenant)  # refused: another tenant's
         if who.user not in state.members or state.conv.status != OPEN:
             return self._resend_or_refuse(who, state, cmid, done)
         received = time.perf_counter()
@@ -412,7 +412,7 @@ class ConversationService:
         return None
 
     async def _receipt_after_load(self, who: Principal, conv_id: str, kind: str, seq: int, done: Done) -> None:
-        self._submit_receipt(who, await self.find(who, conv_id), kind, seq, done)
+        self._submit_receipt(who, await self._in_tenant(who, conv_id, "receipt"), kind, seq, done)
 
     def _submit_receipt(self, who: Principal, state: ConvState, kind: str, seq: int, done: Done) -> None:
         authz.check("receipt", who, state.conv.tenant, state.members)
@@ -447,7 +447,7 @@ class ConversationService:
         return None
 
     async def _typing_after_load(self, who: Principal, conv_id: str, on: bool) -> None:
-        self._announce_typing(who, await self.find(who, conv_id), on)
+        self._announce_typing(who, await self._in_tenant(who, conv_id, "typing"), on)
 
     def _announce_typing(self, who: Principal, state: ConvState, on: bool) -> None:
         authz.check("typing", who, state.conv.tenant, state.members)
