@@ -25,7 +25,7 @@ from ..hub import ConvState, Hub
 from ..metrics import Stats
 from ..model import Appended, Receipt, RECEIPT_KINDS
 from ..protocol import envelope as env
-from ..protocol.admission import PreAuthBudget
+from ..protocol.admission import PreAuthBudget, charge_frame
 from ..protocol.errors import (
     AUTH_ERRORS,
     CLOSE_AUTH_FAILED,
@@ -72,6 +72,7 @@ class RequestHandlers:
         self.auth = authenticator
         self.stats = stats
         self.policy = RatePolicy(config.rate_per_second, self.limits.rate_burst, config.flood_close_after)
+        self._rate, self._burst, self._flood_after = self.policy.rate, float(self.policy.burst), self.policy.flood_after  # per frame
         self.hooks: ConnectionHooks | None = None
         self._handlers: dict[str, Handler] = {
             "send": self.send,
@@ -112,7 +113,7 @@ class RequestHandlers:
 
     def on_frame(self, conn: Connection, payload: bytes) -> Awaitable[None] | None:
         """Handle one binary message: rate-limit, decode, authenticate, dispatch."""
-        verdict = conn.charge(conn.last_recv, self.policy) if self.policy.rate else ADMIT
+        verdict = charge_frame(conn, conn.last_recv, self._rate, self._burst, self._flood_after) if self._rate else ADMIT
         try:
             req = env.decode_request(payload)
         except RequestError as exc:
