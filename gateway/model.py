@@ -122,7 +122,16 @@ class SetStatus:
         return {k: v for k, v in (("status", self.status), ("stage", self.stage), ("assignee", self.assignee), ("group", self.group)) if v is not None}
 
 
-WriteOp = CreateConversation | AddParticipant | RemoveParticipant | AppendMessage | SetReceipt | SetStatus
+@dataclass(frozen=True, slots=True)
+class SetTags:
+    """Replace a conversation's tags (labels a workspace files it under). The result is the tags
+    as stored: unique, sorted."""
+
+    conv_id: str
+    tags: tuple[str, ...]
+
+
+WriteOp = CreateConversation | AddParticipant | RemoveParticipant | AppendMessage | SetReceipt | SetStatus | SetTags
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ Public API (``svc = ConversationService(store, hub, bus, stats, node_id=...)``):
     await svc.catch_up(who, conv, after, limit=CATCHUP_PAGE)   -> Page
     await svc.active(who)                                      -> list[Conversation]  (to resume)
     await svc.update(who, conv, by=None, status=/stage=/assignee=/group=) -> Conversation
+    await svc.set_tags(who, conv, tags) / await svc.tags(who, conv) -> tuple[str, ...]
     await svc.add_participant(who, conv, user, role, name)     -> None
     await svc.remove_participant(who, conv, user, role)        -> None
     svc.notify(conv_id, payload) / svc.notify_user(tenant, user, payload) / svc.presence(who, conv_ids, online)
@@ -44,7 +45,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from ..bus import Bus, BusError
 from ..hub import ConvState, Hub
@@ -66,6 +67,7 @@ from ..model import (
     RemoveParticipant,
     SetReceipt,
     SetStatus,
+    SetTags,
     StoredMessage,
 )
 from ..protocol import envelope as env
@@ -80,6 +82,8 @@ log = logging.getLogger("kefu.conversations")
 CATCHUP_PAGE = 500
 MAX_LIST = 100
 MAX_ACTIVE = 1000  # open conversations one resume subscribes
+MAX_TAGS = 20
+MAX_TAG_CHARS = 64
 
 Conv = str | ConvState
 
@@ -259,6 +263,24 @@ class ConversationService:
         (a ``conv`` frame naming ``by``, default ``who.user``)."""
         state = await self.access(who, conv, "update")
         return await self._update(state, by or who.user, **changes)
+
+    async def set_tags(self, who: Principal, conv: Conv, tags: Iterable[str]) -> tuple[str, ...]:
+        """Replace the conversation's tags (action ``update``); returns them as stored (unique,
+        sorted). Not announced over WebSocket: kefu.v1 has no frame for tags."""
+        checked = check_tags(tags)
+        state = await self.access(who, conv, "update")
+        state.inflight += 1
+        try:
+            stored = await self.store.execute(SetTags(state.conv.id, checked))
+        finally:
+            state.inflight -= 1
+        self.hub.release(state)
+        return stored
+
+    async def tags(self, who: Principal, conv: Conv) -> tuple[str, ...]:
+        """The conversation's tags (for whoever may read it: action ``history``)."""
+        state = await self.access(who, conv, "history")
+        return await self.store.tags(state.conv.id)
 
     async def _add_member(self, state: ConvState, user: str, role: str, name: str) -> None:
         if user in state.members:
@@ -553,6 +575,20 @@ class ConversationService:
         """Durable already: clients get it on resume. Other nodes' caches may lag until reloaded."""
         self.stats.bus_publish_failures += 1
         log.error("bus publish failed: %s", exc)
+
+
+def check_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    """Tags as a request may give them: at most MAX_TAGS strings of 1..MAX_TAG_CHARS printable
+    characters (else bad_request naming the field)."""
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, Iterable):
+        raise RequestError("bad_request", "field `tags` must be a list of strings")
+    checked = tuple(tags)
+    if len(checked) > MAX_TAGS:
+        raise RequestError("too_large", f"field `tags` holds at most {MAX_TAGS} tags")
+    for tag in checked:
+        if type(tag) is not str or not tag or len(tag) > MAX_TAG_CHARS or not tag.isprintable():
+            raise RequestError("bad_request", f"field `tags` must hold strings of 1..{MAX_TAG_CHARS} printable characters")
+    return checked
 
 
 def _store_failure(result: object) -> RequestError:

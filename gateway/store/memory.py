@@ -22,6 +22,7 @@ from ..model import (
     RemoveParticipant,
     SetReceipt,
     SetStatus,
+    SetTags,
     StoredMessage,
     WriteOp,
 )
@@ -60,7 +61,9 @@ class MemoryBackend:
             AppendMessage: self._append,
             SetReceipt: self._set_receipt,
             SetStatus: self._set_status,
+            SetTags: self._set_tags,
         }
+        self._tags: dict[str, tuple[str, ...]] = {}
 
     def open(self) -> None:
         if self._closed:
@@ -143,6 +146,11 @@ class MemoryBackend:
         conv = self._conversations[op.conv_id] = replace(self._conversations[op.conv_id], **op.changes())
         return self._live(conv)
 
+    def _set_tags(self, op: SetTags) -> tuple[str, ...]:
+        self._require(op.conv_id)
+        tags = self._tags[op.conv_id] = tuple(sorted(set(op.tags)))
+        return tags
+
     # ---- reads -----------------------------------------------------------------------------------
 
     def get_conversation(self, conv_id: str) -> Conversation | None:
@@ -212,6 +220,10 @@ class MemoryBackend:
         self._check_open()
         stored = self._receipts.get(conv_id, {})
         return [stored[key] for key in sorted(stored)]  # by (user, kind), as SQLite orders them
+
+    def tags(self, conv_id: str) -> tuple[str, ...]:
+        self._check_open()
+        return self._tags.get(conv_id, ())
 
     # ---- helpers ---------------------------------------------------------------------------------
 

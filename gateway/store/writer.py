@@ -274,3 +274,6 @@ class Store:
 
     async def receipts(self, conv_id: str) -> list[Receipt]:
         return await self._read(self.backend.receipts, conv_id)
+
+    async def tags(self, conv_id: str) -> tuple[str, ...]:
+        return await self._read(self.backend.tags, conv_id)
