@@ -107,10 +107,11 @@ def summary_line(r: dict[str, Any]) -> str:
                 f"(server {r['server_cpu_us_per_conn']:,.0f} µs, generator {r['generator_cpu_us_per_conn']:,.0f} µs CPU each), "
                 f"healthy {r['healthy']:,}/{r['params']['conns']:,}")
     else:
-        text = (f"{r['live_again']:,}/{r['params']['conns']:,} live again in {r['all_live_s']:.2f} s "
-                f"({r['caught_up_by_resume']:,} messages caught up by resume; server {r['server_cpu_us_per_reconnect']:,.0f} µs, "
-                f"generator {r['generator_cpu_us_per_reconnect']:,.0f} µs CPU per reconnect), lost {r['lost']}, "
-                f"duplicated {r['duplicated']}, out of order {r['out_of_order']}")
+        all_live = "never all" if r.get("all_live_s") is None else f"all in {r['all_live_s']:.2f} s"
+        text = (f"{r['live_again']:,}/{r['params']['conns']:,} live again, {all_live} "
+                f"({r['caught_up_by_resume']:,} messages caught up by resume; server {r['server_cpu_us_per_reconnect'] or 0:,.0f} µs, "
+                f"generator {r['generator_cpu_us_per_reconnect'] or 0:,.0f} µs CPU per reconnect), lost {r['lost']}, "
+                f"duplicated {r['duplicated']}, out of order {r['out_of_order']}, reconnect retries {sum((r.get('reconnect_retries') or {}).values())}")
     return f"  {w} · {LABELS[r['target']]}: {text} — {status}"
 
 

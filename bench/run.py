@@ -8,6 +8,8 @@ and CPU all cover one window.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import asyncio
 import math
 import multiprocessing
@@ -534,6 +536,7 @@ def run_storm(server: Server, opts: Options, progress: Progress) -> dict[str, An
         "generator_cpu_us_per_reconnect": round(sum(x["client_cpu_s"] for x in live) / n_live * 1e6, 1) if n_live else None,
         "messages_acked": sum(d["acked_total"] for d in done),
         "caught_up_by_resume": sum(d["caught_up"] for d in done),
+        "reconnect_retries": dict(sum((Counter(d.get("retries", {})) for d in done), Counter())),
         "lost": checks["lost"], "duplicated": checks["duplicated"], "out_of_order": checks["out_of_order"],
         "checks": checks,
         "failed": failed(checks) or n_live != conns,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import random
 import resource
 import time
 import traceback
@@ -497,6 +498,11 @@ class Fanout(Workload):
 # ---- idle and storm: many shoppers, each in its own conversation ------------------------------------
 
 
+RECONNECT_ATTEMPTS = 12
+RECONNECT_BACKOFF_S = 0.05
+RECONNECT_BACKOFF_MAX_S = 2.0
+
+
 class Shopper:
     """A connected shopper in its own conversation; keeps its sequence check across reconnects."""
 
@@ -530,6 +536,22 @@ class Shopper:
         return time.monotonic()
 
     async def reconnect(self) -> float:
+        """Reconnect and resume as a real client does: a refused or failed attempt (503, 1013, a
+        timeout, a reset) is retried with jittered exponential backoff; the retries are counted."""
+        attempt = 0
+        while True:
+            try:
+                return await self._reconnect_once()
+            except (LinkClosed, OSError, asyncio.TimeoutError, ServerError) as exc:
+                if isinstance(exc, ServerError) and exc.code not in ("unavailable", "rate_limited", "internal"):
+                    raise
+                attempt += 1
+                if attempt > RECONNECT_ATTEMPTS:
+                    raise
+                self.workload.retries[error_name(exc)] += 1
+                await asyncio.sleep(min(RECONNECT_BACKOFF_MAX_S, RECONNECT_BACKOFF_S * 2 ** attempt) * random.uniform(0.5, 1.5))
+
+    async def _reconnect_once(self) -> float:
         link = self.workload.Link()
         link.on_frame = self.on_frame
         await self.workload.connect(self.user, "shopper", token=self.token, link=link)
@@ -614,6 +636,7 @@ class Storm(Workload):
         self.acked = 0
         self.last_seq: dict[str, int] = {}
         self.ack_trackers: dict[str, SeqTracker] = {}
+        self.retries: Counter[str] = Counter()  # reconnect attempts refused or failed, then retried
 
     def progress(self) -> dict[str, Any]:
         return {"opened": self.opened, "live_again": self.live_again, "acked": self.acked, "delivered": self.received,
@@ -716,7 +739,7 @@ class Storm(Workload):
             checks["errors"][f"reconnect:{name}"] = checks["errors"].get(f"reconnect:{name}", 0) + n
         self.channel.send("done", {
             "conns": len(self.shoppers), "live_again": len(times), "acked_total": self.acked, "delivered_total": self.received,
-            "caught_up": self.caught_up, "checks": checks,
+            "caught_up": self.caught_up, "checks": checks, "retries": dict(self.retries),
         })
 
 

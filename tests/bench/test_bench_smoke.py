@@ -112,3 +112,18 @@ def test_the_sequence_check_sees_every_kind_of_fault():
     resumed = SeqTracker(after=10)  # a cursor: nothing at or below it is expected
     resumed.see(11)
     assert resumed.finish(12)["lost"] == 1 and resumed.finish(10)["unexpected"] == 1
+
+
+def test_flood_benchmark_runs_and_loses_nothing(tmp_path):
+    out = tmp_path / "flood.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.flood", "--duration", "1.5", "--pairs", "4", "--garbage-conns", "2",
+         "--unauth-conns", "3", "--fragment-conns", "5", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert doc["unanswered"] == 0 and doc["phases"]["quiet"]["acked"] > 0 and doc["phases"]["flood"]["acked"] > 0
+    attack = doc["phases"]["flood"]["attack"]
+    assert attack["connections"] > 10  # the gateway closed the attackers, which came back
+    assert doc["peak_rss_bytes"] > 0 and doc["p99_ratio"] is not None
