@@ -83,6 +83,7 @@ CATCHUP_PAGE = 500
 MAX_LIST = 100
 MAX_ACTIVE = 1000  # open conversations one resume subscribes
 MAX_TAGS = 20
+MAX_SUBJECT_CHARS = 200
 MAX_TAG_CHARS = 64
 
 Conv = str | ConvState
@@ -209,6 +210,8 @@ class ConversationService:
         """A new conversation with ``who`` as its customer. ``on_member(handle)`` runs once it
         exists, before anyone is told (the transport subscribes the opener's connection there)."""
         authz.check("open", who, who.tenant)
+        if type(subject) is not str or len(subject) > MAX_SUBJECT_CHARS:
+            raise RequestError("too_large" if type(subject) is str else "bad_request", f"field `subject` must be a string of at most {MAX_SUBJECT_CHARS} characters")
         if not self.accepting:
             raise RequestError("unavailable", "server restarting")
         now = now_ms()

@@ -20,7 +20,7 @@ import trio
 from .. import __version__
 from ..auth import Authenticator, Identity
 from ..config import Config
-from ..conversations.service import CATCHUP_PAGE, ConversationService, now_ms
+from ..conversations.service import CATCHUP_PAGE, MAX_SUBJECT_CHARS, ConversationService, now_ms
 from ..hub import ConvState, Hub
 from ..metrics import Stats
 from ..model import Appended, Receipt, RECEIPT_KINDS
@@ -329,7 +329,7 @@ class RequestHandlers:
         conn.push(env.event_frame({"t": "pong", "id": env.request_id(req), "server_time": now_ms()}))
 
     async def open(self, conn: Connection, req: dict[str, Any]) -> None:
-        subject = env.need_str(req, "subject", 200, optional=True, empty=True) or ""
+        subject = env.need_str(req, "subject", MAX_SUBJECT_CHARS, optional=True, empty=True) or ""
         opened = await self.service.open(conn.identity, subject, on_member=lambda state: self.hub.subscribe(conn, state))
         self.ok(conn, req, conv=env.conversation_map(opened.conv), participants=[env.participant_map(p) for p in opened.participants])
 

@@ -199,3 +199,10 @@ async def test_tags_are_replaced_checked_and_read_by_who_may_read(service):
     with pytest.raises(RequestError) as refused:
         await service.tags(Principal("t2", "eve", "supervisor"), conv)
     assert refused.value.code == "not_found"
+
+
+async def test_open_checks_the_subject_for_callers_that_did_not(service):
+    with pytest.raises(RequestError) as long:
+        await service.open(ALICE, "x" * 201)
+    assert long.value.code == "too_large"
+    assert (await service.list(ALICE)).convs == []  # nothing half-made
