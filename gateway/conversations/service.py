@@ -72,7 +72,7 @@ from ..model import (
 )
 from ..protocol import envelope as env
 from ..protocol.errors import RequestError
-from ..protocol.fields import Limits
+from ..protocol.fields import MAX_INT, Limits
 from ..store.base import NotFound, StoreDamaged
 from ..store.writer import Store
 from . import authz
@@ -520,6 +520,8 @@ class ConversationService:
         """A page of messages (after ``after``, or before ``before``: the newest ones) with the
         conversation's receipts. Past ``reply_bytes`` it keeps the messages nearest the cursor
         the client pages from and says there is more."""
+        _seq_field("after", after)
+        _seq_field("before", before)
         state = await self.access(who, conv, "history")
         limit = min(limit or self.history_page, self.history_page)
         page = await self.store.read_messages(state.conv.id, after=after, before=before, limit=limit)
@@ -538,6 +540,7 @@ class ConversationService:
 
     async def catch_up(self, who: Principal, conv: Conv, after: int, limit: int = CATCHUP_PAGE) -> Page:
         """The stored messages after seq ``after``, a page at a time (resume)."""
+        _seq_field("after", after)
         state = await self.access(who, conv, "catch_up")
         return await self.store.read_messages(state.conv.id, after=after, limit=limit)
 
@@ -578,6 +581,12 @@ class ConversationService:
         """Durable already: clients get it on resume. Other nodes' caches may lag until reloaded."""
         self.stats.bus_publish_failures += 1
         log.error("bus publish failed: %s", exc)
+
+
+def _seq_field(name: str, value: int | None) -> None:
+    """A sequence number a caller gives (REST parses JSON, not kefu.v1 fields): 0..MAX_INT."""
+    if value is not None and (type(value) is not int or not 0 <= value <= MAX_INT):
+        raise RequestError("bad_request", f"field `{name}` must be an integer from 0 to {MAX_INT}")
 
 
 def check_tags(tags: Iterable[str]) -> tuple[str, ...]:

@@ -206,3 +206,11 @@ async def test_open_checks_the_subject_for_callers_that_did_not(service):
         await service.open(ALICE, "x" * 201)
     assert long.value.code == "too_large"
     assert (await service.list(ALICE)).convs == []  # nothing half-made
+
+
+async def test_sequence_cursors_past_int64_are_bad_requests(service):
+    conv = (await service.open(ALICE)).conv.id
+    for call in (lambda: service.history(ALICE, conv, after=2**63), lambda: service.history(ALICE, conv, before=-1), lambda: service.catch_up(ALICE, conv, 2**64)):
+        with pytest.raises(RequestError) as bad:
+            await call()
+        assert bad.value.code == "bad_request"
