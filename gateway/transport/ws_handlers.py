@@ -1,7 +1,8 @@
 """The kefu.v1 requests over WebSocket: decode → conversation service → encode, nothing more.
 
-``on_frame`` handles one binary message: decode, authenticate, rate-limit (the session state of
-``gateway.protocol.session``), dispatch. A handler that needs no I/O (``send`` once the
+``on_frame`` handles one binary message: charge it to the connection's rate budget (the session
+state of ``gateway.protocol.session``, by ``protocol.admission``'s rules), decode, authenticate,
+dispatch. A handler that needs no I/O (``send`` once the
 conversation is cached, ``typing``, ``receipt``, ``ping``) runs synchronously inside the
 connection's read loop and returns None, so a pipelined burst of sends costs no task switch each;
 the store acks them later, in order, through callbacks. Handlers that must read the store
