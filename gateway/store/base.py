@@ -67,9 +67,9 @@ class StoreBackend(Protocol):
         Results: CreateConversation -> Conversation; AddParticipant -> Participant (adding an existing
         participant returns the stored one); RemoveParticipant -> bool (was there);
         AppendMessage -> Appended; SetReceipt -> Receipt (as stored, the max of old and new);
-        SetStatus -> Conversation (updated); CreateApiKey and RevokeApiKey -> ApiKey; SaveAgent ->
-        AgentProfile; SaveTenantSettings -> TenantSettings. A failing op's result is a StoreError
-        instance.
+        SetStatus -> Conversation (updated); SetTags -> the tags as stored (unique, sorted);
+        CreateApiKey and RevokeApiKey -> ApiKey; SaveAgent -> AgentProfile; SaveTenantSettings ->
+        TenantSettings. A failing op's result is a StoreError instance.
         """
 
     def get_conversation(self, conv_id: str) -> Conversation | None: ...
@@ -109,6 +109,9 @@ class StoreBackend(Protocol):
         ``more`` tells whether messages of the range were left out."""
 
     def find_message(self, conv_id: str, sender: str, cmid: str) -> StoredMessage | None: ...
+
+    def tags(self, conv_id: str) -> tuple[str, ...]:
+        """The conversation's tags, sorted (none: empty)."""
 
     def receipts(self, conv_id: str) -> list[Receipt]: ...
 

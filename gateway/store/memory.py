@@ -29,6 +29,7 @@ from ..model import (
     RemoveParticipant,
     SetReceipt,
     SetStatus,
+    SetTags,
     StoredMessage,
     WriteOp,
 )
@@ -74,7 +75,9 @@ class MemoryBackend:
             RevokeApiKey: self._revoke_api_key,
             SaveAgent: self._save_agent,
             SaveTenantSettings: self._save_settings,
+            SetTags: self._set_tags,
         }
+        self._tags: dict[str, tuple[str, ...]] = {}
 
     def open(self) -> None:
         if self._closed:
@@ -183,6 +186,10 @@ class MemoryBackend:
     def _save_settings(self, op: SaveTenantSettings) -> TenantSettings:
         self._settings[op.settings.tenant] = op.settings
         return op.settings
+    def _set_tags(self, op: SetTags) -> tuple[str, ...]:
+        self._require(op.conv_id)
+        tags = self._tags[op.conv_id] = tuple(sorted(set(op.tags)))
+        return tags
 
     # ---- reads -----------------------------------------------------------------------------------
 
@@ -277,6 +284,9 @@ class MemoryBackend:
     def tenant_settings(self, tenant: str | None = None) -> list[TenantSettings]:
         self._check_open()
         return [self._settings[t] for t in sorted(self._settings) if tenant is None or t == tenant]
+    def tags(self, conv_id: str) -> tuple[str, ...]:
+        self._check_open()
+        return self._tags.get(conv_id, ())
 
     # ---- helpers ---------------------------------------------------------------------------------
 

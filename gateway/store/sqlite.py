@@ -37,6 +37,7 @@ from ..model import (
     RemoveParticipant,
     SetReceipt,
     SetStatus,
+    SetTags,
     StoredMessage,
     WriteOp,
 )
@@ -101,6 +102,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # What routing picks up after a restart; the partial index stays as small as the backlog.
         "CREATE INDEX conversations_in_routing ON conversations (stage, created_at)"
         " WHERE status = 'open' AND stage IN ('bot', 'queued', 'assigned')",
+    ),
+    (
+        # Tags of a conversation, one row each; by tag too, for lists filtered by a tag.
+        """CREATE TABLE conversation_tags (
+            conv_id TEXT NOT NULL REFERENCES conversations (id),
+            tag TEXT NOT NULL,
+            PRIMARY KEY (conv_id, tag)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX conversation_tags_by_tag ON conversation_tags (tag, conv_id)",
     ),
     (
         # Tenant administration (the REST API). Lists are JSON arrays of strings.
@@ -230,6 +240,7 @@ class SqliteBackend:
             RevokeApiKey: self._revoke_api_key,
             SaveAgent: self._save_agent,
             SaveTenantSettings: self._save_settings,
+            SetTags: self._set_tags,
         }
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -487,6 +498,14 @@ class SqliteBackend:
         )
         return t
 
+    def _set_tags(self, cur: sqlite3.Cursor, op: SetTags, pending: _Pending) -> tuple[str, ...]:
+        if cur.execute("SELECT 1 FROM conversations WHERE id = ?", (op.conv_id,)).fetchone() is None:
+            raise NotFound(f"conversation {op.conv_id!r} not found")
+        tags = tuple(sorted(set(op.tags)))
+        cur.execute("DELETE FROM conversation_tags WHERE conv_id = ?", (op.conv_id,))
+        cur.executemany("INSERT INTO conversation_tags (conv_id, tag) VALUES (?, ?)", [(op.conv_id, t) for t in tags])
+        return tags
+
     # ---- reads -----------------------------------------------------------------------------------
 
     def get_conversation(self, conv_id: str) -> Conversation | None:
@@ -590,6 +609,9 @@ class SqliteBackend:
         sql = "SELECT tenant, routing, updated_at FROM tenant_settings"
         rows = self._read(sql + " ORDER BY tenant", ()) if tenant is None else self._read(sql + " WHERE tenant = ?", (tenant,))
         return [TenantSettings(*row) for row in rows]
+
+    def tags(self, conv_id: str) -> tuple[str, ...]:
+        return tuple(row[0] for row in self._read("SELECT tag FROM conversation_tags WHERE conv_id = ? ORDER BY tag", (conv_id,)))
 
     def _read(self, sql: str, params: Sequence[object]) -> list[tuple]:
         """Run one query on this thread's reader. fetchall() ends the statement at once, so no read

@@ -286,3 +286,6 @@ class Store:
 
     async def tenant_settings(self, tenant: str | None = None) -> list[TenantSettings]:
         return await self._read(self.backend.tenant_settings, tenant)
+
+    async def tags(self, conv_id: str) -> tuple[str, ...]:
+        return await self._read(self.backend.tags, conv_id)
