@@ -86,13 +86,15 @@ class StoreBackend(Protocol):
         stage: str | None = None,
         assignee: str | None = None,
         channel: str | None = None,
+        tag: str | None = None,
         limit: int = 100,
     ) -> list[Conversation]:
         """Conversations of ``tenant``, newest first (by created_at, then id). With ``user``, only
         those where ``user`` is a participant; with ``before``, only those created before that time
         — or, with ``before_id`` too, at that time with a smaller id (a cursor that never skips
         conversations created in the same millisecond); with ``since``, only those created at or
-        after it. ``status``, ``stage``, ``assignee`` and ``channel`` must equal the given value."""
+        after it. ``status``, ``stage``, ``assignee`` and ``channel`` must equal the given value;
+        ``tag`` must be one of the conversation's tags."""
 
     def in_stages(self, stages: Sequence[str], *, limit: int = 10_000) -> list[Conversation]:
         """Open conversations of every tenant whose routing stage is one of ``stages``, oldest

@@ -210,6 +210,7 @@ class MemoryBackend:
         stage: str | None = None,
         assignee: str | None = None,
         channel: str | None = None,
+        tag: str | None = None,
         limit: int = 100,
     ) -> list[Conversation]:
         self._check_open()
@@ -223,6 +224,7 @@ class MemoryBackend:
             and (stage is None or conv.stage == stage)
             and (assignee is None or conv.assignee == assignee)
             and (channel is None or conv.channel == channel)
+            and (tag is None or tag in self._tags.get(conv.id, ()))
             and (since is None or conv.created_at >= since)
             and (
                 before is None

@@ -524,6 +524,7 @@ class SqliteBackend:
         stage: str | None = None,
         assignee: str | None = None,
         channel: str | None = None,
+        tag: str | None = None,
         limit: int = 100,
     ) -> list[Conversation]:
         check_limit(limit)
@@ -536,6 +537,9 @@ class SqliteBackend:
         if since is not None:
             sql += " AND c.created_at >= ?"
             params.append(since)
+        if tag is not None:
+            sql += " AND EXISTS (SELECT 1 FROM conversation_tags AS t WHERE t.conv_id = c.id AND t.tag = ?)"
+            params.append(tag)
         if before is not None and before_id is not None:
             sql += " AND (c.created_at < ? OR (c.created_at = ? AND c.id < ?))"
             params += [before, before, before_id]
