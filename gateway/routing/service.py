@@ -280,7 +280,8 @@ class RoutingService:
         if not await self._move(state, event, SYSTEM, group=group, assignee=""):
             return
         now = time.time()
-        assignments = self.engine.enqueue(conv.id, conv.tenant, conv.customer, group, now, front=front)
+        language = self.contexts.get(conv.id, {}).get("language") or ""
+        assignments = self.engine.enqueue(conv.id, conv.tenant, conv.customer, group, now, front=front, language=language)
         if not assignments:
             place, eta = self.engine.position(conv.id) or (1, None)
             self.announced[conv.id] = (place, eta)
