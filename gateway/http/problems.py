@@ -44,6 +44,7 @@ STATUS_OF = {
     "too_large": 413,
     "rate_limited": 429,
     "unavailable": 503,
+    "storage_damaged": 503,
     "internal": 500,
 }
 
