@@ -142,6 +142,10 @@ def endpoint(op: Operation, services: Any) -> Callable[[Request], Awaitable[Resp
     async def run(request: Request) -> Response:
         try:
             key = await authenticate(request, services.store)
+            wait_ms = services.rates.admit(key.id)
+            if wait_ms is not None:
+                raise Problem("rate_limited", f"over this API key's rate: retry in {wait_ms} ms",
+                              headers={"retry-after": str(-(-wait_ms // 1000))}, extra={"retry_after_ms": wait_ms})
             if not keys.allows(key, op.scopes):
                 raise Problem("forbidden", f"this API key lacks a scope for this call (one of: {', '.join(['admin', *sorted(op.scopes)])})")
             query = _validate(op.query, dict(request.query_params)) if op.query else None
