@@ -23,6 +23,7 @@ from .routing.service import RoutingService
 from .store import MemoryBackend, SqliteBackend, StoreBackend
 from .store.writer import Store
 from .http.app import Services, build_app
+from .http.limits import KeyRates
 from .http.server import serve_http
 
 log = logging.getLogger("kefu")
@@ -137,7 +138,7 @@ async def serve(
         nursery.start_soon(node.media.run)
         metrics_port = None
         if config.metrics_port >= 0:
-            app = build_app(Services(node, auth, registry, routing_config, config.api_max_body_bytes))
+            app = build_app(Services(node, auth, registry, routing_config, config.api_max_body_bytes, KeyRates(config.api_rate_per_second, max(2.0, 2 * config.api_rate_per_second))))
             metrics_port = await nursery.start(serve_http, app, config.metrics_host, config.metrics_port)
         task_status.started(Running(node, port, metrics_port, registry))
         await node.stopped()

@@ -23,7 +23,7 @@ import trio
 
 from ..conversations import authz
 from ..conversations.service import ConversationService, system
-from ..model import CLOSED, SYSTEM, AgentProfile, Principal, StoredMessage
+from ..model import CLOSED, SYSTEM, AgentProfile, Conversation, Principal, StoredMessage
 from ..protocol import envelope as env
 from ..protocol.errors import RequestError
 from .config import RoutingConfig, TenantRouting, parse_tenant
@@ -119,8 +119,8 @@ class RoutingService:
         return {
             "status": self._status,
             "take": self._in_turn(self._take),
-            "transfer": self._in_turn(self._transfer),
-            "resolve": self._in_turn(self._resolve),
+            "transfer": self._transfer_request,
+            "resolve": self._resolve_request,
             "handoff": self._in_turn(self._handoff_request),
             "queues": self._queues,
         }
@@ -280,7 +280,8 @@ class RoutingService:
         if not await self._move(state, event, SYSTEM, group=group, assignee=""):
             return
         now = time.time()
-        assignments = self.engine.enqueue(conv.id, conv.tenant, conv.customer, group, now, front=front)
+        language = self.contexts.get(conv.id, {}).get("language") or ""
+        assignments = self.engine.enqueue(conv.id, conv.tenant, conv.customer, group, now, front=front, language=language)
         if not assignments:
             place, eta = self.engine.position(conv.id) or (1, None)
             self.announced[conv.id] = (place, eta)
@@ -417,11 +418,21 @@ class RoutingService:
         self._carry_out([assignment])
         return dict(conv=state.conv.id)
 
-    async def _transfer(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
-        state = await self.service.access(identity, env.need_str(req, "conv", env.ID_CHARS), "transfer")
+    async def _transfer_request(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
+        conv_id = env.need_str(req, "conv", env.ID_CHARS)
         to_agent = env.need_str(req, "to_agent", 128, optional=True)
         to_group = env.need_str(req, "to_group", 64, optional=True)
         note = env.need_str(req, "note", 1000, optional=True, empty=True) or ""
+        await self.transfer(identity, conv_id, to_agent=to_agent, to_group=to_group, note=note)
+        return dict(conv=conv_id)
+
+    async def transfer(self, who: Principal, conv_id: str, *, to_agent: str | None = None, to_group: str | None = None, note: str = "") -> None:
+        """Hand a conversation to one agent or back to a group's queue (the ``transfer`` request;
+        REST), in the conversation's turn."""
+        await self.serial.call(conv_id, self._transfer, who, conv_id, to_agent, to_group, note)
+
+    async def _transfer(self, identity: Principal, conv_id: str, to_agent: str | None, to_group: str | None, note: str) -> None:
+        state = await self.service.access(identity, conv_id, "transfer")
         if (to_agent is None) == (to_group is None):
             raise RequestError("bad_request", "give exactly one of `to_agent` and `to_group`")
         if identity.role == "agent" and state.conv.assignee != identity.user:
@@ -448,10 +459,18 @@ class RoutingService:
             await self._enqueue(state, "transfer", {"reason": "transfer"}, to_group)
             if previous:
                 await self.service.remove_participant(system(state.conv.tenant), state, previous, "agent")
-        return dict(conv=state.conv.id)
 
-    async def _resolve(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
-        state = await self.service.access(identity, env.need_str(req, "conv", env.ID_CHARS), "resolve")
+    async def _resolve_request(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
+        conv = await self.resolve(identity, env.need_str(req, "conv", env.ID_CHARS))
+        return dict(conv=env.conversation_map(conv))
+
+    async def resolve(self, who: Principal, conv_id: str) -> Conversation:
+        """End the service (the ``resolve`` request; REST), in the conversation's turn; the
+        shopper's next message reopens it within the reopen window."""
+        return await self.serial.call(conv_id, self._resolve, who, conv_id)
+
+    async def _resolve(self, identity: Principal, conv_id: str) -> Conversation:
+        state = await self.service.access(identity, conv_id, "resolve")
         # then: an agent only if assigned, a bot only while it serves
         if (identity.role == "agent" and state.conv.assignee != identity.user) or (identity.role == "bot" and state.conv.stage != BOT):
             raise RequestError("forbidden", "only the assigned agent, the bot, the customer or a supervisor resolves a conversation")
@@ -462,7 +481,7 @@ class RoutingService:
         self.resolved_at[state.conv.id] = time.time()
         self._carry_out(self.engine.finish(state.conv.id, time.time()))
         await self._event(state, "resolved", "本次服务已结束，感谢您的咨询。如还有问题，直接回复即可", by=identity.user)
-        return dict(conv=env.conversation_map(state.conv))
+        return state.conv
 
     async def _handoff_request(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
         """The shopper asks for a human, or an external bot hands over."""
