@@ -14,10 +14,10 @@ from .text import normalise
 
 # The reason codes: stable, routing and reports switch on them (docs/routing.md lists them).
 ASKED_FOR_HUMAN = "asked_for_human"
-LOW_CONFIDENCE = "low_confidence"
-FRUSTRATED = "frustrated"
 HUMAN_ONLY_INTENT = "human_only_intent"
-HANDOFF_CODES = (ASKED_FOR_HUMAN, LOW_CONFIDENCE, FRUSTRATED, HUMAN_ONLY_INTENT)
+FRUSTRATED = "frustrated"  # anger, repeated questions, "that didn't help", a long wait
+CLARIFICATION_FAILED = "clarification_failed"  # still not understood after asking what was meant
+HANDOFF_CODES = (ASKED_FOR_HUMAN, HUMAN_ONLY_INTENT, FRUSTRATED, CLARIFICATION_FAILED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,8 @@ class HandoffReason:
 # Chinese: substrings, the more specific first (the first found is the one reported).
 HUMAN_PHRASES_ZH = (
     "人工客服", "转人工", "找人工", "要人工", "接人工", "人工服务", "人工", "真人", "活人",
-    "不要机器人", "别用机器人", "不想跟机器人", "不想和机器人", "客服人员", "叫你们经理",
+    "不要机器人", "别用机器人", "不想跟机器人", "不想和机器人", "不跟机器人", "不和机器人", "不要自动回复",
+    "客服人员", "叫你们经理", "找你们经理", "找客服小姐姐", "真的客服", "在线客服", "renggong", "rengong",
 )
 # English: whole words or phrases (regular expressions).
 HUMAN_PHRASES_EN = (
