@@ -6,8 +6,9 @@ say; the caller (routing) sends it and, on a handoff, queues the conversation fo
 per-conversation state is the ``BotSession``.
 
 Each shopper turn is checked for a handoff in this order, the first that applies being the reason:
-asked for a person, a human-only intent, frustration over its threshold (anger, the same question
-again and again, "that didn't help", a long wait), and clarification failed (not understood for
+asked for a person, frustration over its threshold (anger, the same question three times, "that
+didn't help", a long wait: an angry "垃圾店" is frustration even when it reads as a complaint), a
+human-only intent (a calm "我要投诉"), and clarification failed (not understood for
 ``clarification_turns`` turns in a row, each of which got a clarifying question). Short of that, a
 confident intent is answered (a product question from the catalog entry of the product in view),
 and an unclear question gets a clarifying question: the bot's best guesses as quick-reply buttons,
@@ -51,7 +52,7 @@ class BotSessionError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class BotSettings:
-    confidence_threshold: float = 0.35  # answer at or above this calibrated probability (dev set: docs/routing.md)
+    confidence_threshold: float = 0.4  # answer at or above this calibrated probability (dev set: docs/routing.md)
     suggestion_floor: float = 0.05  # guesses scoring at least this are offered as buttons
     clarification_turns: int = 3  # hand off after this many turns in a row not understood
     frustration_threshold: float = 0.6
@@ -203,12 +204,12 @@ class FaqBot:
         phrase = asks_for_human(text)
         if phrase:
             return HandoffReason(ASKED_FOR_HUMAN, f"the shopper asked for a person ({phrase!r})")
-        if intent is not None and intent.human_only:
-            return HandoffReason(HUMAN_ONLY_INTENT, f"intent '{intent.id}' ({intent.title.zh}) is handled by people only")
         frustration = session.frustration
         if frustration.score >= self.settings.frustration_threshold:
             why = "; ".join(reason.detail for reason in frustration.reasons)
             return HandoffReason(FRUSTRATED, f"frustration {frustration.score:.2f} (threshold {self.settings.frustration_threshold:.2f}): {why}")
+        if intent is not None and intent.human_only:
+            return HandoffReason(HUMAN_ONLY_INTENT, f"intent '{intent.id}' ({intent.title.zh}) is handled by people only")
         if session.unclear_streak >= self.settings.clarification_turns:
             best = f"best guess '{top.intent}' at {top.score:.2f}" if top.intent else "nothing recognised"
             return HandoffReason(
