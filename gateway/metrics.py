@@ -74,6 +74,8 @@ class Stats:
         self.auth_failures: Counter[str] = Counter()  # by code
         self.closes: Counter[int] = Counter()  # server-initiated closes by close code
         self.rate_limited = 0
+        self.bot_handoffs: Counter[str] = Counter()  # conversations the bot handed to people, by reason code
+        self.bot_conversations: Counter[str] = Counter()  # bot conversations ended, by outcome: contained, handed_off
 
 
 class KefuCollector(Collector):
@@ -146,6 +148,16 @@ class KefuCollector(Collector):
         for code, n in sorted(s.auth_failures.items()):
             auth.add_metric([code], n)
         yield auth
+        handoffs = CounterMetricFamily("kefu_bot_handoffs", "Conversations the bot handed to people, by reason.", labels=["reason"])
+        for reason, n in sorted(s.bot_handoffs.items()):
+            handoffs.add_metric([reason], n)
+        yield handoffs
+        outcomes = CounterMetricFamily(
+            "kefu_bot_conversations", "Bot conversations by outcome: contained (resolved or closed by the bot) or handed_off.", labels=["outcome"]
+        )
+        for outcome in ("contained", "handed_off"):
+            outcomes.add_metric([outcome], s.bot_conversations.get(outcome, 0))
+        yield outcomes
         closes = CounterMetricFamily("kefu_closes", "Server-initiated WebSocket closes, by close code.", labels=["code"])
         for code, n in sorted(s.closes.items()):
             closes.add_metric([str(code)], n)

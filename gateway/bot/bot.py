@@ -145,8 +145,9 @@ class FaqBot:
         declined = self._declines(session, text)
         confident = top.score >= self.settings.confidence_threshold and not declined
         intent = self.kb.intent(top.intent) if confident else None
+        topic = f"{intent.id}:{','.join(products.aspects(text))}:{session.product or ''}" if intent and intent.catalog else ""
         session.turns.append(
-            Turn(SHOPPER, text, now, matches, intent.id if intent else None, intent.category if intent else "")
+            Turn(SHOPPER, text, now, matches, intent.id if intent else None, intent.category if intent else "", topic)
         )
         session.unclear_streak = 0 if intent else session.unclear_streak + 1
         session.frustration = self.meter.assess(session.turns, now, waiting_since=waiting_since)

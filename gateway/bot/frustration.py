@@ -156,7 +156,7 @@ class FrustrationMeter:
         text = normalise(last.text)
         repeats = 0
         for turn in earlier:
-            same_intent = last.intent and turn.intent == last.intent and last.category != SMALLTALK
+            same_intent = last.intent and _topic(turn) == _topic(last) and last.category != SMALLTALK
             same_text = difflib.SequenceMatcher(None, text, normalise(turn.text)).ratio() >= s.similar_text
             repeats += bool(same_intent or same_text)
         if not repeats:
@@ -199,6 +199,12 @@ def is_shouting(text: str) -> bool:
     if len(letters) < 6 or len(text.split()) < 2:
         return False
     return sum(c.isupper() for c in letters) / len(letters) >= 0.8
+
+
+def _topic(turn: Turn) -> str | None:
+    """What a turn asked: its topic when the bot noted one (product questions differ by the
+    attribute asked), else its intent."""
+    return turn.topic or turn.intent
 
 
 def _unanswered_since(turns: Sequence[Turn]) -> float | None:

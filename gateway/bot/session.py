@@ -44,6 +44,7 @@ class Turn:
     matches: tuple[IntentMatch, ...] = ()  # shopper turns: the classifier's top intents
     intent: str | None = None  # shopper turns: the intent acted on (None: not confident enough)
     category: str = ""  # that intent's category
+    topic: str = ""  # shopper turns: what was asked, when finer than the intent ("product_question:care:P1001")
     answered: bool = False  # bot turns: an answer (not a greeting, clarifying question or handoff notice)
     clarifying: bool = False  # bot turns: asked which of its guesses the shopper meant
 

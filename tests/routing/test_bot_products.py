@@ -1,0 +1,99 @@
+"""Over real sockets: a product question answered from the catalog, a clarifying question with
+buttons instead of a handoff, and the bot's handoff and containment metrics."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from gateway.bot import MemoryCatalog
+
+from ..bot.test_catalog import SAMPLE
+from ..support import connect, token
+
+
+@pytest.fixture
+async def with_bot(start_gateway):
+    gw = await start_gateway(routing="on")
+    # the workspace's product ingest will fill this catalog; here the sample shop's products
+    for product_id in ("P1001", "P2002"):
+        gw.node.routing.bots.catalog.put("shop1", MemoryCatalog.load(SAMPLE).get("shop1", product_id))
+    return gw
+
+
+async def bot_says(client, conv):
+    return (await client.next("msg", conv=conv, role="bot"))["body"]
+
+
+def metric(gw, name, **labels):
+    return gw.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_product_question_is_answered_from_the_catalog(with_bot):
+    gw = with_bot
+    with trio.fail_after(20):
+        async with connect(gw.url, token("alice"), resume={}) as alice:
+            conv = (await alice.ok("open"))["conv"]["id"]
+            await bot_says(alice, conv)  # greeting
+            body = {"kind": "text", "text": "这件外套是什么面料", "meta": {"product": "P1001"}}
+            await alice.ok("send", conv=conv, cmid="p1", body=body)
+            answer = await bot_says(alice, conv)
+            assert answer["intent"] == "product_question" and answer["product"] == "P1001"
+            assert "70%羊毛" in answer["text"]
+            # the product stays in view for the next question, which carries no meta
+            await alice.ok("send", conv=conv, cmid="p2", body={"kind": "text", "text": "M码还有吗"})
+            stock = await bot_says(alice, conv)
+            assert stock["product"] == "P1001" and "M码暂时缺货" in stock["text"]
+
+
+async def test_without_a_product_the_bot_asks_which(with_bot):
+    gw = with_bot
+    with trio.fail_after(20):
+        async with connect(gw.url, token("bob"), resume={}) as bob:
+            conv = (await bob.ok("open"))["conv"]["id"]
+            await bot_says(bob, conv)
+            await bob.ok("send", conv=conv, cmid="p1", body={"kind": "text", "text": "这件是什么面料"})
+            answer = await bot_says(bob, conv)
+            assert answer["intent"] == "product_question" and "product" not in answer and "哪件商品" in answer["text"]
+
+
+async def test_an_unclear_question_gets_buttons_not_a_person(with_bot):
+    gw = with_bot
+    with trio.fail_after(20):
+        async with connect(gw.url, token("carol"), resume={}) as carol:
+            conv = (await carol.ok("open"))["conv"]["id"]
+            await bot_says(carol, conv)
+            await carol.ok("send", conv=conv, cmid="u1", body={"kind": "text", "text": "衣服的事"})
+            ask = await bot_says(carol, conv)
+            assert "intent" not in ask and ask["text"].startswith("亲，您是想问")
+            assert len(ask["quick_replies"]) >= 2 and ask["quick_replies"][-1] == "其他"
+            # a tap on a button sends its label, and is answered
+            await carol.ok("send", conv=conv, cmid="u2", body={"kind": "text", "text": ask["quick_replies"][0]})
+            answer = await bot_says(carol, conv)
+            assert answer.get("intent")
+            frames = await carol.quiet(0.3)
+            assert [f for f in frames if f["t"] == "msg" and f["role"] == "system"] == []  # never queued
+            assert metric(gw, "kefu_bot_handoffs_total", reason="clarification_failed") == 0.0
+
+
+async def test_handoffs_and_containment_are_counted(with_bot):
+    gw = with_bot
+    before = metric(gw, "kefu_bot_handoffs_total", reason="asked_for_human")
+    handed = metric(gw, "kefu_bot_conversations_total", outcome="handed_off")
+    contained = metric(gw, "kefu_bot_conversations_total", outcome="contained")
+    with trio.fail_after(20):
+        async with connect(gw.url, token("dave"), resume={}) as dave:
+            conv = (await dave.ok("open"))["conv"]["id"]
+            await bot_says(dave, conv)
+            await dave.ok("send", conv=conv, cmid="h1", body={"kind": "text", "text": "转人工"})
+            queued = (await dave.next("msg", conv=conv, role="system"))["body"]
+            assert queued["reason"] == "asked_for_human"
+
+            second = (await dave.ok("open"))["conv"]["id"]
+            await bot_says(dave, second)
+            await dave.ok("send", conv=second, cmid="q1", body={"kind": "text", "text": "什么时候发货"})
+            await bot_says(dave, second)
+            await dave.ok("resolve", conv=second)  # answered: the shopper is done
+    assert metric(gw, "kefu_bot_handoffs_total", reason="asked_for_human") == before + 1
+    assert metric(gw, "kefu_bot_conversations_total", outcome="handed_off") == handed + 1
+    assert metric(gw, "kefu_bot_conversations_total", outcome="contained") == contained + 1
