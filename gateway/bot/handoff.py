@@ -30,18 +30,25 @@ class HandoffReason:
 HUMAN_PHRASES_ZH = (
     "人工客服", "转人工", "找人工", "要人工", "接人工", "人工服务", "人工", "真人", "活人",
     "不要机器人", "别用机器人", "不想跟机器人", "不想和机器人", "不跟机器人", "不和机器人", "不要自动回复",
-    "客服人员", "叫你们经理", "找你们经理", "找客服小姐姐", "真的客服", "在线客服", "renggong", "rengong",
+    "客服人员", "叫你们经理", "找你们经理", "找客服", "转客服", "叫客服", "联系客服", "客服小姐姐", "真的客服",
+    "在线客服", "rengong", "renggong",
 )
 # English: whole words or phrases (regular expressions).
 HUMAN_PHRASES_EN = (
     r"real (?:person|human|people)",
     r"live (?:agent|person|chat|support)",
-    r"(?:speak|talk|chat) (?:to|with) (?:a |an |the |your )?(?:someone|somebody|person|human|people|staff|agent|representative|manager|operator)",
+    r"(?:speak|talk|chat) (?:to|with) (?:a |an |the |your )?(?:someone|somebody|person|human|people|staff|agent|representative|manager|operator|customer (?:service|support))",
     r"humans?",
     r"agents?",
     r"representative",
     r"operator",
-    r"customer service rep",
+    r"(?:need|want|contact|get|reach|call) (?:a |the |your )?customer (?:service|support|care)",
+    r"customer (?:service|support|care) (?:please|pls|rep|representative|team|agent|person)",
+    r"support (?:team|staff)",
+    r"(?:someone|somebody) (?:real|from (?:the|your) (?:team|shop|store))",
+    r"(?:your|a) manager",
+    r"get (?:me )?(?:the|a|your) manager",
+    r"live help",
     r"not a (?:bot|robot)",
 )
 _HUMAN_EN = re.compile(r"\b(" + "|".join(HUMAN_PHRASES_EN) + r")\b")

@@ -3,8 +3,8 @@
 Character n-grams catch typos and need no dictionary, but they cannot tell a word from a chance
 pair of characters ("发货" in "发货时间" vs "发" + "货到付款"). So the classifier also reads:
 
-- words: Chinese split by jieba (with the shop's own vocabulary added), Latin words as written,
-  and pairs of neighbouring words;
+- words: Chinese split by jieba (with the shop's own vocabulary added), Latin words as written and
+  crudely stemmed ("shipped", "shipping" -> "ship"), and pairs of neighbouring words;
 - sounds: the toneless pinyin of every Chinese word and of Latin text that reads as pinyin, as whole
   words and as syllable pairs. Shoppers type homophones (发或 for 发货, 物留 for 物流) and pinyin
   ("fahuo", "tui kuan"); both sound like what the knowledge base says.
@@ -73,11 +73,26 @@ def _words_and_sounds(text: str, with_sounds: bool = True) -> list[tuple[str, li
     return out
 
 
+_SUFFIXES = ("ing", "ed", "es", "s", "ly", "er")
+
+
+def stem(word: str) -> str:
+    """A crude English stem, enough to let "shipped", "ships" and "shipping" meet at "ship"."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
+            word = word[: -len(suffix)]
+            if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiouls":
+                word = word[:-1]  # shipp -> ship, but not "sell" -> "sel"
+            return word
+    return word
+
+
 def features(text: str) -> list[str]:
     """Word, word-pair and pinyin features of normalised ``text`` (the classifier's word analyzer)."""
     pairs = _words_and_sounds(text)
     tokens = [word for word, _ in pairs]
     feats = [f"w:{w}" for w in tokens]
+    feats += [f"st:{stem(w)}" for w in tokens if w.isascii() and w.isalpha() and len(w) > 3]
     feats += [f"w2:{a}|{b}" for a, b in zip(tokens, tokens[1:])]
     syllables: list[str] = []
     for _, sounds in pairs:

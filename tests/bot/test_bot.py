@@ -135,7 +135,7 @@ def test_tapping_a_suggested_button_answers_it(shop_bot, session):
 
 
 def test_unclear_in_english_gets_english_buttons(shop_bot, session):
-    reply = shop_bot.handle(session, "about my order", T0)
+    reply = shop_bot.handle(session, "about the item", T0)
     assert reply.clarifying and reply.answer == shop_bot.kb.clarify.en and reply.quick_replies[-1] == "Something else"
 
 

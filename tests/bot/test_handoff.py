@@ -21,6 +21,13 @@ from gateway.bot import asks_for_human
         ("let me speak to someone", "speak to someone"),
         ("is there a live chat", "live chat"),
         ("get me a representative", "representative"),
+        ("轉人工", "转人工"),  # traditional characters
+        ("我要找客服", "找客服"),
+        ("can I talk to customer service", "talk to customer service"),
+        ("customer service please", "customer service please"),
+        ("I want to speak to a manager", "speak to a manager"),
+        ("get me your manager", "get me your manager"),
+        ("zhuan rengong", "rengong"),
     ],
 )
 def test_requests_for_a_person(text, phrase):
@@ -36,6 +43,9 @@ def test_requests_for_a_person(text, phrase):
         "I don't need a human",
         "where is my order",
         "客服在吗",  # greets the service, which the bot is
+        "不用找客服了",
+        "what does the manager of the brand say about fakes",
+        "customer service was great last time, thanks",
     ],
 )
 def test_not_requests_for_a_person(text):
