@@ -19,7 +19,8 @@ scaling was measured too (docs/routing.md): normalised over 20 one-vs-rest sigmo
 under-confident on the dev set (mean score 0.62 for 0.89 accuracy; temperature: 0.77 for 0.90). A shipped set of generic out-of-scope questions
 (``data/out_of_scope.yaml``) trains an explicit "none of these" class, so "你们老板叫什么名字" puts
 its probability there instead of on some intent. A knowledge base too small to cross-validate
-(fewer than ``_FOLDS`` examples of some intent) gets a logistic regression's own probabilities.
+(fewer than ``_FOLDS`` examples of some intent, or a single intent) gets a logistic regression's
+own probabilities.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class IntentClassifier:
             ]
             matrix = hstack([v.fit_transform(texts) for v in vectorizers]).tocsr()
             smallest = min(labels.count(label) for label in set(labels))
-            if smallest >= _FOLDS:
+            if smallest >= _FOLDS and len(set(labels)) >= 3:
                 model = CalibratedClassifierCV(LinearSVC(C=_C), method="temperature", cv=_FOLDS)
             else:  # too few examples to hold some out: the regression's own probabilities
                 model = LogisticRegression(C=10.0, max_iter=1000)

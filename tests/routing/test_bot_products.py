@@ -97,3 +97,32 @@ async def test_handoffs_and_containment_are_counted(with_bot):
     assert metric(gw, "kefu_bot_handoffs_total", reason="asked_for_human") == before + 1
     assert metric(gw, "kefu_bot_conversations_total", outcome="handed_off") == handed + 1
     assert metric(gw, "kefu_bot_conversations_total", outcome="contained") == contained + 1
+
+
+async def test_a_changed_knowledge_base_is_refitted_in_a_worker_thread(tmp_path):
+    import json
+    import os
+
+    from gateway.app import BotDirectory
+    from gateway.routing.config import TenantRouting
+
+    path = tmp_path / "faq.json"
+    kb = {"intents": [
+        {"id": "invoices", "title": {"zh": "发票"}, "answer": {"zh": "可以开"}, "examples": {"zh": ["能开发票吗", "怎么开票", "要发票", "开个票"]}},
+        {"id": "returns", "title": {"zh": "退货"}, "answer": {"zh": "七天无理由"}, "examples": {"zh": ["怎么退货", "能退吗", "想退掉", "退货流程"]}},
+    ]}
+    path.write_text(json.dumps(kb, ensure_ascii=False), encoding="utf-8")
+    bots = BotDirectory()
+    routing = TenantRouting(knowledge_base=str(path))
+    with trio.fail_after(30):
+        first = await bots.reload(str(path))
+        assert bots.for_tenant("shop1", routing) is first
+        kb["intents"][0]["answer"]["zh"] = "可以开电子发票"
+        path.write_text(json.dumps(kb, ensure_ascii=False), encoding="utf-8")
+        os.utime(path, ns=(1, 1))  # a different modification time: the file changed
+        assert bots.for_tenant("shop1", routing) is first  # still the old fit until reloaded
+        second = await bots.reload(str(path))
+    assert bots.for_tenant("shop1", routing) is second and second is not first
+    session = second.start({"tenant": "shop1", "user": "u"})
+    assert second.handle(session, "能开发票吗", 0.0).answer == "可以开电子发票"
+    assert second.catalog is bots.catalog  # one catalog for every bot of the gateway
