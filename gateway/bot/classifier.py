@@ -78,9 +78,10 @@ class IntentClassifier:
     def fit(cls, kb: KnowledgeBase, out_of_scope: Mapping[str, Sequence[str]] | None = None) -> IntentClassifier:
         """Train on ``kb``'s examples and titles; ``out_of_scope`` defaults to the shipped set.
 
-        Takes well under a second for the shipped knowledge base (about 1,600 examples) on an idle
-        core, plus about a second the first time in a process (jieba's dictionary): do it once per
-        knowledge base (``load_bot`` caches it), never per conversation, and off the event loop.
+        Takes under a second for the shipped knowledge base (about 2,000 examples) on an idle core,
+        plus a fraction of a second the first time in a process (the segmenter's dictionary): do it
+        once per knowledge base (``load_bot`` caches it), never per conversation, and off the event
+        loop.
         """
         if out_of_scope is None:
             out_of_scope = load_out_of_scope()

@@ -45,7 +45,7 @@ HUMAN_PHRASES_EN = (
     r"(?:need|want|contact|get|reach|call) (?:a |the |your )?customer (?:service|support|care)",
     r"customer (?:service|support|care) (?:please|pls|rep|representative|team|agent|person)",
     r"support (?:team|staff)",
-    r"(?:someone|somebody) (?:real|from (?:the|your) (?:team|shop|store))",
+    r"(?:someone|somebody) (?:real|from (?:the |your )?(?:team|shop|store|customer service|support))",
     r"(?:your|a) manager",
     r"get (?:me )?(?:the|a|your) manager",
     r"live help",
