@@ -85,6 +85,21 @@ class BotDirectory:
         log.info("bot knowledge base %s reloaded", path or "(shipped sample shop)")
         return bot
 
+    async def install(self, key: str, kb: object) -> object:
+        """Serve the knowledge base ``kb`` (a gateway.bot.KnowledgeBase, from the REST API say)
+        under ``key`` (a tenant's ``knowledge_base`` setting): fitted in a worker thread, then
+        swapped in, the previous bot answering meanwhile."""
+        from .bot import FaqBot, IntentClassifier
+
+        if self.catalog is None:
+            from .bot import MemoryCatalog
+
+            self.catalog = MemoryCatalog()
+        classifier = await trio.to_thread.run_sync(IntentClassifier.fit, kb)
+        bot = self._bots[key] = FaqBot(kb, classifier=classifier, catalog=self.catalog)
+        log.info("bot knowledge base %s installed (%d intents)", key, len(kb.intents))
+        return bot
+
     def for_tenant(self, tenant: str, routing) -> object:
         path = routing.knowledge_base or ""
         bot = self._bots.get(path)

@@ -222,6 +222,8 @@ def summarise(report: Report, intents: set[str]) -> dict[str, Any]:
         confusions = Counter((r["expected"], r["got"]) for r in rows if not right(r))
         out["confusions"] = [{"expected": e, "got": g, "n": n} for (e, g), n in confusions.most_common()]
         out["misses"] = [{k: r[k] for k in ("text", "expected", "got", "score")} for r in rows if not right(r)]
+        # a question the bot handed off rather than answered (its intent may still be right)
+        out["question_handoffs"] = dict(Counter(r["handoff"] for r in rows if r.get("handoff")))
     if report.dialogues:
         dialogues = report.dialogues
         should = [d for d in dialogues if d["expected_handoff"]]
@@ -272,6 +274,8 @@ def render(figures: dict[str, Any], source: str, show_misses: bool) -> str:
         lines.append("\nper intent")
         for label, f in figures["per_intent"].items():
             lines.append(f"  {label:20} {f['n']:4d} {pct(f['accuracy'])}")
+        handed = figures.get("question_handoffs") or {}
+        lines.append("\nsingle questions handed to a person: " + (", ".join(f"{k} {v}" for k, v in sorted(handed.items())) or "none"))
         lines.append("\ntop confusions (expected -> got)")
         for c in figures["confusions"][:15]:
             lines.append(f"  {c['expected']:20} -> {c['got']:20} {c['n']}")

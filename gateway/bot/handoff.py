@@ -30,7 +30,7 @@ class HandoffReason:
 HUMAN_PHRASES_ZH = (
     "人工客服", "转人工", "找人工", "要人工", "接人工", "人工服务", "人工", "真人", "活人",
     "不要机器人", "别用机器人", "不想跟机器人", "不想和机器人", "不跟机器人", "不和机器人", "不要自动回复",
-    "客服人员", "叫你们经理", "找你们经理", "找客服", "转客服", "叫客服", "联系客服", "客服小姐姐", "真的客服",
+    "客服人员", "叫你们经理", "找你们经理", "找客服", "转客服", "叫客服", "联系客服", "真的客服",
     "在线客服", "rengong", "renggong",
 )
 # English: whole words or phrases (regular expressions).
@@ -56,11 +56,22 @@ _NEGATION_ZH = re.compile(r"(不用|不需要|无需|不必)$")
 _NEGATION_EN = re.compile(r"\b(no need (for|of)|(don't|do not|dont) (need|want)( to (speak|talk) (to|with))?)( an?| the)?\s*$")
 
 
+# Asking what the bot is ("你是真人吗", "are you a bot or a human?") is not asking for a person.
+_IDENTITY_ZH = re.compile(r"(你|您|这|对面)(们)?(是|是不是)(真人|人工|机器人|ai|智能|自动回复|程序)|是(真人|人工|机器人)(吗|嘛|么|还是)")
+_IDENTITY_EN = re.compile(
+    r"\b(are you|r u|is (this|that|it)|am i (talking|speaking|chatting) (to|with))\b[^.?!]*\b(bot|robot|human|real|person|ai|agent|machine)\b"
+)
+
+
 def asks_for_human(text: str) -> str | None:
     """The phrase with which ``text`` asks for a person, or None."""
     text = normalise(text)
+    if _IDENTITY_ZH.search(text) or _IDENTITY_EN.search(text):
+        return None
     for phrase in HUMAN_PHRASES_ZH:
         start = text.find(phrase)
+        if start >= 0 and text.startswith("人工智能", start):  # "artificial intelligence"
+            start = text.find(phrase, start + 4)
         if start >= 0 and not _NEGATION_ZH.search(text[:start]):
             return phrase
     for match in _HUMAN_EN.finditer(text):

@@ -126,3 +126,22 @@ async def test_a_changed_knowledge_base_is_refitted_in_a_worker_thread(tmp_path)
     session = second.start({"tenant": "shop1", "user": "u"})
     assert second.handle(session, "能开发票吗", 0.0).answer == "可以开电子发票"
     assert second.catalog is bots.catalog  # one catalog for every bot of the gateway
+
+
+async def test_a_knowledge_base_from_memory_is_installed_under_a_key():
+    from gateway.app import BotDirectory
+    from gateway.bot import KnowledgeBase
+    from gateway.routing.config import TenantRouting
+
+    kb = KnowledgeBase.from_dict({"intents": [
+        {"id": "opening_hours", "title": {"zh": "营业时间"}, "answer": {"zh": "每天9点到21点"},
+         "examples": {"zh": ["几点开门", "营业时间", "几点关门", "周末营业吗"]}},
+        {"id": "returns", "title": {"zh": "退货"}, "answer": {"zh": "七天无理由"},
+         "examples": {"zh": ["怎么退货", "能退吗", "想退掉", "退货流程"]}},
+    ]})
+    bots = BotDirectory()
+    with trio.fail_after(30):
+        bot = await bots.install("tenant:shop9", kb)
+    assert bots.for_tenant("shop9", TenantRouting(knowledge_base="tenant:shop9")) is bot
+    session = bot.start({"tenant": "shop9", "user": "u"})
+    assert bot.handle(session, "你们几点开门", 0.0).answer == "每天9点到21点"
