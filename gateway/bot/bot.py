@@ -52,14 +52,16 @@ class BotSessionError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class BotSettings:
-    confidence_threshold: float = 0.4  # answer at or above this calibrated probability (dev set: docs/routing.md)
+    confidence_threshold: float = 0.3  # answer at or above this calibrated probability (dev set: docs/routing.md)
+    human_only_threshold: float = 0.5  # a human-only intent hands off only this sure (below: ask first)
     suggestion_floor: float = 0.05  # guesses scoring at least this are offered as buttons
     clarification_turns: int = 3  # hand off after this many turns in a row not understood
     frustration_threshold: float = 0.6
     frustration: FrustrationSettings = field(default_factory=FrustrationSettings)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.confidence_threshold <= 1.0 or not 0.0 <= self.frustration_threshold <= 1.0:
+        thresholds = (self.confidence_threshold, self.human_only_threshold, self.frustration_threshold)
+        if not all(0.0 <= t <= 1.0 for t in thresholds):
             raise ValueError("thresholds are in [0, 1]")
         if self.clarification_turns < 1:
             raise ValueError("clarification_turns must be at least 1")
@@ -143,7 +145,10 @@ class FaqBot:
         matches = tuple(self.classifier.classify(text))
         top = matches[0] if matches else IntentMatch("", 0.0)
         declined = self._declines(session, text)
-        confident = top.score >= self.settings.confidence_threshold and not declined
+        needed = self.settings.confidence_threshold
+        if top.intent and self.kb.intent(top.intent).human_only:
+            needed = max(needed, self.settings.human_only_threshold)  # a weak guess must not call a person
+        confident = top.score >= needed and not declined
         intent = self.kb.intent(top.intent) if confident else None
         topic = f"{intent.id}:{','.join(products.aspects(text))}:{session.product or ''}" if intent and intent.catalog else ""
         session.turns.append(

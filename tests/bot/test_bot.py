@@ -116,7 +116,7 @@ def test_frustrated_after_a_long_wait(shop_bot, session):
 
 
 def test_an_unclear_question_gets_a_clarifying_question_with_buttons(shop_bot, session):
-    reply = shop_bot.handle(session, "衣服的事", T0)
+    reply = shop_bot.handle(session, "物品问题", T0)
     assert reply.handoff is None and reply.intent is None and reply.clarifying
     assert reply.confidence < shop_bot.settings.confidence_threshold
     assert reply.answer == shop_bot.kb.clarify.zh  # "您是想问下面哪个问题呢？"
@@ -127,7 +127,7 @@ def test_an_unclear_question_gets_a_clarifying_question_with_buttons(shop_bot, s
 
 
 def test_tapping_a_suggested_button_answers_it(shop_bot, session):
-    first = shop_bot.handle(session, "衣服的事", T0)
+    first = shop_bot.handle(session, "物品问题", T0)
     label = first.quick_replies[0]
     reply = shop_bot.handle(session, label, T0 + 5)
     assert reply.handoff is None and reply.intent is not None and shop_bot.kb.intent(reply.intent).title.zh == label
@@ -135,7 +135,7 @@ def test_tapping_a_suggested_button_answers_it(shop_bot, session):
 
 
 def test_unclear_in_english_gets_english_buttons(shop_bot, session):
-    reply = shop_bot.handle(session, "about the item", T0)
+    reply = shop_bot.handle(session, "the product", T0)
     assert reply.clarifying and reply.answer == shop_bot.kb.clarify.en and reply.quick_replies[-1] == "Something else"
 
 
@@ -146,7 +146,7 @@ def test_nothing_recognised_gets_the_fallback_with_common_questions(shop_bot, se
 
 
 def test_none_of_these_asks_for_the_question_in_words(shop_bot, session):
-    shop_bot.handle(session, "衣服的事", T0)
+    shop_bot.handle(session, "物品问题", T0)
     reply = shop_bot.handle(session, "其他", T0 + 5)
     assert reply.answer == shop_bot.kb.rephrase.zh and reply.quick_replies == [] and reply.handoff is None
     assert session.unclear_streak == 2
@@ -220,3 +220,11 @@ def test_the_fitted_model_is_shared_per_knowledge_base_file(shop_bot, tmp_path):
     os.utime(path, ns=(1, 1))  # a different modification time: the file changed
     second = load_bot(path)
     assert second.classifier is not first.classifier and second.kb.intent("invoices").answer.zh == "可以开电子发票"
+
+
+def test_a_weak_guess_of_a_human_only_intent_asks_before_calling_a_person(shop_bot, session):
+    reply = shop_bot.handle(session, "about the item", T0)
+    assert reply.handoff is None and reply.clarifying and "Complaints" in reply.quick_replies
+    assert shop_bot.settings.confidence_threshold <= reply.confidence < shop_bot.settings.human_only_threshold
+    tapped = shop_bot.handle(session, "Complaints", T0 + 5)
+    assert tapped.handoff.code == HUMAN_ONLY_INTENT and tapped.intent == "complaint"

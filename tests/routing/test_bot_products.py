@@ -63,7 +63,7 @@ async def test_an_unclear_question_gets_buttons_not_a_person(with_bot):
         async with connect(gw.url, token("carol"), resume={}) as carol:
             conv = (await carol.ok("open"))["conv"]["id"]
             await bot_says(carol, conv)
-            await carol.ok("send", conv=conv, cmid="u1", body={"kind": "text", "text": "衣服的事"})
+            await carol.ok("send", conv=conv, cmid="u1", body={"kind": "text", "text": "物品问题"})
             ask = await bot_says(carol, conv)
             assert "intent" not in ask and ask["text"].startswith("亲，您是想问")
             assert len(ask["quick_replies"]) >= 2 and ask["quick_replies"][-1] == "其他"
