@@ -49,13 +49,18 @@ NEGATIVE_EN = STRONG_EN + MILD_EN
 NOT_HELPED_ZH = (
     "没用", "没帮助", "没解决", "不解决", "还是不行", "不是这个意思", "不是我问的", "我问的不是",
     "答非所问", "没听懂", "听不懂", "说了等于没说", "没回答", "你在说什么", "看不懂你", "不是这个问题",
-    "机器人听不懂", "牛头不对马嘴",
+    "机器人听不懂", "牛头不对马嘴", "没啥用", "没什么用", "没有用", "不管用", "没帮上", "帮不上", "还是不懂",
+    "你说的不对", "回答不对", "不是我要的", "我已经试过", "试过了还是", "这个我知道", "我都知道", "说了半天",
+    "还是没解决", "问题没解决",
 )
 NOT_HELPED_EN = (
     "didn't help", "doesn't help", "did not help", "does not help", "not helpful", "no help", "unhelpful",
     "not what i asked", "that's not what i asked", "you didn't answer", "you did not answer", "not my question",
     "that's not it", "doesn't answer", "didn't answer", "still doesn't work", "still not working",
-    "you don't understand", "you're not understanding", "not helping",
+    "you don't understand", "you're not understanding", "not helping", "not what i meant", "that's wrong",
+    "wrong answer", "you're not answering", "you aren't answering", "i already know that", "i already did that",
+    "already tried that", "i tried that", "that doesn't work", "that did not work", "that didn't work",
+    "not answering my question", "still not solved", "still not resolved", "going in circles", "same answer again",
 )
 # "没用" but not "没用上券" / "没用过" (did not use): a word, not a verdict, when a verb part follows
 _NOT_HELPED_ZH = re.compile("|".join("没用(?![上过到券积掉完])" if p == "没用" else re.escape(p) for p in NOT_HELPED_ZH))
