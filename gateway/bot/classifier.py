@@ -48,6 +48,7 @@ _OUT_OF_SCOPE = "__out_of_scope__"  # the label of the negative class; never ret
 _NGRAMS = (1, 3)
 _C = 0.5  # the SVM's inverse regularisation (chosen on the dev set, docs/routing.md)
 _FOLDS = 3  # cross-validation folds of the calibration
+MAX_CHARS = 300  # a message's head says what it is about; reading 5,000 characters took 50 ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,7 @@ class IntentClassifier:
 
     def classify(self, text: str, top: int = 3) -> list[IntentMatch]:
         """The ``top`` most likely intents, best first. Empty for text with nothing to match."""
-        normalised = normalise(text)
+        normalised = normalise(text[: MAX_CHARS * 2])[:MAX_CHARS]
         if not normalised:
             return []
         return self.classify_many([normalised], top)[0]

@@ -67,6 +67,7 @@ _NOT_HELPED_ZH = re.compile("|".join("没用(?![上过到券积掉完])" if p ==
 _STRONG = frozenset(STRONG_ZH + STRONG_EN)
 _NEGATIVE_EN = re.compile(r"\b(" + "|".join(re.escape(w) for w in NEGATIVE_EN) + r")\b")
 _NOT_HELPED_EN = re.compile(r"\b(" + "|".join(re.escape(w) for w in NOT_HELPED_EN) + r")\b")
+_COMPARED_CHARS = 300  # repeats are judged on the first characters (difflib is quadratic)
 _PUNCTUATION_RUN = re.compile(r"[!?]{3,}")  # after normalise(): ！！！ and ？？？ are ASCII
 _LETTERS = re.compile(r"[A-Za-z]")
 
@@ -158,11 +159,11 @@ class FrustrationMeter:
     def _repeats(self, recent: list[Turn]) -> list[FrustrationReason]:
         s = self.settings
         last, earlier = recent[-1], recent[:-1]
-        text = normalise(last.text)
+        text = normalise(last.text)[:_COMPARED_CHARS]
         repeats = 0
         for turn in earlier:
             same_intent = last.intent and _topic(turn) == _topic(last) and last.category != SMALLTALK
-            same_text = difflib.SequenceMatcher(None, text, normalise(turn.text)).ratio() >= s.similar_text
+            same_text = difflib.SequenceMatcher(None, text, normalise(turn.text)[:_COMPARED_CHARS]).ratio() >= s.similar_text
             repeats += bool(same_intent or same_text)
         if not repeats:
             return []

@@ -136,3 +136,11 @@ def test_a_small_chinese_only_knowledge_base_fits_and_serves_english_too():
     assert classifier.languages == ("zh",)
     assert classifier.classify("多久能发货呀")[0].intent == "shipping_time"
     assert classifier.classify("when will it ship")[0].score < THRESHOLD  # no English examples
+
+
+def test_only_the_head_of_a_long_message_is_read(shop_bot):
+    from gateway.bot.classifier import MAX_CHARS
+
+    head = "我的快递到哪了" * 20
+    long = head[:MAX_CHARS] + "无关的内容" * 900  # 5,000 characters, the protocol's maximum
+    assert shop_bot.classifier.classify(long) == shop_bot.classifier.classify(head[:MAX_CHARS])
