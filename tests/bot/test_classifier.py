@@ -141,6 +141,6 @@ def test_a_small_chinese_only_knowledge_base_fits_and_serves_english_too():
 def test_only_the_head_of_a_long_message_is_read(shop_bot):
     from gateway.bot.classifier import MAX_CHARS
 
-    head = "我的快递到哪了" * 20
+    head = "我的快递到哪了" * 50  # 350 characters
     long = head[:MAX_CHARS] + "无关的内容" * 900  # 5,000 characters, the protocol's maximum
     assert shop_bot.classifier.classify(long) == shop_bot.classifier.classify(head[:MAX_CHARS])
