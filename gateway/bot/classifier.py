@@ -38,7 +38,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 
-from .knowledge import KnowledgeBase
+from .knowledge import SMALLTALK, KnowledgeBase
 from .text import LANGUAGES, normalise
 from .tokens import features
 
@@ -96,6 +96,10 @@ class IntentClassifier:
             for text in (*intent.examples_zh, *intent.examples_en, *titles):
                 texts.append(normalise(text))
                 labels.append(intent.id)
+            if intent.category != SMALLTALK:
+                for text in _with_smalltalk(intent.examples_zh, _SMALLTALK_ZH) + _with_smalltalk(intent.examples_en, _SMALLTALK_EN):
+                    texts.append(normalise(text))
+                    labels.append(intent.id)
         for language in LANGUAGES:
             for text in out_of_scope.get(language, ()):
                 texts.append(normalise(text))
@@ -141,6 +145,18 @@ class IntentClassifier:
             ranked = np.argsort(-row, kind="stable")[:top]
             out.append([IntentMatch(self._intents[i], round(float(row[i]), 4)) for i in ranked])
         return out
+
+
+# Greetings and thanks around a question ("谢谢，那运费谁出", "hi, I want to return this"): a few
+# examples of every other intent are also trained with one of these around them, so that the
+# question, not the pleasantry, decides.
+_SMALLTALK_ZH = ("你好，", "在吗 ", "谢谢，那", "好的，", "亲，", "哈喽 ", "嗯嗯 还有", "好的谢谢 ")
+_SMALLTALK_EN = ("hi, ", "hello ", "thanks, and ", "ok thanks, ", "hey, ", "great, ", "thank you. ", "ok so ")
+_SMALLTALK_EVERY = 10  # one example in this many gets a pleasantry
+
+
+def _with_smalltalk(examples: Sequence[str], openers: Sequence[str]) -> list[str]:
+    return [openers[i % len(openers)] + text for i, text in enumerate(examples[::_SMALLTALK_EVERY])]
 
 
 class CalibratedFolds:

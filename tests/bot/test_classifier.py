@@ -104,6 +104,17 @@ def test_colloquial_and_misspelt_questions(shop_bot, text, intent):
     assert (best.intent, best.score >= THRESHOLD) == (intent, True)
 
 
+@pytest.mark.parametrize(
+    "text, intent",
+    [("谢谢 那运费谁出", "shipping_fee"), ("你好 我要退货", "returns"), ("在吗 发票怎么开", "invoices"),
+     ("ok thanks, and can I pay with paypal", "payment_methods"), ("hi, I want to return my shoes", "returns"),
+     ("谢谢", "thanks"), ("好的谢谢", "thanks"), ("hello", "greeting")],
+)
+def test_greetings_and_thanks_do_not_derail_a_question(shop_bot, text, intent):
+    best = shop_bot.classifier.classify(text)[0]
+    assert (best.intent, best.score >= THRESHOLD) == (intent, True)
+
+
 def test_every_button_label_leads_to_its_intent(shop_bot):
     # quick replies are intent titles: tapping one sends the title as the shopper's message
     for intent in shop_bot.kb.intents:
