@@ -35,6 +35,7 @@ from .text import LANGUAGES, detect_language, normalise
 
 DEFAULT_KNOWLEDGE_BASE = Path(__file__).parent / "data" / "shop_faq.yaml"
 
+SIZE_GUIDE = "size_guide"  # a knowledge base's size guide also shows the size chart of the product in view
 UNKNOWN_PRODUCT = Bilingual(
     "亲，这件商品的详细信息小客暂时查不到😅 可以发一下商品链接，或者输入“人工”让客服帮您确认哦。",
     "Sorry, I can't find the details of this item 😅 Send me the product link, or type \"agent\" and a person will check.",
@@ -189,9 +190,8 @@ class FaqBot:
                 return UNKNOWN_PRODUCT.in_language(language), None
             return products.answer(product, text, language), product.id
         answer = intent.answer.in_language(language)
-        if intent.id == "size_guide" and product is not None and product.sizes:
-            sizes = products.answer(product, "尺码" if language == "zh" else "sizes", language)
-            return f"{sizes}\n{answer}", product.id
+        if intent.id == SIZE_GUIDE and product is not None and product.sizes:
+            return f"{products.describe(product, ['sizes'], language)}\n{answer}", product.id
         return answer, None
 
     def _declines(self, session: BotSession, text: str) -> bool:

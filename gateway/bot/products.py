@@ -55,8 +55,12 @@ def asked_size(question: str, product: Product) -> str | None:
 
 def answer(product: Product, question: str, language: str) -> str:
     """The answer to ``question`` about ``product``, in ``language`` ("zh" or "en")."""
+    return describe(product, aspects(question) or ["summary"], language, question)
+
+
+def describe(product: Product, wanted: list[str], language: str, question: str = "") -> str:
+    """``product``'s name and the attributes ``wanted`` (keys of ``ASPECTS``, or "summary")."""
     zh = language != "en"
-    wanted = aspects(question) or ["summary"]
     name = product.title.in_language(language)
     parts = [f"「{name}」" if zh else f"{name}:"]
     for aspect in wanted:
