@@ -7,6 +7,8 @@ Sans-IO: no sockets, no event loop, no clock (time is passed in). Routing calls 
     reply = bot.greeting(session)
     reply = bot.handle(session, text, now, product=product_id)   # now: epoch seconds; product: in view
     if reply.handoff: packet = bot.context_packet(session)
+
+Measure it with ``python -m gateway.bot.evaluate`` (docs/routing.md: the set format, the figures).
 """
 
 from .bot import DEFAULT_KNOWLEDGE_BASE, BotReply, BotSessionError, BotSettings, FaqBot, load_bot, load_default_bot
