@@ -1,6 +1,7 @@
 """Measure the bot on a labelled set: ``python -m gateway.bot.evaluate [--set PATH] [--kb PATH]``.
 
-Prints intent accuracy per language and per intent, the top confusions, handoff precision and
+Prints intent accuracy per language and per intent, the top confusions (``--matrix``: the whole
+confusion matrix), handoff precision and
 recall per reason with the false-handoff rate on dialogues, and the bot's answer latency (p50/p99
 over every shopper turn). Everything goes through ``FaqBot.handle`` exactly as routing calls it, so
 what is scored is what a shopper sees: a question counts as right only when the bot *answers* it
@@ -219,6 +220,10 @@ def summarise(report: Report, intents: set[str]) -> dict[str, Any]:
             mine = [r for r in rows if r["expected"] == label]
             per_intent[label] = {"n": len(mine), "accuracy": sum(map(right, mine)) / len(mine)}
         out["per_intent"] = per_intent
+        matrix: dict[str, Counter[str]] = defaultdict(Counter)
+        for r in rows:
+            matrix[r["expected"]][r["got"]] += 1
+        out["matrix"] = {expected: dict(got) for expected, got in sorted(matrix.items())}
         confusions = Counter((r["expected"], r["got"]) for r in rows if not right(r))
         out["confusions"] = [{"expected": e, "got": g, "n": n} for (e, g), n in confusions.most_common()]
         out["misses"] = [{k: r[k] for k in ("text", "expected", "got", "score")} for r in rows if not right(r)]
@@ -259,7 +264,7 @@ def summarise(report: Report, intents: set[str]) -> dict[str, Any]:
     return out
 
 
-def render(figures: dict[str, Any], source: str, show_misses: bool) -> str:
+def render(figures: dict[str, Any], source: str, show_misses: bool, show_matrix: bool = False) -> str:
     lines = [f"set: {source}"]
 
     def pct(value: float | None) -> str:
@@ -281,6 +286,14 @@ def render(figures: dict[str, Any], source: str, show_misses: bool) -> str:
             lines.append(f"  {c['expected']:20} -> {c['got']:20} {c['n']}")
         if not figures["confusions"]:
             lines.append("  none")
+        if show_matrix:
+            lines.append("\nconfusion matrix (rows: expected, columns: answered with; . is 0)")
+            labels = sorted({*figures["matrix"], *(g for row in figures["matrix"].values() for g in row)})
+            lines.append("  columns: " + ", ".join(f"{i} {label}" for i, label in enumerate(labels, 1)))
+            lines.append(f"  {'':24} " + " ".join(f"{i:>3}" for i in range(1, len(labels) + 1)))
+            for expected, row in figures["matrix"].items():
+                cells = " ".join(f"{row.get(g, 0) or '.':>3}" for g in labels)
+                lines.append(f"  {labels.index(expected) + 1:>2} {expected:21} {cells}")
         if show_misses:
             lines.append("\nmisses")
             for m in figures["misses"]:
@@ -310,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--catalog", default=None, help="catalog YAML for product questions (default: none)")
     parser.add_argument("--threshold", type=float, default=None, help="override the confidence threshold")
     parser.add_argument("--misses", action="store_true", help="list every wrong question and dialogue")
+    parser.add_argument("--matrix", action="store_true", help="print the whole confusion matrix")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--cv", type=int, default=0, metavar="K",
                         help="also K-fold cross-validate over the knowledge base's own examples")
@@ -332,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(figures, ensure_ascii=False, indent=1))
     else:
-        print(render(figures, args.path, args.misses))
+        print(render(figures, args.path, args.misses, args.matrix))
         for language, f in figures.get("cross_validation", {}).items():
             print(f"cross-validation ({args.cv} folds) over the knowledge base's {f['examples']} {language} examples: "
                   f"answered right {f['answered_right']:.2f}, raw top-1 {f['raw_top1']:.2f}")

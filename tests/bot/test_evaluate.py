@@ -75,6 +75,7 @@ def test_figures_from_a_known_report():
     assert f["intent"]["en"]["accuracy"] == 0.5 and f["intent"]["en"]["in_scope_accuracy"] == 0.0
     assert f["per_intent"]["out_of_scope"]["accuracy"] == 1.0
     assert {(c["expected"], c["got"], c["n"]) for c in f["confusions"]} == {("x", "(none)", 1), ("y", "x", 1)}
+    assert f["matrix"] == {"out_of_scope": {"(none)": 1}, "x": {"x": 1, "(none)": 1}, "y": {"x": 1}}
     h = f["handoff"]
     assert (h["recall"], h["precision"], h["false_handoff_rate"]) == (2 / 3, 2 / 3, 0.5)
     assert h["per_reason"]["asked_for_human"] == {"expected": 2, "recall": 0.5, "recall_same_reason": 0.0, "fired": 0, "precision": None}
@@ -92,9 +93,9 @@ def test_run_puts_each_question_to_a_new_session(shop_bot, eval_set):
 
 
 def test_the_command_prints_every_section(eval_set, capsys):
-    assert main(["--set", str(eval_set), "--misses"]) == 0
+    assert main(["--set", str(eval_set), "--misses", "--matrix"]) == 0
     out = capsys.readouterr().out
-    for heading in ("intent top-1", "per intent", "top confusions", "handoff over 3 dialogues", "latency per bot turn"):
+    for heading in ("intent top-1", "per intent", "top confusions", "confusion matrix", "handoff over 3 dialogues", "latency per bot turn"):
         assert heading in out
     assert "missed: expected frustrated, got None" in out
 
