@@ -215,6 +215,7 @@ def summarise(report: Report, intents: set[str]) -> dict[str, Any]:
                     "raw_top1_in_scope": sum(map(raw_right, scoped)) / len(scoped) if scoped else None,
                 }
         out["intent"] = by_lang
+        out["labels_outside_the_knowledge_base"] = sorted({r["expected"] for r in rows} - intents)
         per_intent: dict[str, Any] = {}
         for label in sorted({r["expected"] for r in rows}):
             mine = [r for r in rows if r["expected"] == label]
@@ -276,6 +277,9 @@ def render(figures: dict[str, Any], source: str, show_misses: bool, show_matrix:
         for lang, f in figures["intent"].items():
             lines.append(f"  {lang:4} {f['questions']:4d} {pct(f['accuracy']):>6} {f['in_scope']:11d} "
                          f"{pct(f['in_scope_accuracy']):>9} {pct(f['raw_top1_in_scope']):>10}")
+        outside = figures.get("labels_outside_the_knowledge_base") or []
+        if outside:
+            lines.append(f"  labels that are not intents of the knowledge base, scored as out of scope: {', '.join(outside)}")
         lines.append("\nper intent")
         for label, f in figures["per_intent"].items():
             lines.append(f"  {label:20} {f['n']:4d} {pct(f['accuracy'])}")
@@ -324,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=None, help="override the confidence threshold")
     parser.add_argument("--misses", action="store_true", help="list every wrong question and dialogue")
     parser.add_argument("--matrix", action="store_true", help="print the whole confusion matrix")
+    parser.add_argument("--alias", action="append", default=[], metavar="LABEL=INTENT",
+                        help="read a set's label as an intent id (repeatable), e.g. product=product_question")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--cv", type=int, default=0, metavar="K",
                         help="also K-fold cross-validate over the knowledge base's own examples")
@@ -333,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     except (EvalSetError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    aliases = dict(alias.split("=", 1) for alias in args.alias if "=" in alias)
+    for question in questions:
+        question.intent = aliases.get(question.intent, question.intent)
     settings = BotSettings(confidence_threshold=args.threshold) if args.threshold is not None else None
     catalog = MemoryCatalog.load(args.catalog) if args.catalog else None
     started = time.perf_counter()

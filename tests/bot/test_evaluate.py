@@ -109,3 +109,14 @@ def test_the_command_prints_json(eval_set, capsys):
 def test_a_missing_set_is_an_error(tmp_path, capsys):
     assert main(["--set", str(tmp_path / "nope.yaml")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_labels_outside_the_knowledge_base_are_named_and_can_be_aliased(tmp_path, capsys):
+    path = tmp_path / "q.yaml"
+    path.write_text("- {text: 这件外套是什么面料, lang: zh, intent: product}\n", encoding="utf-8")
+    assert main(["--set", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "scored as out of scope: product" in out
+    assert main(["--set", str(path), "--alias", "product=product_question", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["labels_outside_the_knowledge_base"] == [] and figures["intent"]["zh"]["accuracy"] == 1.0
