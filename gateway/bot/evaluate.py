@@ -100,6 +100,9 @@ def load_set(path: str | Path) -> tuple[list[Question], list[Dialogue]]:
                 raise EvalSetError(f"{where}: must be a mapping")
             if "turns" in item:
                 turns = item["turns"]
+                if isinstance(turns, list):  # {role, text} turns are accepted too: the shopper's are sent
+                    turns = [t.get("text") if isinstance(t, dict) else t for t in turns
+                             if not isinstance(t, dict) or t.get("role", "shopper") in ("shopper", "customer", "user")]
                 if not isinstance(turns, list) or not turns or not all(isinstance(t, (str, int, float)) for t in turns):
                     raise EvalSetError(f"{where}: 'turns' must be a non-empty list of texts")
                 reason = item.get("reason")

@@ -36,6 +36,12 @@ def test_a_directory_holds_questions_and_dialogues(eval_set):
     assert load_set(eval_set / "questions.yaml")[1] == []
 
 
+def test_turns_may_be_role_and_text(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text("- {id: x, turns: [{role: shopper, text: 在吗}, {role: bot, text: 您好}, {text: 转人工}], handoff: true, reason: asked_for_human}\n", encoding="utf-8")
+    assert load_set(path)[1][0].turns == ["在吗", "转人工"]
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
