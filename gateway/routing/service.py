@@ -193,7 +193,10 @@ class RoutingService:
         if conv.stage == BOT and self.config.for_tenant(conv.tenant).bot == "builtin" and self.bots is not None:
             body = msgpack.unpackb(m.body, raw=False)
             if body.get("kind") == "text":
-                self.serial.submit(conv.id, self._bot_turn, state, body["text"], m.ts / 1000)
+                meta = body.get("meta")  # the shopper's app names the product in view: meta.product
+                product = meta.get("product") if type(meta) is dict and type(meta.get("product")) is str else None
+                product = product if product and len(product) <= 200 else None
+                self.serial.submit(conv.id, self._bot_turn, state, body["text"], m.ts / 1000, product)
         elif conv.stage == RESOLVED:
             self.serial.submit(conv.id, self._reopen, state)
 
@@ -213,6 +216,8 @@ class RoutingService:
         """A ``close``: the conversation leaves routing for good; returns the stage to store."""
         conv_id = state.conv.id
         self.sessions.pop(conv_id, None)
+        if state.conv.stage == BOT:
+            self.service.stats.bot_conversations["contained"] += 1
         self.contexts.pop(conv_id, None)
         self.resolved_at.pop(conv_id, None)
         self.announced.pop(conv_id, None)
@@ -239,7 +244,7 @@ class RoutingService:
             session = self.sessions[state.conv.id] = bot.start(customer, now=now)
             await self._post_bot(state, routing.bot_user, bot.greeting(session, now=now))
 
-    async def _bot_turn(self, state: ConvState, text: str, at: float) -> None:
+    async def _bot_turn(self, state: ConvState, text: str, at: float, product: str | None = None) -> None:
         if state.conv.stage != BOT:
             return
         routing = self.config.for_tenant(state.conv.tenant)
@@ -249,7 +254,7 @@ class RoutingService:
             conv = state.conv
             customer = {"tenant": conv.tenant, "user": conv.customer, "channel": conv.channel, "name": conv.customer}
             session = self.sessions[conv.id] = bot.start(customer, now=at)
-        reply = bot.handle(session, text, at)
+        reply = bot.handle(session, text, at, product=product)
         await self._post_bot(state, routing.bot_user, reply)
         if reply.handoff is not None:  # the bot's notice (in the shopper's language) is posted above
             packet = bot.context_packet(session)
@@ -266,11 +271,15 @@ class RoutingService:
         if reply.intent:
             body["intent"] = reply.intent
             body["confidence"] = round(float(reply.confidence), 3)
+        if getattr(reply, "product", None):
+            body["product"] = reply.product  # answered from this product's catalog entry
         await self.service.post(Principal(state.conv.tenant, bot_user, "bot"), state, body)
 
     async def _handoff(self, state: ConvState, why: dict[str, Any], packet: dict[str, Any] | None, facts: dict[str, str]) -> None:
         """Bot → queue, with the context the agent will receive."""
         routing = self.config.for_tenant(state.conv.tenant)
+        self.service.stats.bot_handoffs[str(why.get("reason") or "unknown")] += 1
+        self.service.stats.bot_conversations["handed_off"] += 1
         self.contexts[state.conv.id] = packet or await self._plain_context(state, why)
         self.contexts[state.conv.id]["handoff"] = why
         await self._enqueue(state, "handoff", why, routing.group_for(self._facts(state, facts)))
@@ -477,6 +486,8 @@ class RoutingService:
         if state.conv.stage not in (BOT, ASSIGNED):
             raise RequestError("forbidden", f"a conversation that is {state.conv.stage} cannot be resolved")
         self.sessions.pop(state.conv.id, None)
+        if state.conv.stage == BOT:
+            self.service.stats.bot_conversations["contained"] += 1  # the bot finished it, no person needed
         await self._move(state, "resolve", identity.user)
         self.resolved_at[state.conv.id] = time.time()
         self._carry_out(self.engine.finish(state.conv.id, time.time()))
