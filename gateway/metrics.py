@@ -78,6 +78,8 @@ class Stats:
         self.bus_publish_failures = 0  # events the bus could not hand to every node (durable anyway)
         self.refused: Counter[str] = Counter()  # inbound input refused or dropped, by reason
         self.preauth_bytes = lambda: 0  # bytes held by connections not yet authenticated (set by the node)
+        self.bot_handoffs: Counter[str] = Counter()  # conversations the bot handed to people, by reason code
+        self.bot_conversations: Counter[str] = Counter()  # bot conversations ended, by outcome: contained, handed_off
 
 
 class KefuCollector(Collector):
@@ -160,6 +162,16 @@ class KefuCollector(Collector):
         for code, n in sorted(s.auth_failures.items()):
             auth.add_metric([code], n)
         yield auth
+        handoffs = CounterMetricFamily("kefu_bot_handoffs", "Conversations the bot handed to people, by reason.", labels=["reason"])
+        for reason, n in sorted(s.bot_handoffs.items()):
+            handoffs.add_metric([reason], n)
+        yield handoffs
+        outcomes = CounterMetricFamily(
+            "kefu_bot_conversations", "Bot conversations by outcome: contained (resolved or closed by the bot) or handed_off.", labels=["outcome"]
+        )
+        for outcome in ("contained", "handed_off"):
+            outcomes.add_metric([outcome], s.bot_conversations.get(outcome, 0))
+        yield outcomes
         closes = CounterMetricFamily("kefu_closes", "Server-initiated WebSocket closes, by close code.", labels=["code"])
         for code, n in sorted(s.closes.items()):
             closes.add_metric([str(code)], n)

@@ -4,12 +4,15 @@
 Catalog``): synchronous, from memory, so the bot's turn never waits on the store. Products are
 durable as workspace records (kind ``product``) and read back into memory per tenant on first use
 (``load``) and kept current by ``put``. Memory is bounded by ``MAX_PRODUCTS`` per tenant.
+
+``on_product(tenant, product)``, when set, hears of each product loaded or put: the gateway hands
+them to the built-in bot's catalog (``BotDirectory.add_product`` in gateway/app.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..protocol.errors import RequestError
 from .book import RecordBook
@@ -66,6 +69,7 @@ class CatalogStore:
     def __init__(self, book: RecordBook) -> None:
         self.book = book
         self._products: dict[str, dict[str, CatalogProduct]] = {}
+        self.on_product: Callable[[str, CatalogProduct], None] | None = None
 
     def get(self, tenant: str, product_id: str) -> CatalogProduct | None:
         """The product, if the tenant's catalog is loaded and has it (the bot's interface)."""
@@ -75,7 +79,12 @@ class CatalogStore:
         if tenant in self._products:
             return
         products = {key: CatalogProduct.from_record(key, value) for key, value in await self.book.list(tenant, "product", limit=MAX_PRODUCTS)}
-        self._products.setdefault(tenant, products)
+        if tenant in self._products:  # loaded meanwhile by another task
+            return
+        self._products[tenant] = products
+        if self.on_product is not None:
+            for product in products.values():
+                self.on_product(tenant, product)
 
     async def find(self, tenant: str, product_id: str) -> CatalogProduct | None:
         await self.load(tenant)
@@ -89,4 +98,6 @@ class CatalogStore:
         product = CatalogProduct.from_record(product_id, value)
         await self.book.put(tenant, "product", product_id, value)
         products[product_id] = product
+        if self.on_product is not None:
+            self.on_product(tenant, product)
         return product

@@ -77,7 +77,7 @@ async def past_conversations(book: RecordBook, directory: CustomerDirectory, ten
         facts = await book.get(tenant, "conv", conv.id) or {}
         past.append({
             "id": conv.id, "channel": conv.channel, "status": conv.status, "stage": conv.stage, "created_at": conv.created_at,
-            "summary": facts.get("summary") or conv.subject, "tags": facts.get("tags", []), "satisfaction": facts.get("csat"),
+            "summary": facts.get("summary") or conv.subject, "tags": list(await book.store.tags(conv.id)), "satisfaction": facts.get("csat"),
             "product": facts.get("product"),
         })
     return past

@@ -43,8 +43,6 @@ log = logging.getLogger("kefu.workspace")
 
 STAFF = ("agent", "supervisor")
 MAX_NOTE = 2000
-MAX_TAGS = 20
-MAX_TAG = 32
 MAX_REPLIES = 500  # per owner (the tenant, or one agent)
 SURVEY_TTL_S = 24 * 3600
 INBOX_LIMIT = 200
@@ -115,6 +113,7 @@ class WorkspaceService:
     async def shopper(self, who: Principal) -> dict[str, Any]:
         """The customer of a shopper about to open a conversation (linked to the token's
         ``customer`` claim first, merging the one the identity had)."""
+        await self.catalog.load(who.tenant)  # the tenant's products, for the bot too, before its first question
         return await self.directory.resolve(who.tenant, who.channel, who.user, getattr(who, "customer", ""))
 
     def opening(self, conv: Conversation, customer: dict[str, Any], product: str | None) -> None:
@@ -131,6 +130,10 @@ class WorkspaceService:
         finally:
             self._opening.pop(conv.id, None)
 
+    async def product_of(self, conv: Conversation) -> str | None:
+        """The product the shopper opened the conversation from, if any."""
+        return (await self.facts(conv.tenant, conv.id)).get("product") or None
+
     async def customer_of(self, conv: Conversation) -> dict[str, Any]:
         """The customer a conversation serves (its shopper's identity's customer, as linked now)."""
         return await self.directory.customer_of(conv.tenant, conv.channel, conv.customer)
@@ -146,7 +149,7 @@ class WorkspaceService:
         about = {
             "conv": conv.id, "customer": {"id": customer["id"], "links": customer["links"]},
             "product": product.as_map() if product is not None else ({"id": facts["product"]} if facts.get("product") else None),
-            "tags": facts.get("tags", []), "satisfaction": facts.get("csat"),
+            "tags": list(await self.service.store.tags(conv.id)), "satisfaction": facts.get("csat"),
         }
         try:
             with trio.fail_after(self.timeout_s):
@@ -236,17 +239,15 @@ class WorkspaceService:
     # ---- tags ---------------------------------------------------------------------------------
 
     async def set_tags(self, who: Principal, conv_id: str, tags: object) -> list[str]:
+        """The conversation service's tags (``set_tags``), told to the staff serving it."""
         state = await self._staff_access(who, conv_id)
-        if type(tags) is not list or not all(type(t) is str and 0 < len(t.strip()) <= MAX_TAG for t in tags):
-            raise RequestError("bad_request", f"field `tags` must be a list of texts of 1..{MAX_TAG} characters")
-        if len(tags) > MAX_TAGS:
-            raise RequestError("too_large", f"at most {MAX_TAGS} tags")
-        clean = sorted({t.strip() for t in tags})
-        await self._change_facts(who.tenant, state.conv.id, lambda facts: facts.update(tags=clean))
+        if type(tags) is not list:
+            raise RequestError("bad_request", "field `tags` must be a list of strings")
+        stored = list(await self.service.set_tags(who, state, tags))
         for user, role in list(state.members.items()):
             if role in STAFF:
-                self.service.notify_user(who.tenant, user, {"t": "tags", "conv": state.conv.id, "tags": clean, "by": who.user})
-        return clean
+                self.service.notify_user(who.tenant, user, {"t": "tags", "conv": state.conv.id, "tags": stored, "by": who.user})
+        return stored
 
     # ---- quick replies ------------------------------------------------------------------------
 

@@ -141,3 +141,20 @@ async def test_the_catalog_serves_the_bot_interface(desk):
     assert (product.title, product.material, product.sizes, product.price, product.stock) == ("外套", "羊毛", ("M", "L"), 599.0, {"M": 2})
     assert product.size_chart["L"]["胸围"] == "100cm"
     assert gw.node.workspace.catalog.get("shop2", "coat") is None
+
+
+async def test_the_bot_answers_from_the_ingested_product_the_chat_was_opened_from(start_gateway):
+    from ..http.conftest import client, new_key
+
+    gw = await start_gateway(routing="on")  # the built-in bot
+    coat = {"title": "驼色大衣", "attributes": {"material": "90%羊毛 10%羊绒"}, "sizes": ["M", "L"], "stock": {"M": 0, "L": 4}, "price": 1299.0}
+    with trio.fail_after(20):
+        async with client(gw, await new_key(gw, scopes=("ingest",))) as shop:
+            assert (await shop.put("/v1/ingest/products/coat-camel", json=coat)).status_code == 200
+        async with connect(gw.url, token("u1"), resume={}) as shopper:
+            conv = (await shopper.ok("open", product="coat-camel"))["conv"]["id"]
+            await shopper.next("msg", conv=conv, role="bot")  # the greeting
+            await shopper.ok("send", conv=conv, cmid="q1", body={"kind": "text", "text": "这件是什么面料"})  # no meta: the open's product
+            answer = (await shopper.next("msg", conv=conv, role="bot"))["body"]
+            assert answer["intent"] == "product_question" and answer["product"] == "coat-camel"
+            assert "90%羊毛" in answer["text"]

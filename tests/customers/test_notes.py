@@ -62,6 +62,6 @@ async def test_notes_and_tags_are_refused_outside_the_conversation(desk):
             assert (await other_agent.request("tags", conv=conv, tags="x"))["code"] == "forbidden"
         async with connect(gw.url, token("a1", "agent", tenant="shop2"), resume={}) as elsewhere:
             assert (await elsewhere.request("notes", conv=conv))["code"] == "not_found"
-        problem(await desk.put(f"/v1/conversations/{conv}/tags", json={"tags": ["x" * 40]}), 422, "bad_request")
+        problem(await desk.put(f"/v1/conversations/{conv}/tags", json={"tags": ["x" * 70]}), 422, "bad_request")
         problem(await desk.get("/v1/conversations/nope/notes"), 404, "not_found")
         problem(await desk.post(f"/v1/conversations/{conv}/notes", json={"text": ""}), 422, "bad_request")

@@ -1,4 +1,4 @@
-"""The agent's desk over REST: quick replies, private notes, tags, a conversation's workspace
+"""The agent's desk over REST: quick replies, private notes, a conversation's workspace
 facts (product, tags, summary, satisfaction) and business hours. The tenant's backend acts as
 the ``system`` principal; the rules are gateway/customers/workspace.py's."""
 
@@ -62,14 +62,6 @@ class NoteList(BaseModel):
     notes: list[Note]
 
 
-class TagsIn(Body):
-    tags: list[str] = Field(max_length=20)
-
-
-class Tags(BaseModel):
-    tags: list[str]
-
-
 class HoursIn(Body):
     utc_offset_min: int = Field(default=0, ge=-840, le=840, description="The tenant's time zone (Beijing: 480).")
     days: list[int] = Field(default=[0, 1, 2, 3, 4], min_length=1, max_length=7, description="Working weekdays, 0 = Monday.")
@@ -112,16 +104,13 @@ async def add_note(call: Call) -> tuple[int, dict]:
     return 201, await _workspace(call).add_note(system(call.tenant), call.path["conv_id"], call.body.text)
 
 
-async def set_tags(call: Call) -> tuple[int, dict]:
-    return 200, {"tags": await _workspace(call).set_tags(system(call.tenant), call.path["conv_id"], call.body.tags)}
-
-
 async def conversation_facts(call: Call) -> tuple[int, dict]:
     workspace = _workspace(call)
     state = await call.services.conversations.access(system(call.tenant), call.path["conv_id"], "history")
     facts = await workspace.facts(call.tenant, state.conv.id)
+    tags = await call.services.conversations.tags(system(call.tenant), state)
     return 200, {
-        "conv": state.conv.id, "customer": facts.get("customer", ""), "product": facts.get("product", ""), "tags": facts.get("tags", []),
+        "conv": state.conv.id, "customer": facts.get("customer", ""), "product": facts.get("product", ""), "tags": list(tags),
         "summary": facts.get("summary", ""), "survey": facts.get("survey"), "satisfaction": facts.get("csat"),
     }
 
@@ -153,7 +142,6 @@ OPERATIONS = (
     Operation("DELETE", "/v1/quick-replies", delete_reply, "Delete a quick reply.", frozenset(), query=ReplyKey, errors=(404,)),
     Operation("GET", "/v1/conversations/{conv_id}/notes", list_notes, "The conversation's private notes (never shown to the shopper), oldest first.", READ, response=NoteList, errors=(404,)),
     Operation("POST", "/v1/conversations/{conv_id}/notes", add_note, "Add a private note as the system; the staff serving the conversation are told.", frozenset({"ingest"}), body=NoteIn, response=Note, status=201, errors=(404,)),
-    Operation("PUT", "/v1/conversations/{conv_id}/tags", set_tags, "Replace the conversation's tags.", frozenset({"ingest", "bot"}), body=TagsIn, response=Tags, errors=(404,)),
     Operation("GET", "/v1/conversations/{conv_id}/workspace", conversation_facts, "The conversation's customer, product, tags, summary, survey and satisfaction.", READ, errors=(404,)),
     Operation("GET", "/v1/business-hours", get_hours, "The tenant's business hours and whether agents are at work now.", READ, response=Hours),
     Operation("PUT", "/v1/business-hours", put_hours, "Set the tenant's business hours.", frozenset(), body=HoursIn, response=Hours),
