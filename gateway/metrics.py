@@ -80,6 +80,7 @@ class Stats:
         self.preauth_bytes = lambda: 0  # bytes held by connections not yet authenticated (set by the node)
         self.bot_handoffs: Counter[str] = Counter()  # conversations the bot handed to people, by reason code
         self.bot_conversations: Counter[str] = Counter()  # bot conversations ended, by outcome: contained, handed_off
+        self.customer_contexts: Counter[str] = Counter()  # customer contexts fetched for agents, by result: ok, unavailable
 
 
 class KefuCollector(Collector):
@@ -172,6 +173,10 @@ class KefuCollector(Collector):
         for outcome in ("contained", "handed_off"):
             outcomes.add_metric([outcome], s.bot_conversations.get(outcome, 0))
         yield outcomes
+        contexts = CounterMetricFamily("kefu_customer_contexts", "Customer contexts fetched for agents, by result: ok or unavailable (provider slow or failing).", labels=["result"])
+        for result in ("ok", "unavailable"):
+            contexts.add_metric([result], s.customer_contexts.get(result, 0))
+        yield contexts
         closes = CounterMetricFamily("kefu_closes", "Server-initiated WebSocket closes, by close code.", labels=["code"])
         for code, n in sorted(s.closes.items()):
             closes.add_metric([str(code)], n)

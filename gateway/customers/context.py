@@ -30,6 +30,9 @@ class ContextProvider(Protocol):
         """``{"profile": {name, tier, tags}, "orders": [...], "viewed": [...], "conversations": [...]}``
         for a customer record of gateway.customers.identity; raise ContextUnavailable."""
 
+    def forget(self, tenant: str, customer_id: str) -> None:
+        """The shop said something about the customer changed: drop what is cached of them."""
+
 
 def view_key(customer_id: str, ts: int) -> str:
     return f"{customer_id}/{MAX_EPOCH_MS - ts:013d}"
@@ -47,6 +50,9 @@ class BuiltinProvider:
         self.book = book
         self.directory = directory
         self.catalog = catalog
+
+    def forget(self, tenant: str, customer_id: str) -> None:
+        """Nothing is cached: every context is read afresh."""
 
     async def context(self, tenant: str, customer: dict[str, Any]) -> dict[str, Any]:
         ids = [customer["id"], *customer.get("absorbed", [])]

@@ -151,17 +151,29 @@ class WorkspaceService:
             "product": product.as_map() if product is not None else ({"id": facts["product"]} if facts.get("product") else None),
             "tags": list(await self.service.store.tags(conv.id)), "satisfaction": facts.get("csat"),
         }
+        return {**about, **await self.customer_context(conv.tenant, customer)}
+
+    async def customer_context(self, tenant: str, customer: dict[str, Any]) -> dict[str, Any]:
+        """``{"status": "ok", "context"}`` from the provider within ``timeout_s``, else
+        ``{"status": "unavailable", "reason"}`` (logged and counted:
+        ``kefu_customer_contexts_total{result}``)."""
+        stats = self.service.stats
         try:
             with trio.fail_after(self.timeout_s):
-                context = await self.provider.context(conv.tenant, customer)
+                context = await self.provider.context(tenant, customer)
         except trio.TooSlowError:
-            return {**about, "status": "unavailable", "reason": f"the context provider did not answer within {self.timeout_s:g} s"}
+            reason = f"the context provider did not answer within {self.timeout_s:g} s"
         except ContextUnavailable as exc:
-            return {**about, "status": "unavailable", "reason": str(exc)}
+            reason = str(exc)
         except Exception as exc:  # a provider's bug must not fail the assignment
             log.exception("context provider failed")
-            return {**about, "status": "unavailable", "reason": f"the context provider failed: {type(exc).__name__}"}
-        return {**about, "status": "ok", "context": context}
+            reason = f"the context provider failed: {type(exc).__name__}"
+        else:
+            stats.customer_contexts["ok"] += 1
+            return {"status": "ok", "context": context}
+        stats.customer_contexts["unavailable"] += 1
+        log.warning("customer context unavailable: %s", reason, extra={"tenant": tenant})
+        return {"status": "unavailable", "reason": reason}
 
     async def assigned_context(self, state: ConvState, agent: str) -> dict[str, Any]:
         """For routing's ``assigned`` offer: the context if it comes within ``wait_s``, else
@@ -190,6 +202,7 @@ class WorkspaceService:
     async def customer_changed(self, tenant: str, customer_id: str) -> int:
         """The shop pushed something about a customer: the agents serving them get the new
         context. Returns how many conversations were told."""
+        self.provider.forget(tenant, customer_id)
         customer = await self.directory.get(tenant, customer_id)
         if customer is None or self.nursery is None:
             return 0

@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from gateway.http.server import serve_http
 
+from ..http.conftest import client, new_key
 from ..support import connect, token
 from .conftest import events
 
@@ -75,6 +76,11 @@ async def test_the_crm_answer_is_cached_and_comes_with_assigned_and_on_request(s
             again = await agent.ok("context", conv=conv)
             assert again["status"] == "ok" and again["context"]["profile"]["name"] == "王女士"
             assert crm.calls == ["c1"]  # the second answer came from the cache
+            assert gw.registry.get_sample_value("kefu_customer_contexts_total", {"result": "ok"}) == 2
+            async with client(gw, await new_key(gw, scopes=("ingest",))) as shop:  # the shop says c1 changed
+                assert (await shop.put("/v1/ingest/customers/c1", json={"name": "王女士"})).json()["told"] == 1
+            assert (await agent.next("customer_context", conv=conv))["status"] == "ok"
+            assert crm.calls == ["c1", "c1"]  # asked again, not answered from the cache
 
 
 async def test_a_slow_crm_never_holds_the_conversation_up(start_gateway, tmp_path, crm):
@@ -106,6 +112,7 @@ async def test_a_failing_crm_is_unavailable_and_not_cached(start_gateway, tmp_pa
             await agent.ok("status", status="online")
             known = await settled(agent, await agent.next("assigned"))
             assert known["status"] == "unavailable" and reason in known["reason"]
+            assert gw.registry.get_sample_value("kefu_customer_contexts_total", {"result": "unavailable"}) == 1
             crm.mode = "ok"
             assert (await agent.ok("context", conv=conv))["status"] == "ok"
             assert len(crm.calls) == 2
@@ -144,8 +151,6 @@ async def test_the_catalog_serves_the_bot_interface(desk):
 
 
 async def test_the_bot_answers_from_the_ingested_product_the_chat_was_opened_from(start_gateway):
-    from ..http.conftest import client, new_key
-
     gw = await start_gateway(routing="on")  # the built-in bot
     coat = {"title": "驼色大衣", "attributes": {"material": "90%羊毛 10%羊绒"}, "sizes": ["M", "L"], "stock": {"M": 0, "L": 4}, "price": 1299.0}
     with trio.fail_after(20):

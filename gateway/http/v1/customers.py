@@ -78,13 +78,8 @@ async def customer_history(call: Call) -> tuple[int, dict]:
 
 
 async def customer_context(call: Call) -> tuple[int, dict]:
-    workspace = _workspace(call)
     customer = await _customer(call)
-    try:
-        context = await workspace.provider.context(call.tenant, customer)
-    except Exception as exc:  # the provider's failure, said plainly: the context is unavailable
-        return 200, {"customer": customer["id"], "status": "unavailable", "reason": str(exc) or type(exc).__name__}
-    return 200, {"customer": customer["id"], "status": "ok", "context": context}
+    return 200, {"customer": customer["id"], **await _workspace(call).customer_context(call.tenant, customer)}
 
 
 async def customer_merges(call: Call) -> tuple[int, dict]:
