@@ -169,7 +169,7 @@ class ConversationService:
         self.history_page = self.limits.history_page
         self.reply_bytes = reply_bytes
         self.hooks: Hooks | None = None
-        self.watchers: list[Any] = []  # others told of each durable message (``on_message``): the workspace's inbox
+        self.watchers: list[Any] = []  # others told of each durable message and raised receipt (``on_message``, ``on_receipt``): the workspace's inbox
         self.accepting = True  # False while the node drains: writes are refused as unavailable
 
     # ---- looking conversations up -------------------------------------------------------------
@@ -478,6 +478,8 @@ class ConversationService:
                     state.receipts[(user, kind)] = seq
                     payload = {"t": "receipt", "conv": conv_id, "user": user, "kind": kind, "seq": seq}
                     self._publish_event(conv_id, env.event_frame(payload), None)
+                    for watcher in self.watchers:
+                        watcher.on_receipt(state, user, kind, seq)
                 done(result)
             self.hub.release(state)
 

@@ -347,9 +347,17 @@ class WorkspaceService:
             "last": _message_preview(last) if last is not None else None,
         }
 
+    def on_receipt(self, state: ConvState, user: str, kind: str, seq: int) -> None:
+        """The assigned agent read on: their unread count changes."""
+        if kind == "read" and user == state.conv.assignee:
+            self._inbox_changed(state)
+
     def on_message(self, state: ConvState, m: StoredMessage) -> None:
-        """A durable message in an assigned conversation: its agent's inbox item changes. A
-        burst of messages costs one update in flight and one after it, not one per message."""
+        """A durable message in an assigned conversation: its agent's inbox item changes."""
+        self._inbox_changed(state)
+
+    def _inbox_changed(self, state: ConvState) -> None:
+        """A burst of changes costs one update in flight and one after it, not one per change."""
         if not state.conv.assignee or self.nursery is None:
             return
         if state.conv.id in self._inbox_due:

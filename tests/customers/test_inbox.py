@@ -36,6 +36,10 @@ async def test_the_inbox_counts_unread_waiting_time_and_follows_events(desk):
 
             read_up_to = items[0]["conv"]["last_seq"]
             await agent.ok("receipt", conv=conv1, kind="read", seq=read_up_to)
+            pushed = await agent.next("inbox")
+            while pushed["item"]["unread"]:
+                pushed = await agent.next("inbox")
+            assert pushed["item"]["conv"]["id"] == conv1  # reading on is pushed too
             await agent.ok("send", conv=conv1, cmid="a1", body={"kind": "text", "text": "马上帮您查"})
             items = {i["conv"]["id"]: i for i in (await agent.ok("inbox"))["items"]}
             assert (items[conv1]["unread"], items[conv1]["waiting_ms"], items[conv1]["last"]["role"]) == (0, 0, "agent")
