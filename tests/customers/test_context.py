@@ -163,3 +163,18 @@ async def test_the_bot_answers_from_the_ingested_product_the_chat_was_opened_fro
             answer = (await shopper.next("msg", conv=conv, role="bot"))["body"]
             assert answer["intent"] == "product_question" and answer["product"] == "coat-camel"
             assert "90%羊毛" in answer["text"]
+
+
+async def test_a_crm_that_cannot_be_reached_is_unavailable(start_gateway, tmp_path):
+    with trio.socket.socket() as probe:  # a port nothing listens on
+        await probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    crm = Crm()
+    crm.url = f"http://127.0.0.1:{port}"
+    gw = await crm_gateway(start_gateway, tmp_path, crm)
+    with trio.fail_after(20):
+        async with connect(gw.url, token("u1", customer="c1"), resume={}) as shopper, connect(gw.url, token("boss", "supervisor"), resume={}) as boss:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            asked = await boss.ok("context", conv=conv)
+            assert asked["status"] == "unavailable" and "could not be reached" in asked["reason"]
+            assert asked["customer"]["id"] == "c1"
