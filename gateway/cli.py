@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--role", required=True, choices=ROLES)
     token.add_argument("--channel", default="web", choices=CHANNELS)
     token.add_argument("--name", default=None, help="display name shown to other participants")
+    token.add_argument("--customer", default=None, help="shoppers: the shop's customer id the identity is linked to (docs/workspace.md)")
     token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds until it expires")
     token.add_argument("--data-dir", default=None, help="where the development secret is (as for serve)")
     token.add_argument("--jwt-secret", default=None, help="sign with this secret instead (env KEFU_JWT_SECRET)")
@@ -140,7 +141,7 @@ def _store(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> int:
     overrides = argparse.Namespace(data_dir=args.data_dir, jwt_secret=args.jwt_secret)
     secret, _ = from_arguments(overrides).secret()
-    print(mint_token(secret, tenant=args.tenant, user=args.user, role=args.role, channel=args.channel, ttl_s=args.ttl, name=args.name))
+    print(mint_token(secret, tenant=args.tenant, user=args.user, role=args.role, channel=args.channel, ttl_s=args.ttl, name=args.name, customer=args.customer))
     return 0
 
 

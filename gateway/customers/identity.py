@@ -83,6 +83,8 @@ class CustomerDirectory:
             return customer
         link = await self.book.get(tenant, "link", identity)
         other = await self.get(tenant, link["customer"]) if link is not None else None
+        if other is not None and link is not None and link.get("held") and by == "token":
+            return other  # an admin undid the merge: a token's claim does not redo it (the API's link does)
         if other is not None and other["id"] != customer_id:
             return await self._merge(tenant, other, customer, by)
         if len(customer["links"]) >= MAX_LINKS:
@@ -108,7 +110,9 @@ class CustomerDirectory:
         return into
 
     async def undo_merge(self, tenant: str, merge_id: str, by: str) -> dict[str, Any]:
-        """Give the merged customer its identities back (those still with the customer merged into)."""
+        """Give the merged customer its identities back (those still with the customer merged into).
+        They are held there: a token claiming them for the other customer does not merge again;
+        linking them over the API does."""
         merge = await self.book.get(tenant, "merge", merge_id)
         if merge is None:
             raise RequestError("not_found", f"no merge {merge_id!r}")
@@ -125,7 +129,7 @@ class CustomerDirectory:
         now = self.book.now_ms()
         merge.update(undone_at=now, undone_by=by)
         items = [("customer", into["id"], into), ("customer", source["id"], source), ("merge", merge_id, merge)]
-        items += [("link", identity, {"customer": source["id"], "at": now, "via": f"undo {merge_id}"}) for identity in back]
+        items += [("link", identity, {"customer": source["id"], "at": now, "via": f"undo {merge_id}", "held": True}) for identity in back]
         await self.book.put_many(tenant, items)
         return merge
 

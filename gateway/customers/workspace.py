@@ -93,7 +93,7 @@ class WorkspaceService:
             "rate": self._rate_request,
         }
 
-    # ---- conversation facts: customer, product, tags, survey, satisfaction ---------------------
+    # ---- conversation facts: customer, product, summary, survey, satisfaction ----------------
 
     async def facts(self, tenant: str, conv_id: str) -> dict[str, Any]:
         stored = await self.book.get(tenant, "conv", conv_id) or {}

@@ -53,6 +53,12 @@ async def test_an_anonymous_visitor_who_logs_in_is_merged_keeping_both_histories
         assert restored["links"] == ["web:v-3a"] and restored["merged_into"] == ""
         assert {c["id"] for c in (await desk.get("/v1/customers/web:v-3a/conversations")).json()["conversations"]} == {anonymous, logged_in}
         assert {c["id"] for c in (await desk.get("/v1/customers/c1/conversations")).json()["conversations"]} == {app_conv}
+        again = await open_conv(gw, "v-3a", "web", customer="c1")  # the token still claims c1: the undo holds
+        assert (await desk.get("/v1/customers/c1")).json()["links"] == ["app:u1"]
+        assert again in {c["id"] for c in (await desk.get("/v1/customers/web:v-3a/conversations")).json()["conversations"]}
+        relinked = await desk.post("/v1/customers/c1/links", json={"channel": "web", "user": "v-3a"})  # the API decides
+        assert relinked.json()["links"] == ["app:u1", "web:v-3a"]
+        assert len((await desk.get("/v1/merges")).json()["merges"]) == 2
         problem(await desk.post(f"/v1/merges/{merge['id']}/undo"), 409, "conflict")
         problem(await desk.post("/v1/merges/nope/undo"), 404, "not_found")
 
