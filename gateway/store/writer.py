@@ -288,3 +288,10 @@ class Store:
         return await self._read(self.backend.tenant_settings, tenant)
     async def get_attachment(self, attachment_id: str) -> Attachment | None:
         return await self._read(self.backend.get_attachment, attachment_id)
+
+    async def ping(self) -> None:
+        """One round trip to a networked backend (its ``ping``); nothing for the others.
+        Raises StoreError when it does not answer."""
+        ping = getattr(self.backend, "ping", None)
+        if ping is not None:
+            await self._read(ping)
