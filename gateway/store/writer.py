@@ -200,6 +200,10 @@ class Store:
         started = time.perf_counter()
         try:
             results = apply_batch([op for op, _ in batch])
+        except StoreError as exc:  # the backend says why (unavailable, damaged): no traceback needed
+            log.error("store batch of %d failed: %s", len(batch), exc)
+            results = [exc] * len(batch)
+            return results, time.perf_counter() - started
         except Exception as exc:  # the commit failed: no op of the batch is durable
             log.exception("store batch of %d failed", len(batch))
             results = [exc if isinstance(exc, StoreError) else StoreError(f"store write failed: {exc}")] * len(batch)

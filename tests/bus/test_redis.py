@@ -5,11 +5,6 @@ again what Redis did not answer; a full buffer is a BusError, never a silent dro
 from __future__ import annotations
 
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
-import time
 
 import hiredis
 import pytest
@@ -22,6 +17,7 @@ from gateway.model import AppendMessage
 from gateway.store import MemoryBackend
 
 from ..conftest import make_config
+from ..services import private_redis  # noqa: F401  (the fixture)
 from ..support import connect, token
 from .test_bus_contract import REDIS_URL, TEXT, Recorder
 
@@ -41,52 +37,6 @@ async def kill_client(url: str, name: str) -> None:
     assert ids, f"no redis client named {name}"
     for client_id in ids:
         await redis_call(url, b"CLIENT", b"KILL", b"ID", client_id.encode())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, so that restarting it disturbs nobody else."""
-
-    def __init__(self, tmp_path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}"
-        self.dir = tmp_path
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("private redis-server did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(5)
-            self.proc = None
-
-
-@pytest.fixture
-def private_redis(tmp_path):
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
-    redis = PrivateRedis(tmp_path)
-    redis.start()
-    yield redis
-    redis.kill()
 
 
 @pytest.fixture
