@@ -178,6 +178,7 @@ _ATTACHMENT_COLUMNS = (
 )
 _SELECT_API_KEYS = "SELECT id, tenant, name, scopes, secret_hash, created_at, revoked_at FROM api_keys"
 _SELECT_MESSAGE_BY_CMID = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conv_id = %s AND sender = %s AND cmid = %s"
+_INSERT_MESSAGE = f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
 _INSERT_PARTICIPANT = "INSERT INTO participants (conv_id, member, role, joined_at) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 READERS = 4  # pool size: the Store's reader threads, plus the odd read from a worker thread
@@ -316,7 +317,17 @@ class PostgresBackend:
             cur = conn.cursor()
             seqs = self._lock_conversations(cur, ops)
             start = dict(seqs)
-            for i, op in enumerate(ops):
+            # Without savepoints, appends are numbered here and inserted together at the end (one
+            # pipelined executemany): the conversations are locked, so the messages stored already
+            # — read once, up front — are all the duplicates there can be.
+            appends = None if savepoints else _Appends(_stored_already(cur, ops))
+            for op in ops:
+                if appends is not None and type(op) is AppendMessage:
+                    try:
+                        results.append(appends.add(op, seqs))
+                    except StoreError as exc:
+                        results.append(exc)
+                    continue
                 handler = self._handlers.get(type(op))
                 try:
                     if handler is None:
@@ -336,6 +347,13 @@ class PostgresBackend:
                     error = StoreError(f"{type(op).__name__} failed: {exc}")
                     error.__cause__ = exc
                     results.append(error)
+            if appends is not None and appends.rows:
+                try:
+                    cur.executemany(_INSERT_MESSAGE, appends.rows)
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.Error as exc:
+                    raise _OpFailed() from exc
             changed = [(seq, conv_id) for conv_id, seq in seqs.items() if seq is not None and seq != start.get(conv_id)]
             if changed:
                 cur.executemany("UPDATE conversations SET last_seq = %s WHERE id = %s", changed)
@@ -623,6 +641,42 @@ class PostgresBackend:
     def ping(self) -> None:
         """One round trip on a reader connection; StoreUnavailable when PostgreSQL does not answer."""
         self._read("SELECT 1", ())
+
+
+class _Appends:
+    """The appends of one batch: numbered as they come, inserted together."""
+
+    def __init__(self, stored: dict[tuple[str, str, str], StoredMessage]) -> None:
+        self.stored = stored  # (conv_id, sender, cmid) -> the message stored, before or by this batch
+        self.rows: list[tuple] = []
+
+    def add(self, op: AppendMessage, seqs: _Seqs) -> Appended:
+        key = (op.conv_id, op.sender, op.cmid)
+        stored = self.stored.get(key)
+        if stored is not None:
+            return Appended(stored, duplicate=True)
+        last = seqs.get(op.conv_id)
+        if last is None:
+            raise NotFound(f"conversation {op.conv_id!r} not found")
+        row = (op.conv_id, last + 1, op.cmid, op.sender, op.sender_role, int(time.time() * 1000), bytes(op.body))
+        message = self.stored[key] = StoredMessage(*row)
+        self.rows.append(row)
+        seqs[op.conv_id] = last + 1
+        return Appended(message)
+
+
+def _stored_already(cur: psycopg.Cursor, ops: Sequence[WriteOp]) -> dict[tuple[str, str, str], StoredMessage]:
+    """The stored messages whose (conv_id, sender, cmid) an append of ``ops`` repeats."""
+    keys = {(op.conv_id, op.sender, op.cmid) for op in ops if type(op) is AppendMessage}
+    if not keys:
+        return {}
+    convs, senders, cmids = (list(column) for column in zip(*keys))
+    rows = cur.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE (conv_id, sender, cmid) IN"
+        " (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))",
+        (convs, senders, cmids),
+    ).fetchall()
+    return {(row[0], row[3], row[2]): StoredMessage(*row) for row in rows}
 
 
 class _OpFailed(Exception):

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from gateway.metrics import Stats
-from gateway.model import AppendMessage, Appended, Conversation, CreateConversation, Participant
+from gateway.model import AddParticipant, AppendMessage, Appended, Conversation, CreateConversation, Participant
 from gateway.store import PostgresBackend, StoreError, StoreUnavailable
 from gateway.store.postgres import MIGRATIONS
 from gateway.store.writer import Store
@@ -150,3 +150,24 @@ async def test_through_the_store_a_lost_connection_is_an_error_result_not_an_ack
             assert (stored.message.seq, stored.duplicate) == (1, False)
             await store.ping()
         nursery.cancel_scope.cancel()
+
+
+def test_an_op_the_database_refuses_fails_alone_and_the_batch_is_applied_again(schema):
+    """PostgreSQL aborts a transaction whole on a failed statement: the batch is then applied again
+    with a savepoint per op, so only the bad op fails (a NUL byte is not valid PostgreSQL text)."""
+    backend = opened(schema)
+    try:
+        create(backend)
+        results = backend.apply_batch([
+            AppendMessage("c1", "m1", "alice", "shopper", b"x"),
+            AddParticipant(Participant("c1", "bad\x00user", "agent", 2)),
+            AppendMessage("c1", "m2", "alice", "shopper", b"x"),
+            AppendMessage("c1", "m1", "alice", "shopper", b"x"),
+        ])
+        assert [type(r).__name__ for r in results] == ["Appended", "StoreError", "Appended", "Appended"]
+        assert (results[0].message.seq, results[2].message.seq) == (1, 2)
+        assert (results[3].duplicate, results[3].message.seq) == (True, 1)
+        assert [m.seq for m in backend.read_messages("c1").messages] == [1, 2]
+        assert [p.user for p in backend.participants("c1")] == ["alice"]
+    finally:
+        backend.close()
