@@ -127,6 +127,11 @@ class Config:
                 f"--workers {self.workers} needs a store and a bus the processes share: "
                 "--store postgresql://… and --bus redis://… (SQLite and the local bus belong to one process)"
             )
+        if self.routing == "on" and (self.shared_bus or self.workers > 1):
+            found.append(
+                "--routing on across processes is not built yet (each process would route on its own: "
+                "agents over their maximum, bots answering twice): start the cluster with --routing off (docs/scaling.md)"
+            )
         return found
 
     def csv(self, name: str) -> frozenset[str] | None:

@@ -28,9 +28,17 @@ pytestmark = pytest.mark.timeout(90)
     [(), ("--store", PG_URL), ("--bus", "redis://127.0.0.1:6379"), ("--store", "memory", "--bus", "redis://127.0.0.1:6379")],
 )
 def test_several_workers_need_a_shared_store_and_bus(tmp_path, extra):
-    proc = subprocess.run([*KEFU, "serve", "--workers", "2", "--data-dir", str(tmp_path), *extra], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([*KEFU, "serve", "--workers", "2", "--routing", "off", "--data-dir", str(tmp_path), *extra], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "--workers 2 needs a store and a bus the processes share" in proc.stderr and "postgresql://" in proc.stderr and "redis://" in proc.stderr
+
+
+def test_routing_across_processes_is_refused_until_it_is_built(tmp_path):
+    proc = subprocess.run(
+        [*KEFU, "serve", "--workers", "2", "--store", PG_URL, "--bus", "redis://127.0.0.1:6379", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 2 and "--routing on across processes is not built yet" in proc.stderr and "--routing off" in proc.stderr
 
 
 def test_a_malformed_store_or_bus_is_refused(tmp_path):
