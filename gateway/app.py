@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .routing.service import RoutingService
 from .store import MemoryBackend, PostgresBackend, SqliteBackend, StoreBackend
 from .store.writer import Store
 from .http.app import Services, build_app
+from .http.limits import KeyRates
 from .http.server import serve_http
 
 log = logging.getLogger("kefu")
@@ -68,6 +70,14 @@ def make_backend(config: Config) -> StoreBackend:
     return SqliteBackend(config.sqlite_path, synchronous=config.sqlite_synchronous.upper())
 
 
+def routing_queue(node: Node) -> tuple[int, float]:
+    """(conversations waiting for an agent, seconds the longest has waited) on this node."""
+    if node.routing is None:
+        return 0, 0.0
+    waiting = [w for queue in node.routing.engine.queues.values() for w in queue]
+    return len(waiting), max((time.time() - w.since for w in waiting), default=0.0)
+
+
 def make_bus(config: Config) -> Bus:
     if config.shared_bus:
         return RedisBus(config.bus, channel=config.bus_channel)
@@ -75,31 +85,60 @@ def make_bus(config: Config) -> Bus:
 
 
 class BotDirectory:
-    """The built-in bot of each tenant, fitted once per knowledge base (fitting is not per conversation)."""
+    """The built-in bot of each tenant, fitted once per knowledge base (fitting is not per conversation),
+    and the product catalog the bots answer product questions from."""
 
-    def __init__(self) -> None:
+    def __init__(self, catalog: object | None = None) -> None:
         self._bots: dict[str, object] = {}
+        # a gateway.bot.Catalog; a MemoryCatalog once a bot loads. The workspace's product ingest
+        # fills it (catalog.put(tenant, product)); bots read it on every product question.
+        self.catalog = catalog
 
     async def preload(self, config: RoutingConfig) -> None:
         """Fit every knowledge base a tenant's built-in bot uses, in a worker thread, before the
         gateway takes connections (importing scikit-learn and fitting take seconds)."""
         paths = {t.knowledge_base for t in (config.default, *config.tenants.values()) if t.bot == "builtin"}
         for path in sorted(paths):
-            self._bots[path] = await trio.to_thread.run_sync(_load_bot, path)
+            self._bots[path] = await trio.to_thread.run_sync(self._load, path)
             log.info("bot knowledge base %s loaded", path or "(shipped sample shop)")
+
+    async def reload(self, path: str = "") -> object:
+        """Fit the knowledge base at ``path`` again (it changed) in a worker thread, then swap it
+        in: conversations keep being answered by the previous fit meanwhile, and the event loop
+        never waits for the fit."""
+        bot = await trio.to_thread.run_sync(self._load, path)
+        self._bots[path] = bot
+        log.info("bot knowledge base %s reloaded", path or "(shipped sample shop)")
+        return bot
+
+    async def install(self, key: str, kb: object) -> object:
+        """Serve the knowledge base ``kb`` (a gateway.bot.KnowledgeBase, from the REST API say)
+        under ``key`` (a tenant's ``knowledge_base`` setting): fitted in a worker thread, then
+        swapped in, the previous bot answering meanwhile."""
+        from .bot import FaqBot, IntentClassifier
+
+        if self.catalog is None:
+            from .bot import MemoryCatalog
+
+            self.catalog = MemoryCatalog()
+        classifier = await trio.to_thread.run_sync(IntentClassifier.fit, kb)
+        bot = self._bots[key] = FaqBot(kb, classifier=classifier, catalog=self.catalog)
+        log.info("bot knowledge base %s installed (%d intents)", key, len(kb.intents))
+        return bot
 
     def for_tenant(self, tenant: str, routing) -> object:
         path = routing.knowledge_base or ""
         bot = self._bots.get(path)
         if bot is None:  # not preloaded (a tenant added since): fit now
-            bot = self._bots[path] = _load_bot(path)
+            bot = self._bots[path] = self._load(path)
         return bot
 
+    def _load(self, path: str) -> object:
+        from .bot import MemoryCatalog, load_bot  # scikit-learn loads only when a tenant uses the built-in bot
 
-def _load_bot(path: str) -> object:
-    from .bot import load_bot  # scikit-learn loads only when a tenant uses the built-in bot
-
-    return load_bot(path or None)
+        if self.catalog is None:
+            self.catalog = MemoryCatalog()
+        return load_bot(path or None, catalog=self.catalog)
 
 
 def make_authenticator(config: Config) -> Authenticator:
@@ -138,6 +177,7 @@ async def serve(
             parked=lambda: len(node.lot),
             node={"node": node.id, "store": type(store.backend).__name__, "bus": type(node.bus).__name__},
             bus=node.bus,
+            queue=lambda: routing_queue(node),
         )
     )
     routing_config = RoutingConfig.load(config.routing_file) if config.routing_file else RoutingConfig()
@@ -148,7 +188,7 @@ async def serve(
         nursery.start_soon(node.media.run)
         metrics_port = None
         if config.metrics_port >= 0:
-            app = build_app(Services(node, auth, registry, routing_config, config.api_max_body_bytes))
+            app = build_app(Services(node, auth, registry, routing_config, config.api_max_body_bytes, KeyRates(config.api_rate_per_second, max(2.0, 2 * config.api_rate_per_second))))
             metrics_port = await nursery.start(serve_http, app, config.metrics_host, config.metrics_port)
         task_status.started(Running(node, port, metrics_port, registry))
         await node.stopped()

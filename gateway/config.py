@@ -34,6 +34,7 @@ class Config:
     metrics_host: str = _opt("127.0.0.1", "Address of the HTTP listener: metrics, health and the REST API.")
     metrics_port: int = _opt(8701, "HTTP port: /metrics, /healthz, /readyz and the REST API /v1 (0 picks a free one, -1 disables).")
     api_max_body_bytes: int = _opt(64 * 1024, "Largest REST API request body accepted (bigger: 413).")
+    api_rate_per_second: float = _opt(50.0, "REST API requests per second per API key; twice that (at least 2) at once (over it: 429; 0: no limit).")
     data_dir: str = _opt("./data", "Directory for the SQLite database and the development secret.")
     store: str = _opt("sqlite", "Persistence backend: sqlite, memory, or a postgresql://user@host:port/db URL (shared by many processes).")
     store_schema: str = _opt("public", "PostgreSQL schema of the store's tables (with a postgresql:// store).")

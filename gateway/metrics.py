@@ -83,6 +83,8 @@ class Stats:
         self.bus_healthy = True  # a shared bus is connected
         self.refused: Counter[str] = Counter()  # inbound input refused or dropped, by reason
         self.preauth_bytes = lambda: 0  # bytes held by connections not yet authenticated (set by the node)
+        self.bot_handoffs: Counter[str] = Counter()  # conversations the bot handed to people, by reason code
+        self.bot_conversations: Counter[str] = Counter()  # bot conversations ended, by outcome: contained, handed_off
 
 
 class KefuCollector(Collector):
@@ -98,7 +100,9 @@ class KefuCollector(Collector):
         parked: Callable[[], int] = lambda: 0,
         node: dict[str, str] | None = None,
         bus: object = None,
+        queue: Callable[[], tuple[int, float]] | None = None,
     ) -> None:
+        self._queue = queue  # routing's queues: (conversations waiting, seconds the longest has waited)
         self._node = node or {}
         self._bus = bus
         self._stats = stats
@@ -118,6 +122,10 @@ class KefuCollector(Collector):
             yield node
         yield GaugeMetricFamily("kefu_store_up", "1 while the store answers (a shared store is pinged every second), else 0.", value=int(s.store_healthy))
         yield GaugeMetricFamily("kefu_bus_up", "1 while the bus is connected (always 1 for the in-process bus), else 0.", value=int(s.bus_healthy))
+        if self._queue is not None:
+            waiting, oldest = self._queue()
+            yield GaugeMetricFamily("kefu_routing_queued", "Conversations waiting in routing queues for an agent (this process's).", value=waiting)
+            yield GaugeMetricFamily("kefu_routing_queue_oldest_wait_seconds", "How long the conversation waiting longest has waited (0: none waiting).", value=oldest)
         bus = self._bus
         if bus is not None and hasattr(bus, "buffered_bytes"):
             yield GaugeMetricFamily("kefu_bus_buffered_bytes", "Bytes of bus publishes not yet answered by Redis (grows while it is slow or away).", value=bus.buffered_bytes)
@@ -184,6 +192,16 @@ class KefuCollector(Collector):
         for code, n in sorted(s.auth_failures.items()):
             auth.add_metric([code], n)
         yield auth
+        handoffs = CounterMetricFamily("kefu_bot_handoffs", "Conversations the bot handed to people, by reason.", labels=["reason"])
+        for reason, n in sorted(s.bot_handoffs.items()):
+            handoffs.add_metric([reason], n)
+        yield handoffs
+        outcomes = CounterMetricFamily(
+            "kefu_bot_conversations", "Bot conversations by outcome: contained (resolved or closed by the bot) or handed_off.", labels=["outcome"]
+        )
+        for outcome in ("contained", "handed_off"):
+            outcomes.add_metric([outcome], s.bot_conversations.get(outcome, 0))
+        yield outcomes
         closes = CounterMetricFamily("kefu_closes", "Server-initiated WebSocket closes, by close code.", labels=["code"])
         for code, n in sorted(s.closes.items()):
             closes.add_metric([str(code)], n)

@@ -142,6 +142,16 @@ class SetStatus:
         return {k: v for k, v in (("status", self.status), ("stage", self.stage), ("assignee", self.assignee), ("group", self.group)) if v is not None}
 
 
+@dataclass(frozen=True, slots=True)
+class SetTags:
+    """Replace a conversation's tags (labels a workspace files it under). The result is the tags
+    as stored: unique, sorted."""
+
+    conv_id: str
+    tags: tuple[str, ...]
+
+
+
 # ---- tenant administration: API keys, agents, routing settings (the REST API writes them) ------
 
 API_SCOPES = ("admin", "ingest", "bot", "read")
@@ -231,7 +241,7 @@ class DeleteAttachment:
 
 
 WriteOp = (
-    CreateConversation | AddParticipant | RemoveParticipant | AppendMessage | SetReceipt | SetStatus
+    CreateConversation | AddParticipant | RemoveParticipant | AppendMessage | SetReceipt | SetStatus | SetTags
     | CreateApiKey | RevokeApiKey | SaveAgent | SaveTenantSettings
     | AddAttachment | DeleteAttachment
 )

@@ -15,7 +15,7 @@ def make_config(tmp_path, **overrides) -> Config:
     # also exercises parking and waking between its requests.
     config = Config(
         port=0, metrics_port=0, data_dir=str(tmp_path / "data"), jwt_secret=SECRET, store="memory",
-        rate_per_second=10_000.0, rate_burst=10_000, routing="off", park_after_s=0.05,
+        rate_per_second=10_000.0, rate_burst=10_000, api_rate_per_second=10_000.0, routing="off", park_after_s=0.05,
     )
     for key, value in overrides.items():
         setattr(config, key, value)

@@ -7,9 +7,12 @@ import logging
 
 import trio
 
-from gateway.logs import JsonFormatter
+from gateway.app import serve
 from gateway.build import IMPLEMENTATIONS
+from gateway.bus import LocalBus
+from gateway.logs import JsonFormatter
 
+from .conftest import make_config
 from .support import connect, token
 
 TEXT = {"kind": "text", "text": "优惠券怎么用?"}
@@ -50,3 +53,26 @@ def test_json_logs_carry_the_connection_context():
     record.conn, record.tenant, record.user = "ab-1", "shop1", "王丽"
     entry = json.loads(JsonFormatter().format(record))
     assert entry["msg"] == "error bad_frame" and entry["user"] == "王丽" and entry["conn"] == "ab-1" and entry["level"] == "info"
+
+
+class BrokenNode:
+    """Another node on the bus whose handler fails on every event."""
+
+    def __getattr__(self, name):
+        def fail(*args):
+            raise RuntimeError("node down")
+
+        return fail
+
+
+async def test_a_failed_publish_is_exported_and_the_message_still_acked_and_delivered(nursery, tmp_path):
+    bus = LocalBus()
+    gw = await nursery.start(lambda task_status: serve(make_config(tmp_path), bus=bus, task_status=task_status))
+    async with connect(gw.url, token("alice"), resume={}) as shopper, connect(gw.url, token("bob", "agent"), resume={}) as agent:
+        conv = (await shopper.ok("open"))["conv"]["id"]
+        await agent.ok("join", conv=conv)
+        await nursery.start(bus.run, BrokenNode())
+        assert (await shopper.ok("send", conv=conv, cmid="m1", body=TEXT))["seq"] == 1
+        assert (await agent.next("msg", conv=conv))["seq"] == 1  # this node got it all the same
+    assert gw.registry.get_sample_value("kefu_bus_publish_failures_total") >= 1
+    gw.node.stop()

@@ -2,22 +2,25 @@
 
 Sans-IO: no sockets, no event loop, no clock (time is passed in). Routing calls it:
 
-    bot = load_bot(path)                      # fitted once per knowledge base file
+    bot = load_bot(path, catalog=catalog)     # fitted once per knowledge base file
     session = bot.start({"tenant": ..., "user": ..., "channel": ..., "name": ...})
     reply = bot.greeting(session)
-    reply = bot.handle(session, text, now)    # now: epoch seconds
+    reply = bot.handle(session, text, now, product=product_id)   # now: epoch seconds; product: in view
     if reply.handoff: packet = bot.context_packet(session)
+
+Measure it with ``python -m gateway.bot.evaluate`` (docs/routing.md: the set format, the figures).
 """
 
 from .bot import DEFAULT_KNOWLEDGE_BASE, BotReply, BotSessionError, BotSettings, FaqBot, load_bot, load_default_bot
+from .catalog import Catalog, CatalogError, MemoryCatalog, Product
 from .classifier import IntentClassifier, IntentMatch
 from .frustration import Frustration, FrustrationMeter, FrustrationReason, FrustrationSettings
 from .handoff import (
     ASKED_FOR_HUMAN,
+    CLARIFICATION_FAILED,
     FRUSTRATED,
     HANDOFF_CODES,
     HUMAN_ONLY_INTENT,
-    LOW_CONFIDENCE,
     HandoffReason,
     asks_for_human,
 )
@@ -33,6 +36,9 @@ __all__ = [
     "BotSession",
     "BotSessionError",
     "BotSettings",
+    "CLARIFICATION_FAILED",
+    "Catalog",
+    "CatalogError",
     "Customer",
     "DEFAULT_KNOWLEDGE_BASE",
     "FRUSTRATED",
@@ -49,7 +55,8 @@ __all__ = [
     "IntentMatch",
     "KnowledgeBase",
     "KnowledgeBaseError",
-    "LOW_CONFIDENCE",
+    "MemoryCatalog",
+    "Product",
     "SHOPPER",
     "Turn",
     "asks_for_human",

@@ -19,8 +19,8 @@ SMALLTALK = "smalltalk"  # the category of greetings and thanks: never a "repeat
 
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _TOP_FIELDS = {"version", "name", "bot", "intents"}
-_BOT_FIELDS = {"greeting", "fallback", "handoff", "suggestions"}
-_INTENT_FIELDS = {"id", "title", "category", "human_only", "examples", "answer", "quick_replies"}
+_BOT_FIELDS = {"greeting", "fallback", "clarify", "rephrase", "other", "handoff", "suggestions"}
+_INTENT_FIELDS = {"id", "title", "category", "human_only", "catalog", "examples", "answer", "quick_replies"}
 
 
 class KnowledgeBaseError(ValueError):
@@ -48,6 +48,7 @@ class Intent:
     quick_replies: tuple[str, ...] = ()  # ids of intents offered as follow-up buttons
     human_only: bool = False
     category: str = ""
+    catalog: bool = False  # answered from the catalog entry of the product in view (`answer` asks which)
 
     @property
     def examples(self) -> tuple[str, ...]:
@@ -63,6 +64,15 @@ DEFAULT_FALLBACK = Bilingual(
     "抱歉亲，我没太明白您的意思，您可以换个说法再问一次，或者输入“人工”转人工客服。",
     'Sorry, I didn\'t quite get that. Could you rephrase it? Type "agent" to talk to a person.',
 )
+DEFAULT_CLARIFY = Bilingual(
+    "亲，您是想问下面哪个问题呢？点一下就好～",
+    "Did you mean one of these? Just tap it.",
+)
+DEFAULT_REPHRASE = Bilingual(
+    "好的亲，请用一句话说说您遇到的问题，比如“退款什么时候到账”；也可以输入“人工”转人工客服。",
+    'OK! Could you describe your question in a sentence, like "when will my refund arrive"? Or type "agent" to talk to a person.',
+)
+DEFAULT_OTHER = Bilingual("其他", "Something else")
 DEFAULT_HANDOFF = Bilingual(
     "好的亲，正在为您转接人工客服，请稍等片刻～",
     "Sure, I'm connecting you with a member of our team. Please hold on a moment.",
@@ -74,7 +84,10 @@ class KnowledgeBase:
     name: str
     intents: tuple[Intent, ...]
     greeting: Bilingual = DEFAULT_GREETING
-    fallback: Bilingual = DEFAULT_FALLBACK  # said when the bot is not confident enough to answer
+    fallback: Bilingual = DEFAULT_FALLBACK  # said when nothing at all is recognised
+    clarify: Bilingual = DEFAULT_CLARIFY  # asks which of its best guesses the shopper meant
+    rephrase: Bilingual = DEFAULT_REPHRASE  # after "none of these": asks for the question in words
+    other: Bilingual = DEFAULT_OTHER  # the "none of these" button offered with the guesses
     handoff: Bilingual = DEFAULT_HANDOFF  # said when the conversation goes to a person
     suggestions: tuple[str, ...] = ()  # intent ids offered with the greeting and the fallback
     source: str = "<dict>"
@@ -149,6 +162,9 @@ class _Parser:
             intents=tuple(intents),
             greeting=self.bilingual(bot, "greeting", "field 'bot'", default=DEFAULT_GREETING),
             fallback=self.bilingual(bot, "fallback", "field 'bot'", default=DEFAULT_FALLBACK),
+            clarify=self.bilingual(bot, "clarify", "field 'bot'", default=DEFAULT_CLARIFY),
+            rephrase=self.bilingual(bot, "rephrase", "field 'bot'", default=DEFAULT_REPHRASE),
+            other=self.bilingual(bot, "other", "field 'bot'", default=DEFAULT_OTHER),
             handoff=self.bilingual(bot, "handoff", "field 'bot'", default=DEFAULT_HANDOFF),
             suggestions=suggestions,
             source=self.source,
@@ -176,6 +192,9 @@ class _Parser:
         human_only = raw.get("human_only", False)
         if not isinstance(human_only, bool):
             raise self.fail(where, "field 'human_only' must be true or false")
+        catalog = raw.get("catalog", False)
+        if not isinstance(catalog, bool):
+            raise self.fail(where, "field 'catalog' must be true or false")
         return Intent(
             id=intent_id,
             title=self.bilingual(raw, "title", where),
@@ -184,6 +203,7 @@ class _Parser:
             examples_en=examples_en,
             quick_replies=tuple(self.id_list(raw, "quick_replies", where)),
             human_only=human_only,
+            catalog=catalog,
             category=self.string(raw, "category", where, default=""),
         )
 

@@ -44,7 +44,9 @@ class Turn:
     matches: tuple[IntentMatch, ...] = ()  # shopper turns: the classifier's top intents
     intent: str | None = None  # shopper turns: the intent acted on (None: not confident enough)
     category: str = ""  # that intent's category
-    answered: bool = False  # bot turns: an answer (not a greeting, fallback or handoff notice)
+    topic: str = ""  # shopper turns: what was asked, when finer than the intent ("product_question:care:P1001")
+    answered: bool = False  # bot turns: an answer (not a greeting, clarifying question or handoff notice)
+    clarifying: bool = False  # bot turns: asked which of its guesses the shopper meant
 
 
 @dataclass(eq=False, slots=True)
@@ -53,7 +55,8 @@ class BotSession:
     started_at: float | None = None
     language: str = "zh"  # the language of the shopper's latest message that showed one
     turns: list[Turn] = field(default_factory=list)
-    low_confidence_streak: int = 0  # consecutive shopper turns the bot was not confident about
+    product: str | None = None  # id of the product in view (the shopper's app says), for product questions
+    unclear_streak: int = 0  # consecutive shopper turns the bot did not understand (each got a clarifying question)
     frustration: Frustration = Frustration(0.0, ())  # as of the latest shopper turn
     handoff: HandoffReason | None = None  # set once: the bot has stepped aside
     handoff_at: float | None = None

@@ -22,9 +22,9 @@ Public API (``svc = ConversationService(store, hub, bus, stats, node_id=...)``):
     await svc.catch_up(who, conv, after, limit=CATCHUP_PAGE)   -> Page
     await svc.active(who)                                      -> list[Conversation]  (to resume)
     await svc.update(who, conv, by=None, status=/stage=/assignee=/group=) -> Conversation
+    await svc.set_tags(who, conv, tags) / await svc.tags(who, conv) -> tuple[str, ...]
     await svc.add_participant(who, conv, user, role, name)     -> None
     await svc.remove_participant(who, conv, user, role)        -> None
-    await svc.find(who, conv_id)                               -> ConvState (own tenant, else not_found)
     svc.notify(conv_id, payload) / svc.notify_user(tenant, user, payload) / svc.presence(who, conv_ids, online)
 
 The hot path stays synchronous: ``send``, ``receipt`` and ``typing`` on a cached conversation
@@ -45,7 +45,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from ..bus import Bus, BusError
 from ..hub import ConvState, Hub
@@ -67,12 +67,13 @@ from ..model import (
     RemoveParticipant,
     SetReceipt,
     SetStatus,
+    SetTags,
     StoredMessage,
 )
 from ..media import bodies as media_bodies
 from ..protocol import envelope as env
 from ..protocol.errors import RequestError
-from ..protocol.fields import Limits
+from ..protocol.fields import MAX_INT, Limits
 from ..store.base import NotFound, StoreDamaged
 from ..store.writer import Store
 from . import authz
@@ -82,6 +83,9 @@ log = logging.getLogger("kefu.conversations")
 CATCHUP_PAGE = 500
 MAX_LIST = 100
 MAX_ACTIVE = 1000  # open conversations one resume subscribes
+MAX_TAGS = 20
+MAX_SUBJECT_CHARS = 200
+MAX_TAG_CHARS = 64
 
 Conv = str | ConvState
 
@@ -187,12 +191,13 @@ class ConversationService:
         """The live handle of a conversation, loaded if need be; None if there is none."""
         return self.hub.get(conv_id) or await self.hub.load(conv_id, self._fetch)
 
-    async def find(self, who: Principal, conv: Conv) -> ConvState:
-        """The conversation, if it is in ``who``'s tenant, else not_found (never forbidden: other
-        tenants' ids are not revealed). Callers with rules of their own (routing) check on from it."""
-        state = conv if type(conv) is ConvState else await self.load(conv)  # type: ignore[arg-type]
+    async def _in_tenant(self, who: Principal, conv_id: str, action: str) -> ConvState:
+        """The conversation if it is in ``who``'s tenant; else the table's answer for another
+        tenant's (the caller checks the rest once it has the state)."""
+        state = await self.load(conv_id)
         if state is None or state.conv.tenant != who.tenant:
-            raise authz.refusal("find", authz.NOT_FOUND)
+            authz.check(action, who, None if state is None else state.conv.tenant)
+            raise AssertionError(f"the authz table allows {action!r} on another tenant's conversation")
         return state
 
     async def access(self, who: Principal, conv: Conv, action: str) -> ConvState:
@@ -210,6 +215,8 @@ class ConversationService:
         """A new conversation with ``who`` as its customer. ``on_member(handle)`` runs once it
         exists, before anyone is told (the transport subscribes the opener's connection there)."""
         authz.check("open", who, who.tenant)
+        if type(subject) is not str or len(subject) > MAX_SUBJECT_CHARS:
+            raise RequestError("too_large" if type(subject) is str else "bad_request", f"field `subject` must be a string of at most {MAX_SUBJECT_CHARS} characters")
         if not self.accepting:
             raise RequestError("unavailable", "server restarting")
         now = now_ms()
@@ -264,6 +271,24 @@ class ConversationService:
         (a ``conv`` frame naming ``by``, default ``who.user``)."""
         state = await self.access(who, conv, "update")
         return await self._update(state, by or who.user, **changes)
+
+    async def set_tags(self, who: Principal, conv: Conv, tags: Iterable[str]) -> tuple[str, ...]:
+        """Replace the conversation's tags (action ``update``); returns them as stored (unique,
+        sorted). Not announced over WebSocket: kefu.v1 has no frame for tags."""
+        checked = check_tags(tags)
+        state = await self.access(who, conv, "update")
+        state.inflight += 1
+        try:
+            stored = await self.store.execute(SetTags(state.conv.id, checked))
+        finally:
+            state.inflight -= 1
+        self.hub.release(state)
+        return stored
+
+    async def tags(self, who: Principal, conv: Conv) -> tuple[str, ...]:
+        """The conversation's tags (for whoever may read it: action ``history``)."""
+        state = await self.access(who, conv, "history")
+        return await self.store.tags(state.conv.id)
 
     async def _add_member(self, state: ConvState, user: str, role: str, name: str) -> None:
         if user in state.members:
@@ -322,21 +347,21 @@ class ConversationService:
         if not self.accepting:
             raise RequestError("unavailable", "server restarting: resend after reconnecting")
         attachment = await self.store.get_attachment(media_bodies.attachment_id(body))
-        state = await self.find(who, conv_id)
+        state = await self._in_tenant(who, conv_id, "send")
         packed = env.pack(media_bodies.with_facts(body, attachment, state.conv))
         pending = self._submit_send(who, state, cmid, packed, done, origin)
         if pending is not None:
             await pending
 
     async def _send_after_load(self, who: Principal, conv_id: str, cmid: str, body: bytes, done: Done, origin: str | None) -> None:
-        state = await self.find(who, conv_id)
+        state = await self._in_tenant(who, conv_id, "send")
         pending = self._submit_send(who, state, cmid, body, done, origin)
         if pending is not None:
             await pending
 
     def _submit_send(self, who: Principal, state: ConvState, cmid: str, body: bytes, done: Done, origin: str | None) -> Awaitable[None] | None:
         if state.conv.tenant != who.tenant:
-            raise authz.refusal("send", authz.NOT_FOUND)
+            authz.check("send", who, state.conv.tenant)  # refused: another tenant's
         if who.user not in state.members or state.conv.status != OPEN:
             return self._resend_or_refuse(who, state, cmid, done)
         received = time.perf_counter()
@@ -443,7 +468,7 @@ class ConversationService:
         return None
 
     async def _receipt_after_load(self, who: Principal, conv_id: str, kind: str, seq: int, done: Done) -> None:
-        state = await self.find(who, conv_id)
+        state = await self._in_tenant(who, conv_id, "receipt")
         self._submit_receipt(who, state, kind, seq, done, await self.stored_last_seq(state, seq))
 
     async def stored_last_seq(self, state: ConvState, seq: int) -> int:
@@ -489,7 +514,7 @@ class ConversationService:
         return None
 
     async def _typing_after_load(self, who: Principal, conv_id: str, on: bool) -> None:
-        self._announce_typing(who, await self.find(who, conv_id), on)
+        self._announce_typing(who, await self._in_tenant(who, conv_id, "typing"), on)
 
     def _announce_typing(self, who: Principal, state: ConvState, on: bool) -> None:
         authz.check("typing", who, state.conv.tenant, state.members)
@@ -537,6 +562,8 @@ class ConversationService:
         """A page of messages (after ``after``, or before ``before``: the newest ones) with the
         conversation's receipts. Past ``reply_bytes`` it keeps the messages nearest the cursor
         the client pages from and says there is more."""
+        _seq_field("after", after)
+        _seq_field("before", before)
         state = await self.access(who, conv, "history")
         limit = min(limit or self.history_page, self.history_page)
         page = await self.store.read_messages(state.conv.id, after=after, before=before, limit=limit)
@@ -555,6 +582,7 @@ class ConversationService:
 
     async def catch_up(self, who: Principal, conv: Conv, after: int, limit: int = CATCHUP_PAGE) -> Page:
         """The stored messages after seq ``after``, a page at a time (resume)."""
+        _seq_field("after", after)
         state = await self.access(who, conv, "catch_up")
         return await self.store.read_messages(state.conv.id, after=after, limit=limit)
 
@@ -595,6 +623,26 @@ class ConversationService:
         """Durable already: clients get it on resume. Other nodes' caches may lag until reloaded."""
         self.stats.bus_publish_failures += 1
         log.error("bus publish failed: %s", exc)
+
+
+def _seq_field(name: str, value: int | None) -> None:
+    """A sequence number a caller gives (REST parses JSON, not kefu.v1 fields): 0..MAX_INT."""
+    if value is not None and (type(value) is not int or not 0 <= value <= MAX_INT):
+        raise RequestError("bad_request", f"field `{name}` must be an integer from 0 to {MAX_INT}")
+
+
+def check_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    """Tags as a request may give them: at most MAX_TAGS strings of 1..MAX_TAG_CHARS printable
+    characters (else bad_request naming the field)."""
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, Iterable):
+        raise RequestError("bad_request", "field `tags` must be a list of strings")
+    checked = tuple(tags)
+    if len(checked) > MAX_TAGS:
+        raise RequestError("too_large", f"field `tags` holds at most {MAX_TAGS} tags")
+    for tag in checked:
+        if type(tag) is not str or not tag or len(tag) > MAX_TAG_CHARS or not tag.isprintable():
+            raise RequestError("bad_request", f"field `tags` must hold strings of 1..{MAX_TAG_CHARS} printable characters")
+    return checked
 
 
 def _store_failure(result: object) -> RequestError:

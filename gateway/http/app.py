@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -17,6 +17,7 @@ from starlette.routing import Route
 from ..auth import Authenticator
 from ..routing.config import RoutingConfig, TenantRouting, parse_tenant
 from .health import probe
+from .limits import KeyRates
 from .openapi import document
 from .operations import endpoint
 from .problems import Problem, RefusalLog, respond
@@ -34,6 +35,7 @@ class Services:
     registry: CollectorRegistry
     routing_file: RoutingConfig  # what --routing-file says (empty when none)
     max_body_bytes: int
+    rates: KeyRates = field(default_factory=lambda: KeyRates(0, 0))
 
     def __post_init__(self) -> None:
         self.store = self.node.store

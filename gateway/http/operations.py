@@ -20,8 +20,9 @@ from starlette.responses import JSONResponse, Response
 
 from ..model import ApiKey
 from ..protocol.errors import RequestError
+from ..store import StoreDamaged, StoreError
 from . import keys
-from .problems import Problem, respond
+from .problems import Problem, log, respond
 
 
 class Body(BaseModel):
@@ -141,8 +142,12 @@ def endpoint(op: Operation, services: Any) -> Callable[[Request], Awaitable[Resp
     async def run(request: Request) -> Response:
         try:
             key = await authenticate(request, services.store)
+            wait_ms = services.rates.admit(key.id)
+            if wait_ms is not None:
+                raise Problem("rate_limited", f"over this API key's rate: retry in {wait_ms} ms",
+                              headers={"retry-after": str(-(-wait_ms // 1000))}, extra={"retry_after_ms": wait_ms})
             if not keys.allows(key, op.scopes):
-                raise Problem("forbidden", f"this API key lacks a scope for this call (one of: admin, {', '.join(sorted(op.scopes))})")
+                raise Problem("forbidden", f"this API key lacks a scope for this call (one of: {', '.join(['admin', *sorted(op.scopes)])})")
             query = _validate(op.query, dict(request.query_params)) if op.query else None
             if len(request.query_params.keys()) != len(request.query_params.multi_items()):
                 raise Problem("bad_request", "a query parameter is given more than once", status=422)
@@ -154,6 +159,14 @@ def endpoint(op: Operation, services: Any) -> Callable[[Request], Awaitable[Resp
             return respond(problem, request.method, request.url.path, services.stats.http_refusals, services.refusal_log)
         except RequestError as exc:
             return respond(Problem.of(exc), request.method, request.url.path, services.stats.http_refusals, services.refusal_log)
+        except StoreDamaged as exc:
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+            problem = Problem("storage_damaged", "the store is damaged: an operator must repair it")
+            return respond(problem, request.method, request.url.path, services.stats.http_refusals, services.refusal_log)
+        except StoreError as exc:  # closed while shutting down, or a failed commit: nothing was applied
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+            problem = Problem("unavailable", "storage unavailable: retry")
+            return respond(problem, request.method, request.url.path, services.stats.http_refusals, services.refusal_log)
         return JSONResponse(payload, status_code=status)
 
     run.__name__ = op.operation_id

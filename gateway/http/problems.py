@@ -45,6 +45,7 @@ STATUS_OF = {
     "too_large": 413,
     "rate_limited": 429,
     "unavailable": 503,
+    "storage_damaged": 503,
     "internal": 500,
 }
 
@@ -52,7 +53,10 @@ STATUS_OF = {
 class Problem(Exception):
     """A refused request: ``code`` from the protocol's error codes, ``detail`` for people."""
 
-    def __init__(self, code: str, detail: str, *, status: int | None = None, errors: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, code: str, detail: str, *, status: int | None = None, errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
+    ) -> None:
         assert code in ERRORS, code
         super().__init__(detail)
         self.code = code
@@ -60,6 +64,7 @@ class Problem(Exception):
         self.status = status or STATUS_OF.get(code, 400)
         self.errors = errors
         self.headers = headers or {}
+        self.extra = extra or {}
 
     @classmethod
     def of(cls, exc: RequestError) -> Problem:
@@ -78,7 +83,7 @@ class Problem(Exception):
         }
         if self.errors:
             doc["errors"] = self.errors
-        return doc
+        return doc | self.extra
 
 
 class RefusalLog:

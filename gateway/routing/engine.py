@@ -149,12 +149,13 @@ class RoutingEngine:
 
     # ---- conversations ------------------------------------------------------------------------
 
-    def enqueue(self, conv_id: str, tenant: str, customer: str, group: str, now: float, *, front: bool = False) -> list[Assignment]:
-        """Put a conversation in its group's queue (first in line when ``front``) and route."""
+    def enqueue(self, conv_id: str, tenant: str, customer: str, group: str, now: float, *, front: bool = False, language: str = "") -> list[Assignment]:
+        """Put a conversation in its group's queue (first in line when ``front``) and route. With
+        ``language``, agents who speak it are preferred while any of them can take it."""
         self._unassign(conv_id)
         if conv_id in self.waiting:
             self._remove_waiting(conv_id)
-        waiting = Waiting(conv_id, tenant, customer, group, now)
+        waiting = Waiting(conv_id, tenant, customer, group, now, language=language)
         queue = self.queues.setdefault((tenant, group), [])
         if front:
             queue.insert(0, waiting)
@@ -183,6 +184,9 @@ class RoutingEngine:
                 candidates = [a for a in self.agents.values() if a.tenant == tenant and a.can_take(group)]
                 if not candidates:
                     break
+                if waiting.language:  # speakers of it, and the customer's last agent (sticky waits for them)
+                    last = self.last_agent.get((tenant, waiting.customer))
+                    candidates = [a for a in candidates if waiting.language in a.languages or a.user == last] or candidates
                 agent = strategy.pick(waiting, candidates, now)
                 if agent is not None:
                     assignments.append(self._assign(waiting, agent, strategy.name, now))
@@ -292,6 +296,7 @@ def _apply(agent: Agent, profile: AgentProfile) -> None:
         agent.name = profile.name
     agent.max_active = profile.max_active
     agent.groups = frozenset(profile.groups)
+    agent.languages = frozenset(profile.languages)
     if profile.disabled:
         agent.status = "offline"
 

@@ -23,7 +23,7 @@ import trio
 
 from ..conversations import authz
 from ..conversations.service import ConversationService, system
-from ..model import CLOSED, SYSTEM, AgentProfile, Principal, StoredMessage
+from ..model import CLOSED, SYSTEM, AgentProfile, Conversation, Principal, StoredMessage
 from ..protocol import envelope as env
 from ..protocol.errors import RequestError
 from .config import RoutingConfig, TenantRouting, parse_tenant
@@ -119,8 +119,8 @@ class RoutingService:
         return {
             "status": self._status,
             "take": self._in_turn(self._take),
-            "transfer": self._in_turn(self._transfer),
-            "resolve": self._in_turn(self._resolve),
+            "transfer": self._transfer_request,
+            "resolve": self._resolve_request,
             "handoff": self._in_turn(self._handoff_request),
             "queues": self._queues,
         }
@@ -193,7 +193,10 @@ class RoutingService:
         if conv.stage == BOT and self.config.for_tenant(conv.tenant).bot == "builtin" and self.bots is not None:
             body = msgpack.unpackb(m.body, raw=False)
             if body.get("kind") == "text":
-                self.serial.submit(conv.id, self._bot_turn, state, body["text"], m.ts / 1000)
+                meta = body.get("meta")  # the shopper's app names the product in view: meta.product
+                product = meta.get("product") if type(meta) is dict and type(meta.get("product")) is str else None
+                product = product if product and len(product) <= 200 else None
+                self.serial.submit(conv.id, self._bot_turn, state, body["text"], m.ts / 1000, product)
         elif conv.stage == RESOLVED:
             self.serial.submit(conv.id, self._reopen, state)
 
@@ -213,6 +216,8 @@ class RoutingService:
         """A ``close``: the conversation leaves routing for good; returns the stage to store."""
         conv_id = state.conv.id
         self.sessions.pop(conv_id, None)
+        if state.conv.stage == BOT:
+            self.service.stats.bot_conversations["contained"] += 1
         self.contexts.pop(conv_id, None)
         self.resolved_at.pop(conv_id, None)
         self.announced.pop(conv_id, None)
@@ -239,7 +244,7 @@ class RoutingService:
             session = self.sessions[state.conv.id] = bot.start(customer, now=now)
             await self._post_bot(state, routing.bot_user, bot.greeting(session, now=now))
 
-    async def _bot_turn(self, state: ConvState, text: str, at: float) -> None:
+    async def _bot_turn(self, state: ConvState, text: str, at: float, product: str | None = None) -> None:
         if state.conv.stage != BOT:
             return
         routing = self.config.for_tenant(state.conv.tenant)
@@ -249,7 +254,7 @@ class RoutingService:
             conv = state.conv
             customer = {"tenant": conv.tenant, "user": conv.customer, "channel": conv.channel, "name": conv.customer}
             session = self.sessions[conv.id] = bot.start(customer, now=at)
-        reply = bot.handle(session, text, at)
+        reply = bot.handle(session, text, at, product=product)
         await self._post_bot(state, routing.bot_user, reply)
         if reply.handoff is not None:  # the bot's notice (in the shopper's language) is posted above
             packet = bot.context_packet(session)
@@ -266,11 +271,15 @@ class RoutingService:
         if reply.intent:
             body["intent"] = reply.intent
             body["confidence"] = round(float(reply.confidence), 3)
+        if getattr(reply, "product", None):
+            body["product"] = reply.product  # answered from this product's catalog entry
         await self.service.post(Principal(state.conv.tenant, bot_user, "bot"), state, body)
 
     async def _handoff(self, state: ConvState, why: dict[str, Any], packet: dict[str, Any] | None, facts: dict[str, str]) -> None:
         """Bot → queue, with the context the agent will receive."""
         routing = self.config.for_tenant(state.conv.tenant)
+        self.service.stats.bot_handoffs[str(why.get("reason") or "unknown")] += 1
+        self.service.stats.bot_conversations["handed_off"] += 1
         self.contexts[state.conv.id] = packet or await self._plain_context(state, why)
         self.contexts[state.conv.id]["handoff"] = why
         await self._enqueue(state, "handoff", why, routing.group_for(self._facts(state, facts)))
@@ -280,7 +289,8 @@ class RoutingService:
         if not await self._move(state, event, SYSTEM, group=group, assignee=""):
             return
         now = time.time()
-        assignments = self.engine.enqueue(conv.id, conv.tenant, conv.customer, group, now, front=front)
+        language = self.contexts.get(conv.id, {}).get("language") or ""
+        assignments = self.engine.enqueue(conv.id, conv.tenant, conv.customer, group, now, front=front, language=language)
         if not assignments:
             place, eta = self.engine.position(conv.id) or (1, None)
             self.announced[conv.id] = (place, eta)
@@ -417,11 +427,21 @@ class RoutingService:
         self._carry_out([assignment])
         return dict(conv=state.conv.id)
 
-    async def _transfer(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
-        state = await self.service.access(identity, env.need_str(req, "conv", env.ID_CHARS), "transfer")
+    async def _transfer_request(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
+        conv_id = env.need_str(req, "conv", env.ID_CHARS)
         to_agent = env.need_str(req, "to_agent", 128, optional=True)
         to_group = env.need_str(req, "to_group", 64, optional=True)
         note = env.need_str(req, "note", 1000, optional=True, empty=True) or ""
+        await self.transfer(identity, conv_id, to_agent=to_agent, to_group=to_group, note=note)
+        return dict(conv=conv_id)
+
+    async def transfer(self, who: Principal, conv_id: str, *, to_agent: str | None = None, to_group: str | None = None, note: str = "") -> None:
+        """Hand a conversation to one agent or back to a group's queue (the ``transfer`` request;
+        REST), in the conversation's turn."""
+        await self.serial.call(conv_id, self._transfer, who, conv_id, to_agent, to_group, note)
+
+    async def _transfer(self, identity: Principal, conv_id: str, to_agent: str | None, to_group: str | None, note: str) -> None:
+        state = await self.service.access(identity, conv_id, "transfer")
         if (to_agent is None) == (to_group is None):
             raise RequestError("bad_request", "give exactly one of `to_agent` and `to_group`")
         if identity.role == "agent" and state.conv.assignee != identity.user:
@@ -448,21 +468,31 @@ class RoutingService:
             await self._enqueue(state, "transfer", {"reason": "transfer"}, to_group)
             if previous:
                 await self.service.remove_participant(system(state.conv.tenant), state, previous, "agent")
-        return dict(conv=state.conv.id)
 
-    async def _resolve(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
-        state = await self.service.access(identity, env.need_str(req, "conv", env.ID_CHARS), "resolve")
+    async def _resolve_request(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
+        conv = await self.resolve(identity, env.need_str(req, "conv", env.ID_CHARS))
+        return dict(conv=env.conversation_map(conv))
+
+    async def resolve(self, who: Principal, conv_id: str) -> Conversation:
+        """End the service (the ``resolve`` request; REST), in the conversation's turn; the
+        shopper's next message reopens it within the reopen window."""
+        return await self.serial.call(conv_id, self._resolve, who, conv_id)
+
+    async def _resolve(self, identity: Principal, conv_id: str) -> Conversation:
+        state = await self.service.access(identity, conv_id, "resolve")
         # then: an agent only if assigned, a bot only while it serves
         if (identity.role == "agent" and state.conv.assignee != identity.user) or (identity.role == "bot" and state.conv.stage != BOT):
             raise RequestError("forbidden", "only the assigned agent, the bot, the customer or a supervisor resolves a conversation")
         if state.conv.stage not in (BOT, ASSIGNED):
             raise RequestError("forbidden", f"a conversation that is {state.conv.stage} cannot be resolved")
         self.sessions.pop(state.conv.id, None)
+        if state.conv.stage == BOT:
+            self.service.stats.bot_conversations["contained"] += 1  # the bot finished it, no person needed
         await self._move(state, "resolve", identity.user)
         self.resolved_at[state.conv.id] = time.time()
         self._carry_out(self.engine.finish(state.conv.id, time.time()))
         await self._event(state, "resolved", "本次服务已结束，感谢您的咨询。如还有问题，直接回复即可", by=identity.user)
-        return dict(conv=env.conversation_map(state.conv))
+        return state.conv
 
     async def _handoff_request(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
         """The shopper asks for a human, or an external bot hands over."""

@@ -21,6 +21,7 @@ class Agent:
     status: str = "offline"  # online, away, offline
     max_active: int = 5
     groups: frozenset[str] = frozenset({"default"})
+    languages: frozenset[str] = frozenset()  # from the agent's stored profile (REST API)
     active: set[str] = field(default_factory=set)  # conversations assigned now
     last_assigned_at: float = 0.0
     connections: int = 0
@@ -44,6 +45,7 @@ class Waiting:
     group: str
     since: float  # when it started waiting (kept when it moves to the front after a requeue)
     preferred: str | None = None  # an agent asked for by name (transfer) — waits for them only
+    language: str = ""  # the shopper's language, when known: agents who speak it are preferred
 
 
 class Strategy(Protocol):

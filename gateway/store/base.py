@@ -68,10 +68,10 @@ class StoreBackend(Protocol):
         Results: CreateConversation -> Conversation; AddParticipant -> Participant (adding an existing
         participant returns the stored one); RemoveParticipant -> bool (was there);
         AppendMessage -> Appended; SetReceipt -> Receipt (as stored, the max of old and new);
-        SetStatus -> Conversation (updated); CreateApiKey and RevokeApiKey -> ApiKey; SaveAgent ->
-        AgentProfile; SaveTenantSettings -> TenantSettings; AddAttachment -> Attachment (an existing
-        id is a StoreError); DeleteAttachment -> bool (was there). A failing op's result is a
-        StoreError instance.
+        SetStatus -> Conversation (updated); SetTags -> the tags as stored (unique, sorted);
+        CreateApiKey and RevokeApiKey -> ApiKey; SaveAgent -> AgentProfile; SaveTenantSettings ->
+        TenantSettings; AddAttachment -> Attachment (an existing id is a StoreError);
+        DeleteAttachment -> bool (was there). A failing op's result is a StoreError instance.
         """
 
     def get_conversation(self, conv_id: str) -> Conversation | None: ...
@@ -88,13 +88,15 @@ class StoreBackend(Protocol):
         stage: str | None = None,
         assignee: str | None = None,
         channel: str | None = None,
+        tag: str | None = None,
         limit: int = 100,
     ) -> list[Conversation]:
         """Conversations of ``tenant``, newest first (by created_at, then id). With ``user``, only
         those where ``user`` is a participant; with ``before``, only those created before that time
         — or, with ``before_id`` too, at that time with a smaller id (a cursor that never skips
         conversations created in the same millisecond); with ``since``, only those created at or
-        after it. ``status``, ``stage``, ``assignee`` and ``channel`` must equal the given value."""
+        after it. ``status``, ``stage``, ``assignee`` and ``channel`` must equal the given value;
+        ``tag`` must be one of the conversation's tags."""
 
     def in_stages(self, stages: Sequence[str], *, limit: int = 10_000) -> list[Conversation]:
         """Open conversations of every tenant whose routing stage is one of ``stages``, oldest
@@ -111,6 +113,9 @@ class StoreBackend(Protocol):
         ``more`` tells whether messages of the range were left out."""
 
     def find_message(self, conv_id: str, sender: str, cmid: str) -> StoredMessage | None: ...
+
+    def tags(self, conv_id: str) -> tuple[str, ...]:
+        """The conversation's tags, sorted (none: empty)."""
 
     def receipts(self, conv_id: str) -> list[Receipt]: ...
 

@@ -32,6 +32,7 @@ from ..model import (
     RemoveParticipant,
     SetReceipt,
     SetStatus,
+    SetTags,
     StoredMessage,
     WriteOp,
 )
@@ -78,9 +79,11 @@ class MemoryBackend:
             RevokeApiKey: self._revoke_api_key,
             SaveAgent: self._save_agent,
             SaveTenantSettings: self._save_settings,
+            SetTags: self._set_tags,
             AddAttachment: self._add_attachment,
             DeleteAttachment: self._delete_attachment,
         }
+        self._tags: dict[str, tuple[str, ...]] = {}
 
     def open(self) -> None:
         if self._closed:
@@ -189,6 +192,10 @@ class MemoryBackend:
     def _save_settings(self, op: SaveTenantSettings) -> TenantSettings:
         self._settings[op.settings.tenant] = op.settings
         return op.settings
+    def _set_tags(self, op: SetTags) -> tuple[str, ...]:
+        self._require(op.conv_id)
+        tags = self._tags[op.conv_id] = tuple(sorted(set(op.tags)))
+        return tags
     def _add_attachment(self, op: AddAttachment) -> Attachment:
         attachment = op.attachment
         self._require(attachment.conv_id)
@@ -219,6 +226,7 @@ class MemoryBackend:
         stage: str | None = None,
         assignee: str | None = None,
         channel: str | None = None,
+        tag: str | None = None,
         limit: int = 100,
     ) -> list[Conversation]:
         self._check_open()
@@ -232,6 +240,7 @@ class MemoryBackend:
             and (stage is None or conv.stage == stage)
             and (assignee is None or conv.assignee == assignee)
             and (channel is None or conv.channel == channel)
+            and (tag is None or tag in self._tags.get(conv.id, ()))
             and (since is None or conv.created_at >= since)
             and (
                 before is None
@@ -293,6 +302,9 @@ class MemoryBackend:
     def tenant_settings(self, tenant: str | None = None) -> list[TenantSettings]:
         self._check_open()
         return [self._settings[t] for t in sorted(self._settings) if tenant is None or t == tenant]
+    def tags(self, conv_id: str) -> tuple[str, ...]:
+        self._check_open()
+        return self._tags.get(conv_id, ())
     def get_attachment(self, attachment_id: str) -> Attachment | None:
         self._check_open()
         return self._attachments.get(attachment_id)

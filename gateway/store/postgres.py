@@ -58,6 +58,7 @@ from ..model import (
     SaveTenantSettings,
     SetReceipt,
     SetStatus,
+    SetTags,
     StoredMessage,
     TenantSettings,
     WriteOp,
@@ -106,6 +107,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (conv_id, member)
         )""",
         "CREATE INDEX participants_by_member ON participants (member, conv_id)",
+        f"""CREATE TABLE conversation_tags (
+            conv_id {_T} REFERENCES conversations (id),
+            tag {_T},
+            PRIMARY KEY (conv_id, tag)
+        )""",
+        "CREATE INDEX conversation_tags_by_tag ON conversation_tags (tag, conv_id)",
         f"""CREATE TABLE messages (
             conv_id {_T} REFERENCES conversations (id),
             seq BIGINT NOT NULL,
@@ -191,7 +198,7 @@ _Seqs = dict[str, int]
 def _conv_of(op: WriteOp) -> str | None:
     """The existing conversation an op writes to (its row is locked for the batch), if any."""
     kind = type(op)
-    if kind is AppendMessage or kind is SetStatus or kind is RemoveParticipant:
+    if kind is AppendMessage or kind is SetStatus or kind is RemoveParticipant or kind is SetTags:
         return op.conv_id  # type: ignore[union-attr]
     if kind is AddParticipant:
         return op.participant.conv_id  # type: ignore[union-attr]
@@ -232,6 +239,7 @@ class PostgresBackend:
             AppendMessage: self._append,
             SetReceipt: self._set_receipt,
             SetStatus: self._set_status,
+            SetTags: self._set_tags,
             CreateApiKey: self._create_api_key,
             RevokeApiKey: self._revoke_api_key,
             SaveAgent: self._save_agent,
@@ -439,6 +447,14 @@ class PostgresBackend:
         row = cur.execute(f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = %s", (op.conv_id,)).fetchone()
         return replace(Conversation(*row), last_seq=last_seq)
 
+    def _set_tags(self, cur: psycopg.Cursor, op: SetTags, seqs: _Seqs) -> tuple[str, ...]:
+        self._require(seqs, op.conv_id)
+        tags = tuple(sorted(set(op.tags)))
+        cur.execute("DELETE FROM conversation_tags WHERE conv_id = %s", (op.conv_id,))
+        if tags:
+            cur.executemany("INSERT INTO conversation_tags (conv_id, tag) VALUES (%s, %s)", [(op.conv_id, t) for t in tags])
+        return tags
+
     def _create_api_key(self, cur: psycopg.Cursor, op: CreateApiKey, seqs: _Seqs) -> ApiKey:
         k = op.key
         cur.execute(
@@ -535,6 +551,7 @@ class PostgresBackend:
         stage: str | None = None,
         assignee: str | None = None,
         channel: str | None = None,
+        tag: str | None = None,
         limit: int = 100,
     ) -> list[Conversation]:
         check_limit(limit)
@@ -551,6 +568,9 @@ class PostgresBackend:
             if value is not None:
                 query += f" AND c.{column} = %s"
                 params.append(value)
+        if tag is not None:
+            query += " AND EXISTS (SELECT 1 FROM conversation_tags AS t WHERE t.conv_id = c.id AND t.tag = %s)"
+            params.append(tag)
         if since is not None:
             query += " AND c.created_at >= %s"
             params.append(since)
@@ -602,6 +622,9 @@ class PostgresBackend:
     def find_message(self, conv_id: str, sender: str, cmid: str) -> StoredMessage | None:
         rows = self._read(_SELECT_MESSAGE_BY_CMID, (conv_id, sender, cmid))
         return StoredMessage(*rows[0]) if rows else None
+
+    def tags(self, conv_id: str) -> tuple[str, ...]:
+        return tuple(row[0] for row in self._read("SELECT tag FROM conversation_tags WHERE conv_id = %s ORDER BY tag", (conv_id,)))
 
     def receipts(self, conv_id: str) -> list[Receipt]:
         rows = self._read(

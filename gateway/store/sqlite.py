@@ -40,6 +40,7 @@ from ..model import (
     RemoveParticipant,
     SetReceipt,
     SetStatus,
+    SetTags,
     StoredMessage,
     WriteOp,
 )
@@ -104,6 +105,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # What routing picks up after a restart; the partial index stays as small as the backlog.
         "CREATE INDEX conversations_in_routing ON conversations (stage, created_at)"
         " WHERE status = 'open' AND stage IN ('bot', 'queued', 'assigned')",
+    ),
+    (
+        # Tags of a conversation, one row each; by tag too, for lists filtered by a tag.
+        """CREATE TABLE conversation_tags (
+            conv_id TEXT NOT NULL REFERENCES conversations (id),
+            tag TEXT NOT NULL,
+            PRIMARY KEY (conv_id, tag)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX conversation_tags_by_tag ON conversation_tags (tag, conv_id)",
     ),
     (
         # Tenant administration (the REST API). Lists are JSON arrays of strings.
@@ -254,6 +264,7 @@ class SqliteBackend:
             RevokeApiKey: self._revoke_api_key,
             SaveAgent: self._save_agent,
             SaveTenantSettings: self._save_settings,
+            SetTags: self._set_tags,
             AddAttachment: self._add_attachment,
             DeleteAttachment: self._delete_attachment,
         }
@@ -513,6 +524,14 @@ class SqliteBackend:
         )
         return t
 
+    def _set_tags(self, cur: sqlite3.Cursor, op: SetTags, pending: _Pending) -> tuple[str, ...]:
+        if cur.execute("SELECT 1 FROM conversations WHERE id = ?", (op.conv_id,)).fetchone() is None:
+            raise NotFound(f"conversation {op.conv_id!r} not found")
+        tags = tuple(sorted(set(op.tags)))
+        cur.execute("DELETE FROM conversation_tags WHERE conv_id = ?", (op.conv_id,))
+        cur.executemany("INSERT INTO conversation_tags (conv_id, tag) VALUES (?, ?)", [(op.conv_id, t) for t in tags])
+        return tags
+
     # ---- reads -----------------------------------------------------------------------------------
 
     def _add_attachment(self, cur: sqlite3.Cursor, op: AddAttachment, pending: _Pending) -> Attachment:
@@ -548,6 +567,7 @@ class SqliteBackend:
         stage: str | None = None,
         assignee: str | None = None,
         channel: str | None = None,
+        tag: str | None = None,
         limit: int = 100,
     ) -> list[Conversation]:
         check_limit(limit)
@@ -560,6 +580,9 @@ class SqliteBackend:
         if since is not None:
             sql += " AND c.created_at >= ?"
             params.append(since)
+        if tag is not None:
+            sql += " AND EXISTS (SELECT 1 FROM conversation_tags AS t WHERE t.conv_id = c.id AND t.tag = ?)"
+            params.append(tag)
         if before is not None and before_id is not None:
             sql += " AND (c.created_at < ? OR (c.created_at = ? AND c.id < ?))"
             params += [before, before, before_id]
@@ -636,6 +659,9 @@ class SqliteBackend:
     def get_attachment(self, attachment_id: str) -> Attachment | None:
         rows = self._read(f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments WHERE id = ?", (attachment_id,))
         return Attachment(*rows[0]) if rows else None
+
+    def tags(self, conv_id: str) -> tuple[str, ...]:
+        return tuple(row[0] for row in self._read("SELECT tag FROM conversation_tags WHERE conv_id = ? ORDER BY tag", (conv_id,)))
 
     def _read(self, sql: str, params: Sequence[object]) -> list[tuple]:
         """Run one query on this thread's reader. fetchall() ends the statement at once, so no read

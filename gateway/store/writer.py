@@ -290,6 +290,10 @@ class Store:
 
     async def tenant_settings(self, tenant: str | None = None) -> list[TenantSettings]:
         return await self._read(self.backend.tenant_settings, tenant)
+
+    async def tags(self, conv_id: str) -> tuple[str, ...]:
+        return await self._read(self.backend.tags, conv_id)
+
     async def get_attachment(self, attachment_id: str) -> Attachment | None:
         return await self._read(self.backend.get_attachment, attachment_id)
 

@@ -1,7 +1,8 @@
 """The kefu.v1 requests over WebSocket: decode → conversation service → encode, nothing more.
 
-``on_frame`` handles one binary message: decode, authenticate, rate-limit (the session state of
-``gateway.protocol.session``), dispatch. A handler that needs no I/O (``send`` once the
+``on_frame`` handles one binary message: charge it to the connection's rate budget (the session
+state of ``gateway.protocol.session``, by ``protocol.admission``'s rules), decode, authenticate,
+dispatch. A handler that needs no I/O (``send`` once the
 conversation is cached, ``typing``, ``receipt``, ``ping``) runs synchronously inside the
 connection's read loop and returns None, so a pipelined burst of sends costs no task switch each;
 the store acks them later, in order, through callbacks. Handlers that must read the store
@@ -20,13 +21,13 @@ import trio
 from .. import __version__
 from ..auth import Authenticator, Identity
 from ..config import Config
-from ..conversations.service import CATCHUP_PAGE, ConversationService, now_ms
+from ..conversations.service import CATCHUP_PAGE, MAX_SUBJECT_CHARS, ConversationService, now_ms
 from ..hub import ConvState, Hub
 from ..media import bodies as media_bodies
 from ..metrics import Stats
 from ..model import Appended, Receipt, RECEIPT_KINDS
 from ..protocol import envelope as env
-from ..protocol.admission import PreAuthBudget
+from ..protocol.admission import PreAuthBudget, charge_frame
 from ..protocol.errors import (
     AUTH_ERRORS,
     CLOSE_AUTH_FAILED,
@@ -73,6 +74,7 @@ class RequestHandlers:
         self.auth = authenticator
         self.stats = stats
         self.policy = RatePolicy(config.rate_per_second, self.limits.rate_burst, config.flood_close_after)
+        self._rate, self._burst, self._flood_after = self.policy.rate, float(self.policy.burst), self.policy.flood_after  # per frame
         self.hooks: ConnectionHooks | None = None
         self._handlers: dict[str, Handler] = {
             "send": self.send,
@@ -113,7 +115,7 @@ class RequestHandlers:
 
     def on_frame(self, conn: Connection, payload: bytes) -> Awaitable[None] | None:
         """Handle one binary message: rate-limit, decode, authenticate, dispatch."""
-        verdict = conn.charge(conn.last_recv, self.policy) if self.policy.rate else ADMIT
+        verdict = charge_frame(conn, conn.last_recv, self._rate, self._burst, self._flood_after) if self._rate else ADMIT
         try:
             req = env.decode_request(payload)
         except RequestError as exc:
@@ -331,7 +333,7 @@ class RequestHandlers:
         conn.push(env.event_frame({"t": "pong", "id": env.request_id(req), "server_time": now_ms()}))
 
     async def open(self, conn: Connection, req: dict[str, Any]) -> None:
-        subject = env.need_str(req, "subject", 200, optional=True, empty=True) or ""
+        subject = env.need_str(req, "subject", MAX_SUBJECT_CHARS, optional=True, empty=True) or ""
         opened = await self.service.open(conn.identity, subject, on_member=lambda state: self.hub.subscribe(conn, state))
         self.ok(conn, req, conv=env.conversation_map(opened.conv), participants=[env.participant_map(p) for p in opened.participants])
 

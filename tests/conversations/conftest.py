@@ -33,8 +33,18 @@ class Recorder:
 @pytest.fixture(params=["memory", "sqlite"])
 async def service(request, nursery, tmp_path):
     """A conversation service over a running store and a local bus, with no sockets anywhere."""
+    return await start_service(nursery, request.param, tmp_path)
+
+
+@pytest.fixture
+async def memory_service(nursery, tmp_path):
+    """The same on the memory store only (authorization does not depend on the store)."""
+    return await start_service(nursery, "memory", tmp_path)
+
+
+async def start_service(nursery, kind: str, tmp_path) -> ConversationService:
     stats = Stats()
-    backend = MemoryBackend() if request.param == "memory" else SqliteBackend(tmp_path / "db.sqlite3")
+    backend = MemoryBackend() if kind == "memory" else SqliteBackend(tmp_path / "db.sqlite3")
     store = Store(backend, stats)
     await nursery.start(store.run)
     bus = LocalBus()
@@ -42,7 +52,7 @@ async def service(request, nursery, tmp_path):
     await nursery.start(bus.run, recorder)
     svc = ConversationService(store, Hub(), bus, stats, node_id="node-a", limits=Limits(history_page=50), reply_bytes=1 << 20)
     svc.recorder = recorder  # type: ignore[attr-defined]
-    yield svc
+    return svc
 
 
 async def settle(pending) -> None:

@@ -109,8 +109,8 @@ async def _act(svc, action: str, who: Principal, conv: str) -> None:
 
 
 @pytest.mark.parametrize(("action", "role", "rel", "outcome"), CELLS, ids=[f"{a}-{r}-{rel}" for a, r, rel, _ in CELLS])
-async def test_cell(service, action, role, rel, outcome):
-    svc = service
+async def test_cell(memory_service, action, role, rel, outcome):
+    svc = memory_service
     opened = await svc.open(Principal("t1", "alice", "shopper", "app", "Alice"))
     conv = opened.conv.id
     await svc.post(system("t1"), conv, {"kind": "text", "text": "欢迎"})  # seq 1, for receipts

@@ -3,6 +3,8 @@ can request, for every role a token can carry, each on a fresh conversation."""
 
 from __future__ import annotations
 
+import json
+
 import trio
 
 from gateway.conversations import authz
@@ -69,3 +71,36 @@ async def test_a_sample_of_cells_over_websocket(gateway):
                             assert got == expected, (action, role, rel, got)
                             checked += 1
     assert checked == len(ROLES) * len(authz.RELATIONS) * len(ACTIONS)
+
+
+async def test_routings_requests_over_websocket_follow_the_table(start_gateway, tmp_path):
+    """A sample of routing's cells, with routing on (the bot off, so conversations queue)."""
+    settings = tmp_path / "routing.json"
+    settings.write_text(json.dumps({"default": {"bot": "none"}}))
+    gw = await start_gateway(routing="on", routing_file=str(settings))
+    url = gw.url
+    with trio.fail_after(30):
+        async with connect(url, token("alice"), resume={}) as alice, connect(url, token("mallory"), resume={}) as mallory, connect(
+            url, token("bob", "agent"), resume={}
+        ) as bob, connect(url, token("eve", "supervisor", tenant="shop2"), resume={}) as eve, connect(url, token("robot", "bot"), resume={}) as robot:
+            conv = (await alice.ok("open"))["conv"]["id"]
+            cases = [
+                (mallory, "take", "shopper", authz.SAME_TENANT),
+                (alice, "take", "shopper", authz.PARTICIPANT),
+                (mallory, "resolve", "shopper", authz.SAME_TENANT),
+                (mallory, "transfer", "shopper", authz.SAME_TENANT),
+                (robot, "transfer", "bot", authz.SAME_TENANT),
+                (eve, "resolve", "supervisor", authz.OTHER_TENANT),
+                (eve, "take", "supervisor", authz.OTHER_TENANT),
+                (bob, "queues", "agent", authz.SAME_TENANT),
+                (alice, "status", "shopper", authz.SAME_TENANT),
+                (mallory, "handoff", "shopper", authz.SAME_TENANT),
+                (bob, "handoff", "agent", authz.SAME_TENANT),
+            ]
+            for client, t, role, rel in cases:
+                expected = authz.decide(t, role, rel)
+                assert expected != authz.ALLOW
+                fields = {"queues": {}, "status": {"status": "online"}}.get(t, {"conv": conv, **({"to_group": "default"} if t == "transfer" else {})})
+                reply = await client.request(t, **fields)
+                assert reply.get("code") == expected, (t, role, rel, reply)
+            assert (await alice.request("handoff", conv=conv))["t"] == "ok"  # the customer's own: allowed

@@ -181,3 +181,36 @@ async def test_a_failed_publish_is_counted_and_the_message_stays_durable(service
     service.bus.close()
     with pytest.raises(BusError):
         service.bus.publish_event("node-a", conv, b"", None)
+
+
+async def test_tags_are_replaced_checked_and_read_by_who_may_read(service):
+    conv = (await service.open(ALICE)).conv.id
+    assert await service.tags(ALICE, conv) == ()
+    assert await service.set_tags(SUE, conv, ["vip", "退货", "vip"]) == ("vip", "退货")
+    assert await service.tags(ALICE, conv) == ("vip", "退货")
+    assert await service.set_tags(system("t1"), conv, []) == ()
+    for bad, code in (("vip", "bad_request"), ([""], "bad_request"), (["a\nb"], "bad_request"), ([1], "bad_request"), ([f"t{i}" for i in range(21)], "too_large")):
+        with pytest.raises(RequestError) as refused:
+            await service.set_tags(SUE, conv, bad)
+        assert refused.value.code == code, bad
+    with pytest.raises(RequestError) as refused:
+        await service.set_tags(ALICE, conv, ["mine"])  # a shopper does not file conversations
+    assert refused.value.code == "forbidden"
+    with pytest.raises(RequestError) as refused:
+        await service.tags(Principal("t2", "eve", "supervisor"), conv)
+    assert refused.value.code == "not_found"
+
+
+async def test_open_checks_the_subject_for_callers_that_did_not(service):
+    with pytest.raises(RequestError) as long:
+        await service.open(ALICE, "x" * 201)
+    assert long.value.code == "too_large"
+    assert (await service.list(ALICE)).convs == []  # nothing half-made
+
+
+async def test_sequence_cursors_past_int64_are_bad_requests(service):
+    conv = (await service.open(ALICE)).conv.id
+    for call in (lambda: service.history(ALICE, conv, after=2**63), lambda: service.history(ALICE, conv, before=-1), lambda: service.catch_up(ALICE, conv, 2**64)):
+        with pytest.raises(RequestError) as bad:
+            await call()
+        assert bad.value.code == "bad_request"

@@ -7,6 +7,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from gateway.model import AgentProfile
 from gateway.routing.config import RoutingConfig, SkillGroup, TenantRouting
 from gateway.routing.engine import RoutingEngine, RoutingError
 from gateway.routing.lifecycle import IllegalTransition, next_stage
@@ -26,6 +27,20 @@ def test_least_loaded_respects_each_agents_maximum():
     assert e.position("c4") == (1, 180)
     # ann resolves: the waiting conversation goes to her
     assert [a.conv_id for a in e.finish("c0", 10)] == ["c4"]
+
+
+def test_agents_who_speak_the_shoppers_language_are_preferred_while_they_have_room():
+    e = engine()
+    e.apply_profile(AgentProfile("t", "zoe", languages=("en",), max_active=1), 0)
+    e.set_status("t", "amy", "online", 0, max_active=5)  # amy wins every tie (by name) unless language decides
+    e.set_status("t", "zoe", "online", 0)
+    assert e.agent("t", "zoe").languages == frozenset({"en"}) and e.agent("t", "zoe").max_active == 1
+    assert e.enqueue("c1", "t", "u1", "default", 1, language="en")[0].agent == "zoe"
+    assert e.enqueue("c2", "t", "u2", "default", 2, language="en")[0].agent == "amy"  # zoe is full: anyone
+    e.finish("c1", 3)
+    assert e.enqueue("c3", "t", "u3", "default", 4, language="fr")[0].agent == "zoe"  # nobody speaks it: least loaded
+    e.finish("c3", 5)
+    assert e.enqueue("c4", "t", "u4", "default", 6)[0].agent == "zoe"
 
 
 def test_round_robin_takes_turns():

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from gateway.model import AgentProfile, ApiKey, CreateApiKey, RevokeApiKey, SaveAgent, SaveTenantSettings, SetStatus, TenantSettings
+from gateway.model import AgentProfile, ApiKey, CreateApiKey, RevokeApiKey, SaveAgent, SaveTenantSettings, SetStatus, SetTags, TenantSettings
 from gateway.store import Conflict, NotFound, StoreBackend
 
 from .test_backend_contract import apply_one, backend, conversation, create  # noqa: F401  (the fixture)
@@ -95,6 +95,11 @@ def test_list_filters_by_stage_assignee_channel_and_time(backend: StoreBackend) 
     assert ids(since=1_002) == ["c3", "c2"]
     assert ids(since=1_001, before=1_003, stage="assigned", channel="web") == ["c1"]
     assert ids(stage="queued") == []
+    backend.apply_batch([SetTags("c0", ("vip", "refund")), SetTags("c3", ("vip",)), SetTags("c2", ("refund",))])
+    assert ids(tag="vip") == ["c3", "c0"]
+    assert ids(tag="refund", channel="app") == ["c2", "c0"]
+    assert ids(tag="vip", before=1_003) == ["c0"]
+    assert ids(tag="missing") == []
 
 
 @pytest.mark.parametrize("op", [CreateApiKey(key()), SaveAgent(agent(), create=True)])

@@ -27,6 +27,7 @@ from gateway.model import (
     RemoveParticipant,
     SetReceipt,
     SetStatus,
+    SetTags,
     StoredMessage,
     WriteOp,
 )
@@ -365,6 +366,7 @@ def test_append_to_conversation_created_in_the_same_batch(backend: StoreBackend)
         append("nope", "m1"),
         SetReceipt(Receipt("nope", "agent1", "read", 1)),
         SetStatus("nope", CLOSED),
+        SetTags("nope", ("vip",)),
     ],
     ids=lambda op: type(op).__name__,
 )
@@ -543,6 +545,15 @@ def test_the_list_cursor_never_skips_conversations_of_the_same_millisecond(backe
     assert seen == ["c4", "c3", "c2", "c1", "c0"]
 
 
+def test_tags_are_replaced_whole_unique_and_sorted(backend: StoreBackend) -> None:
+    apply_one(backend, CreateConversation(conversation("c1")))
+    apply_one(backend, CreateConversation(conversation("c2")))
+    assert backend.tags("c1") == ()
+    assert apply_one(backend, SetTags("c1", ("vip", "退货", "vip"))) == ("vip", "退货")
+    assert backend.apply_batch([SetTags("c2", ("a",)), SetTags("c1", ("b",))]) == [("a",), ("b",)]
+    assert (backend.tags("c1"), backend.tags("c2")) == (("b",), ("a",))
+    assert apply_one(backend, SetTags("c1", ())) == ()
+    assert backend.tags("c1") == () and backend.tags("nope") == ()
 # ---- attachments ---------------------------------------------------------------------------------
 
 

@@ -56,6 +56,10 @@ async def caller(request: Request, services: Any, scopes: frozenset[str]) -> Cal
         if not keys.matches(record, parsed[1]):
             raise Problem("unauthenticated", "unknown or revoked API key", headers=challenge)
         assert record is not None
+        wait_ms = services.rates.admit(record.id)  # the same per-key rate as every REST call
+        if wait_ms is not None:
+            raise Problem("rate_limited", f"over this API key's rate: retry in {wait_ms} ms",
+                          headers={"retry-after": str(-(-wait_ms // 1000))}, extra={"retry_after_ms": wait_ms})
         if not keys.allows(record, scopes):
             raise Problem("forbidden", f"this API key lacks a scope for this call (one of: admin, {', '.join(sorted(scopes))})")
         return Caller(record.tenant, f"apikey:{record.id}", "system", True)

@@ -1,5 +1,5 @@
-"""``/v1/conversations``: a tenant's backend lists and reads conversations, posts into them as
-the system or as a bot, and resolves or transfers them.
+"""``/v1/conversations``: a tenant's backend lists and reads conversations, tags them, posts
+into them as the system or as a bot, and resolves or transfers them.
 
 Every call goes through the conversation service (gateway/conversations/service.py) as the
 tenant's ``system`` principal, or as the named bot, so the authorization table decides it and a
@@ -50,6 +50,15 @@ class Participant(BaseModel):
 
 class ConversationDetail(ConversationOut):
     participants: list[Participant]
+    tags: list[str]
+
+
+class TagsIn(Body):
+    tags: list[str] = Field(description="The conversation's tags, replacing those it has (unique; at most 20 of 1..64 characters).")
+
+
+class TagsOut(BaseModel):
+    tags: list[str]
 
 
 class MessageOut(BaseModel):
@@ -73,6 +82,7 @@ class ListQuery(Query):
     stage: STAGES | None = None
     assignee: str | None = Field(default=None, max_length=128)
     channel: Literal["app", "miniprogram", "web"] | None = None
+    tag: str | None = Field(default=None, min_length=1, max_length=64, description="Conversations carrying this tag.")
     since: int | None = Field(default=None, ge=0, description="Created at or after (ms since the epoch).")
     until: int | None = Field(default=None, ge=0, description="Created before (ms since the epoch).")
     cursor: str | None = Field(default=None, max_length=200, description="`next` of the previous page.")
@@ -108,7 +118,7 @@ async def list_conversations(call: Call) -> tuple[int, dict]:
         raise Problem("bad_request", "field `status` must be open or closed")
     listing = await call.services.conversations.list(
         system(call.tenant), status=q.status, cursor=q.cursor, limit=q.limit, before=q.until,
-        stage=q.stage, assignee=q.assignee, channel=q.channel, since=q.since,
+        stage=q.stage, assignee=q.assignee, channel=q.channel, since=q.since, tag=q.tag,
     )
     return 200, {"conversations": [env.conversation_map(c) for c in listing.convs], "next": listing.next}
 
@@ -118,7 +128,13 @@ async def get_conversation(call: Call) -> tuple[int, dict]:
     state = await service.access(system(call.tenant), call.path["conv_id"], "history")
     participants = await service.store.participants(state.conv.id)
     conv = env.conversation_map(state.conv) | {"last_seq": state.last_seq}
-    return 200, conv | {"participants": [env.participant_map(p) for p in participants]}
+    tags = await service.tags(system(call.tenant), state)
+    return 200, conv | {"participants": [env.participant_map(p) for p in participants], "tags": list(tags)}
+
+
+async def set_tags(call: Call) -> tuple[int, dict]:
+    tags = await call.services.conversations.set_tags(system(call.tenant), call.path["conv_id"], call.body.tags)
+    return 200, {"tags": list(tags)}
 
 
 async def transcript(call: Call) -> tuple[int, dict]:
@@ -197,6 +213,7 @@ READ = frozenset({"read", "bot"})
 OPERATIONS = (
     Operation("GET", "/v1/conversations", list_conversations, "List this tenant's conversations, newest first, with filters and cursor paging.", READ, query=ListQuery, response=ConversationList),
     Operation("GET", "/v1/conversations/{conv_id}", get_conversation, "One conversation with its participants.", READ, response=ConversationDetail, errors=(404,)),
+    Operation("PUT", "/v1/conversations/{conv_id}/tags", set_tags, "Replace the conversation's tags.", frozenset({"bot"}), body=TagsIn, response=TagsOut, errors=(404,)),
     Operation("GET", "/v1/conversations/{conv_id}/messages", transcript, "The transcript, a page at a time.", READ, query=TranscriptQuery, response=Transcript, errors=(404,)),
     Operation("POST", "/v1/conversations/{conv_id}/messages", post_message, "Post a message as the system (ingest) or as a bot (bot); delivered with the next seq.", frozenset({"ingest", "bot"}), body=MessageIn, response=MessageOut, status=201, errors=(404, 409),
               headers=(("Idempotency-Key", "Posting again with the same key answers the stored message (200, `duplicate`) instead of posting twice."),)),

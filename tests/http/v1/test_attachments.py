@@ -320,3 +320,17 @@ async def test_a_backend_uploads_and_posts_an_attachment_over_rest(gw: Running) 
             refused = await backend.post(f"/v1/conversations/{elsewhere}/messages",
                                          json={"sender": {"role": "system"}, "body": {"kind": "file", "attachment": att["id"]}})
             problem(refused, 404, "not_found")
+
+
+async def test_an_api_keys_rate_covers_the_media_calls(start_gateway) -> None:
+    gw = await start_gateway(api_rate_per_second=0.01)  # a burst of 2, then one call per 100 s
+    with trio.fail_after(30):
+        async with connect(gw.url, token("alice"), resume={}) as shopper, client(gw, await new_key(gw, scopes=("ingest",))) as backend:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            att = (await upload(backend, conv, "image", samples.jpeg())).json()
+            assert (await backend.get(f"/v1/attachments/{att['id']}")).status_code == 200
+            refused = await backend.get(f"/v1/attachments/{att['id']}/content")
+            problem(refused, 429, "rate_limited")
+            assert int(refused.headers["retry-after"]) >= 1
+            async with http(gw, "alice") as alice_http:  # client tokens are not API keys: no key rate
+                assert (await alice_http.get(f"/v1/attachments/{att['id']}/content")).status_code == 200

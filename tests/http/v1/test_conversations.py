@@ -69,6 +69,13 @@ async def test_transcript_pages_and_list_filters_with_cursor(api):
         assert [c["id"] for c in page2["conversations"]] == [convs[0]] and page2["next"] is None
         assert [c["id"] for c in (await api.get("/v1/conversations", params={"channel": "app"})).json()["conversations"]] == [convs[2], convs[0]]
         assert (await api.get("/v1/conversations", params={"stage": "assigned"})).json()["conversations"] == []
+        assert (await api.put(f"/v1/conversations/{convs[1]}/tags", json={"tags": ["vip", "refund", "vip"]})).json() == {"tags": ["refund", "vip"]}
+        await api.put(f"/v1/conversations/{convs[2]}/tags", json={"tags": ["refund"]})
+        assert [c["id"] for c in (await api.get("/v1/conversations", params={"tag": "refund"})).json()["conversations"]] == [convs[2], convs[1]]
+        assert [c["id"] for c in (await api.get("/v1/conversations", params={"tag": "vip", "channel": "web"})).json()["conversations"]] == [convs[1]]
+        assert (await api.get(f"/v1/conversations/{convs[1]}")).json()["tags"] == ["refund", "vip"]
+        problem(await api.put(f"/v1/conversations/{convs[1]}/tags", json={"tags": ["x" * 100]}), 422, "bad_request")
+        problem(await api.put(f"/v1/conversations/{convs[1]}/tags", json={"tags": "vip"}), 422, "bad_request")
         since = page1["conversations"][1]["created_at"]
         listed = (await api.get("/v1/conversations", params={"since": since})).json()["conversations"]
         assert {c["id"] for c in listed} >= {convs[1], convs[2]} and all(c["created_at"] >= since for c in listed)
