@@ -51,3 +51,11 @@ async def test_every_metric_an_alert_reads_is_exported(exported):
             for rule in group["rules"]:
                 missing = kefu_metrics(rule["expr"]) - exported
                 assert not missing, f"{rule['alert']} reads {sorted(missing)}, which the gateway does not export"
+
+
+def test_every_alert_has_a_runbook_entry():
+    runbook = (OPS.parents[1] / "docs" / "operations.md").read_text().split("## Runbook", 1)[1]
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                assert f"\n### {rule['alert']}\n" in runbook, rule["alert"]
