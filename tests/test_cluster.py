@@ -109,6 +109,8 @@ class Member:
         self.client = None
         self.conv = ""
         self.reconnects = 0
+        self.retried = 0  # sends answered with a retryable error, sent again
+        self.closes: list[int] = []  # close codes of the connections the server closed
 
     def held(self) -> set[int]:
         return set(self.frames) | set(self.acked.values())
@@ -139,6 +141,10 @@ class Member:
                     while pending:
                         rid = await client.send("send", conv=conv, cmid=pending[0], body=TEXT)
                         reply = await client.next(id=rid)
+                        if reply["t"] == "error" and reply["retryable"]:  # a client library retries these unseen
+                            self.retried += 1
+                            await trio.sleep(0.05)
+                            continue
                         assert reply["t"] == "ack", reply
                         self.acked[pending.pop(0)] = reply["seq"]
                         self.take(client.buffer)
@@ -148,7 +154,9 @@ class Member:
                     client.buffer.clear()
                     while True:
                         self.take([await client.recv()])
-            except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError):
+            except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError) as exc:
+                if isinstance(exc, ConnectionClosed) and exc.reason is not None:
+                    self.closes.append(exc.reason.code)
                 self.reconnects += 1
                 self.urls.append(self.urls.pop(0))  # the next node
                 await trio.sleep(0.05)
@@ -187,3 +195,36 @@ async def test_sigkill_of_one_node_mid_traffic_loses_and_repeats_nothing(tmp_pat
                 assert len(member.frames) == len(set(member.frames)), f"{member.user} got a message twice"
                 assert member.held() == every
             assert sorted(watcher.frames) == list(range(1, 121))  # the watcher got every one as a frame
+
+
+async def test_a_draining_node_moves_its_clients_without_an_error_they_must_see(tmp_path):
+    """SIGTERM to the node the agent is on: it closes its clients with 1012 (service restart), they
+    reconnect to another node and resume; every message is delivered once and no send is refused
+    with an error a client library would have to show."""
+    async with cluster(tmp_path, 2) as nodes:
+        (_, url1, _), (draining, url2, _) = nodes
+        with trio.fail_after(60):
+            async with connect(url1, token("alice"), resume={}) as opener:
+                conv = (await opener.ok("open"))["conv"]["id"]
+            async with connect(url2, token("bob", "agent"), resume={}) as joining:
+                await joining.ok("join", conv=conv)
+            shopper = Member("alice", "shopper", [url1])
+            agent = Member("bob", "agent", [url2, url1])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(shopper.run, conv, [f"s{i}" for i in range(40)])
+                nursery.start_soon(agent.run, conv, [f"a{i}" for i in range(40)])
+                while len(agent.acked) < 10:
+                    await trio.sleep(0.01)
+                draining.send_signal(signal.SIGTERM)
+                while len(shopper.acked) < 40 or len(agent.acked) < 40:
+                    await trio.sleep(0.01)
+                every = set(shopper.acked.values()) | set(agent.acked.values())
+                while not all(every <= member.held() for member in (shopper, agent)):
+                    await trio.sleep(0.01)
+                await trio.sleep(0.3)
+                nursery.cancel_scope.cancel()
+            assert await draining.wait() == 0  # it drained and exited cleanly
+            assert agent.closes == [1012] and agent.reconnects == 1
+            assert sorted(every) == list(range(1, 81))
+            for member in (shopper, agent):
+                assert len(member.frames) == len(set(member.frames)) and member.held() == every
