@@ -242,9 +242,6 @@ class Node:
                     await trio.sleep(0.002)
                     waited += 0.002
                     continue
-                state = self.hub.get(conv_id)
-                if state is None:
-                    return
                 while state.last_seq + 1 in held:  # contiguous: straight out
                     seq = state.last_seq + 1
                     frame, sender = held.pop(seq)
@@ -256,9 +253,8 @@ class Node:
                         return
                     self._resync_wanted.discard(conv_id)
                     resync = True
-                before = min(held) if held else None
-                try:
-                    page = await self.store.read_messages(conv_id, after=state.last_seq, before=before, limit=FILL_PAGE)
+                try:  # oldest first, from the last delivered (with ``before`` a page is the newest of its range)
+                    page = await self.store.read_messages(conv_id, after=state.last_seq, limit=FILL_PAGE)
                 except Exception as exc:  # the store is away too: retry a while, then let clients resume
                     failures += 1
                     if failures > FILL_RETRIES:
@@ -272,21 +268,27 @@ class Node:
                 state = self.hub.get(conv_id)
                 if state is None:
                     return
+                progress = state.last_seq
                 for m in page.messages:
-                    if m.seq == state.last_seq + 1 and m.seq not in held:
+                    seq = state.last_seq + 1
+                    if m.seq != seq:
+                        break
+                    if seq in held:  # arrived meanwhile: its own frame, with its sender skipped
+                        frame, sender = held.pop(seq)
+                    else:
                         self.stats.bus_gap_filled += 1
+                        frame = env.message_frame(m)
                         # sent from here and its echo still on the way: skip its sender all the same
-                        origin = self.hub.origins.pop((conv_id, m.seq), None)
+                        origin = self.hub.origins.pop((conv_id, seq), None)
                         sender = self.server.sessions.get(origin) if origin is not None else None
-                        self.stats.messages_delivered += self.hub.deliver(conv_id, m.seq, env.message_frame(m), sender)
+                    self.stats.messages_delivered += self.hub.deliver(conv_id, seq, frame, sender)
                 if not held and not page.more:
                     return
-                if held and not page.messages and min(held) > state.last_seq + 1:
+                if held and state.last_seq == progress and min(held) > state.last_seq + 1:
                     # the store does not show the hole's messages (yet): look again, a few times
                     failures += 1
                     if failures > FILL_RETRIES:
-                        raise_gap = min(held)
-                        log.error("gap before seq %d in %s not in the store: delivering what arrived", raise_gap, conv_id)
+                        log.error("gap before seq %d in %s not in the store: delivering what arrived", min(held), conv_id)
                         for seq in sorted(held):
                             frame, sender = held.pop(seq)
                             self.stats.messages_delivered += self.hub.deliver(conv_id, seq, frame, sender)
