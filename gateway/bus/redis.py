@@ -42,6 +42,7 @@ log = logging.getLogger("kefu.bus.redis")
 _MESSAGE, _EVENT, _CONVERSATION, _MEMBERSHIP, _USER = range(5)
 _RETRY_S = (0.05, 0.1, 0.2, 0.5, 1.0)  # reconnect back-off, the last repeated
 _READ_BYTES = 256 * 1024
+START_TIMEOUT_S = 10.0
 
 
 def command(*parts: bytes) -> bytes:
@@ -160,11 +161,16 @@ class RedisBus:
                 subscribed = trio.Event()
                 nursery.start_soon(self._subscriber, handler, subscribed)
                 nursery.start_soon(self._publisher)
-                with trio.fail_after(10):  # Redis must be reachable when the gateway starts
+                with trio.move_on_after(START_TIMEOUT_S) as waiting:  # Redis must answer when the gateway starts
                     await subscribed.wait()
                     while not self.publisher_up:
                         await trio.sleep(0.01)
-                task_status.started()
+                if waiting.cancelled_caught:
+                    nursery.cancel_scope.cancel()
+                else:
+                    task_status.started()
+            if waiting.cancelled_caught:
+                raise BusError(f"redis {self.address.host}:{self.address.port} did not answer within {START_TIMEOUT_S:g} s")
         finally:
             self._running = False
             self.publisher_up = self.subscriber_up = False

@@ -143,3 +143,11 @@ async def test_while_redis_is_away_a_full_buffer_refuses_publishes(nursery, priv
                 bus.publish_message("n", "c1", 1, b"x" * 100, None)
                 await trio.sleep(0)
     assert bus.buffered_bytes >= 4096
+
+
+async def test_a_gateway_whose_redis_does_not_answer_at_start_says_so(nursery, monkeypatch):
+    monkeypatch.setattr("gateway.bus.redis.START_TIMEOUT_S", 0.3)
+    bus = RedisBus("redis://127.0.0.1:1", channel="kefu:nowhere")
+    with trio.fail_after(10):
+        with pytest.raises(BusError, match="redis 127.0.0.1:1 did not answer within 0.3 s"):
+            await nursery.start(bus.run, Recorder())
