@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 from prometheus_client import CollectorRegistry
@@ -115,14 +116,11 @@ class BotDirectory:
         """Serve the knowledge base ``kb`` (a gateway.bot.KnowledgeBase, from the REST API say)
         under ``key`` (a tenant's ``knowledge_base`` setting): fitted in a worker thread, then
         swapped in, the previous bot answering meanwhile."""
-        from .bot import FaqBot, IntentClassifier
-
+        bots = bot_package()
         if self.catalog is None:
-            from .bot import MemoryCatalog
-
-            self.catalog = MemoryCatalog()
-        classifier = await trio.to_thread.run_sync(IntentClassifier.fit, kb)
-        bot = self._bots[key] = FaqBot(kb, classifier=classifier, catalog=self.catalog)
+            self.catalog = bots.MemoryCatalog()
+        classifier = await trio.to_thread.run_sync(bots.IntentClassifier.fit, kb)
+        bot = self._bots[key] = bots.FaqBot(kb, classifier=classifier, catalog=self.catalog)
         log.info("bot knowledge base %s installed (%d intents)", key, len(kb.intents))
         return bot
 
@@ -134,11 +132,17 @@ class BotDirectory:
         return bot
 
     def _load(self, path: str) -> object:
-        from .bot import MemoryCatalog, load_bot  # scikit-learn loads only when a tenant uses the built-in bot
-
+        bots = bot_package()
         if self.catalog is None:
-            self.catalog = MemoryCatalog()
-        return load_bot(path or None, catalog=self.catalog)
+            self.catalog = bots.MemoryCatalog()
+        return bots.load_bot(path or None, catalog=self.catalog)
+
+
+def bot_package() -> Any:
+    """The built-in bot, imported on first use: scikit-learn loads only when a tenant uses it."""
+    from . import bot
+
+    return bot
 
 
 def make_authenticator(config: Config) -> Authenticator:

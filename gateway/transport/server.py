@@ -31,6 +31,15 @@ from .ws_handlers import RequestHandlers
 log = logging.getLogger("kefu.server")
 
 PING_FRAME = encode_frame(OP_PING, b"")
+# What accept() may fail with: out of descriptors or memory (pause, then accept again), or the one
+# pending connection failed before it was taken (skip it) — the errno names trio's own listener uses.
+ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_IGNORABLE_ERRNOS = frozenset(
+    getattr(errno, name) for name in (
+        "EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET", "EHOSTUNREACH",
+        "EOPNOTSUPP", "ENETUNREACH",
+    ) if hasattr(errno, name)
+)
 PREAUTH_MAX_FRAGMENTS = 8  # frames one message may come in before authentication
 BUSY_RESPONSE = (  # to a connection refused before anything of it is read
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\n"
@@ -107,17 +116,24 @@ class WebSocketServer:
                         except BlockingIOError:
                             break
                         except OSError as exc:
-                            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                            if exc.errno in ACCEPT_CAPACITY_ERRNOS:
                                 log.error("accept failed: %s; pausing accepts", exc)
                                 self.stats.handshakes_failed["fd_limit"] += 1
                                 await trio.sleep(0.1)
                                 break
+                            if exc.errno in ACCEPT_IGNORABLE_ERRNOS:  # that one connection failed
+                                self.stats.handshakes_failed["accept_error"] += 1
+                                continue
                             raise
                         sock.setblocking(False)
                         if not self.preauth.admit():
                             self._refuse_busy(sock)
                             continue
-                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        try:
+                            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        except OSError:  # reset by the peer between accept and here
+                            sock.close()
+                            continue
                         nursery.start_soon(self._serve_socket, sock, f"{addr[0]}:{addr[1]}")
             finally:
                 trio.lowlevel.notify_closing(listener)
