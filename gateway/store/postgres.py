@@ -2,8 +2,8 @@
 
 It is driven exactly as the SQLite backend is: psycopg 3's *synchronous* API, one writer connection
 used by the Store's writer thread (one transaction and one commit per ``apply_batch``: group
-commit), and a small psycopg_pool pool for the reader threads. psycopg's async API needs asyncio
-(psycopg issue 29: it is written against asyncio's loop, not anyio), so it cannot run on Trio;
+commit), and a small psycopg_pool pool for the reader threads. psycopg's async API is driven by
+asyncio's event loop and has no Trio support (psycopg/psycopg issue 29), so it cannot run on Trio;
 threads keep the event loop free the same way (docs/scaling.md).
 
 Several processes may append to one conversation at once, so nothing about a conversation is
