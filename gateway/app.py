@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from . import __version__
 from .auth import Authenticator
-from .bus import Bus
+from .bus import Bus, LocalBus
+from .bus.redis import RedisBus
 from .config import Config
 from .customers import HttpProvider
 from .media import Media, MediaCollector
@@ -22,7 +24,7 @@ from .node import Node
 from .build import IMPLEMENTATIONS
 from .routing.config import RoutingConfig
 from .routing.service import RoutingService
-from .store import MemoryBackend, SqliteBackend, StoreBackend
+from .store import MemoryBackend, PostgresBackend, SqliteBackend, StoreBackend
 from .store.writer import Store
 from .http.app import Services, build_app
 from .http.limits import KeyRates
@@ -61,11 +63,27 @@ def _host(host: str) -> str:
 
 
 def make_backend(config: Config) -> StoreBackend:
+    if config.shared_store:
+        return PostgresBackend(config.store, schema=config.store_schema)
     if config.store == "memory":
         return MemoryBackend()
     data = Path(config.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     return SqliteBackend(config.sqlite_path, synchronous=config.sqlite_synchronous.upper())
+
+
+def routing_queue(node: Node) -> tuple[int, float]:
+    """(conversations waiting for an agent, seconds the longest has waited) on this node."""
+    if node.routing is None:
+        return 0, 0.0
+    waiting = [w for queue in node.routing.engine.queues.values() for w in queue]
+    return len(waiting), max((time.time() - w.since for w in waiting), default=0.0)
+
+
+def make_bus(config: Config) -> Bus:
+    if config.shared_bus:
+        return RedisBus(config.bus, channel=config.bus_channel)
+    return LocalBus()
 
 
 class BotDirectory:
@@ -158,7 +176,7 @@ async def serve(
     stats = Stats()
     store = Store(backend or make_backend(config), stats)
     auth = make_authenticator(config)
-    node = Node(config, store, auth, stats=stats, bus=bus)
+    node = Node(config, store, auth, stats=stats, bus=bus if bus is not None else make_bus(config))
     node.media = Media.in_data_dir(
         store, config.data_dir, config.secret()[0], limits=config.media_limits, concurrency=config.media_workers, url_ttl_s=config.media_url_ttl_s
     )
@@ -177,6 +195,9 @@ async def serve(
             outbox_bytes=lambda: sum(c.outbox_bytes for c in list(node.connections)),
             subscriptions=node.hub.subscription_count,
             parked=lambda: len(node.lot),
+            node={"node": node.id, "store": type(store.backend).__name__, "bus": type(node.bus).__name__},
+            bus=node.bus,
+            queue=lambda: routing_queue(node),
         )
     )
     routing_config = RoutingConfig.load(config.routing_file) if config.routing_file else RoutingConfig()

@@ -200,6 +200,10 @@ class Store:
         started = time.perf_counter()
         try:
             results = apply_batch([op for op, _ in batch])
+        except StoreError as exc:  # the backend says why (unavailable, damaged): no traceback needed
+            log.error("store batch of %d failed: %s", len(batch), exc)
+            results = [exc] * len(batch)
+            return results, time.perf_counter() - started
         except Exception as exc:  # the commit failed: no op of the batch is durable
             log.exception("store batch of %d failed", len(batch))
             results = [exc if isinstance(exc, StoreError) else StoreError(f"store write failed: {exc}")] * len(batch)
@@ -298,3 +302,10 @@ class Store:
 
     async def records(self, tenant: str, kind: str, **kwargs: Any) -> list[Record]:
         return await self._read(self.backend.records, tenant, kind, **kwargs)
+
+    async def ping(self) -> None:
+        """One round trip to a networked backend (its ``ping``); nothing for the others.
+        Raises StoreError when it does not answer."""
+        ping = getattr(self.backend, "ping", None)
+        if ping is not None:
+            await self._read(ping)

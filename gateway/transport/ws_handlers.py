@@ -406,8 +406,10 @@ class RequestHandlers:
                 resumed[conv_id] = {"error": exc.code}
                 continue
             if last > state.last_seq:  # never silently skip what will be stored under these seqs
-                resumed[conv_id] = {"error": "cursor_ahead", "last_seq": state.last_seq}
-                continue
+                stored = await self.service.stored_last_seq(state, last)
+                if last > stored:
+                    resumed[conv_id] = {"error": "cursor_ahead", "last_seq": stored}
+                    continue
             resumed[conv_id] = await self._catch_up(conn, state, last)
         if first_live:
             self.service.presence(identity, list(conn.convs), online=True)
@@ -443,7 +445,7 @@ class RequestHandlers:
             sent += self.hub.finish_catchup(conn, state)
         else:  # too far behind for one go: no live traffic until the client resumes from here
             self.hub.unsubscribe(conn, conv_id)
-        return {"sent": sent, "complete": complete, "last_seq": state.last_seq}
+        return {"sent": sent, "complete": complete, "last_seq": max(state.last_seq, after)}
 
 
 def _conv_id(req: dict[str, Any]) -> str:
