@@ -7,7 +7,7 @@ queue per frame. It keeps exactly the semantics of ``bench/baseline/relay.py`` (
 ``Conversation`` state), so the workloads' checks apply unchanged:
 
 * ``hello`` after a token (HS256 JWT, ``?token=``) verified with PyJWT; a bad token gets an
-  ``error`` ``token_invalid`` and close 4001;
+  ``error`` ``token_invalid`` (``token_expired`` when it has expired) and close 4001;
 * ``resume``, ``open``, ``join`` (with a ``joined`` notice), ``send`` -> ``ack`` with a gap-free
   per-conversation ``seq`` and ``cmid`` de-duplication, ``msg`` to every live connection of every
   member but the sending one.
@@ -43,7 +43,7 @@ _BINARY = WSMsgType.BINARY
 class Session(WSListener):
     """One connection: its identity once the token is verified, and the frames it receives."""
 
-    def __init__(self, relay: Relay, claims: dict | None, token_error: str) -> None:
+    def __init__(self, relay: Relay, claims: dict | None, token_error: tuple[str, str]) -> None:
         super().__init__()
         self.relay = relay
         self.claims = claims
@@ -61,7 +61,8 @@ class Session(WSListener):
         self.transport = transport
         claims = self.claims
         if claims is None:
-            self.send(_packb({"t": "error", "id": None, "code": "token_invalid", "message": self.token_error, "retryable": False}))
+            code, message = self.token_error
+            self.send(_packb({"t": "error", "id": None, "code": code, "message": message, "retryable": False}))
             transport.send_close(4001, b"token_invalid")
             transport.disconnect()
             return
@@ -119,11 +120,11 @@ class Relay:
     def listener(self, request: WSUpgradeRequest) -> WSUpgradeResponseWithListener:
         """The upgrade: verify the token, answer 101 with the kefu.v1 subprotocol."""
         token = parse_qs(urlsplit(request.path.decode("latin-1")).query).get("token", [""])[0]
-        claims, error = None, ""
+        claims, error = None, ("", "")
         try:
             claims = jwt.decode(token, self.secret, algorithms=["HS256"], options={"require": ["exp", "sub", "tenant", "role"]})
         except jwt.InvalidTokenError as exc:
-            error = str(exc)
+            error = ("token_expired" if isinstance(exc, jwt.ExpiredSignatureError) else "token_invalid", str(exc))
         response = WSUpgradeResponse.create_101_response(extra_headers={"Sec-WebSocket-Protocol": PROTOCOL})
         return WSUpgradeResponseWithListener(response, Session(self, claims, error))
 

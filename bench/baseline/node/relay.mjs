@@ -8,7 +8,7 @@
 // in Maps.
 //
 // * `hello` after a token (`?token=`: HS256 JWT with exp, sub, tenant, role); a bad one gets an
-//   `error` `token_invalid` and close 4001;
+//   `error` `token_invalid` (`token_expired` when it has expired) and close 4001;
 // * `resume` goes live: subscribes the user's open conversations, and first writes what each
 //   listed conversation holds after the given sequence number;
 // * `open` (shoppers) and `join` (agents), with a `joined` notice to the others;
@@ -43,6 +43,8 @@ function parseArgs(argv) {
   return args;
 }
 
+class TokenExpired extends Error {}
+
 class RequestError extends Error {
   constructor(code, message) {
     super(message);
@@ -63,7 +65,8 @@ function verifyToken(token, secret) {
   for (const key of ["exp", "sub", "tenant", "role"]) {
     if (claims[key] === undefined) throw new Error(`token is missing the "${key}" claim`);
   }
-  if (typeof claims.exp !== "number" || claims.exp <= Date.now() / 1000) throw new Error("signature has expired");
+  if (typeof claims.exp !== "number") throw new Error('claim "exp" must be a number');
+  if (claims.exp <= Date.now() / 1000) throw new TokenExpired("signature has expired");
   return claims;
 }
 
@@ -109,7 +112,8 @@ class Relay {
     try {
       claims = verifyToken(token, this.secret);
     } catch (err) {
-      ws.send(pack({ t: "error", id: null, code: "token_invalid", message: String(err.message), retryable: false }));
+      const code = err instanceof TokenExpired ? "token_expired" : "token_invalid";
+      ws.send(pack({ t: "error", id: null, code, message: String(err.message), retryable: false }));
       ws.close(4001, "token_invalid");
       return;
     }
