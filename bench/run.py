@@ -603,7 +603,7 @@ def run_chat(server: Server, opts: Options, progress: Progress) -> dict[str, Any
         "workload": "chat", "target": server.target,
         "params": {"shoppers": shoppers, "agents": agents, "per_agent": opts.chat_per_agent, "conns": conns, "rate_per_s": opts.chat_rate,
                    "think_s": opts.chat_think_s, "duration_s": duration, "warmup_s": opts.warmup, "procs": len(specs),
-                   "conns_per_proc": max(sum(p) + len(p) for p in plan)},
+                   "max_conns_per_proc": max(sum(p) + len(p) for p in plan)},
         "setup_s": round(setup_s, 2),
         "accepted_per_s": round(accepted / duration, 1),
         "delivered_per_s": round(delivered / duration, 1),
