@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from typing import Callable
 
 CONTEXT = ("conn", "peer", "tenant", "user", "role")
 
@@ -35,6 +36,37 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+
+class LogBudget:
+    """At most ``per_second`` lines a second of a kind a peer can cause (refusals, protocol errors,
+    floods): thousands of misbehaving connections a second must not flood the log or spend the
+    gateway's CPU formatting lines. What is left out is counted and said in the next line logged
+    (the metrics count every event regardless)."""
+
+    def __init__(self, per_second: float = 50.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_second = per_second
+        self._clock = clock
+        self._tokens = per_second
+        self._last = clock()
+        self.suppressed = 0
+
+    def allow(self) -> str | None:
+        """None: leave this line out. Else the suffix to log with it (what was left out before)."""
+        now = self._clock()
+        self._tokens = min(self.per_second, self._tokens + (now - self._last) * self.per_second)
+        self._last = now
+        if self._tokens < 1.0:
+            self.suppressed += 1
+            return None
+        self._tokens -= 1.0
+        suffix = f" ({self.suppressed} similar lines not logged)" if self.suppressed else ""
+        self.suppressed = 0
+        return suffix
+
+
+#: The budget of every line about a misbehaving peer (gateway.transport).
+PEER_LINES = LogBudget()
 
 
 def escape(text: str) -> str:

@@ -22,3 +22,15 @@ def test_every_line_carries_the_node_id_in_both_formats(capsys):
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)
+
+
+def test_lines_a_peer_causes_are_budgeted_and_what_was_left_out_is_said():
+    from gateway.logs import LogBudget
+
+    now = [0.0]
+    budget = LogBudget(per_second=10.0, clock=lambda: now[0])
+    allowed = [budget.allow() for _ in range(25)]
+    assert allowed[:10] == [""] * 10 and allowed[10:] == [None] * 15
+    now[0] += 0.1  # one line's worth of budget comes back
+    assert budget.allow() == " (15 similar lines not logged)"
+    assert budget.allow() is None

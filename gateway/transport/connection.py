@@ -25,6 +25,7 @@ from typing import Any, Awaitable, Callable
 import trio
 from trio.lowlevel import notify_closing, wait_readable, wait_writable
 
+from ..logs import PEER_LINES
 from ..metrics import Stats
 from ..protocol.errors import CLOSE_SLOW_CONSUMER
 from ..protocol.session import Session
@@ -35,6 +36,9 @@ log = logging.getLogger("kefu.connection")
 RECV_BYTES = 256 * 1024
 PREAUTH_RECV_BYTES = 16 * 1024  # smaller reads before authentication: what a peer makes us hold
 CLOSE_WAIT_S = 1.0  # how long a closing connection may take to flush its close frame
+# What a closing connection's input may still be read, waiting for the peer's close: a client
+# answers our close frame at once, so past this the peer is flooding and the socket is just closed.
+FINISH_DRAIN_BYTES = 4096
 
 
 class Connection(Session):
@@ -304,7 +308,8 @@ async def read_frames(
                 messages = decoder.feed(data)
             except FrameError as exc:
                 stats.refused[FRAME_ERROR_REASONS.get(exc.code, "protocol_error")] += 1
-                log.info("protocol error %d: %s", exc.code, exc.reason, extra=conn.log_extra)
+                if PEER_LINES.allow() is not None:
+                    log.info("protocol error %d: %s", exc.code, exc.reason, extra=conn.log_extra)
                 conn.close(exc.code, exc.reason)
                 return False
             # A frame or message under way must complete within the frame timeout (heartbeat).
@@ -399,10 +404,13 @@ async def finish(conn: Connection) -> None:
                 await trio.sleep(0.005)
         try:
             sock.shutdown(socket.SHUT_WR)
-            while True:
+            drained = 0
+            while drained < FINISH_DRAIN_BYTES:  # a peer that keeps sending (a flood) is not waited for
                 await wait_readable(sock)
-                if not sock.recv(RECV_BYTES):
+                data = sock.recv(FINISH_DRAIN_BYTES)
+                if not data:
                     break
+                drained += len(data)
         except (OSError, trio.ClosedResourceError):
             # ClosedResourceError: another task closed the connection meanwhile (a slow consumer,
             # the heartbeat, a drain), which wakes every wait on the socket: it is closing anyway.

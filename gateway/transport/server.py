@@ -20,6 +20,7 @@ from trio.lowlevel import wait_readable
 
 from ..config import Config
 from ..http.health import Check
+from ..logs import PEER_LINES
 from ..metrics import Stats
 from ..protocol.admission import PreAuthBudget
 from ..protocol.errors import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER
@@ -234,7 +235,7 @@ class WebSocketServer:
         self.sessions.pop(conn.id, None)
         if conn.error_counts is not None:
             repeated = {code: n for code, n in conn.error_counts.items() if n > 1}
-            if repeated:
+            if repeated and PEER_LINES.allow() is not None:
                 log.info("errors sent on this connection: %s", ", ".join(f"{c} x{n}" for c, n in sorted(repeated.items())), extra=conn.log_extra)
         if conn.identity is None:
             self.preauth.release(conn.preauth_bytes)
@@ -249,7 +250,8 @@ class WebSocketServer:
             conn.preauth_bytes += n
             return True
         self.stats.refused[refused] += 1
-        log.info("input before authentication refused: %s", refused, extra=conn.log_extra)
+        if PEER_LINES.allow() is not None:
+            log.info("input before authentication refused: %s", refused, extra=conn.log_extra)
         if refused == PreAuthBudget.TOTAL:
             conn.close(CLOSE_TRY_AGAIN_LATER, "server busy: retry later")
         else:

@@ -23,6 +23,7 @@ from ..auth import Authenticator, Identity
 from ..config import Config
 from ..conversations.service import CATCHUP_PAGE, MAX_SUBJECT_CHARS, ConversationService, now_ms
 from ..hub import ConvState, Hub
+from ..logs import PEER_LINES
 from ..media import bodies as media_bodies
 from ..metrics import Stats
 from ..model import Appended, Receipt, RECEIPT_KINDS
@@ -198,8 +199,12 @@ class RequestHandlers:
         self.stats.refused["rate_limited"] += 1
         if verdict == CLOSE:
             self.stats.refused["flood"] += 1
-            log.warning("flood: %.0f frames over the rate limit, closing", conn.violations, extra=conn.log_extra)
+            more = PEER_LINES.allow()
+            if more is not None:
+                log.warning("flood: %.0f frames over the rate limit, closing%s", conn.violations, more, extra=conn.log_extra)
             conn.close(CLOSE_POLICY_VIOLATION, "flood over the rate limit")
+            return
+        if rid is None:  # not a request it could match an answer to (garbage, text, a ping): dropped
             return
         retry_ms = conn.retry_after_ms(self.policy)
         self.error(conn, RequestError("rate_limited", "over the message rate limit", retry_after_ms=retry_ms), rid)
@@ -214,7 +219,9 @@ class RequestHandlers:
         seen = counts.get(exc.code, 0)
         counts[exc.code] = seen + 1
         if not seen:
-            log.info("error %s: %s", exc.code, exc.message, extra=conn.log_extra)
+            more = PEER_LINES.allow()
+            if more is not None:
+                log.info("error %s: %s%s", exc.code, exc.message, more, extra=conn.log_extra)
         conn.push(encode_frame(OP_BINARY, env.error_frame(exc.code, exc.message, exc.retryable, rid, **exc.extra)))
 
     def ok(self, conn: Connection, req: dict[str, Any], **fields: Any) -> None:

@@ -25,3 +25,34 @@ async def test_a_close_from_another_task_while_finishing_does_not_escape():
             conn.close(CLOSE_SLOW_CONSUMER, "slow consumer")
     assert conn.closed and ours.fileno() == -1
     theirs.close()
+
+
+async def test_a_peer_that_keeps_sending_after_the_close_is_not_waited_for():
+    # A flooding peer answers our close frame with more input: finish() stops reading after a
+    # bounded amount instead of draining a firehose for the whole close wait.
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    conn = Connection(ours, "c1", "peer", Writer(Stats(), 1 << 20))
+    conn.close(CLOSE_SLOW_CONSUMER, "slow consumer")
+    sent = 0
+
+    async def flood() -> None:
+        nonlocal sent
+        chunk = b"x" * 65536
+        while True:
+            try:
+                sent += theirs.send(chunk)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(theirs)
+            except OSError:
+                return
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flood)
+            await finish(conn)
+            nursery.cancel_scope.cancel()
+    assert conn.closed
+    assert sent < 16 * 1024 * 1024  # finished long before a second of loopback flood went by
+    theirs.close()
