@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 from prometheus_client import CollectorRegistry
 
 from . import __version__
 from .auth import Authenticator
-from .bus import Bus
+from .bus import Bus, LocalBus
+from .bus.redis import RedisBus
 from .config import Config
+from .customers import HttpProvider
 from .media import Media, MediaCollector
 from .metrics import KefuCollector, Stats
 from .node import Node
 from .build import IMPLEMENTATIONS
 from .routing.config import RoutingConfig
 from .routing.service import RoutingService
-from .store import MemoryBackend, SqliteBackend, StoreBackend
+from .store import MemoryBackend, PostgresBackend, SqliteBackend, StoreBackend
 from .store.writer import Store
 from .http.app import Services, build_app
 from .http.limits import KeyRates
@@ -59,11 +63,27 @@ def _host(host: str) -> str:
 
 
 def make_backend(config: Config) -> StoreBackend:
+    if config.shared_store:
+        return PostgresBackend(config.store, schema=config.store_schema)
     if config.store == "memory":
         return MemoryBackend()
     data = Path(config.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     return SqliteBackend(config.sqlite_path, synchronous=config.sqlite_synchronous.upper())
+
+
+def routing_queue(node: Node) -> tuple[int, float]:
+    """(conversations waiting for an agent, seconds the longest has waited) on this node."""
+    if node.routing is None:
+        return 0, 0.0
+    waiting = [w for queue in node.routing.engine.queues.values() for w in queue]
+    return len(waiting), max((time.time() - w.since for w in waiting), default=0.0)
+
+
+def make_bus(config: Config) -> Bus:
+    if config.shared_bus:
+        return RedisBus(config.bus, channel=config.bus_channel)
+    return LocalBus()
 
 
 class BotDirectory:
@@ -97,16 +117,23 @@ class BotDirectory:
         """Serve the knowledge base ``kb`` (a gateway.bot.KnowledgeBase, from the REST API say)
         under ``key`` (a tenant's ``knowledge_base`` setting): fitted in a worker thread, then
         swapped in, the previous bot answering meanwhile."""
-        from .bot import FaqBot, IntentClassifier
-
+        bots = bot_package()
         if self.catalog is None:
-            from .bot import MemoryCatalog
-
-            self.catalog = MemoryCatalog()
-        classifier = await trio.to_thread.run_sync(IntentClassifier.fit, kb)
-        bot = self._bots[key] = FaqBot(kb, classifier=classifier, catalog=self.catalog)
+            self.catalog = bots.MemoryCatalog()
+        classifier = await trio.to_thread.run_sync(bots.IntentClassifier.fit, kb)
+        bot = self._bots[key] = bots.FaqBot(kb, classifier=classifier, catalog=self.catalog)
         log.info("bot knowledge base %s installed (%d intents)", key, len(kb.intents))
         return bot
+
+    def add_product(self, tenant: str, product: object) -> None:
+        """A product the shop pushed (gateway.customers.CatalogProduct), into the bots' catalog."""
+        bots = bot_package()
+        if self.catalog is None:
+            self.catalog = bots.MemoryCatalog()
+        try:
+            self.catalog.put(tenant, bots.Product.from_dict(product.bot_fields()))  # type: ignore[attr-defined]
+        except bots.CatalogError as exc:
+            log.warning("product not given to the bot: %s", exc)
 
     def for_tenant(self, tenant: str, routing) -> object:
         path = routing.knowledge_base or ""
@@ -116,11 +143,17 @@ class BotDirectory:
         return bot
 
     def _load(self, path: str) -> object:
-        from .bot import MemoryCatalog, load_bot  # scikit-learn loads only when a tenant uses the built-in bot
-
+        bots = bot_package()
         if self.catalog is None:
-            self.catalog = MemoryCatalog()
-        return load_bot(path or None, catalog=self.catalog)
+            self.catalog = bots.MemoryCatalog()
+        return bots.load_bot(path or None, catalog=self.catalog)
+
+
+def bot_package() -> Any:
+    """The built-in bot, imported on first use: scikit-learn loads only when a tenant uses it."""
+    from . import bot
+
+    return bot
 
 
 def make_authenticator(config: Config) -> Authenticator:
@@ -143,10 +176,15 @@ async def serve(
     stats = Stats()
     store = Store(backend or make_backend(config), stats)
     auth = make_authenticator(config)
-    node = Node(config, store, auth, stats=stats, bus=bus)
+    node = Node(config, store, auth, stats=stats, bus=bus if bus is not None else make_bus(config))
     node.media = Media.in_data_dir(
         store, config.data_dir, config.secret()[0], limits=config.media_limits, concurrency=config.media_workers, url_ttl_s=config.media_url_ttl_s
     )
+    workspace = node.workspace
+    workspace.wait_s = config.context_wait_s
+    workspace.timeout_s = config.context_timeout_s + 1.0  # the provider's own deadline comes first
+    if config.context_url:
+        workspace.provider = HttpProvider(config.context_url, workspace.book, workspace.directory, timeout_s=config.context_timeout_s, ttl_s=config.context_ttl_s)
     registry = CollectorRegistry()
     registry.register(MediaCollector(node.media.stats))
     build = {"version": __version__, **IMPLEMENTATIONS}
@@ -157,11 +195,16 @@ async def serve(
             outbox_bytes=lambda: sum(c.outbox_bytes for c in list(node.connections)),
             subscriptions=node.hub.subscription_count,
             parked=lambda: len(node.lot),
+            node={"node": node.id, "store": type(store.backend).__name__, "bus": type(node.bus).__name__},
+            bus=node.bus,
+            queue=lambda: routing_queue(node),
         )
     )
     routing_config = RoutingConfig.load(config.routing_file) if config.routing_file else RoutingConfig()
     if config.routing == "on":
-        node.use_routing(RoutingService(node.service, routing_config, bots=BotDirectory()))
+        bots = BotDirectory()
+        node.workspace.catalog.on_product = bots.add_product  # the shop's ingested products answer product questions
+        node.use_routing(RoutingService(node.service, routing_config, bots=bots))
     async with trio.open_nursery() as nursery:
         port = await nursery.start(node.run)
         nursery.start_soon(node.media.run)

@@ -30,6 +30,7 @@ class Identity(Principal):
     """A verified token's holder: a principal until ``expires_at``."""
 
     expires_at: int = 0  # seconds since the epoch
+    customer: str = ""  # claim `customer`: the shop's customer id this identity belongs to (gateway.customers)
 
 
 class Authenticator:
@@ -70,11 +71,11 @@ class Authenticator:
         """Whether tokens of ``tenant`` are accepted here."""
         return self._tenants is None or tenant in self._tenants
 
-    def mint(self, *, tenant: str, user: str, role: str, channel: str, ttl_s: int, name: str | None = None) -> str:
+    def mint(self, *, tenant: str, user: str, role: str, channel: str, ttl_s: int, name: str | None = None, customer: str | None = None) -> str:
         """A token this gateway accepts, signed with the tenant's key (``POST /v1/tokens``)."""
         if not self.serves(tenant):
             raise AuthError("tenant_unknown", f"tenant {tenant!r} is not served here")
-        return mint_token(self._tenant_secrets.get(tenant, self._secret), tenant=tenant, user=user, role=role, channel=channel, ttl_s=ttl_s, name=name)
+        return mint_token(self._tenant_secrets.get(tenant, self._secret), tenant=tenant, user=user, role=role, channel=channel, ttl_s=ttl_s, name=name, customer=customer)
 
     def _verify(self, token: str) -> Identity:
         header, unverified = _peek(token)
@@ -123,6 +124,9 @@ def _identity(claims: dict) -> Identity:
     if channel not in CHANNELS:
         raise AuthError("token_invalid", f"claim `channel` must be one of {', '.join(CHANNELS)}")
     name = claims.get("name", sub)
+    customer = claims.get("customer", "")
+    if type(customer) is not str or len(customer) > 128 or not customer.isprintable() or ":" in customer:
+        raise AuthError("token_invalid", "claim `customer` must be a string of at most 128 printable characters without `:`")
     return Identity(  # shared strings for the few distinct values: memory per idle connection
         tenant=sys.intern(tenant),
         user=sub,
@@ -130,15 +134,18 @@ def _identity(claims: dict) -> Identity:
         channel=CHANNELS[CHANNELS.index(channel)],
         name=name if type(name) is str else sub,
         expires_at=int(claims["exp"]),
+        customer=customer,
     )
 
 
 def mint_token(
-    secret: str, *, tenant: str, user: str, role: str, channel: str, ttl_s: int = 3600, name: str | None = None
+    secret: str, *, tenant: str, user: str, role: str, channel: str, ttl_s: int = 3600, name: str | None = None, customer: str | None = None
 ) -> str:
     """A token for development and tests (production tokens come from the tenant's own backend)."""
     now = int(time.time())
     claims = {"sub": user, "tenant": tenant, "role": role, "channel": channel, "iat": now, "exp": now + ttl_s}
     if name:
         claims["name"] = name
+    if customer:
+        claims["customer"] = customer
     return jwt.encode(claims, secret, algorithm=ALGORITHM)

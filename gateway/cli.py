@@ -18,6 +18,7 @@ from .app import Running, serve
 from .auth import mint_token
 from .config import Config, add_arguments, from_arguments
 from .logs import configure
+from . import workers
 from .http import keys
 from .model import API_SCOPES, CHANNELS, ROLES, CreateApiKey, RevokeApiKey
 from .store import SqliteBackend, StoreError, sqlite_check
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--role", required=True, choices=ROLES)
     token.add_argument("--channel", default="web", choices=CHANNELS)
     token.add_argument("--name", default=None, help="display name shown to other participants")
+    token.add_argument("--customer", default=None, help="shoppers: the shop's customer id the identity is linked to (docs/workspace.md)")
     token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds until it expires")
     token.add_argument("--data-dir", default=None, help="where the development secret is (as for serve)")
     token.add_argument("--jwt-secret", default=None, help="sign with this secret instead (env KEFU_JWT_SECRET)")
@@ -78,7 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "store":
         return _store(args)
     config = from_arguments(args)
-    configure(config.log_format, config.log_level)
+    problems = config.problems()
+    if problems:
+        for problem in problems:
+            print(f"kefu serve: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if config.workers > 1 and workers.index() is None:
+        configure(config.log_format, config.log_level, node="supervisor")
+        return workers.supervise(config, argv if argv is not None else sys.argv[1:])
+    if not config.node_id:
+        config.node_id = workers.node_id(workers.index())
+    configure(config.log_format, config.log_level, node=config.node_id)
     if config.store == "sqlite" and not _store_is_sound(config):
         return EXIT_STORE_DAMAGED
     _raise_file_limit()
@@ -105,6 +117,7 @@ def _raise_file_limit() -> None:
     log.info("file descriptor limit: %d (connections per process stay below it)", hard)
 
 
+EXIT_USAGE = 2
 EXIT_STORE_DAMAGED = 3
 
 
@@ -140,7 +153,7 @@ def _store(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> int:
     overrides = argparse.Namespace(data_dir=args.data_dir, jwt_secret=args.jwt_secret)
     secret, _ = from_arguments(overrides).secret()
-    print(mint_token(secret, tenant=args.tenant, user=args.user, role=args.role, channel=args.channel, ttl_s=args.ttl, name=args.name))
+    print(mint_token(secret, tenant=args.tenant, user=args.user, role=args.role, channel=args.channel, ttl_s=args.ttl, name=args.name, customer=args.customer))
     return 0
 
 
@@ -187,7 +200,7 @@ async def _serve(config: Config) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             running: Running = await nursery.start(serve, config)
-            print(f"kefu {__version__} listening", flush=True)
+            print(f"kefu {__version__} listening (node {running.node.id})", flush=True)
             print(f"  WebSocket: {running.url}  (subprotocol kefu.v1)", flush=True)
             if running.metrics_url:
                 print(f"  Metrics:   {running.metrics_url}", flush=True)

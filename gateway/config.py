@@ -36,7 +36,12 @@ class Config:
     api_max_body_bytes: int = _opt(64 * 1024, "Largest REST API request body accepted (bigger: 413).")
     api_rate_per_second: float = _opt(50.0, "REST API requests per second per API key; twice that (at least 2) at once (over it: 429; 0: no limit).")
     data_dir: str = _opt("./data", "Directory for the SQLite database and the development secret.")
-    store: str = _opt("sqlite", "Persistence backend.", choices=("sqlite", "memory"))
+    store: str = _opt("sqlite", "Persistence backend: sqlite, memory, or a postgresql://user@host:port/db URL (shared by many processes).")
+    store_schema: str = _opt("public", "PostgreSQL schema of the store's tables (with a postgresql:// store).")
+    bus: str = _opt("local", "Bus between gateway processes: local (this process only) or a redis://host:port[/db] URL.")
+    bus_channel: str = _opt("kefu:bus", "Redis pub/sub channel of the bus (with a redis:// bus); clusters sharing a Redis use different ones.")
+    workers: int = _opt(1, "Gateway processes sharing the port (SO_REUSEPORT); more than 1 needs a postgresql:// store and a redis:// bus.")
+    node_id: str = _opt("", "This process's id in logs, metrics and on the bus (empty: a random one).")
     sqlite_synchronous: str = _opt(
         "normal", "SQLite synchronous mode: normal survives a process crash, full also a power loss.", choices=("normal", "full")
     )
@@ -73,6 +78,10 @@ class Config:
     media_image_pixels: int = _opt(_MEDIA.image_pixels, "Most pixels (width x height) of an image upload; more is a decompression bomb.")
     media_workers: int = _opt(2, "Uploads decoded and probed at once, in worker threads (each may hold a decoded image in memory).")
     media_url_ttl_s: int = _opt(300, "Seconds a signed download URL stays valid.")
+    context_url: str = _opt("", "The shop's CRM: customer context from GET <url>/customers/<id>/context (docs/workspace.md); empty: the built-in provider fed by /v1/ingest.")
+    context_timeout_s: float = _opt(2.0, "Seconds a customer-context fetch may take before the agent is told it is unavailable.")
+    context_ttl_s: float = _opt(60.0, "Seconds the CRM's answer for a customer is cached.")
+    context_wait_s: float = _opt(0.2, "Seconds an assignment waits for the customer context before sending it on (`pending`, then a `customer_context` event).")
     log_format: str = _opt("text", "Log format.", choices=("text", "json"))
     log_level: str = _opt("info", "Log level.", choices=("debug", "info", "warning", "error"))
 
@@ -100,6 +109,36 @@ class Config:
     def sqlite_path(self) -> Path:
         return Path(self.data_dir) / "kefu.sqlite3"
 
+    @property
+    def shared_store(self) -> bool:
+        """A store other processes can share (PostgreSQL)."""
+        return self.store.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def shared_bus(self) -> bool:
+        return self.bus.startswith("redis://")
+
+    def problems(self) -> list[str]:
+        """What makes this configuration unusable, as messages for the operator."""
+        found = []
+        if self.store not in ("sqlite", "memory") and not self.shared_store:
+            found.append(f"--store {self.store!r}: expected sqlite, memory or a postgresql:// URL")
+        if self.bus != "local" and not self.shared_bus:
+            found.append(f"--bus {self.bus!r}: expected local or a redis:// URL")
+        if self.workers < 1:
+            found.append("--workers must be at least 1")
+        elif self.workers > 1 and not (self.shared_store and self.shared_bus):
+            found.append(
+                f"--workers {self.workers} needs a store and a bus the processes share: "
+                "--store postgresql://… and --bus redis://… (SQLite and the local bus belong to one process)"
+            )
+        if self.routing == "on" and (self.shared_bus or self.workers > 1):
+            found.append(
+                "--routing on across processes is not built yet (each process would route on its own: "
+                "agents over their maximum, bots answering twice): start the cluster with --routing off (docs/scaling.md)"
+            )
+        return found
+
     def csv(self, name: str) -> frozenset[str] | None:
         value = getattr(self, name)
         items = frozenset(v.strip() for v in value.split(",") if v.strip())
@@ -119,7 +158,20 @@ class Config:
 
     def describe(self) -> dict[str, Any]:
         """The settings for the startup log: secrets masked."""
-        return {f.name: ("***" if f.metadata["secret"] and getattr(self, f.name) else getattr(self, f.name)) for f in fields(self)}
+        return {
+            f.name: ("***" if f.metadata["secret"] and getattr(self, f.name) else _without_password(getattr(self, f.name)))
+            for f in fields(self)
+        }
+
+
+def _without_password(value: Any) -> Any:
+    """A URL's password masked (``redis://:***@host``); anything else as it is."""
+    if isinstance(value, str) and "://" in value and "@" in value:
+        scheme, rest = value.split("://", 1)
+        userinfo, host = rest.rsplit("@", 1)
+        if ":" in userinfo:
+            return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser, defaults: Config | None = None) -> None:

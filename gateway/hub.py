@@ -38,6 +38,9 @@ class Hub:
         self.convs: dict[str, ConvState] = {}
         self.users: dict[tuple[str, str], set[Connection]] = {}  # (tenant, user) -> local connections
         self._loading: dict[str, trio.Event] = {}
+        #: Across processes only: the local session that sent (conv_id, seq), until it is delivered
+        #: here — a message read from the store to fill a gap must skip its sender too.
+        self.origins: dict[tuple[str, int], str] = {}
 
     # ---- conversation states ------------------------------------------------------------------
 

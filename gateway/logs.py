@@ -15,6 +15,10 @@ CONTEXT = ("conn", "peer", "tenant", "user", "role")
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, node: str = "") -> None:
+        super().__init__()
+        self.node = node  # this process's node id: every line of a cluster's logs says whose it is
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
@@ -22,6 +26,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if self.node:
+            entry["node"] = self.node
         for key in CONTEXT:
             value = getattr(record, key, None)
             if value is not None:
@@ -40,8 +46,9 @@ def escape(text: str) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    def __init__(self, node: str = "") -> None:
+        where = f"[{escape(node)}] " if node else ""
+        super().__init__(f"%(asctime)s %(levelname)-7s {where.replace('%', '%%')}%(name)s: %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape(record.message)
@@ -56,9 +63,10 @@ class TextFormatter(logging.Formatter):
         return f"{head} [{context}]{newline}{traceback}"
 
 
-def configure(fmt: str, level: str) -> None:
+def configure(fmt: str, level: str, node: str = "") -> None:
+    """Log to stderr in ``fmt``; every line carries ``node`` (the process's node id) when given."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter(node) if fmt == "json" else TextFormatter(node))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

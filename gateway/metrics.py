@@ -76,10 +76,16 @@ class Stats:
         self.rate_limited = 0
         self.http_refusals: Counter[tuple[str, int]] = Counter()  # HTTP requests refused, by (code, status)
         self.bus_publish_failures = 0  # events the bus could not hand to every node (durable anyway)
+        self.bus_stale = 0  # messages from the bus already delivered here (resent, or read from the store first)
+        self.bus_gap_filled = 0  # messages the bus missed, read from the store and delivered in order
+        self.bus_resyncs = 0  # bus subscriptions re-established (each followed by a gap fill)
+        self.store_healthy = True  # a shared store answered its last health check
+        self.bus_healthy = True  # a shared bus is connected
         self.refused: Counter[str] = Counter()  # inbound input refused or dropped, by reason
         self.preauth_bytes = lambda: 0  # bytes held by connections not yet authenticated (set by the node)
         self.bot_handoffs: Counter[str] = Counter()  # conversations the bot handed to people, by reason code
         self.bot_conversations: Counter[str] = Counter()  # bot conversations ended, by outcome: contained, handed_off
+        self.customer_contexts: Counter[str] = Counter()  # customer contexts fetched for agents, by result: ok, unavailable
 
 
 class KefuCollector(Collector):
@@ -93,7 +99,13 @@ class KefuCollector(Collector):
         outbox_bytes: Callable[[], int],
         subscriptions: Callable[[], int],
         parked: Callable[[], int] = lambda: 0,
+        node: dict[str, str] | None = None,
+        bus: object = None,
+        queue: Callable[[], tuple[int, float]] | None = None,
     ) -> None:
+        self._queue = queue  # routing's queues: (conversations waiting, seconds the longest has waited)
+        self._node = node or {}
+        self._bus = bus
         self._stats = stats
         self._build = build
         self._outbox_bytes = outbox_bytes
@@ -105,6 +117,22 @@ class KefuCollector(Collector):
         info = InfoMetricFamily("kefu_build", "Kefu version and which implementation of each native module is active (native or python).")
         info.add_metric([], self._build)
         yield info
+        if self._node:
+            node = InfoMetricFamily("kefu_node", "This gateway process: its node id (in logs and on the bus), its store and bus kinds.")
+            node.add_metric([], self._node)
+            yield node
+        yield GaugeMetricFamily("kefu_store_up", "1 while the store answers (a shared store is pinged every second), else 0.", value=int(s.store_healthy))
+        yield GaugeMetricFamily("kefu_bus_up", "1 while the bus is connected (always 1 for the in-process bus), else 0.", value=int(s.bus_healthy))
+        if self._queue is not None:
+            waiting, oldest = self._queue()
+            yield GaugeMetricFamily("kefu_routing_queued", "Conversations waiting in routing queues for an agent (this process's).", value=waiting)
+            yield GaugeMetricFamily("kefu_routing_queue_oldest_wait_seconds", "How long the conversation waiting longest has waited (0: none waiting).", value=oldest)
+        bus = self._bus
+        if bus is not None and hasattr(bus, "buffered_bytes"):
+            yield GaugeMetricFamily("kefu_bus_buffered_bytes", "Bytes of bus publishes not yet answered by Redis (grows while it is slow or away).", value=bus.buffered_bytes)
+            yield CounterMetricFamily("kefu_bus_reconnects", "Bus connections re-established after a loss.", value=bus.reconnects)
+            yield CounterMetricFamily("kefu_bus_published", "Bus publishes answered by Redis.", value=bus.published)
+            yield CounterMetricFamily("kefu_bus_received", "Bus events received from Redis.", value=bus.received)
 
         conns = GaugeMetricFamily("kefu_connections", "Open authenticated connections.", labels=["role"])
         for role in ("shopper", "agent", "supervisor", "bot"):
@@ -145,6 +173,9 @@ class KefuCollector(Collector):
         )
         yield CounterMetricFamily("kefu_rate_limited", "Requests refused by the rate limit.", value=s.rate_limited)
         yield CounterMetricFamily("kefu_bus_publish_failures", "Bus publishes that did not reach every node (the data is durable; clients get it on resume).", value=s.bus_publish_failures)
+        yield CounterMetricFamily("kefu_bus_stale_messages", "Messages from the bus already delivered on this node (dropped).", value=s.bus_stale)
+        yield CounterMetricFamily("kefu_bus_gap_filled_messages", "Messages read from the store to fill a gap in what the bus brought (lost, or overtaken for longer than 20 ms), delivered in order.", value=s.bus_gap_filled)
+        yield CounterMetricFamily("kefu_bus_resyncs", "Bus subscriptions re-established after a loss (each followed by a gap fill).", value=s.bus_resyncs)
         refused = CounterMetricFamily(
             "kefu_input_refused", "Inbound frames, bytes or connections refused or dropped, by reason.", labels=["reason"]
         )
@@ -172,6 +203,10 @@ class KefuCollector(Collector):
         for outcome in ("contained", "handed_off"):
             outcomes.add_metric([outcome], s.bot_conversations.get(outcome, 0))
         yield outcomes
+        contexts = CounterMetricFamily("kefu_customer_contexts", "Customer contexts fetched for agents, by result: ok or unavailable (provider slow or failing).", labels=["result"])
+        for result in ("ok", "unavailable"):
+            contexts.add_metric([result], s.customer_contexts.get(result, 0))
+        yield contexts
         closes = CounterMetricFamily("kefu_closes", "Server-initiated WebSocket closes, by close code.", labels=["code"])
         for code, n in sorted(s.closes.items()):
             closes.add_metric([str(code)], n)

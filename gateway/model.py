@@ -240,10 +240,43 @@ class DeleteAttachment:
     attachment_id: str
 
 
+# ---- the agent workspace (gateway.customers): small JSON records under a tenant, a kind and a key --
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One workspace record: a customer, an identity link, a merge, an order, a product, a quick
+    reply, a private note, a conversation's workspace facts (product, tags, satisfaction), business
+    hours. ``value`` is JSON text; what it holds is the business of the module that owns ``kind``."""
+
+    tenant: str
+    kind: str
+    key: str
+    value: str
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class PutRecords:
+    """Store (insert or replace) every record, all or none: a merge relinks several identities and
+    records itself at once. The result is the number of records stored."""
+
+    records: tuple[Record, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRecord:
+    """Forget one record; the result says whether there was one."""
+
+    tenant: str
+    kind: str
+    key: str
+
+
 WriteOp = (
     CreateConversation | AddParticipant | RemoveParticipant | AppendMessage | SetReceipt | SetStatus | SetTags
     | CreateApiKey | RevokeApiKey | SaveAgent | SaveTenantSettings
-    | AddAttachment | DeleteAttachment
+    | AddAttachment | DeleteAttachment | PutRecords | DeleteRecord
 )
 
 

@@ -18,11 +18,15 @@ from .auth import Authenticator
 from .bus import Bus, LocalBus
 from .config import Config
 from .conversations.service import ConversationService
+from .customers import WorkspaceService
 from .hub import Hub
 from .metrics import Stats
 from .model import Conversation
 from .protocol import admission
+from .protocol import envelope as env
 from .protocol.errors import CLOSE_SERVICE_RESTART
+from .http.health import Check
+from .store.base import StoreError
 from .store.writer import Store
 from .transport.connection import Connection
 from .transport.server import WebSocketServer
@@ -33,6 +37,12 @@ if TYPE_CHECKING:
     from .routing.service import RoutingService
 
 log = logging.getLogger("kefu.node")
+
+HEALTH_INTERVAL_S = 1.0  # how often a shared store and bus are checked for /readyz
+HEALTH_TIMEOUT_S = 2.0
+REORDER_WAIT_S = 0.02  # how long a gap may wait for the bus before the store is read
+FILL_PAGE = 500  # messages read from the store per step of a gap fill
+FILL_RETRIES = 8  # store reads a gap fill tries before it gives up (and clients resume)
 
 
 class Node:
@@ -50,7 +60,7 @@ class Node:
         self.store = store
         self.bus: Bus = bus if bus is not None else LocalBus()
         self.hub = Hub()
-        self.id = secrets.token_hex(6)  # this node on the bus: its own echoes carry it
+        self.id = config.node_id or secrets.token_hex(6)  # this node on the bus: its own echoes carry it
         limits = config.limits
         self.service = ConversationService(
             store, self.hub, self.bus, stats, node_id=self.id, limits=limits, reply_bytes=config.max_outbox_bytes // 4
@@ -60,8 +70,17 @@ class Node:
         self.handlers = RequestHandlers(config, self.service, self.hub, authenticator, stats, preauth)
         self.server = WebSocketServer(config, stats, self.handlers, preauth)
         self.routing: RoutingService | None = None
+        self.workspace = WorkspaceService(self.service)
+        self.service.watchers.append(self.workspace)
+        self.handlers.workspace = self.workspace
+        self.handlers.register(self.workspace.requests())
         self.media: Media | None = None  # uploads and downloads (the HTTP API's): set by the app
         self.draining = False
+        #: True when the bus crosses processes (Redis): deliveries are ordered and gap-filled here
+        self.ordered = bool(getattr(self.bus, "crosses_processes", False))
+        self._held: dict[str, dict[int, tuple[bytes, Connection | None]]] = {}  # conv_id -> seq -> frame, while filling
+        self._tasks: trio.Nursery | None = None
+        self._resync_wanted: set[str] = set()  # conversations whose running fill must read to the end
         self._stop = trio.Event()
         self._done = trio.Event()
 
@@ -72,6 +91,7 @@ class Node:
         self.service.hooks = routing
         self.handlers.hooks = routing
         self.handlers.register(routing.requests())
+        routing.workspace = self.workspace
 
     @property
     def connections(self) -> set[Connection]:
@@ -94,17 +114,50 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until ``stop()``; then drain gracefully. ``task_status.started`` gets the bound port."""
         async with trio.open_nursery() as system:
+            self._tasks = system
             await system.start(self.store.run)
             await system.start(self.bus.run, self)
+            await system.start(self.workspace.run)
             if self.routing is not None:  # after the store (it restores from it), before accepting
                 await system.start(self.routing.run)
             port = await system.start(self.server.run)
+            if hasattr(self.store.backend, "ping") or self.ordered:
+                await system.start(self._watch_health)
             self.server.ready = True
             task_status.started(port)
             await self._stop.wait()
             await self._drain()
             system.cancel_scope.cancel()
         self._done.set()
+
+    async def _watch_health(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep ``server.checks`` (what /readyz lists) current: the shared store answers a ping,
+        the bus is connected."""
+        started = False
+        while True:
+            checks = []
+            if hasattr(self.store.backend, "ping"):
+                try:
+                    with trio.fail_after(HEALTH_TIMEOUT_S):
+                        await self.store.ping()
+                    checks.append(Check("store", True, type(self.store.backend).__name__))
+                except (StoreError, trio.TooSlowError) as exc:
+                    checks.append(Check("store", False, str(exc).splitlines()[0] if str(exc) else "no answer"))
+            describe = getattr(self.bus, "describe", None)
+            if describe is not None:
+                checks.append(Check("bus", bool(getattr(self.bus, "healthy", True)), describe()))
+            for check in checks:
+                healthy = getattr(self.stats, f"{check.name}_healthy")
+                if healthy and not check.ok:
+                    log.error("%s unhealthy: %s", check.name, check.detail)
+                elif not healthy and check.ok:
+                    log.info("%s healthy again: %s", check.name, check.detail)
+                setattr(self.stats, f"{check.name}_healthy", check.ok)
+            self.server.checks = checks
+            if not started:
+                started = True
+                task_status.started()
+            await trio.sleep(HEALTH_INTERVAL_S)
 
     def stop(self) -> None:
         """Begin a graceful shutdown (see ``_drain``); ``run`` returns when it is done."""
@@ -132,8 +185,125 @@ class Node:
         sender = None
         if origin is not None and node == self.id:  # our own echo: skip the sender's own session
             sender = self.server.sessions.get(origin)
-        self.stats.messages_delivered += self.hub.deliver(conv_id, seq, frame, sender)
+        if self.ordered:
+            self._deliver_in_order(conv_id, seq, frame, sender)
+        else:
+            self.stats.messages_delivered += self.hub.deliver(conv_id, seq, frame, sender)
         self.stats.fanout_latency.observe(time.perf_counter() - started)
+
+    # ---- across processes: in seq order, once, with gaps filled from the store -----------------
+
+    def _deliver_in_order(self, conv_id: str, seq: int, frame: bytes, sender: Connection | None) -> None:
+        """Messages of one conversation committed by different processes reach this node in any
+        order, a resent publish may arrive twice, and a bus outage may lose some. Deliver each seq
+        once and in order: a seq delivered already is dropped; one past a gap is held while the
+        missing ones are read from the store (``_fill``)."""
+        if self.hub.origins:
+            origin = self.hub.origins.pop((conv_id, seq), None)
+            if origin is not None and sender is None:
+                sender = self.server.sessions.get(origin)
+        state = self.hub.get(conv_id)
+        if state is None:
+            return
+        if seq <= state.last_seq:
+            self.stats.bus_stale += 1
+            return
+        held = self._held.get(conv_id)
+        if held is None and seq == state.last_seq + 1:
+            self.stats.messages_delivered += self.hub.deliver(conv_id, seq, frame, sender)
+            return
+        if held is None:
+            held = self._held[conv_id] = {}
+            self._spawn(self._fill, conv_id)
+        held[seq] = (frame, sender)
+
+    def on_resync(self) -> None:
+        """The bus lost traffic (its subscription was re-established): every conversation in use
+        here reads what it may have missed from the store."""
+        self.stats.bus_resyncs += 1
+        for conv_id in list(self.hub.convs):
+            if conv_id in self._held:  # a fill is running: it reads on to the end too
+                self._resync_wanted.add(conv_id)
+            else:
+                self._held[conv_id] = {}
+                self._spawn(self._fill, conv_id, True)
+
+    def _spawn(self, fn, *args) -> None:
+        if self._tasks is not None:
+            self._tasks.start_soon(fn, *args)
+
+    async def _fill(self, conv_id: str, resync: bool = False) -> None:
+        """Deliver, in order, the held messages of ``conv_id`` and the stored ones before or
+        between them (``resync``: every stored one past the last delivered)."""
+        held = self._held[conv_id]
+        failures = 0
+        waited = 0.0
+        try:
+            while True:
+                state = self.hub.get(conv_id)
+                if state is None:
+                    return
+                # Most gaps are messages of other processes still on the bus, overtaken by a later
+                # one through another publisher: give them a moment before reading the store.
+                if held and min(held) > state.last_seq + 1 and waited < REORDER_WAIT_S:
+                    await trio.sleep(0.002)
+                    waited += 0.002
+                    continue
+                while state.last_seq + 1 in held:  # contiguous: straight out
+                    seq = state.last_seq + 1
+                    frame, sender = held.pop(seq)
+                    self.stats.messages_delivered += self.hub.deliver(conv_id, seq, frame, sender)
+                for seq in [s for s in held if s <= state.last_seq]:
+                    del held[seq]
+                if not held and not resync:  # the bus closed the gap by itself
+                    if conv_id not in self._resync_wanted:
+                        return
+                    self._resync_wanted.discard(conv_id)
+                    resync = True
+                try:  # oldest first, from the last delivered (with ``before`` a page is the newest of its range)
+                    page = await self.store.read_messages(conv_id, after=state.last_seq, limit=FILL_PAGE)
+                except Exception as exc:  # the store is away too: retry a while, then let clients resume
+                    failures += 1
+                    if failures > FILL_RETRIES:
+                        log.error("gap in %s not filled (%s): delivering what arrived; clients resume from seq", conv_id, exc)
+                        for seq in sorted(held):
+                            frame, sender = held.pop(seq)
+                            self.stats.messages_delivered += self.hub.deliver(conv_id, seq, frame, sender)
+                        return
+                    await trio.sleep(min(0.05 * 2**failures, 1.0))
+                    continue
+                state = self.hub.get(conv_id)
+                if state is None:
+                    return
+                progress = state.last_seq
+                for m in page.messages:
+                    seq = state.last_seq + 1
+                    if m.seq != seq:
+                        break
+                    if seq in held:  # arrived meanwhile: its own frame, with its sender skipped
+                        frame, sender = held.pop(seq)
+                    else:
+                        self.stats.bus_gap_filled += 1
+                        frame = env.message_frame(m)
+                        # sent from here and its echo still on the way: skip its sender all the same
+                        origin = self.hub.origins.pop((conv_id, seq), None)
+                        sender = self.server.sessions.get(origin) if origin is not None else None
+                    self.stats.messages_delivered += self.hub.deliver(conv_id, seq, frame, sender)
+                if not held and not page.more:
+                    return
+                if held and state.last_seq == progress and min(held) > state.last_seq + 1:
+                    # the store does not show the hole's messages (yet): look again, a few times
+                    failures += 1
+                    if failures > FILL_RETRIES:
+                        log.error("gap before seq %d in %s not in the store: delivering what arrived", min(held), conv_id)
+                        for seq in sorted(held):
+                            frame, sender = held.pop(seq)
+                            self.stats.messages_delivered += self.hub.deliver(conv_id, seq, frame, sender)
+                        return
+                    await trio.sleep(0.01 * failures)
+        finally:
+            del self._held[conv_id]
+            self._resync_wanted.discard(conv_id)
 
     def on_event(self, node: str, conv_id: str, frame: bytes, skip_user: str | None) -> None:
         self.stats.events_delivered += self.hub.broadcast(conv_id, frame, skip_user)

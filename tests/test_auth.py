@@ -35,6 +35,13 @@ def test_a_valid_token_gives_the_identity():
     assert (identity.tenant, identity.user, identity.role, identity.channel, identity.name) == ("shop1", "王丽", "agent", "web", "王丽")
 
 
+def test_the_customer_claim_names_the_shops_customer():
+    assert Authenticator(SECRET).verify(mint_token(SECRET, tenant="shop1", user="v-7", role="shopper", channel="web", customer="c42")).customer == "c42"
+    assert Authenticator(SECRET).verify(mint_token(SECRET, tenant="shop1", user="v-7", role="shopper", channel="web")).customer == ""
+    for bad in ("web:v-7", 42, "x" * 129):
+        assert refused(Authenticator(SECRET), jwt.encode(claims(customer=bad), SECRET)) == "token_invalid"
+
+
 def test_expired_token():
     assert refused(Authenticator(SECRET, leeway_s=0), jwt.encode(claims(exp=int(time.time()) - 10), SECRET)) == "token_expired"
 

@@ -54,6 +54,11 @@ async def test_version_and_token():
     ).stdout.strip()
     identity = Authenticator(SECRET).verify(minted)
     assert (identity.tenant, identity.user, identity.role, identity.channel) == ("t9", "王丽", "agent", "web")
+    minted = subprocess.run(
+        [*KEFU, "token", "--jwt-secret", SECRET, "--tenant", "t9", "--user", "v-7", "--role", "shopper", "--customer", "c42"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert Authenticator(SECRET).verify(minted).customer == "c42"
 
 
 async def test_serve_prints_urls_serves_metrics_and_exits_0_on_sigterm(tmp_path):

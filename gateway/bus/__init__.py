@@ -2,5 +2,6 @@
 
 from .base import Bus, BusError, BusHandler
 from .local import LocalBus
+from .redis import RedisBus
 
-__all__ = ["Bus", "BusError", "BusHandler", "LocalBus"]
+__all__ = ["Bus", "BusError", "BusHandler", "LocalBus", "RedisBus"]

@@ -48,6 +48,10 @@ class BusHandler(Protocol):
     def on_user(self, node: str, tenant: str, user: str, frame: bytes) -> None:
         """A frame for every live connection of one user (assignment offers)."""
 
+    def on_resync(self) -> None:
+        """Events may have been lost (a bus across processes re-established its subscription):
+        read what was missed from the store. The in-process bus never calls it."""
+
 
 class Bus(Protocol):
     async def run(self, handler: BusHandler, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -91,6 +91,9 @@ MAX_TAG_CHARS = 64
 Conv = str | ConvState
 
 
+MAX_ORIGINS = 100_000  # sent messages whose echo is awaited, across processes (Hub.origins)
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -170,7 +173,9 @@ class ConversationService:
         self.history_page = self.limits.history_page
         self.reply_bytes = reply_bytes
         self.hooks: Hooks | None = None
+        self.watchers: list[Any] = []  # others told of each durable message and raised receipt (``on_message``, ``on_receipt``): the workspace's inbox
         self.accepting = True  # False while the node drains: writes are refused as unavailable
+        self.ordered = bool(getattr(bus, "crosses_processes", False))  # the node orders deliveries (Node.on_message)
 
     # ---- looking conversations up -------------------------------------------------------------
 
@@ -375,15 +380,28 @@ class ConversationService:
             stats.ack_latency.observe(time.perf_counter() - received)
             if result.duplicate:
                 stats.messages_duplicate += 1
+                if self.ordered:  # the process that stored it may have died before publishing it
+                    m = result.message
+                    try:
+                        self.bus.publish_message(self.node_id, conv_id, m.seq, env.message_frame(m), origin)
+                    except BusError as exc:
+                        self._publish_failed(exc)
             else:
                 m = result.message
                 stats.messages_accepted += 1
+                if origin is not None and self.ordered:
+                    origins = self.hub.origins
+                    if len(origins) >= MAX_ORIGINS:  # echoes never came back (the bus was away): forget
+                        origins.clear()
+                    origins[(conv_id, m.seq)] = origin
                 try:
                     self.bus.publish_message(self.node_id, conv_id, m.seq, env.message_frame(m), origin)
                 except BusError as exc:
                     self._publish_failed(exc)
                 if self.hooks is not None:
                     self.hooks.on_message(state, m)
+                for watcher in self.watchers:
+                    watcher.on_message(state, m)
             self.hub.release(state)
 
         state.inflight += 1
@@ -439,6 +457,8 @@ class ConversationService:
             self.bus.publish_message(self.node_id, state.conv.id, m.seq, env.message_frame(m), None)
         except BusError as exc:
             self._publish_failed(exc)
+        for watcher in self.watchers:
+            watcher.on_message(state, m)
         self.hub.release(state)
         return result
 
@@ -448,18 +468,29 @@ class ConversationService:
         if kind not in RECEIPT_KINDS:
             raise RequestError("bad_request", f"field `kind` must be one of {', '.join(RECEIPT_KINDS)}")
         state = self.hub.get(conv_id)
-        if state is None:
+        if state is None or seq > state.last_seq:  # past what was delivered here: the store says
             return self._receipt_after_load(who, conv_id, kind, seq, done)
         self._submit_receipt(who, state, kind, seq, done)
         return None
 
     async def _receipt_after_load(self, who: Principal, conv_id: str, kind: str, seq: int, done: Done) -> None:
-        self._submit_receipt(who, await self._in_tenant(who, conv_id, "receipt"), kind, seq, done)
+        state = await self._in_tenant(who, conv_id, "receipt")
+        self._submit_receipt(who, state, kind, seq, done, await self.stored_last_seq(state, seq))
 
-    def _submit_receipt(self, who: Principal, state: ConvState, kind: str, seq: int, done: Done) -> None:
+    async def stored_last_seq(self, state: ConvState, seq: int) -> int:
+        """The conversation's last seq, at least ``seq`` if the store has that many: the node's own
+        ``state.last_seq`` counts what was delivered here, which lags the store while messages
+        committed by other processes are still on the bus."""
+        if seq <= state.last_seq:
+            return state.last_seq
+        stored = await self.store.get_conversation(state.conv.id)
+        return max(state.last_seq, stored.last_seq if stored is not None else 0)
+
+    def _submit_receipt(self, who: Principal, state: ConvState, kind: str, seq: int, done: Done, last_seq: int = 0) -> None:
         authz.check("receipt", who, state.conv.tenant, state.members)
-        if seq > state.last_seq:
-            raise RequestError("bad_request", f"field `seq` is past the conversation's last message ({state.last_seq})")
+        last_seq = max(last_seq, state.last_seq)
+        if seq > last_seq:
+            raise RequestError("bad_request", f"field `seq` is past the conversation's last message ({last_seq})")
         user = who.user
         conv_id = state.conv.id
 
@@ -474,6 +505,8 @@ class ConversationService:
                     state.receipts[(user, kind)] = seq
                     payload = {"t": "receipt", "conv": conv_id, "user": user, "kind": kind, "seq": seq}
                     self._publish_event(conv_id, env.event_frame(payload), None)
+                    for watcher in self.watchers:
+                        watcher.on_receipt(state, user, kind, seq)
                 done(result)
             self.hub.release(state)
 

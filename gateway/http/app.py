@@ -68,10 +68,10 @@ class Services:
 
 
 def build_app(services: Services) -> Starlette:
-    ready = lambda: bool(services.node.ready)  # noqa: E731
+    node = services.node
 
     async def health(request: Request) -> Response:
-        status, text = probe(request.url.path, ready())
+        status, text = probe(request.url.path, bool(node.ready), node.server.checks)
         return PlainTextResponse(text + "\n", status_code=status)
 
     async def metrics(request: Request) -> Response:

@@ -52,6 +52,11 @@ def _queue_text(place: int, eta: int | None, language: str) -> str:
     return "正在为您转接人工客服。" + ahead + wait
 
 
+def _minutes_until(at: float, now: float) -> int:
+    """Seconds from ``now`` to ``at``, in whole minutes (a wait estimate that moves once a minute)."""
+    return max(0, int(at - now) // 60 * 60)
+
+
 class SerialQueues:
     """Run coroutines one after another per key, each key on its own task while it has work."""
 
@@ -113,6 +118,10 @@ class RoutingService:
         self.announced: dict[str, tuple[int, int | None]] = {}  # conv -> queue position last told
         self.serial = SerialQueues()
         self._closing: dict[str, list[Assignment]] = {}  # conv -> assignments freed by its close
+        # The agent workspace (gateway.customers.WorkspaceService), when the node has one: the
+        # customer context of ``assigned``, business hours, the survey after ``resolve``.
+        self.workspace: Any = None
+        self.left_messages: dict[str, float] = {}  # conv -> when agents are back (a message left outside hours)
 
     def requests(self) -> dict[str, Callable[[Identity, dict[str, Any]], Any]]:
         """The request types routing serves: (principal, request) -> the ``ok`` reply's fields."""
@@ -221,6 +230,7 @@ class RoutingService:
         self.contexts.pop(conv_id, None)
         self.resolved_at.pop(conv_id, None)
         self.announced.pop(conv_id, None)
+        self.left_messages.pop(conv_id, None)
         self._closing[conv_id] = self.engine.finish(conv_id, time.time())
         return next_stage(state.conv.stage, "close")
 
@@ -241,8 +251,12 @@ class RoutingService:
             bot = self.bots.for_tenant(state.conv.tenant, routing)
             customer = {"tenant": identity.tenant, "user": identity.user, "channel": identity.channel, "name": identity.name}
             now = time.time()
-            session = self.sessions[state.conv.id] = bot.start(customer, now=now)
+            product = await self.workspace.product_of(state.conv) if self.workspace is not None else None  # the chat opened from it
+            session = self.sessions[state.conv.id] = bot.start(customer, now=now, product=product)
             await self._post_bot(state, routing.bot_user, bot.greeting(session, now=now))
+            away = await self.workspace.away_text(state.conv.tenant) if self.workspace is not None else None
+            if away is not None:  # outside business hours: the bot says when agents are back
+                await self.service.post(Principal(state.conv.tenant, routing.bot_user, "bot"), state, {"kind": "text", "text": away})
 
     async def _bot_turn(self, state: ConvState, text: str, at: float, product: str | None = None) -> None:
         if state.conv.stage != BOT:
@@ -285,7 +299,18 @@ class RoutingService:
         await self._enqueue(state, "handoff", why, routing.group_for(self._facts(state, facts)))
 
     async def _enqueue(self, state: ConvState, event: str, why: dict[str, Any], group: str, *, front: bool = False) -> None:
+        """Queue the conversation. Outside business hours a shopper's request for a human is a
+        message left: served first when agents are back, which the wait estimate and the
+        shopper's notice say."""
         conv = state.conv
+        back_at = None
+        if event in ("handoff", "enqueue") and self.workspace is not None:
+            back_at = await self.workspace.back_at(conv.tenant)
+            if back_at is not None:
+                why = {**why, "leave_message": True, "back_at": int(back_at * 1000)}
+                front = True
+                if conv.id in self.contexts:
+                    self.contexts[conv.id]["handoff"] = why
         if not await self._move(state, event, SYSTEM, group=group, assignee=""):
             return
         now = time.time()
@@ -293,9 +318,14 @@ class RoutingService:
         assignments = self.engine.enqueue(conv.id, conv.tenant, conv.customer, group, now, front=front, language=language)
         if not assignments:
             place, eta = self.engine.position(conv.id) or (1, None)
-            self.announced[conv.id] = (place, eta)
             language = self.contexts.get(conv.id, {}).get("language", "zh")
-            await self._event(state, "queued", _queue_text(place, eta, language), position=place, eta_s=eta, group=group, **why)
+            text = _queue_text(place, eta, language)
+            if back_at is not None:
+                self.left_messages[conv.id] = back_at
+                eta = max(eta or 0, _minutes_until(back_at, self.workspace.clock()))
+                text = await self.workspace.away_text(conv.tenant, language) or text
+            self.announced[conv.id] = (place, eta)
+            await self._event(state, "queued", text, position=place, eta_s=eta, group=group, **why)
         self._carry_out(assignments)
 
     async def _reopen(self, state: ConvState) -> None:
@@ -308,6 +338,7 @@ class RoutingService:
     def _carry_out(self, assignments: list[Assignment]) -> None:
         for a in assignments:
             self.announced.pop(a.conv_id, None)
+            self.left_messages.pop(a.conv_id, None)
             self.serial.submit(a.conv_id, self._assign, a)
         if assignments:
             for tenant in {a.tenant for a in assignments}:
@@ -326,6 +357,8 @@ class RoutingService:
         await self._event(state, "assigned", f"您好，客服{a.agent_name}为您服务", agent=a.agent, agent_name=a.agent_name, waited_s=round(a.waited_s, 1))
         context = self.contexts.get(a.conv_id) or await self._plain_context(state, {"reason": a.how})
         offer = {"t": "assigned", "conv": env.conversation_map(state.conv), "context": context, "how": a.how, "waited_ms": int(a.waited_s * 1000)}
+        if self.workspace is not None:  # what the shop knows of the customer (or "pending": it follows)
+            offer["customer"] = await self.workspace.assigned_context(state, a.agent)
         self.service.notify_user(a.tenant, a.agent, offer)
         log.info("conversation %s assigned to %s (%s, waited %.1f s)", a.conv_id, a.agent, a.how, a.waited_s)
 
@@ -359,6 +392,9 @@ class RoutingService:
         """Tell every waiting shopper of ``tenant`` whose place or estimate moved (not stored)."""
         for waiting in self.engine.queued(tenant):
             where = self.engine.position(waiting.conv_id)
+            back_at = self.left_messages.get(waiting.conv_id)
+            if where is not None and back_at is not None:  # the wait lasts until agents are back
+                where = (where[0], max(where[1] or 0, _minutes_until(back_at, self.workspace.clock())))
             if where is None or self.announced.get(waiting.conv_id) == where:
                 continue
             self.announced[waiting.conv_id] = where
@@ -492,6 +528,8 @@ class RoutingService:
         self.resolved_at[state.conv.id] = time.time()
         self._carry_out(self.engine.finish(state.conv.id, time.time()))
         await self._event(state, "resolved", "本次服务已结束，感谢您的咨询。如还有问题，直接回复即可", by=identity.user)
+        if self.workspace is not None:
+            await self.workspace.resolved(state)
         return state.conv
 
     async def _handoff_request(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:

@@ -2,14 +2,17 @@
 
 from .base import Conflict, NotFound, StoreBackend, StoreDamaged, StoreError
 from .memory import MemoryBackend
+from .postgres import PostgresBackend, StoreUnavailable
 from .sqlite import SqliteBackend
 
 __all__ = [
     "Conflict",
     "MemoryBackend",
     "NotFound",
+    "PostgresBackend",
     "SqliteBackend",
     "StoreBackend",
     "StoreDamaged",
     "StoreError",
+    "StoreUnavailable",
 ]

@@ -26,6 +26,7 @@ from ..model import (
     Page,
     Participant,
     Receipt,
+    Record,
     StoredMessage,
     TenantSettings,
     WriteOp,
@@ -71,7 +72,8 @@ class StoreBackend(Protocol):
         SetStatus -> Conversation (updated); SetTags -> the tags as stored (unique, sorted);
         CreateApiKey and RevokeApiKey -> ApiKey; SaveAgent -> AgentProfile; SaveTenantSettings ->
         TenantSettings; AddAttachment -> Attachment (an existing id is a StoreError);
-        DeleteAttachment -> bool (was there). A failing op's result is a StoreError instance.
+        DeleteAttachment -> bool (was there); PutRecords -> int (records stored; all or none);
+        DeleteRecord -> bool (was there). A failing op's result is a StoreError instance.
         """
 
     def get_conversation(self, conv_id: str) -> Conversation | None: ...
@@ -133,3 +135,12 @@ class StoreBackend(Protocol):
 
     def tenant_settings(self, tenant: str | None = None) -> list[TenantSettings]:
         """The stored settings of ``tenant`` (zero or one), or of every tenant with None, by tenant."""
+
+    # ---- workspace records (gateway.customers) ------------------------------------------------
+
+    def record(self, tenant: str, kind: str, key: str) -> Record | None:
+        """The record stored under (tenant, kind, key), or None."""
+
+    def records(self, tenant: str, kind: str, *, prefix: str = "", after: str = "", limit: int = 1000) -> list[Record]:
+        """The tenant's records of ``kind`` whose key starts with ``prefix`` and sorts after
+        ``after``, by key (byte order of the UTF-8 text), at most ``limit``."""

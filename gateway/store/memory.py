@@ -28,7 +28,10 @@ from ..model import (
     CreateConversation,
     Page,
     Participant,
+    PutRecords,
+    DeleteRecord,
     Receipt,
+    Record,
     RemoveParticipant,
     SetReceipt,
     SetStatus,
@@ -68,6 +71,7 @@ class MemoryBackend:
         self._agents: dict[tuple[str, str], AgentProfile] = {}
         self._settings: dict[str, TenantSettings] = {}
         self._attachments: dict[str, Attachment] = {}
+        self._records: dict[tuple[str, str], dict[str, Record]] = {}  # (tenant, kind) -> key -> record
         self._handlers: dict[type, Callable[..., object]] = {
             CreateConversation: self._create,
             AddParticipant: self._add_participant,
@@ -82,6 +86,8 @@ class MemoryBackend:
             SetTags: self._set_tags,
             AddAttachment: self._add_attachment,
             DeleteAttachment: self._delete_attachment,
+            PutRecords: self._put_records,
+            DeleteRecord: self._delete_record,
         }
         self._tags: dict[str, tuple[str, ...]] = {}
 
@@ -207,6 +213,17 @@ class MemoryBackend:
     def _delete_attachment(self, op: DeleteAttachment) -> bool:
         return self._attachments.pop(op.attachment_id, None) is not None
 
+    def _put_records(self, op: PutRecords) -> int:
+        for r in op.records:  # check all before storing any
+            if not isinstance(r, Record) or not all(type(v) is str for v in (r.tenant, r.kind, r.key, r.value)):
+                raise StoreError(f"not a record: {r!r}"[:200])
+        for r in op.records:
+            self._records.setdefault((r.tenant, r.kind), {})[r.key] = r
+        return len(op.records)
+
+    def _delete_record(self, op: DeleteRecord) -> bool:
+        return self._records.get((op.tenant, op.kind), {}).pop(op.key, None) is not None
+
     # ---- reads -----------------------------------------------------------------------------------
 
     def get_conversation(self, conv_id: str) -> Conversation | None:
@@ -308,6 +325,17 @@ class MemoryBackend:
     def get_attachment(self, attachment_id: str) -> Attachment | None:
         self._check_open()
         return self._attachments.get(attachment_id)
+
+    def record(self, tenant: str, kind: str, key: str) -> Record | None:
+        self._check_open()
+        return self._records.get((tenant, kind), {}).get(key)
+
+    def records(self, tenant: str, kind: str, *, prefix: str = "", after: str = "", limit: int = 1000) -> list[Record]:
+        self._check_open()
+        check_limit(limit)
+        stored = self._records.get((tenant, kind), {})
+        keys = sorted(k for k in stored if k.startswith(prefix) and k > after)
+        return [stored[k] for k in keys[:limit]]
 
     # ---- helpers ---------------------------------------------------------------------------------
 

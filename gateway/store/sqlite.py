@@ -36,7 +36,10 @@ from ..model import (
     CreateConversation,
     Page,
     Participant,
+    PutRecords,
+    DeleteRecord,
     Receipt,
+    Record,
     RemoveParticipant,
     SetReceipt,
     SetStatus,
@@ -163,6 +166,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             thumbnail_size INTEGER
         ) WITHOUT ROWID""",
     ),
+    (
+        # The agent workspace (gateway.customers): JSON records by tenant, kind and key.
+        """CREATE TABLE workspace_records (
+            tenant TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            updated_at INTEGER NOT NULL,
+            PRIMARY KEY (tenant, kind, key)
+        ) WITHOUT ROWID""",
+    ),
 )
 
 _DURABILITY = {
@@ -267,6 +281,8 @@ class SqliteBackend:
             SetTags: self._set_tags,
             AddAttachment: self._add_attachment,
             DeleteAttachment: self._delete_attachment,
+            PutRecords: self._put_records,
+            DeleteRecord: self._delete_record,
         }
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -551,6 +567,21 @@ class SqliteBackend:
         cur.execute("DELETE FROM attachments WHERE id = ?", (op.attachment_id,))
         return cur.rowcount > 0
 
+    def _put_records(self, cur: sqlite3.Cursor, op: PutRecords, pending: _Pending) -> int:
+        for r in op.records:  # check all before storing any
+            if not isinstance(r, Record) or not all(type(v) is str for v in (r.tenant, r.kind, r.key, r.value)):
+                raise StoreError(f"not a record: {r!r}"[:200])
+        cur.executemany(
+            "INSERT INTO workspace_records (tenant, kind, key, value, updated_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (tenant, kind, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            [astuple(r) for r in op.records],
+        )  # one statement: all rows or none
+        return len(op.records)
+
+    def _delete_record(self, cur: sqlite3.Cursor, op: DeleteRecord, pending: _Pending) -> bool:
+        cur.execute("DELETE FROM workspace_records WHERE tenant = ? AND kind = ? AND key = ?", (op.tenant, op.kind, op.key))
+        return cur.rowcount > 0
+
     def get_conversation(self, conv_id: str) -> Conversation | None:
         rows = self._read(_SELECT_CONVERSATION, (conv_id,))
         return Conversation(*rows[0]) if rows else None
@@ -663,6 +694,20 @@ class SqliteBackend:
     def tags(self, conv_id: str) -> tuple[str, ...]:
         return tuple(row[0] for row in self._read("SELECT tag FROM conversation_tags WHERE conv_id = ? ORDER BY tag", (conv_id,)))
 
+    def record(self, tenant: str, kind: str, key: str) -> Record | None:
+        rows = self._read(_SELECT_RECORDS + " AND key = ?", (tenant, kind, key))
+        return Record(*rows[0]) if rows else None
+
+    def records(self, tenant: str, kind: str, *, prefix: str = "", after: str = "", limit: int = 1000) -> list[Record]:
+        check_limit(limit)
+        sql = _SELECT_RECORDS + " AND key > ?"
+        params: list[object] = [tenant, kind, after]
+        if prefix:
+            sql += " AND key >= ? AND substr(key, 1, ?) = ?"
+            params += [prefix, len(prefix), prefix]
+        rows = self._read(sql + " ORDER BY key LIMIT ?", [*params, limit])
+        return [Record(*row) for row in rows]
+
     def _read(self, sql: str, params: Sequence[object]) -> list[tuple]:
         """Run one query on this thread's reader. fetchall() ends the statement at once, so no read
         transaction stays open to pin an old WAL snapshot and stall checkpoints."""
@@ -693,6 +738,7 @@ class SqliteBackend:
         return conn
 
 
+_SELECT_RECORDS = "SELECT tenant, kind, key, value, updated_at FROM workspace_records WHERE tenant = ? AND kind = ?"
 _SELECT_API_KEYS = "SELECT id, tenant, name, scopes, secret_hash, created_at, revoked_at FROM api_keys"
 
 

@@ -29,7 +29,7 @@ import outcome
 import trio
 
 from ..metrics import Stats
-from ..model import AgentProfile, ApiKey, Attachment, Conversation, Page, Participant, Receipt, StoredMessage, TenantSettings, WriteOp
+from ..model import AgentProfile, ApiKey, Attachment, Conversation, Page, Participant, Receipt, Record, StoredMessage, TenantSettings, WriteOp
 from .base import StoreBackend, StoreError
 
 log = logging.getLogger("kefu.store")
@@ -200,6 +200,10 @@ class Store:
         started = time.perf_counter()
         try:
             results = apply_batch([op for op, _ in batch])
+        except StoreError as exc:  # the backend says why (unavailable, damaged): no traceback needed
+            log.error("store batch of %d failed: %s", len(batch), exc)
+            results = [exc] * len(batch)
+            return results, time.perf_counter() - started
         except Exception as exc:  # the commit failed: no op of the batch is durable
             log.exception("store batch of %d failed", len(batch))
             results = [exc if isinstance(exc, StoreError) else StoreError(f"store write failed: {exc}")] * len(batch)
@@ -292,3 +296,16 @@ class Store:
 
     async def get_attachment(self, attachment_id: str) -> Attachment | None:
         return await self._read(self.backend.get_attachment, attachment_id)
+
+    async def record(self, tenant: str, kind: str, key: str) -> Record | None:
+        return await self._read(self.backend.record, tenant, kind, key)
+
+    async def records(self, tenant: str, kind: str, **kwargs: Any) -> list[Record]:
+        return await self._read(self.backend.records, tenant, kind, **kwargs)
+
+    async def ping(self) -> None:
+        """One round trip to a networked backend (its ``ping``); nothing for the others.
+        Raises StoreError when it does not answer."""
+        ping = getattr(self.backend, "ping", None)
+        if ping is not None:
+            await self._read(ping)

@@ -7,14 +7,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 import h11
 from trio.lowlevel import wait_readable
 from wsproto.utilities import generate_accept_token
 
-from ..http.health import probe
+from ..http.health import Check, probe
 from ..protocol.envelope import PROTOCOL
 from .connection import send_all
 
@@ -53,12 +53,13 @@ def _tokens(values: list[bytes]) -> list[str]:
     return [t.strip().lower() for v in values for t in v.decode("latin-1").split(",") if t.strip()]
 
 
-def decide(request: h11.Request, allowed_origins: frozenset[str] | None, ready: bool) -> Upgrade | Refuse:
-    """What to answer to ``request``: the rules of the upgrade, the origin allow-list, health paths."""
+def decide(request: h11.Request, allowed_origins: frozenset[str] | None, ready: bool, checks: Sequence[Check] = ()) -> Upgrade | Refuse:
+    """What to answer to ``request``: the rules of the upgrade, the origin allow-list, health paths
+    (``checks``: the shared store's and bus's health, for ``/readyz``)."""
     target = request.target.decode("latin-1")
     parts = urlsplit(target)
     headers = _headers(request)
-    health = probe(parts.path, ready)
+    health = probe(parts.path, ready, checks)
     if health is not None:
         return Refuse(*health)
     if request.method != b"GET":

@@ -19,6 +19,7 @@ import trio
 from trio.lowlevel import wait_readable
 
 from ..config import Config
+from ..http.health import Check
 from ..metrics import Stats
 from ..protocol.admission import PreAuthBudget
 from ..protocol.errors import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER
@@ -30,6 +31,15 @@ from .ws_handlers import RequestHandlers
 log = logging.getLogger("kefu.server")
 
 PING_FRAME = encode_frame(OP_PING, b"")
+# What accept() may fail with: out of descriptors or memory (pause, then accept again), or the one
+# pending connection failed before it was taken (skip it) — the errno names trio's own listener uses.
+ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_IGNORABLE_ERRNOS = frozenset(
+    getattr(errno, name) for name in (
+        "EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET", "EHOSTUNREACH",
+        "EOPNOTSUPP", "ENETUNREACH",
+    ) if hasattr(errno, name)
+)
 PREAUTH_MAX_FRAGMENTS = 8  # frames one message may come in before authentication
 BUSY_RESPONSE = (  # to a connection refused before anything of it is read
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\n"
@@ -53,6 +63,7 @@ class WebSocketServer:
         self.connections: set[Connection] = set()
         self.sessions: dict[str, Connection] = {}  # the same connections by id (a message's origin)
         self.ready = False  # answers upgrades (else 503: starting or draining)
+        self.checks: list[Check] = []  # the shared store's and bus's health, for /readyz (set by the node)
         self.port = 0
         self.nursery: trio.Nursery | None = None  # the connections' readers, while serving
         self._allowed_origins = config.csv("allowed_origins")
@@ -63,7 +74,7 @@ class WebSocketServer:
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and serve until ``close_connections`` has finished; ``task_status`` gets the port."""
-        listener = listen(self.config.host, self.config.port)
+        listener = listen(self.config.host, self.config.port, reuse_port=self.config.workers > 1)
         self.port = listener.getsockname()[1]
         async with trio.open_nursery() as system:
             await system.start(self.writer.run)
@@ -105,17 +116,24 @@ class WebSocketServer:
                         except BlockingIOError:
                             break
                         except OSError as exc:
-                            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                            if exc.errno in ACCEPT_CAPACITY_ERRNOS:
                                 log.error("accept failed: %s; pausing accepts", exc)
                                 self.stats.handshakes_failed["fd_limit"] += 1
                                 await trio.sleep(0.1)
                                 break
+                            if exc.errno in ACCEPT_IGNORABLE_ERRNOS:  # that one connection failed
+                                self.stats.handshakes_failed["accept_error"] += 1
+                                continue
                             raise
                         sock.setblocking(False)
                         if not self.preauth.admit():
                             self._refuse_busy(sock)
                             continue
-                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        try:
+                            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        except OSError:  # reset by the peer between accept and here
+                            sock.close()
+                            continue
                         nursery.start_soon(self._serve_socket, sock, f"{addr[0]}:{addr[1]}")
             finally:
                 trio.lowlevel.notify_closing(listener)
@@ -263,7 +281,7 @@ class WebSocketServer:
         if request is None:
             self.stats.handshakes_failed["bad_request"] += 1
             return None, b""
-        decision = handshake.decide(request, self._allowed_origins, self.ready)
+        decision = handshake.decide(request, self._allowed_origins, self.ready, self.checks)
         limit = self.config.max_connections
         if isinstance(decision, handshake.Upgrade) and limit and len(self.connections) >= limit:
             decision = handshake.Refuse(503, "connection limit reached")
@@ -275,10 +293,14 @@ class WebSocketServer:
         return decision, leftover
 
 
-def listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening socket; ``reuse_port``: several worker processes bind the same port and the
+    kernel spreads new connections over them (SO_REUSEPORT)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(4096)
     sock.setblocking(False)

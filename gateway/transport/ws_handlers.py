@@ -76,6 +76,7 @@ class RequestHandlers:
         self.policy = RatePolicy(config.rate_per_second, self.limits.rate_burst, config.flood_close_after)
         self._rate, self._burst, self._flood_after = self.policy.rate, float(self.policy.burst), self.policy.flood_after  # per frame
         self.hooks: ConnectionHooks | None = None
+        self.workspace: Any = None  # gateway.customers.WorkspaceService: customers and products of opened conversations
         self._handlers: dict[str, Handler] = {
             "send": self.send,
             "receipt": self.receipt,
@@ -334,8 +335,22 @@ class RequestHandlers:
 
     async def open(self, conn: Connection, req: dict[str, Any]) -> None:
         subject = env.need_str(req, "subject", MAX_SUBJECT_CHARS, optional=True, empty=True) or ""
-        opened = await self.service.open(conn.identity, subject, on_member=lambda state: self.hub.subscribe(conn, state))
-        self.ok(conn, req, conv=env.conversation_map(opened.conv), participants=[env.participant_map(p) for p in opened.participants])
+        product = env.need_str(req, "product", 128, optional=True)
+        workspace = self.workspace
+        if workspace is None:
+            opened = await self.service.open(conn.identity, subject, on_member=lambda state: self.hub.subscribe(conn, state))
+            self.ok(conn, req, conv=env.conversation_map(opened.conv), participants=[env.participant_map(p) for p in opened.participants])
+            return
+        customer = await workspace.shopper(conn.identity) if conn.identity.role == "shopper" else {"id": ""}
+
+        def member(state: ConvState) -> None:
+            self.hub.subscribe(conn, state)
+            workspace.opening(state.conv, customer, product)
+
+        opened = await self.service.open(conn.identity, subject, on_member=member)
+        participants = [env.participant_map(p) for p in opened.participants]
+        self.ok(conn, req, conv=env.conversation_map(opened.conv), participants=participants, customer=customer["id"], product=product)
+        await workspace.opened(opened.conv)
 
     async def join(self, conn: Connection, req: dict[str, Any]) -> None:
         joined = await self.service.join(conn.identity, _conv_id(req), on_member=lambda state: self.hub.subscribe(conn, state))
@@ -391,8 +406,10 @@ class RequestHandlers:
                 resumed[conv_id] = {"error": exc.code}
                 continue
             if last > state.last_seq:  # never silently skip what will be stored under these seqs
-                resumed[conv_id] = {"error": "cursor_ahead", "last_seq": state.last_seq}
-                continue
+                stored = await self.service.stored_last_seq(state, last)
+                if last > stored:
+                    resumed[conv_id] = {"error": "cursor_ahead", "last_seq": stored}
+                    continue
             resumed[conv_id] = await self._catch_up(conn, state, last)
         if first_live:
             self.service.presence(identity, list(conn.convs), online=True)
@@ -428,7 +445,7 @@ class RequestHandlers:
             sent += self.hub.finish_catchup(conn, state)
         else:  # too far behind for one go: no live traffic until the client resumes from here
             self.hub.unsubscribe(conn, conv_id)
-        return {"sent": sent, "complete": complete, "last_seq": state.last_seq}
+        return {"sent": sent, "complete": complete, "last_seq": max(state.last_seq, after)}
 
 
 def _conv_id(req: dict[str, Any]) -> str:

@@ -1,16 +1,20 @@
 """The Bus contract, run against every implementation through a factory (``BUSES``): the bus on
 its own (order, node ids, plain data, failures reported), then two gateways in front of one store,
-each with its own clients, behaving as one. A new bus (Redis) adds itself to ``BUSES``."""
+each with its own clients, behaving as one. A factory makes a ``join`` function: each call returns
+a bus joined to the others of the test (the same in-process bus; a Redis bus of its own on a
+channel of the test's own, as each process would hold)."""
 
 from __future__ import annotations
 
 import pickle
+import secrets
 
 import pytest
 import trio
 
 from gateway.app import serve
 from gateway.bus import BusError, LocalBus
+from gateway.bus.redis import RedisBus
 from gateway.model import Conversation
 from gateway.protocol import envelope as env
 from gateway.store import MemoryBackend
@@ -20,12 +24,25 @@ from ..support import connect, token
 
 TEXT = {"kind": "text", "text": "亲，在的"}
 
-BUSES = {"local": LocalBus}
+REDIS_URL = "redis://127.0.0.1:6379"
+
+
+def local_buses():
+    bus = LocalBus()
+    return lambda: bus
+
+
+def redis_buses():
+    channel = f"kefu:test:{secrets.token_hex(6)}"
+    return lambda: RedisBus(REDIS_URL, channel=channel)
+
+
+BUSES = {"local": local_buses, "redis": redis_buses}
 
 
 @pytest.fixture(params=sorted(BUSES))
-def make_bus(request):
-    return BUSES[request.param]
+def join(request):
+    return BUSES[request.param]()
 
 
 PLAIN = (str, int, bytes, bool, type(None), Conversation)
@@ -66,11 +83,11 @@ def publish_all(bus, node: str, n: int) -> None:
     bus.publish_user(node, "t1", "bob", b"offer")
 
 
-async def test_every_node_gets_every_event_in_order_with_the_publishers_id(nursery, make_bus):
-    bus = make_bus()
+async def test_every_node_gets_every_event_in_order_with_the_publishers_id(nursery, join):
+    bus = join()
     a, b = Recorder(), Recorder()
     await nursery.start(bus.run, a)
-    await nursery.start(bus.run, b)
+    await nursery.start(join().run, b)
     publish_all(bus, "node-a", 20)
     for node in (a, b):  # the publisher's own node too: it tells its echoes by the node id
         events = await node.wait_for(24)
@@ -80,8 +97,8 @@ async def test_every_node_gets_every_event_in_order_with_the_publishers_id(nurse
         assert [e[0] for e in events[20:]] == ["event", "conversation", "membership", "user"]
 
 
-async def test_events_are_plain_data_that_can_cross_a_process(nursery, make_bus):
-    bus = make_bus()
+async def test_events_are_plain_data_that_can_cross_a_process(nursery, join):
+    bus = join()
     node = Recorder()
     await nursery.start(bus.run, node)
     publish_all(bus, "node-a", 2)
@@ -90,8 +107,8 @@ async def test_events_are_plain_data_that_can_cross_a_process(nursery, make_bus)
         assert pickle.loads(pickle.dumps(event)) == event
 
 
-async def test_a_publish_after_close_raises_and_none_is_dropped_in_silence(nursery, make_bus):
-    bus = make_bus()
+async def test_a_publish_after_close_raises_and_none_is_dropped_in_silence(nursery, join):
+    bus = join()
     await nursery.start(bus.run, Recorder())
     bus.close()
     for publish in (
@@ -105,17 +122,17 @@ async def test_a_publish_after_close_raises_and_none_is_dropped_in_silence(nurse
             publish()
 
 
-async def test_publishing_with_no_node_attached_is_no_error(make_bus):
-    make_bus().publish_message("n", "c1", 1, b"x", None)
+async def test_publishing_with_no_node_attached_is_no_error(join):
+    join().publish_message("n", "c1", 1, b"x", None)
 
 
 @pytest.fixture
-async def two_nodes(nursery, tmp_path, make_bus):
-    """Two gateways sharing one bus and one store (the memory store is applied on the Trio
+async def two_nodes(nursery, tmp_path, join):
+    """Two gateways joined by the bus, over one store (the memory store is applied on the Trio
     thread, so two writers over it stay serialised)."""
-    bus, backend = make_bus(), MemoryBackend()
-    a = await nursery.start(lambda task_status: serve(make_config(tmp_path), backend=backend, bus=bus, task_status=task_status))
-    b = await nursery.start(lambda task_status: serve(make_config(tmp_path), backend=backend, bus=bus, task_status=task_status))
+    backend = MemoryBackend()
+    a = await nursery.start(lambda task_status: serve(make_config(tmp_path), backend=backend, bus=join(), task_status=task_status))
+    b = await nursery.start(lambda task_status: serve(make_config(tmp_path), backend=backend, bus=join(), task_status=task_status))
     yield a, b
     for running in (a, b):
         running.node.stop()

@@ -31,11 +31,14 @@ from gateway.model import (
     StoredMessage,
     WriteOp,
 )
-from gateway.store import MemoryBackend, NotFound, SqliteBackend, StoreBackend, StoreError
+from gateway.store import MemoryBackend, NotFound, PostgresBackend, SqliteBackend, StoreBackend, StoreError
+
+from ..postgres import drop_schema, fresh_backend
 
 BACKENDS: dict[str, Callable[[Path], StoreBackend]] = {
     "memory": lambda tmp_path: MemoryBackend(),
     "sqlite": lambda tmp_path: SqliteBackend(tmp_path / "kefu.db"),
+    "postgresql": lambda tmp_path: fresh_backend(),  # a schema of its own, dropped afterwards
 }
 
 
@@ -45,6 +48,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreBac
     store.open()
     yield store
     store.close()
+    if isinstance(store, PostgresBackend):
+        drop_schema(store.schema)
 
 
 def conversation(

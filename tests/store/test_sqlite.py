@@ -109,7 +109,7 @@ def test_migrations_are_recorded_and_idempotent(path: Path) -> None:
         tables = {name for (name,) in listed}
         journal = db.execute("PRAGMA journal_mode").fetchone()[0]
     assert version == len(MIGRATIONS)
-    assert tables == {"conversations", "participants", "messages", "receipts", "conversation_tags", "api_keys", "agents", "tenant_settings", "attachments"}
+    assert tables == {"conversations", "participants", "messages", "receipts", "conversation_tags", "api_keys", "agents", "tenant_settings", "attachments", "workspace_records"}
     assert journal == "wal"
 
 

@@ -1,0 +1,103 @@
+"""A gateway whose PostgreSQL or Redis goes away and comes back: sends are refused with a
+retryable error and never acked without being durable, /readyz and the metrics say what is
+happening, and the gateway recovers by itself."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+import trio
+
+from gateway.app import serve
+from gateway.bus.redis import RedisBus
+from gateway.store import PostgresBackend
+
+from .conftest import make_config
+from .postgres import PG_URL, drop_schema, fresh_schema
+from .services import TcpProxy, private_redis  # noqa: F401  (the fixture)
+from .support import connect, token
+
+TEXT = {"kind": "text", "text": "还在吗"}
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def ready(running) -> tuple[int, str, str]:
+    async with httpx.AsyncClient(base_url=running.http_url) as http:
+        answer = await http.get("/readyz")
+        metrics = (await http.get("/metrics")).text
+    return answer.status_code, answer.text, metrics
+
+
+async def wait_ready(running, status: int) -> tuple[str, str]:
+    while True:
+        code, text, metrics = await ready(running)
+        if code == status:
+            return text, metrics
+        await trio.sleep(0.05)
+
+
+async def test_postgresql_away_mid_traffic_refuses_sends_retryably_and_recovers(nursery, tmp_path):
+    proxy, schema = TcpProxy(5432), fresh_schema()
+    await nursery.start(proxy.run)
+    url = re.sub(r":5432/", f":{proxy.port}/", PG_URL)
+    running = await nursery.start(serve, make_config(tmp_path, store=url, store_schema=schema))
+    try:
+        with trio.fail_after(45):
+            text, metrics = await wait_ready(running, 200)
+            assert text.splitlines()[:2] == ["ready", "store: ok - PostgresBackend"]
+            async with connect(running.url, token("alice"), resume={}) as shopper, connect(running.url, token("bob", "agent"), resume={}) as agent:
+                conv = (await shopper.ok("open"))["conv"]["id"]
+                await agent.ok("join", conv=conv)
+                acked = {}
+                for i in range(5):
+                    acked[f"m{i}"] = (await shopper.ok("send", conv=conv, cmid=f"m{i}", body=TEXT))["seq"]
+                proxy.down()
+                refused = await shopper.request("send", conv=conv, cmid="m5", body=TEXT)
+                assert (refused["t"], refused["code"], refused["retryable"]) == ("error", "unavailable", True)
+                text, metrics = await wait_ready(running, 503)
+                assert "store: down" in text and "kefu_store_up 0.0" in metrics
+                await proxy.up()
+                while "m5" not in acked:  # the client retries with the same cmid until it is acked
+                    reply = await shopper.request("send", conv=conv, cmid="m5", body=TEXT)
+                    if reply["t"] == "ack":
+                        acked["m5"] = reply["seq"]
+                    else:
+                        assert reply["code"] == "unavailable"
+                        await trio.sleep(0.05)
+                for i in range(6, 10):
+                    acked[f"m{i}"] = (await shopper.ok("send", conv=conv, cmid=f"m{i}", body=TEXT))["seq"]
+                assert list(acked.values()) == list(range(1, 11))
+                got = [await agent.next("msg", conv=conv) for _ in range(10)]
+                assert [(m["seq"], m["cmid"]) for m in got] == [(s, c) for c, s in acked.items()]
+                text, metrics = await wait_ready(running, 200)
+                assert "kefu_store_up 1.0" in metrics
+        check = PostgresBackend(PG_URL, schema=schema)
+        check.open()
+        try:
+            stored = check.read_messages(conv, limit=100).messages
+            assert [(m.seq, m.cmid) for m in stored] == [(s, c) for c, s in acked.items()]  # each once
+        finally:
+            check.close()
+    finally:
+        running.node.stop()
+        with trio.fail_after(10):
+            await running.node.stopped()
+        drop_schema(schema)
+
+
+async def test_readyz_and_metrics_say_when_redis_is_away(nursery, tmp_path, private_redis):
+    running = await nursery.start(lambda task_status: serve(make_config(tmp_path), bus=RedisBus(private_redis.url), task_status=task_status))
+    with trio.fail_after(30):
+        text, metrics = await wait_ready(running, 200)
+        assert "bus: ok" in text and "kefu_bus_up 1.0" in metrics
+        assert re.search(r'^kefu_node_info\{bus="RedisBus",node="[0-9a-f]+",store="MemoryBackend"\} 1.0$', metrics, re.M)
+        private_redis.kill()
+        text, metrics = await wait_ready(running, 503)
+        assert "bus: down" in text and "kefu_bus_up 0.0" in metrics
+        private_redis.start()
+        text, metrics = await wait_ready(running, 200)
+        assert "bus: ok" in text and float(re.search(r"^kefu_bus_reconnects_total (\S+)", metrics, re.M).group(1)) >= 1
+    running.node.stop()
