@@ -1,6 +1,7 @@
-"""``python -m bench``: run workloads against the baseline and Kefu, print the ratio table.
+"""``python -m bench``: run workloads against the peer relays and Kefu, print the ratio table.
 
-    python -m bench all                                  # every workload, baseline + kefu memory + kefu sqlite
+    python -m bench all                                  # every workload, the peers (websockets, picows, node ws) + kefu memory + kefu sqlite
+    python -m bench latency,chat --targets picows,node,memory,sqlite   # some workloads, some targets
     python -m bench pairs --targets memory --convs 64    # one workload, one target, other sizes
     python -m bench all --full --rounds 3 --profile      # the full-size figures of docs/benchmarks.md
     python -m bench clients                              # picows against websockets as the generator's client
@@ -23,18 +24,21 @@ from . import report
 from .awake import keep_awake
 from .client import CLIENTS
 from .run import WORKLOADS, Options, WorkerFailed, run_one
-from .servers import LABELS, TARGETS, gateway_tree, machine
+from .servers import LABELS, TARGETS, gateway_tree, machine, node_available
 from .worker import raise_nofile
 
 ROOT = Path(__file__).resolve().parent.parent
-FULL = {"members": 5000, "idle_conns": 15000, "storm_conns": 10000}
+FULL = {"members": 5000, "idle_conns": 15000, "storm_conns": 10000, "chat_shoppers": 10000, "chat_rate": 2000.0}
+DEFAULT_TARGETS = "baseline,picows,node,memory,sqlite"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description="Kefu's high-rate generator: workloads against the baseline relay and Kefu.")
-    p.add_argument("workload", nargs="?", default="all", choices=("all", *WORKLOADS, "clients"),
-                   help="all: pairs, latency, fanout, idle, storm; clients: compare the generator's WebSocket clients")
-    p.add_argument("--targets", default="baseline,memory,sqlite", help="comma-separated: baseline, memory (Kefu memory store), sqlite (Kefu SQLite store), "
+    p.add_argument("workload", nargs="?", default="all", type=workload_list,
+                   help=f"all: {', '.join(WORKLOADS)}; or some of them, comma-separated; clients: compare the generator's WebSocket clients")
+    p.add_argument("--targets", default=None, help=f"comma-separated (default {DEFAULT_TARGETS}; node is left out, with a note, where node "
+                   "and npm are missing): baseline (the websockets relay), picows (the picows relay), node (the Node ws relay), "
+                   "memory (Kefu memory store), sqlite (Kefu SQLite store), "
                    "memory-pure and sqlite-pure (the same with KEFU_PUREPYTHON=1: native/pure ratios)")
     p.add_argument("--rounds", type=int, default=1, help="run everything this many times; the median round is reported")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest"), help="directory for results.json and the PNG plots")
@@ -55,12 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup", type=float, default=Options.warmup, help="seconds of load before the window")
     g.add_argument("--pairs-procs", type=int, default=Options.pairs_procs, help="generator processes for pairs")
     g.add_argument("--latency-duration", type=float, default=Options.latency_duration)
+    g.add_argument("--latency-senders", default=Options.latency_senders, choices=("both", "shopper"),
+                   help="latency: both sides send, one message in flight each (default), or only the shopper (the figures before issue 15)")
+    g = p.add_argument_group("chat")
+    g.add_argument("--chat-shoppers", type=int, default=Options.chat_shoppers, help="shoppers (N), each in its own conversation (10,000 with --full)")
+    g.add_argument("--chat-per-agent", type=int, default=Options.chat_per_agent, help="conversations per agent (N / this many agents)")
+    g.add_argument("--chat-rate", type=float, default=Options.chat_rate, help="messages per second in total, questions and answers (2,000 with --full)")
+    g.add_argument("--chat-think-s", type=float, default=Options.chat_think_s, help="an agent's mean time to answer (exponential)")
+    g.add_argument("--chat-duration", type=float, default=Options.chat_duration, help="measurement window in seconds")
+    g.add_argument("--chat-procs", type=int, default=Options.chat_procs, help="generator processes at least (more when --conns-per-proc requires)")
     g = p.add_argument_group("fanout")
     g.add_argument("--members", type=int, default=Options.members, help="receiving connections (S) of the conversation")
     g.add_argument("--fanout-users", type=int, default=Options.fanout_users, help="distinct agent users the members are spread over")
     g.add_argument("--fanout-window", type=int, default=Options.fanout_window, help="messages in flight (not yet delivered to every member)")
     g.add_argument("--fanout-procs", type=int, default=Options.fanout_procs)
-    g = p.add_argument_group("idle and storm")
+    g = p.add_argument_group("idle, storm and chat")
     g.add_argument("--idle-conns", type=int, default=Options.idle_conns)
     g.add_argument("--idle-hold", type=float, default=Options.idle_hold, help="seconds the connections stay idle before the memory reading")
     g.add_argument("--storm-conns", type=int, default=Options.storm_conns)
@@ -71,6 +84,32 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--conns-per-proc", type=int, default=Options.conns_per_proc, help="connections per generator process (< 20000 open files each)")
     g.add_argument("--concurrency", type=int, default=Options.concurrency, help="connection opens in progress at once (all processes)")
     return p
+
+
+def workload_list(text: str) -> list[str]:
+    """``all``, ``clients`` or comma-separated workloads, in the order given."""
+    if text in ("all", "clients"):
+        return [text]
+    names = [w.strip() for w in text.split(",") if w.strip()]
+    unknown = [w for w in names if w not in WORKLOADS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown workload {', '.join(unknown) or text!r}: all, clients or some of {', '.join(WORKLOADS)}")
+    return names
+
+
+def choose_targets(text: str | None) -> list[str]:
+    """The targets asked for; by default every peer and both Kefu stores, less the Node relay where
+    node cannot run (said on stderr; asked for by name, it is an error)."""
+    targets = [t.strip() for t in (text or DEFAULT_TARGETS).split(",") if t.strip()]
+    for t in targets:
+        if t not in TARGETS:
+            raise SystemExit(f"unknown target {t!r}: one of {', '.join(TARGETS)}")
+    if "node" in targets and not node_available():
+        if text is not None:
+            raise SystemExit("target node: node (and npm, to install its ws package) are not installed")
+        print("note: node or npm is not installed: the Node ws relay is left out", file=sys.stderr)
+        targets.remove("node")
+    return targets
 
 
 def options_from(args: argparse.Namespace) -> Options:
@@ -93,7 +132,12 @@ def options_from(args: argparse.Namespace) -> Options:
 def summary_line(r: dict[str, Any]) -> str:
     w = r["workload"]
     status = "FAILED" if r.get("failed") else "ok"
-    if w in ("pairs", "latency"):
+    if w == "chat":
+        text = (f"{r['delivered_per_s']:,.0f} msg/s delivered over {r['params']['conns']:,} connections, server {r['cpu_us_per_delivery'] or 0:.1f} µs/msg "
+                f"({r['server_cpu_util']:.2f} cores), ack p50/p99/p99.9 {r['ack_latency']['p50_ms']}/{r['ack_latency']['p99_ms']}/"
+                f"{r['ack_latency']['p999_ms']} ms, delivery p50/p99/p99.9 {r['e2e_latency']['p50_ms']}/{r['e2e_latency']['p99_ms']}/"
+                f"{r['e2e_latency']['p999_ms']} ms, RSS {r['rss_end_bytes'] / 2**20:,.1f} MB ({(r['rss_per_conn_bytes'] or 0) / 1024:.1f} KB/conn), setup {r['setup_s']} s")
+    elif w in ("pairs", "latency"):
         text = (f"{r['delivered_per_s']:,.0f} msg/s delivered, server {r['cpu_us_per_delivery'] or 0:.1f} µs/msg "
                 f"({r['server_cpu_util']:.2f} cores), ack p50/p99/p99.9 {r['ack_latency']['p50_ms']}/{r['ack_latency']['p99_ms']}/"
                 f"{r['ack_latency']['p999_ms']} ms, e2e p99 {r['e2e_latency']['p99_ms']} ms")
@@ -145,13 +189,10 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
     print(f"kefu bench · {dt.datetime.now():%Y-%m-%d %H:%M} · {machine()['cpu']} · {os.cpu_count()} cores · "
           f"server on cpu {sorted(opts.server_cpus) if opts.server_cpus else 'any'}, generator on cpu {sorted(opts.client_cpus) if opts.client_cpus else 'any'} · client {opts.client}"
           f"{' · cores kept awake' if args.awake else ''} · load {os.getloadavg()[0]:.2f}")
-    if args.workload == "clients":
+    if args.workload == ["clients"]:
         return run_clients(opts, out)
-    workloads = list(WORKLOADS) if args.workload == "all" else [args.workload]
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    for t in targets:
-        if t not in TARGETS:
-            raise SystemExit(f"unknown target {t!r}: one of {', '.join(TARGETS)}")
+    workloads = list(WORKLOADS) if args.workload == ["all"] else args.workload
+    targets = choose_targets(args.targets)
     rounds: list[dict[str, dict[str, Any]]] = []
     broken = False
     for n in range(args.rounds):

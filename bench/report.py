@@ -7,12 +7,15 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from .servers import LABELS, pure_twin_of
+from .servers import LABELS, PEERS, pure_twin_of
 
 # Each row of the ratio table: (workload, label, getter, unit, lower_is_better, target)
-# target: (kind, value, at) where kind "ratio" compares with the baseline (memory, sqlite) and
-# "abs" is an absolute bound, "pure" compares a native target with its pure-Python twin in the same
-# run (memory with memory-pure); ``at`` is the size the target is defined at (None: any size).
+# target: (kind, value, at, against) where kind "ratio" compares with another target of the same
+# run (``against``: the baseline unless named, e.g. "picows" or "memory") and "abs" is an absolute
+# bound, "pure" compares a native target with its pure-Python twin in the same run (memory with
+# memory-pure); ``at`` is the size the target is defined at (None: any size).
+# Besides the ratios to the baseline, every Kefu target's value is divided by every peer's (the
+# relays of bench/baseline/: websockets, picows, Node ws) in ``peer_ratios``.
 
 
 def _get(*keys: str) -> Callable[[dict[str, Any]], Any]:
@@ -33,9 +36,13 @@ ROWS: list[dict[str, Any]] = [
     {"workload": "pairs", "label": "pairs: delivered messages/s", "get": _get("delivered_per_s"), "unit": "/s", "lower": False},
     {"workload": "pairs", "label": "pairs: ack p99", "get": _get("ack_latency", "p99_ms"), "unit": "ms", "lower": True},
     {"workload": "pairs", "label": "pairs: end-to-end p99", "get": _get("e2e_latency", "p99_ms"), "unit": "ms", "lower": True},
-    {"workload": "latency", "label": "1 conv, 1 in flight: ack p99", "get": _get("ack_latency", "p99_ms"), "unit": "ms", "lower": True,
-     "target": {"memory": ("abs", 1.0), "sqlite": ("abs", 1.0)}},
-    {"workload": "latency", "label": "1 conv, 1 in flight: ack p50", "get": _get("ack_latency", "p50_ms"), "unit": "ms", "lower": True},
+    {"workload": "latency", "label": "1 conv, 1 in flight each: server CPU per message", "get": _get("cpu_us_per_delivery"), "unit": "µs",
+     "lower": True, "target": {"memory": ("ratio", 1.0, None, "picows"), "sqlite": ("ratio", 2.0, None, "memory")}},
+    {"workload": "latency", "label": "1 conv, 1 in flight each: ack p99", "get": _get("ack_latency", "p99_ms"), "unit": "ms", "lower": True,
+     "target": {"memory": ("abs", 0.3), "sqlite": ("abs", 1.0)}},
+    {"workload": "latency", "label": "1 conv, 1 in flight each: ack p50", "get": _get("ack_latency", "p50_ms"), "unit": "ms", "lower": True,
+     "target": {"memory": ("ratio", 1.2, None, "picows")}},
+    {"workload": "latency", "label": "1 conv, 1 in flight each: delivery p99", "get": _get("e2e_latency", "p99_ms"), "unit": "ms", "lower": True},
     {"workload": "latency", "label": "machine floor: TCP echo p99", "get": _get("loopback_floor", "p99_ms"), "unit": "ms", "lower": True},
     {"workload": "fanout", "label": "fanout: server CPU per delivery", "get": _get("cpu_us_per_delivery"), "unit": "µs", "lower": True,
      "target": {"memory": ("ratio", 0.25, ("members", 5000)), "sqlite": ("ratio", 0.25, ("members", 5000))}, "pure_target": 0.4},
@@ -48,6 +55,19 @@ ROWS: list[dict[str, Any]] = [
      "target": {"memory": ("abs", 5.0, ("conns", 10000)), "sqlite": ("abs", 5.0, ("conns", 10000))}},
     {"workload": "storm", "label": "storm: lost + duplicated", "get": lambda r: (r.get("lost", 0) + r.get("duplicated", 0)) if r else None,
      "unit": "", "lower": True, "target": {"memory": ("abs", 0), "sqlite": ("abs", 0), "baseline": ("abs", 0)}},
+    {"workload": "chat", "label": "chat: server CPU per message", "get": _get("cpu_us_per_delivery"), "unit": "µs", "lower": True,
+     "target": {"memory": ("ratio", 0.7, None, "picows"), "sqlite": ("ratio", 1.0, None, "picows")}},
+    {"workload": "chat", "label": "chat: delivered messages/s", "get": _get("delivered_per_s"), "unit": "/s", "lower": False},
+    {"workload": "chat", "label": "chat: ack p50", "get": _get("ack_latency", "p50_ms"), "unit": "ms", "lower": True},
+    {"workload": "chat", "label": "chat: ack p99", "get": _get("ack_latency", "p99_ms"), "unit": "ms", "lower": True},
+    {"workload": "chat", "label": "chat: ack p99.9", "get": _get("ack_latency", "p999_ms"), "unit": "ms", "lower": True},
+    {"workload": "chat", "label": "chat: delivery p50", "get": _get("e2e_latency", "p50_ms"), "unit": "ms", "lower": True,
+     "target": {"memory": ("ratio", 1.0, None, "picows"), "sqlite": ("ratio", 1.0, None, "picows")}},
+    {"workload": "chat", "label": "chat: delivery p99", "get": _get("e2e_latency", "p99_ms"), "unit": "ms", "lower": True,
+     "target": {"memory": ("ratio", 1.0, None, "picows"), "sqlite": ("ratio", 1.0, None, "picows")}},
+    {"workload": "chat", "label": "chat: delivery p99.9", "get": _get("e2e_latency", "p999_ms"), "unit": "ms", "lower": True},
+    {"workload": "chat", "label": "chat: server RSS at the end", "get": _get("rss_end_bytes"), "unit": "MB", "lower": True},
+    {"workload": "chat", "label": "chat: server memory per connection", "get": _get("rss_per_conn_bytes"), "unit": "B", "lower": True},
 ]
 
 HEADLINE = {
@@ -56,6 +76,7 @@ HEADLINE = {
     "fanout": _get("cpu_us_per_delivery"),
     "idle": _get("rss_per_conn_bytes"),
     "storm": _get("all_live_s"),
+    "chat": _get("cpu_us_per_delivery"),
 }
 
 
@@ -80,6 +101,8 @@ def _fmt(value: Any, unit: str) -> str:
         return "—"
     if unit == "B":
         return f"{value / 1024:,.1f} KB"
+    if unit == "MB":
+        return f"{value / 2**20:,.1f} MB"
     if unit == "/s":
         return f"{value:,.0f}"
     if unit == "µs":
@@ -100,13 +123,17 @@ def ratio_rows(results: dict[str, dict[str, dict[str, Any]]], targets: list[str]
         values = {t: (row["get"](by_target[t]) if by_target.get(t) else None) for t in targets}
         base = values.get("baseline")
         out = {"figure": row["label"], "unit": row["unit"], "lower_is_better": row["lower"], "values": values, "ratios": {},
-               "pure_ratios": {}, "targets": {}}
+               "peer_ratios": {}, "pure_ratios": {}, "targets": {}}
         for t in targets:
             if t == "baseline":
                 continue
             v = values.get(t)
             if v is not None and base:
                 out["ratios"][t] = round(v / base, 3)
+            if t not in PEERS:
+                for peer in (p for p in targets if p in PEERS):
+                    if v is not None and values.get(peer):
+                        out["peer_ratios"].setdefault(peer, {})[t] = round(v / values[peer], 3)
             twin = pure_twin_of(t)
             pure = values.get(twin) if twin else None
             if v is not None and pure:
@@ -120,11 +147,17 @@ def ratio_rows(results: dict[str, dict[str, dict[str, Any]]], targets: list[str]
                 continue
             kind, bound = spec[0], spec[1]
             at = spec[2] if len(spec) > 2 else None
+            against = spec[3] if len(spec) > 3 else "baseline"
             result = by_target.get(t) or {}
             size_ok = at is None or (result.get("params") or {}).get(at[0]) == at[1]
-            value = out["ratios"].get(t) if kind == "ratio" else values.get(t)
+            if kind == "ratio":
+                other = values.get(against)
+                value = round(values[t] / other, 3) if values.get(t) is not None and other else None
+            else:
+                value = values.get(t)
             met = None if value is None or not size_ok else (value <= bound)
-            out["targets"][t] = {"kind": kind, "bound": bound, "at": at, "value": value, "met": met}
+            out["targets"][t] = {"kind": kind, "bound": bound, "at": at, "value": value, "met": met,
+                                 **({"against": against} if kind == "ratio" else {})}
         rows.append(out)
     return rows
 
@@ -133,7 +166,9 @@ def _target_text(row: dict[str, Any]) -> str:
     parts = []
     for t, tgt in row["targets"].items():
         bound = tgt["bound"]
-        if tgt["kind"] in ("ratio", "pure"):
+        if tgt["kind"] == "ratio" and tgt.get("against", "baseline") != "baseline":
+            text = f"{t} ≤{bound}x {tgt['against']}"
+        elif tgt["kind"] in ("ratio", "pure"):
             text = f"{t} ≤{bound}x"
         elif row["unit"] == "B":
             text = f"{t} ≤{bound / 1024:.0f} KB"
@@ -148,14 +183,19 @@ def _target_text(row: dict[str, Any]) -> str:
 
 def table(rows: list[dict[str, Any]], targets: list[str], results: dict[str, Any]) -> str:
     natives = [t for t in targets if pure_twin_of(t) in targets]
+    others = [p for p in targets if p in PEERS and p != "baseline"]  # peers beside the baseline: picows, node
+    kefus = [t for t in targets if t not in PEERS]
     header = ["figure", *[LABELS[t] for t in targets], *[f"{t}/base" for t in targets if t != "baseline" and "baseline" in targets],
-              *[f"{t}/pure" for t in natives], "target"]
+              *[f"{t}/{p}" for p in others for t in kefus], *[f"{t}/pure" for t in natives], "target"]
     body = []
     for row in rows:
         cells = [row["figure"]]
         cells += [_fmt(row["values"].get(t), row["unit"]) for t in targets]
         if "baseline" in targets:
             cells += [f"{row['ratios'][t]:.2f}x" if t in row["ratios"] else "—" for t in targets if t != "baseline"]
+        for p in others:
+            by = row["peer_ratios"].get(p, {})
+            cells += [f"{by[t]:.2f}x" if t in by else "—" for t in kefus]
         cells += [f"{row['pure_ratios'][t]:.2f}x" if t in row["pure_ratios"] else "—" for t in natives]
         cells.append(_target_text(row))
         body.append(cells)
@@ -165,6 +205,7 @@ def table(rows: list[dict[str, Any]], targets: list[str], results: dict[str, Any
         verdicts.append("FAILED" if any(r.get("failed") for r in runs) else "ok")
     if "baseline" in targets:
         verdicts += [""] * (len(targets) - 1)
+    verdicts += [""] * (len(others) * len(kefus))
     verdicts += [""] * len(natives)
     verdicts.append("")
     body.append(verdicts)
@@ -208,7 +249,7 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 
 # ---- plots -------------------------------------------------------------------------------------------
 
-COLORS = {"baseline": "#888888", "memory": "#1f77b4", "sqlite": "#d62728", "memory-pure": "#9ecae1", "sqlite-pure": "#fc9272"}
+COLORS = {"baseline": "#888888", "picows": "#2ca02c", "node": "#ff7f0e", "memory": "#1f77b4", "sqlite": "#d62728", "memory-pure": "#9ecae1", "sqlite-pure": "#fc9272"}
 
 
 def plots(out: Path, results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
@@ -230,7 +271,7 @@ def plots(out: Path, results: dict[str, dict[str, dict[str, Any]]]) -> list[str]
             continue
         fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
         fig.suptitle(f"kefu bench · {workload}")
-        if workload in ("pairs", "latency", "fanout"):
+        if workload in ("pairs", "latency", "fanout", "chat"):
             for t, r in runs.items():
                 for kind, samples in (r.get("_samples") or {}).items():
                     if len(samples) == 0:

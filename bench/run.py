@@ -24,7 +24,7 @@ from typing import Any
 
 from . import measure, worker
 from .measure import add_checks, empty_checks, failed, merge_latencies, merge_series, percentiles
-from .servers import LABELS, SECRET, TENANT, Server
+from .servers import LABELS, SECRET, TARGETS, TENANT, Server
 
 GO_DELAY_S = 0.3
 
@@ -44,8 +44,9 @@ class Options:
     duration: float = 4.0
     warmup: float = 1.0
     pairs_procs: int = 2
-    # latency (pairs with one conversation and one message in flight)
+    # latency (pairs with one conversation and one message in flight per sender)
     latency_duration: float = 3.0
+    latency_senders: str = "both"
     # fanout
     members: int = 500
     fanout_users: int = 50
@@ -60,7 +61,14 @@ class Options:
     storm_before: float = 1.0
     storm_after: float = 1.0
     reconnect_concurrency: int = 1000
-    # idle and storm
+    # chat
+    chat_shoppers: int = 400
+    chat_per_agent: int = 20
+    chat_rate: float = 400.0
+    chat_think_s: float = 0.2
+    chat_duration: float = 4.0
+    chat_procs: int = 2
+    # idle, storm and chat
     conns_per_proc: int = 4000
     concurrency: int = 100
     # what else
@@ -251,7 +259,7 @@ class Profiler:
     def __init__(self, opts: Options, workload: str, target: str) -> None:
         self.path: Path | None = None
         self.proc: subprocess.Popen | None = None
-        if opts.profile_dir:
+        if opts.profile_dir and TARGETS[target][0] != "node":  # py-spy samples Python processes only
             Path(opts.profile_dir).mkdir(parents=True, exist_ok=True)
             self.path = Path(opts.profile_dir) / f"profile-{workload}-{target}.txt"
 
@@ -548,6 +556,76 @@ def run_storm(server: Server, opts: Options, progress: Progress) -> dict[str, An
     return result
 
 
+def chat_plan(shoppers: int, per_agent: int, procs: int) -> list[list[int]]:
+    """Per generator process, its agents' numbers of shoppers: ceil(N / per_agent) agents with
+    ``per_agent`` shoppers each (the last one the rest), agents spread over the processes."""
+    per_agent = max(1, per_agent)
+    agents = [min(per_agent, shoppers - a * per_agent) for a in range(math.ceil(shoppers / per_agent))]
+    plan, first = [], 0
+    for n in split(len(agents), procs):
+        plan.append(agents[first:first + n])
+        first += n
+    return plan
+
+
+def run_chat(server: Server, opts: Options, progress: Progress) -> dict[str, Any]:
+    shoppers = opts.chat_shoppers
+    agents = math.ceil(shoppers / max(1, opts.chat_per_agent))
+    conns = shoppers + agents
+    procs = min(agents, max(opts.chat_procs, math.ceil(conns / opts.conns_per_proc)))
+    plan = chat_plan(shoppers, opts.chat_per_agent, procs)
+    specs = []
+    for i, (per_agent, address) in enumerate(zip(plan, fresh_sources(len(plan)))):
+        spec = base_spec(server, opts, "chat", i)
+        # the total rate is questions and answers together: shoppers ask at half of it
+        spec.update(shoppers_per_agent=per_agent, rate=opts.chat_rate / 2 * sum(per_agent) / shoppers, think_s=opts.chat_think_s,
+                    local_addr=address, concurrency=max(1, math.ceil(opts.concurrency / len(plan))))
+        specs.append(spec)
+    duration = opts.chat_duration
+    profiler = Profiler(opts, "chat", server.target)
+    rss0 = server.rss_bytes()
+    with Pool(specs, progress, opts.client_cpus) as pool:
+        setup_start = time.monotonic()
+        pool.expect("ready", 900, phase="connecting")
+        setup_s = time.monotonic() - setup_start
+        rss_ready = server.rss_bytes()
+        cpu, busy, system = measure_window(pool, server, profiler, opts, progress, duration)
+        rss_end = server.rss_bytes()
+        done = pool.expect("done", 120 + 5 * opts.chat_think_s, phase="draining")
+    accepted = sum(d["accepted"] for d in done)
+    delivered = sum(d["delivered"] for d in done)
+    checks = empty_checks()
+    for d in done:
+        add_checks(checks, d["checks"])
+    ack = merge_latencies([d["ack_lat"] for d in done])
+    e2e = merge_latencies([d["e2e_lat"] for d in done])
+    result = {
+        "workload": "chat", "target": server.target,
+        "params": {"shoppers": shoppers, "agents": agents, "per_agent": opts.chat_per_agent, "conns": conns, "rate_per_s": opts.chat_rate,
+                   "think_s": opts.chat_think_s, "duration_s": duration, "warmup_s": opts.warmup, "procs": len(specs),
+                   "max_conns_per_proc": max(sum(p) + len(p) for p in plan)},
+        "setup_s": round(setup_s, 2),
+        "accepted_per_s": round(accepted / duration, 1),
+        "delivered_per_s": round(delivered / duration, 1),
+        **_cpu_figures(cpu, duration, accepted, delivered, busy, system),
+        "generator_cpu_us_per_msg": round(sum(d["client_cpu_s"] for d in done) / accepted * 1e6, 2) if accepted else None,
+        "ack_latency": percentiles(ack),
+        "e2e_latency": percentiles(e2e),
+        "rss_before_bytes": rss0, "rss_ready_bytes": rss_ready, "rss_end_bytes": rss_end,
+        "rss_per_conn_bytes": round((rss_ready - rss0) / conns) if conns else None,
+        "questions": sum(d["questions"] for d in done),
+        "checks": checks,
+        "failed": failed(checks),
+        "_samples": {"ack": ack, "delivery": e2e},
+        "_series": {"accepted": merge_series([d["series_accepted"] for d in done]),
+                    "delivered": merge_series([d["series_delivered"] for d in done])},
+    }
+    profile = profiler.finish()
+    if profile:
+        result["profile"] = profile
+    return result
+
+
 # ---- the machine's own floor -------------------------------------------------------------------------
 
 
@@ -607,20 +685,20 @@ def loopback_floor(opts: Options, rounds: int = 3000) -> dict[str, Any]:
 # ---- one (workload, target) -------------------------------------------------------------------------
 
 
-WORKLOADS = ("pairs", "latency", "fanout", "idle", "storm")
+WORKLOADS = ("pairs", "latency", "fanout", "idle", "storm", "chat")
 
 
 def run_one(workload: str, target: str, opts: Options) -> dict[str, Any]:
     """Start ``target``'s server, run ``workload`` against it, stop it."""
     progress = Progress(f"{workload} · {LABELS[target]}", opts.quiet)
-    server = Server(target, cpus=opts.server_cpus, extra_args=list(opts.server_args) if target != "baseline" else [])
+    server = Server(target, cpus=opts.server_cpus, extra_args=list(opts.server_args) if TARGETS[target][0] == "kefu" else [])
     try:
         load = loadavg()
         server.start()
         if workload == "pairs":
             result = run_pairs(server, opts, progress, convs=opts.convs, window=opts.window, senders=opts.senders, duration=opts.duration)
         elif workload == "latency":
-            result = run_pairs(server, opts, progress, convs=1, window=1, senders="shopper", duration=opts.latency_duration, name="latency")
+            result = run_pairs(server, opts, progress, convs=1, window=1, senders=opts.latency_senders, duration=opts.latency_duration, name="latency")
             result["loopback_floor"] = loopback_floor(opts)
         elif workload == "fanout":
             result = run_fanout(server, opts, progress)
@@ -628,6 +706,8 @@ def run_one(workload: str, target: str, opts: Options) -> dict[str, Any]:
             result = run_idle(server, opts, progress)
         elif workload == "storm":
             result = run_storm(server, opts, progress)
+        elif workload == "chat":
+            result = run_chat(server, opts, progress)
         else:
             raise ValueError(f"unknown workload {workload!r}")
         result["loadavg_before"] = load

@@ -1,4 +1,5 @@
-"""The servers under test, as subprocesses: Kefu (``python -m gateway serve``) and the baseline relay.
+"""The servers under test, as subprocesses: Kefu (``python -m gateway serve``) and the peer relays
+(``websockets``, picows, Node's ``ws``; ``bench/baseline/``).
 
 Each is started with its open-file soft limit raised to the hard limit and, when pinning, bound to
 its own core (``sched_setaffinity``, what ``taskset -c`` does) so that the generator's CPU never
@@ -30,15 +31,51 @@ TENANT = "bench"
 # native module replaced by its pure-Python twin), for native/pure ratios within one run.
 TARGETS = {
     "baseline": ("baseline", None),
+    "picows": ("picows", None),
+    "node": ("node", None),
     "memory": ("kefu", "memory"),
     "sqlite": ("kefu", "sqlite"),
     "memory-pure": ("kefu", "memory"),
     "sqlite-pure": ("kefu", "sqlite"),
 }
 LABELS = {
-    "baseline": "baseline (websockets)", "memory": "kefu memory", "sqlite": "kefu sqlite",
+    "baseline": "baseline (websockets)", "picows": "peer: picows", "node": "peer: node ws",
+    "memory": "kefu memory", "sqlite": "kefu sqlite",
     "memory-pure": "kefu memory, pure", "sqlite-pure": "kefu sqlite, pure",
 }
+
+
+# the peers: relays that are not Kefu, each speaking the same kefu.v1 subset (ratios are taken against them)
+PEERS = tuple(t for t, (kind, _) in TARGETS.items() if kind != "kefu")
+NODE_DIR = ROOT / "bench" / "baseline" / "node"
+
+
+class TargetUnavailable(RuntimeError):
+    """A target that cannot run on this machine (no ``node``/``npm`` for the Node relay)."""
+
+
+def node_available() -> bool:
+    return shutil.which("node") is not None and (node_installed() or shutil.which("npm") is not None)
+
+
+def node_installed() -> bool:
+    return (NODE_DIR / "node_modules" / "ws").is_dir() and (NODE_DIR / "node_modules" / "@msgpack" / "msgpack").is_dir()
+
+
+def node_relay_command() -> list[str]:
+    """``node relay.mjs``, its dependencies installed first when they are not (``npm install``, once;
+    node_modules is not committed), as tests/transport/test_interop.py does for its Node client."""
+    node = shutil.which("node")
+    if node is None:
+        raise TargetUnavailable("node is not installed: the Node ws relay cannot run")
+    if not node_installed():
+        npm = shutil.which("npm")
+        if npm is None:
+            raise TargetUnavailable("npm is not installed: cannot install the Node ws relay's dependencies")
+        done = subprocess.run([npm, "install", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0 or not node_installed():
+            raise RuntimeError(f"npm install failed in {NODE_DIR}:\n{done.stdout}\n{done.stderr}")
+    return [node, str(NODE_DIR / "relay.mjs")]
 
 
 def pure_twin_of(target: str) -> str | None:
@@ -100,6 +137,10 @@ class Server:
                 "--data-dir", self.data_dir, "--jwt-secret", SECRET, "--rate-per-second", "0",
                 "--max-connections-per-user", "100000", *relay_args(self.extra_args), *self.extra_args,
             ]
+        elif kind == "picows":
+            self.command = [sys.executable, "-m", "bench.baseline.picows_relay", "--port", "0", "--jwt-secret", SECRET]
+        elif kind == "node":
+            self.command = [*node_relay_command(), "--port", "0", "--jwt-secret", SECRET]
         else:
             self.command = [sys.executable, "-m", "bench.baseline", "--port", "0", "--jwt-secret", SECRET]
         self.log_path = os.path.join(self.data_dir, "server.log")

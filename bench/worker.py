@@ -743,4 +743,186 @@ class Storm(Workload):
         })
 
 
-WORKLOADS: dict[str, type[Workload]] = {"pairs": Pairs, "fanout": Fanout, "idle": Idle, "storm": Storm}
+# ---- chat: many quiet conversations, Poisson arrivals ------------------------------------------------
+
+
+class Talker:
+    """One connection of the chat workload (a shopper in its conversation, or an agent in its 20): its
+    sends in flight and, per conversation, the sequence check of its acks and the others' messages."""
+
+    __slots__ = ("chat", "link", "prefix", "ids", "sent_at", "trackers", "answers")
+
+    def __init__(self, chat: Chat, link: Link, prefix: str, answers: bool) -> None:
+        self.chat = chat
+        self.link = link
+        self.prefix = prefix
+        self.ids = itertools.count(1)
+        self.sent_at: dict[int, int] = {}
+        self.trackers: dict[str, SeqTracker] = {}
+        self.answers = answers  # an agent: every message it receives is answered
+        link.on_frame = self.on_frame
+
+    def send_to(self, conv: str) -> None:
+        if self.link.closed:
+            return
+        now = monotonic_ns()
+        rid = next(self.ids)
+        self.link.send_bytes(_packb({
+            "t": "send", "id": rid, "conv": conv, "cmid": f"{self.prefix}{rid}",
+            "body": {"kind": "text", "text": TEXT, "t0": now},
+        }))
+        self.sent_at[rid] = now
+
+    def answer(self, conv: str) -> None:
+        self.chat.owed -= 1
+        self.send_to(conv)
+
+    def on_frame(self, f: dict[str, Any]) -> None:
+        t = f["t"]
+        chat = self.chat
+        if t == "ack":
+            now = monotonic_ns()
+            t0 = self.sent_at.pop(f["id"], None)
+            conv, seq = f["conv"], f["seq"]
+            self.trackers[conv].see(seq)
+            if seq > chat.last_seq[conv]:
+                chat.last_seq[conv] = seq
+            chat.acked += 1
+            if chat.m0 <= now < chat.m1:
+                chat.accepted += 1
+                if t0 is not None:
+                    chat.ack_lat.add_ns(now - t0)
+            chat.acc_series.add(now)
+        elif t == "msg":
+            now = monotonic_ns()
+            conv = f["conv"]
+            tracker = self.trackers.get(conv)
+            if tracker is None:
+                chat.checks["unexpected"] += 1
+                return
+            tracker.see(f["seq"])
+            chat.received += 1
+            if chat.m0 <= now < chat.m1:
+                chat.delivered += 1
+                chat.e2e_lat.add_ns(now - f["body"]["t0"])
+            chat.del_series.add(now)
+            if self.answers:
+                chat.owed += 1
+                chat.loop.call_later(chat.rng.expovariate(1.0 / chat.think_s) if chat.think_s > 0 else 0, self.answer, conv)
+        elif t == "error":
+            self.sent_at.pop(f.get("id"), None)
+            chat.on_error(f)
+
+
+class Chat(Workload):
+    """This worker's agents, each with its shoppers (one conversation each). Shoppers send as a
+    Poisson process at ``rate`` messages/s in total (a random shopper each time); an agent answers
+    every message it receives after an exponential think time (mean ``think_s``), so about as many
+    answers as questions flow. Every connection checks every conversation it is in, and every
+    question must have been answered by the end."""
+
+    def __init__(self, spec: dict[str, Any], channel: Channel) -> None:
+        super().__init__(spec, channel)
+        self.loop = asyncio.get_running_loop()
+        self.rng = random.Random(spec["worker"])
+        self.think_s = float(spec["think_s"])
+        self.shoppers: list[tuple[Talker, str]] = []  # (talker, its conversation)
+        self.agents: list[Talker] = []
+        self.last_seq: dict[str, int] = {}
+        self.acked = self.received = self.accepted = self.delivered = 0
+        self.sent_questions = 0
+        self.owed = 0  # messages received by an agent and not yet answered
+        self.m0 = self.m1 = 0
+        self.ack_lat = Latencies()
+        self.e2e_lat = Latencies()
+        self.acc_series = self.del_series = Series(0)
+
+    def progress(self) -> dict[str, Any]:
+        return {"connected": len(self.links), "acked": self.acked, "delivered": self.received, "errors": sum(self.errors.values())}
+
+    async def open_shopper(self, a: int, i: int) -> tuple[Talker, str]:
+        link = await self.connect(f"chat-shopper-{self.w}-{a}-{i}", "shopper")
+        talker = Talker(self, link, "s", False)
+        await link.request("resume", convs={})
+        conv = (await link.request("open", subject="chat"))["conv"]["id"]
+        talker.trackers[conv] = SeqTracker()
+        self.last_seq[conv] = 0
+        return talker, conv
+
+    async def open_agent(self, a: int, convs: list[str]) -> Talker:
+        link = await self.connect(f"chat-agent-{self.w}-{a}", "agent")
+        talker = Talker(self, link, "a", True)
+        await link.request("resume", convs={})
+        for conv in convs:
+            await link.request("join", conv=conv)
+            talker.trackers[conv] = SeqTracker()
+        return talker
+
+    async def ask(self, rate: float, until: int) -> None:
+        """Questions as a Poisson process: exponential gaps at ``rate``, each from a random shopper;
+        arrivals that fall due while the loop was busy go out at once (none is skipped)."""
+        rng = self.rng
+        shoppers = self.shoppers
+        due = monotonic_ns()
+        while True:
+            due += int(rng.expovariate(rate) * 1e9)
+            if due >= until:
+                break
+            await sleep_until(due)
+            talker, conv = shoppers[rng.randrange(len(shoppers))]
+            talker.send_to(conv)
+            self.sent_questions += 1
+
+    async def run(self) -> None:
+        spec = self.spec
+        concurrency = spec["concurrency"]
+        per_agent: list[int] = spec["shoppers_per_agent"]
+        jobs = [(a, i) for a, n in enumerate(per_agent) for i in range(n)]
+        opened = await bounded([lambda a=a, i=i: self.open_shopper(a, i) for a, i in jobs], concurrency)
+        failures = [r for r in opened if isinstance(r, Exception)]
+        if failures:
+            raise RuntimeError(f"{len(failures)} shoppers failed to set up: {failures[0]!r}")
+        self.shoppers = list(opened)
+        convs_of: dict[int, list[str]] = {}
+        for (a, _), (_, conv) in zip(jobs, opened):
+            convs_of.setdefault(a, []).append(conv)
+        agents = await bounded([lambda a=a: self.open_agent(a, convs_of.get(a, [])) for a in range(len(per_agent))], concurrency)
+        failures = [r for r in agents if isinstance(r, Exception)]
+        if failures:
+            raise RuntimeError(f"{len(failures)} agents failed to set up: {failures[0]!r}")
+        self.agents = list(agents)
+        self.channel.send("ready", {"links": len(self.links)})
+        plan = await self.channel.recv("go")
+        self.m0, self.m1 = plan["m0"], plan["m1"]
+        self.acc_series = Series(plan["t_go"])
+        self.del_series = Series(plan["t_go"])
+        self.start_progress()
+        await sleep_until(plan["t_go"])
+        asking = self.loop.create_task(self.ask(spec["rate"], self.m1))
+        await sleep_until(self.m0)
+        cpu0 = time.process_time()
+        await sleep_until(self.m1)
+        cpu1 = time.process_time()
+        await asking
+        talkers = [t for t, _ in self.shoppers] + self.agents
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S + 5 * self.think_s
+        while time.monotonic() < deadline:
+            if not self.owed and all(not t.sent_at and all(tr.last >= self.last_seq[c] for c, tr in t.trackers.items()) for t in talkers):
+                break
+            await asyncio.sleep(0.02)
+        self.stop_progress()
+        checks = self.final_checks()
+        for talker in talkers:
+            for conv, tracker in talker.trackers.items():
+                add_checks(checks, tracker.finish(self.last_seq[conv]))
+            checks["unanswered"] += len(talker.sent_at)
+        checks["unanswered"] += self.owed  # questions an agent received and never answered
+        self.channel.send("done", {
+            "accepted": self.accepted, "delivered": self.delivered, "acked_total": self.acked, "delivered_total": self.received,
+            "questions": self.sent_questions, "client_cpu_s": cpu1 - cpu0,
+            "ack_lat": self.ack_lat.dump(), "e2e_lat": self.e2e_lat.dump(),
+            "series_accepted": self.acc_series.bins, "series_delivered": self.del_series.bins, "checks": checks,
+        })
+
+
+WORKLOADS: dict[str, type[Workload]] = {"pairs": Pairs, "fanout": Fanout, "idle": Idle, "storm": Storm, "chat": Chat}

@@ -8,6 +8,19 @@ from gateway.config import Config
 
 from .support import SECRET
 
+# Tests that start whole gateway processes, clusters or benchmark runs. They run in the native pass
+# of the README's test command; the pure-Python pass (KEFU_PUREPYTHON=1) leaves them out with
+# `-m "not processes"` to keep CI under ten minutes: the benchmark smoke run already drives a
+# pure-Python gateway (its memory-pure target), and every in-process socket test runs both twins.
+PROCESS_TESTS = ("bench/", "test_cluster.py", "test_outages.py", "test_workers.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        path = item.path.as_posix()
+        if any(f"/tests/{part}" in path for part in PROCESS_TESTS):
+            item.add_marker(pytest.mark.processes)
+
 
 def make_config(tmp_path, **overrides) -> Config:
     # rate limits high enough for tests that pipeline; the rate-limit tests set their own.

@@ -6,7 +6,8 @@ connection (``async for data in websocket``), msgpack in and out, replies with `
 websocket.send``, fan-out with ``websockets.broadcast`` (the documented way to send one message to
 many connections). It keeps the semantics the workloads check, no more:
 
-* ``hello`` after a token (HS256 JWT, ``?token=``) is verified with PyJWT;
+* ``hello`` after a token (HS256 JWT, ``?token=``) is verified with PyJWT (a bad one: ``error``
+  ``token_invalid``, or ``token_expired``, and close 4001, as Kefu does);
 * ``resume`` goes live: subscribes the user's open conversations and first sends what each listed
   conversation holds after the given sequence number;
 * ``open`` (shoppers) and ``join`` (agents, supervisors), with a ``joined`` notice to the others;
@@ -102,7 +103,8 @@ class Relay:
         try:
             claims = jwt.decode(token, self.secret, algorithms=["HS256"], options={"require": ["exp", "sub", "tenant", "role"]})
         except jwt.InvalidTokenError as exc:
-            await ws.send(msgpack.packb({"t": "error", "id": None, "code": "token_invalid", "message": str(exc), "retryable": False}))
+            code = "token_expired" if isinstance(exc, jwt.ExpiredSignatureError) else "token_invalid"
+            await ws.send(msgpack.packb({"t": "error", "id": None, "code": code, "message": str(exc), "retryable": False}))
             await ws.close(4001, "token_invalid")
             return
         session = Session(ws, claims)

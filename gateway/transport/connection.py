@@ -403,7 +403,9 @@ async def finish(conn: Connection) -> None:
                 await wait_readable(sock)
                 if not sock.recv(RECV_BYTES):
                     break
-        except OSError:
+        except (OSError, trio.ClosedResourceError):
+            # ClosedResourceError: another task closed the connection meanwhile (a slow consumer,
+            # the heartbeat, a drain), which wakes every wait on the socket: it is closing anyway.
             pass
     conn.closed = True
     conn.outbox = []

@@ -21,20 +21,23 @@ from gateway import _native  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGETS = ("memory", "memory-pure", "baseline")
-WORKLOADS = ("pairs", "latency", "fanout", "idle", "storm")
+WORKLOADS = ("pairs", "latency", "fanout", "idle", "storm", "chat")
 TINY = [
     "--convs", "2", "--window", "2", "--duration", "0.6", "--warmup", "0.2", "--latency-duration", "0.5",
     "--members", "12", "--fanout-users", "3", "--fanout-window", "2",
     "--idle-conns", "24", "--idle-hold", "0.2",
     "--storm-conns", "24", "--storm-rate", "300", "--storm-before", "0.4", "--storm-after", "0.3",
     "--conns-per-proc", "12", "--concurrency", "16",
+    "--chat-shoppers", "40", "--chat-per-agent", "20", "--chat-rate", "100", "--chat-duration", "0.6", "--chat-think-s", "0.05",
 ]
 KEYS = {
     "pairs": ["accepted_per_s", "delivered_per_s", "cpu_us_per_delivery", "cpu_s_per_1k_messages", "ack_latency", "e2e_latency"],
-    "latency": ["ack_latency", "e2e_latency", "loopback_floor"],
+    "latency": ["ack_latency", "e2e_latency", "loopback_floor", "cpu_us_per_delivery"],
     "fanout": ["deliveries_per_s", "messages_per_s", "cpu_us_per_delivery", "delivery_latency"],
     "idle": ["rss_per_conn_bytes", "conns_per_s", "opened", "healthy", "all_healthy"],
     "storm": ["all_live_s", "live_again", "lost", "duplicated", "out_of_order", "caught_up_by_resume"],
+    "chat": ["accepted_per_s", "delivered_per_s", "cpu_us_per_delivery", "ack_latency", "e2e_latency", "rss_end_bytes",
+             "rss_per_conn_bytes", "questions", "setup_s"],
 }
 LATENCY_KEYS = ("count", "p50_ms", "p99_ms", "p999_ms")
 
@@ -43,13 +46,13 @@ LATENCY_KEYS = ("count", "p50_ms", "p99_ms", "p999_ms")
 def run(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench")
     cmd = [sys.executable, "-m", "bench", "all", "--targets", ",".join(TARGETS), "--no-pin", "--quiet", "--no-plots", "--out", str(out), *TINY]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=140)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "figure" in proc.stdout and "correctness" in proc.stdout  # the ratio table was printed
     return json.loads((out / "results.json").read_text())
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(180)
 def test_document_has_the_expected_keys(run):
     for key in ("command", "date", "machine", "pinning", "client", "options", "targets", "ratios", "results", "failed"):
         assert key in run, key
@@ -70,7 +73,7 @@ def test_document_has_the_expected_keys(run):
     assert pairs_cpu["pure_ratios"]["memory"] == pytest.approx(expected, rel=0.01)
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(180)
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("workload", WORKLOADS)
 def test_workload_is_correct_and_complete(run, workload, target):
@@ -89,8 +92,13 @@ def test_workload_is_correct_and_complete(run, workload, target):
         assert r["all_healthy"] is True and r["healthy"] == r["opened"] == 24
     if workload == "storm":
         assert r["live_again"] == 24
-    if workload in ("pairs", "latency"):
+    if workload in ("pairs", "latency", "chat"):
         assert r["delivered_per_s"] > 0 and r["cpu_us_per_delivery"] is not None
+    if workload == "latency":  # both sides send, one message in flight each
+        assert r["params"]["senders"] == "both" and r["params"]["window"] == 1
+    if workload == "chat":  # 40 shoppers, 2 agents of 20 conversations each, two generator processes
+        assert r["params"]["conns"] == 42 and r["params"]["agents"] == 2 and r["params"]["procs"] == 2
+        assert r["questions"] > 0 and r["rss_end_bytes"] > 0
     if workload == "fanout":
         assert r["deliveries_per_s"] > 0
 
