@@ -13,6 +13,7 @@ Public API (``svc = ConversationService(store, hub, bus, stats, node_id=...)``):
     await svc.leave(who, conv)                                 -> None
     await svc.close(who, conv)                                 -> Conversation
     svc.send(who, conv_id, cmid, body, done, origin=None)      -> None | Awaitable[None]
+    await svc.send_attachment(who, conv_id, cmid, body, done, origin=None)   (send of an uploaded file)
     await svc.post(who, conv, body, cmid=None)                 -> Appended(message, duplicate)
     svc.receipt(who, conv_id, kind, seq, done)                 -> None | Awaitable[None]
     svc.typing(who, conv_id, on)                               -> None | Awaitable[None]
