@@ -67,6 +67,7 @@ from ..model import (
     WriteOp,
 )
 from .base import Conflict, NotFound, StoreError
+from .listing import conversation_filters
 from .memory import check_limit, check_participants_belong
 
 log = logging.getLogger("kefu.store.postgres")
@@ -595,25 +596,11 @@ class PostgresBackend:
                 " WHERE p.member = %s AND c.tenant = %s"
             )
             params = [user, tenant]
-        for column, value in (("status", status), ("stage", stage), ("assignee", assignee), ("channel", channel)):
-            if value is not None:
-                query += f" AND c.{column} = %s"
-                params.append(value)
-        if tag is not None:
-            query += " AND EXISTS (SELECT 1 FROM conversation_tags AS t WHERE t.conv_id = c.id AND t.tag = %s)"
-            params.append(tag)
-        if since is not None:
-            query += " AND c.created_at >= %s"
-            params.append(since)
-        if before is not None and before_id is not None:
-            query += " AND (c.created_at < %s OR (c.created_at = %s AND c.id < %s))"
-            params += [before, before, before_id]
-        elif before is not None:
-            query += " AND c.created_at < %s"
-            params.append(before)
-        query += " ORDER BY c.created_at DESC, c.id DESC LIMIT %s"
-        params.append(limit)
-        return [Conversation(*row) for row in self._read(query, params)]
+        filters, more = conversation_filters(
+            "%s", status=status, stage=stage, assignee=assignee, channel=channel, tag=tag, since=since,
+            before=before, before_id=before_id, limit=limit,
+        )
+        return [Conversation(*row) for row in self._read(query + filters, params + more)]
 
     def in_stages(self, stages: Sequence[str], *, limit: int = 10_000) -> list[Conversation]:
         check_limit(limit)

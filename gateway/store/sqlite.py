@@ -48,6 +48,7 @@ from ..model import (
     WriteOp,
 )
 from .base import Conflict, NotFound, StoreDamaged, StoreError
+from .listing import conversation_filters
 from .memory import check_limit, check_participants_belong
 
 log = logging.getLogger("kefu.store.sqlite")
@@ -604,25 +605,11 @@ class SqliteBackend:
         check_limit(limit)
         sql = _LIST_CONVERSATIONS if user is None else _LIST_CONVERSATIONS_OF_USER
         params: list[object] = [tenant] if user is None else [user, tenant]
-        for column, value in (("status", status), ("stage", stage), ("assignee", assignee), ("channel", channel)):
-            if value is not None:
-                sql += f" AND c.{column} = ?"
-                params.append(value)
-        if since is not None:
-            sql += " AND c.created_at >= ?"
-            params.append(since)
-        if tag is not None:
-            sql += " AND EXISTS (SELECT 1 FROM conversation_tags AS t WHERE t.conv_id = c.id AND t.tag = ?)"
-            params.append(tag)
-        if before is not None and before_id is not None:
-            sql += " AND (c.created_at < ? OR (c.created_at = ? AND c.id < ?))"
-            params += [before, before, before_id]
-        elif before is not None:
-            sql += " AND c.created_at < ?"
-            params.append(before)
-        sql += " ORDER BY c.created_at DESC, c.id DESC LIMIT ?"
-        params.append(limit)
-        return [Conversation(*row) for row in self._read(sql, params)]
+        filters, more = conversation_filters(
+            "?", status=status, stage=stage, assignee=assignee, channel=channel, tag=tag, since=since,
+            before=before, before_id=before_id, limit=limit,
+        )
+        return [Conversation(*row) for row in self._read(sql + filters, params + more)]
 
     def in_stages(self, stages: Sequence[str], *, limit: int = 10_000) -> list[Conversation]:
         check_limit(limit)
