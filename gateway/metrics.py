@@ -70,6 +70,7 @@ class Stats:
         self.commit_batch = Histogram(BATCH_BUCKETS)
         self.store_pending = 0  # write ops submitted, not yet completed
         self.slow_consumer_disconnects = 0
+        self.parked_inputs: Counter[str] = Counter()  # input for parked connections, by how: served (in the lot), reader
         self.errors: Counter[str] = Counter()  # error frames by code
         self.auth_failures: Counter[str] = Counter()  # by code
         self.closes: Counter[int] = Counter()  # server-initiated closes by close code
@@ -165,6 +166,12 @@ class KefuCollector(Collector):
         yield GaugeMetricFamily("kefu_store_pending_ops", "Write operations waiting for the store.", value=s.store_pending)
         yield GaugeMetricFamily("kefu_outbox_bytes", "Bytes queued in connection outboxes.", value=self._outbox_bytes())
         yield GaugeMetricFamily("kefu_connections_parked", "Quiet connections parked without a reader task.", value=self._parked())
+        parked_inputs = CounterMetricFamily(
+            "kefu_parked_inputs", "Input for parked connections: served in the parking lot, or handed to a new reader task.", labels=["how"]
+        )
+        for how in ("served", "reader"):
+            parked_inputs.add_metric([how], s.parked_inputs[how])
+        yield parked_inputs
         yield GaugeMetricFamily(
             "kefu_subscriptions", "Live (connection, conversation) subscriptions.", value=self._subscriptions()
         )

@@ -69,6 +69,7 @@ class Node:
         stats.preauth_bytes = lambda: preauth.held
         self.handlers = RequestHandlers(config, self.service, self.hub, authenticator, stats, preauth)
         self.server = WebSocketServer(config, stats, self.handlers, preauth)
+        store.output = self.server.writer  # a pass of store completions is written at its end
         self.routing: RoutingService | None = None
         self.workspace = WorkspaceService(self.service)
         self.service.watchers.append(self.workspace)

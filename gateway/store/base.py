@@ -54,6 +54,10 @@ class StoreBackend(Protocol):
     #: True when calls block on I/O and must run off the Trio thread (SQLite, PostgreSQL);
     #: False for the memory backend, which the Store calls inline.
     blocking: bool
+    #: True when a small commit is cheap enough to run on the Trio thread (no fsync, no network
+    #: round trip: SQLite WAL with synchronous=NORMAL). While the writer thread is idle, the Store
+    #: then commits small batches inline and saves the two thread hops a quiet message would pay.
+    inline_commit: bool
     #: One line for logs and docs: what "durable" means for this backend.
     durability: str
 

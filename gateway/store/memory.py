@@ -51,6 +51,7 @@ class MemoryBackend:
     """
 
     blocking = False
+    inline_commit = True
     durability = "none: kept in process memory, lost when the process exits"
 
     def __init__(self) -> None:

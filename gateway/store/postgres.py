@@ -229,6 +229,7 @@ class PostgresBackend:
     """A StoreBackend on a PostgreSQL database (``url``: a libpq URL), in schema ``schema``."""
 
     blocking = True
+    inline_commit = False  # a commit is a network round trip: never on the event loop
     durability = "postgresql: a commit is durable as the server's synchronous_commit says (default on: WAL flushed to disk)"
 
     def __init__(self, url: str, *, schema: str = "public", readers: int = READERS) -> None:

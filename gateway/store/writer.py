@@ -3,27 +3,35 @@
 Writes never cost a thread hop each: ``submit`` puts the op on a queue that one dedicated writer
 thread drains — every op waiting when the thread comes round goes into one ``apply_batch`` (one
 transaction, one commit). The batch's results come back to Trio with one ``run_sync_soon`` and are
-handed to each op's callback, in submission order, by one Trio task. Under load batches grow by
-themselves; at one message in flight the latency is one commit plus two cheap hand-offs.
+handed to each op's callback, in submission order, by the store's Trio task. Under load batches
+grow by themselves.
+
+When it is quiet, the thread hops are most of a message's cost (a wakeup of the writer thread, a
+GIL hand-over, a wakeup of the event loop), so a backend whose small commits are cheap
+(``inline_commit``: SQLite with synchronous=NORMAL) has its ops collected by the store task
+instead, which commits them itself, as one batch, while the writer thread is idle and the batch is
+small (``INLINE_BATCH``). Past that, or while the thread is still busy, they go to the thread, in
+order. And when nothing else is pending and the op before was a while ago (``QUIET_GAP_S``), such
+a backend's op (and any memory-backend op) is applied at once in ``submit``: no hop at all.
+
+Completions are handed to callbacks between ``hold()`` and ``release()`` of ``output`` (the
+transport's writer): the frames they queue are written once, at the end of the pass.
 
 Reads of a blocking backend go to a few dedicated reader threads (``READ_THREADS``) over one
 queue, and each result wakes its waiting task directly: no per-read thread hand-off through Trio's
 thread cache and capacity limiter, and a fixed number of reader connections (each with its own
 page cache) however many reads are waiting, as when thousands of clients resume at once.
-
-A memory backend (``blocking = False``) is applied inline by the same Trio task, with the same
-batching, so both paths share every line that matters; its reads run inline too.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
 import time
 from functools import partial
-from typing import Any, Callable
+from collections import deque
+from typing import Any, Callable, Protocol
 
 import outcome
 import trio
@@ -37,6 +45,27 @@ log = logging.getLogger("kefu.store")
 Callback = Callable[[object], None]
 _STOP = object()
 READ_THREADS = 2  # SQLite readers run side by side in WAL mode; the GIL makes more pointless
+INLINE_BATCH = 8  # the most ops an inline-commit backend commits on the Trio thread at once
+# An op of an inline-commit backend submitted with nothing pending, this long after the last op was
+# applied or collected, is applied at once; closer together, ops are collected for the store task
+# and applied as one batch (measured from the end of an apply: a commit's own time is no quiet).
+QUIET_GAP_S = 50e-6
+
+
+class Output(Protocol):
+    """Where completions' frames go: held during a pass of completions, written on release."""
+
+    def hold(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class NoOutput:
+    def hold(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
 
 
 class StoreClosed(StoreError):
@@ -55,16 +84,22 @@ class Store:
         self._idle.set()
         self._capacity = trio.Event()
         self._capacity.set()
-        # blocking backends: the writer thread's queue, and completed batches coming back
+        self.output: Output = NoOutput()
+        # blocking backends: the writer thread's queue, the ops on it or in its hands, and
+        # completed batches coming back (appended by run_sync_soon, completed by the store task)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._done_send, self._done_recv = trio.open_memory_channel[tuple[list, list, float]](math.inf)
+        self._in_thread = 0
+        self._returned: deque[tuple[list, list, float]] = deque()
         self._thread: threading.Thread | None = None
+        self._inline_commits = not backend.blocking or bool(getattr(backend, "inline_commit", False))
         # blocking backends: reads waiting for a reader thread, as (call, waiting Trio task)
         self._read_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._readers: list[threading.Thread] = []
-        # inline (memory) backend: ops waiting for the next pass of the completion task
+        # ops waiting for the next pass of the store task (the memory backend's, and small
+        # batches of an inline-commit backend's), and that task's wakeup
         self._inline: list[tuple[WriteOp, Callback]] = []
-        self._inline_wake = trio.Event()
+        self._wake = trio.Event()
+        self._last_applied = 0.0  # when the last op was applied at once, or collected
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -88,13 +123,14 @@ class Store:
         log.info("store open: %s (%s)", type(self.backend).__name__, self.backend.durability)
         try:
             task_status.started()
-            if self.backend.blocking:
-                async for batch, results, seconds in self._done_recv:
-                    self._complete(batch, results, seconds)
-            else:
-                while True:
-                    await self._inline_wake.wait()
-                    self._run_inline()
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                self.output.hold()
+                try:
+                    self._pass()
+                finally:
+                    self.output.release()
         finally:
             with trio.CancelScope(shield=True):
                 await self._shutdown()
@@ -110,16 +146,13 @@ class Store:
         if self.backend.blocking and self._thread is not None:
             self._queue.put(_STOP)
             await trio.to_thread.run_sync(self._thread.join)
-            # the writer finished every op queued before _STOP; deliver what came back
-            while True:
-                try:
-                    batch, results, seconds = self._done_recv.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                self._complete(batch, results, seconds)
+            # the writer finished every op queued before _STOP; deliver what came back, then
+            # commit what was collected for an inline commit (the thread is gone: here)
+            self._complete_returned()
+            self._apply_collected(on_thread=False)
             await trio.to_thread.run_sync(self.backend.close)
         else:
-            self._run_inline()
+            self._apply_collected(on_thread=False)
             self.backend.close()
         log.info("store closed")
 
@@ -146,11 +179,18 @@ class Store:
             self._idle = trio.Event()
         if self._pending >= self._max_pending and self._capacity.is_set():
             self._capacity = trio.Event()
-        if self.backend.blocking:
+        if not self._inline_commits:
+            self._in_thread += 1
             self._queue.put((op, callback))
-        else:
-            self._inline.append((op, callback))
-            self._inline_wake.set()
+            return
+        now = time.perf_counter()
+        if self._pending == 1 and now - self._last_applied >= QUIET_GAP_S:
+            # nothing else in flight, nothing just before: apply it now, no hop to any task
+            self._apply_now([(op, callback)])
+            return
+        self._last_applied = now
+        self._inline.append((op, callback))
+        self._wake.set()
 
     async def execute(self, op: WriteOp) -> Any:
         """Submit and wait for the result; raise it if it is an error."""
@@ -191,9 +231,14 @@ class Store:
                 batch.append(item)
             results, seconds = self._apply(apply_batch, batch)
             try:
-                token.run_sync_soon(self._done_send.send_nowait, (batch, results, seconds))
+                token.run_sync_soon(self._returned_from_thread, (batch, results, seconds))
             except trio.RunFinishedError:
                 return
+
+    def _returned_from_thread(self, done: tuple[list, list, float]) -> None:
+        """On the Trio thread (run_sync_soon): a batch the writer thread committed."""
+        self._returned.append(done)
+        self._wake.set()
 
     @staticmethod
     def _apply(apply_batch: Callable[[list[WriteOp]], list[object]], batch: list) -> tuple[list[object], float]:
@@ -209,12 +254,37 @@ class Store:
             results = [exc if isinstance(exc, StoreError) else StoreError(f"store write failed: {exc}")] * len(batch)
         return results, time.perf_counter() - started
 
-    def _run_inline(self) -> None:
-        self._inline_wake = trio.Event()
-        while self._inline:
-            batch, self._inline = self._inline[: self._max_batch], self._inline[self._max_batch :]
-            results, seconds = self._apply(self.backend.apply_batch, batch)
+    def _pass(self) -> None:
+        """One pass of the store task: batches back from the writer thread first (they were
+        submitted first), then what was collected since the last pass."""
+        self._complete_returned()
+        self._apply_collected(on_thread=self._thread is not None)
+
+    def _complete_returned(self) -> None:
+        returned = self._returned
+        while returned:
+            batch, results, seconds = returned.popleft()
+            self._in_thread -= len(batch)
             self._complete(batch, results, seconds)
+
+    def _apply_collected(self, *, on_thread: bool) -> None:
+        """Apply the ops collected for the store task, in order: inline, or for an inline-commit
+        backend whose writer thread is busy or whose batch is large, on the writer thread (the
+        callbacks of a pass may collect more ops, which this applies too)."""
+        while self._inline:
+            if on_thread and (self._in_thread or len(self._inline) > INLINE_BATCH):
+                collected, self._inline = self._inline, []
+                self._in_thread += len(collected)
+                for item in collected:
+                    self._queue.put(item)
+                return
+            batch, self._inline = self._inline[: self._max_batch], self._inline[self._max_batch :]
+            self._apply_now(batch)
+
+    def _apply_now(self, batch: list[tuple[WriteOp, Callback]]) -> None:
+        results, seconds = self._apply(self.backend.apply_batch, batch)
+        self._last_applied = time.perf_counter()  # a submit right after this one is not quiet
+        self._complete(batch, results, seconds)
 
     def _complete(self, batch: list, results: list[object], seconds: float) -> None:
         self._stats.commit_latency.observe(seconds)

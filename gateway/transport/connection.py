@@ -8,9 +8,12 @@ drain task of its own, until it has caught up. Past ``max_outbox_bytes`` a conne
 consumer: its outbox is dropped and it is closed with CLOSE_SLOW_CONSUMER (it resumes from the store).
 
 A connection quiet for a while is *parked*: its reader task ends, and the node's ``ParkingLot``
-watches its socket in an epoll set of its own, starting a new reader task when input arrives or
-the connection is closed. A waiting task with its chain of suspended frames is about half of what
-an idle connection costs (~3 KB); a parked one costs its ``Connection`` and socket.
+watches its socket in an epoll set of its own. A waiting task with its chain of suspended frames is
+about half of what an idle connection costs (~3 KB); a parked one costs its ``Connection`` and
+socket. Input for a parked connection is served by the lot's task itself when it is whole messages
+that need no waiting (a quiet shopper's next message, a pong): the connection stays parked, and
+waking it costs no task and no epoll re-registration. Anything else (a close, a request that
+waits, a frame cut across reads) gets a new reader task.
 """
 
 from __future__ import annotations
@@ -134,8 +137,14 @@ class ParkingLot:
 
     available = hasattr(select, "epoll")  # Linux; elsewhere connections are simply never parked
 
-    def __init__(self, resume: Callable[[Connection], None], park_after_s: float) -> None:
+    def __init__(
+        self, resume: Callable[[Connection], None], park_after_s: float, on_input: Callable[[Connection], None] | None = None
+    ) -> None:
+        """``resume(conn)`` starts a reader task for ``conn``; ``on_input(conn)``, when given, is
+        called instead of ``unpark`` for a parked connection with input: it may serve the input
+        itself and leave the connection parked (``ParkingLot`` only watches)."""
         self._resume = resume
+        self._on_input = on_input
         self.park_after_s = park_after_s
         self._epoll: select.epoll | None = None  # while run() runs
         self._parked: dict[int, Connection] = {}
@@ -157,13 +166,18 @@ class ParkingLot:
 
     def unpark(self, conn: Connection) -> None:
         """Hand a parked connection back to a new reader task."""
+        if self.leave(conn):
+            self._resume(conn)
+
+    def leave(self, conn: Connection) -> bool:
+        """Stop watching ``conn`` (the caller gives it a reader); False if it was not parked."""
         fd = conn.sock.fileno()
         if self._parked.pop(fd, None) is None:
-            return
+            return False
         if self._epoll is not None:
             self._epoll.unregister(fd)
         conn.parked = False
-        self._resume(conn)
+        return True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         epoll = self._epoll = select.epoll()
@@ -173,10 +187,11 @@ class ParkingLot:
                 task_status.started()
                 while True:
                     await wait_readable(epoll)
+                    on_input = self._on_input or self.unpark
                     for fd, _ in epoll.poll(0, 256):
                         conn = self._parked.get(fd)
                         if conn is not None:
-                            self.unpark(conn)
+                            on_input(conn)
         finally:
             self._epoll = None
             notify_closing(epoll)
@@ -194,7 +209,13 @@ class ParkingLot:
 
 
 class Writer:
-    """The node's one write task: flushes every dirty connection's outbox with one send each."""
+    """The node's one write task: flushes every dirty connection's outbox with one send each.
+
+    Under load that task runs after a whole batch of readers and completions, so each connection
+    gets one ``send`` for everything queued for it meanwhile. When it is quiet, waking the task is
+    a hop that costs more than the ``send``: a reader that got one message, and the store's pass
+    of completions, ``hold()`` the writer while they work and ``release()`` it after, which writes
+    what they queued right there."""
 
     def __init__(self, stats: Stats, max_outbox_bytes: int) -> None:
         self.stats = stats
@@ -202,11 +223,28 @@ class Writer:
         self._dirty: list[Connection] = []
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self._holds = 0
 
     def mark(self, conn: Connection) -> None:
         self._dirty.append(conn)
-        if len(self._dirty) == 1:
+        if len(self._dirty) == 1 and not self._holds:
             self._wake.set()
+
+    def hold(self) -> None:
+        """Queue what is pushed from now on without waking the write task (until ``release``)."""
+        self._holds += 1
+
+    def release(self) -> None:
+        """End a ``hold``: write every dirty connection's outbox now."""
+        self._holds -= 1
+        if not self._holds and self._dirty:
+            self.flush_dirty()
+
+    def flush_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            if conn.outbox and not conn.blocked:
+                self.flush(conn)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -215,10 +253,7 @@ class Writer:
             while True:
                 await self._wake.wait()
                 self._wake = trio.Event()
-                dirty, self._dirty = self._dirty, []
-                for conn in dirty:
-                    if conn.outbox and not conn.blocked:
-                        self.flush(conn)
+                self.flush_dirty()
 
     def flush(self, conn: Connection) -> None:
         outbox = conn.outbox
@@ -289,6 +324,10 @@ async def read_frames(
     stats: Stats,
     on_control: Callable[[Connection], bool] | None = None,
     on_preauth_input: Callable[[Connection, int], bool] | None = None,
+    *,
+    pending: Awaitable[None] | None = None,
+    messages: list[tuple[int, bytes]] | None = None,
+    start: int = 0,
 ) -> bool:
     """Read until the peer or the server closes (``data``: bytes already received): feed the frame
     decoder with every chunk and hand each binary message to ``on_message`` (awaited only when it
@@ -299,48 +338,25 @@ async def read_frames(
 
     ``on_control(conn)`` is asked before a ping is answered (False: drop it, the peer floods);
     ``on_preauth_input(conn, n)`` is asked for every chunk read before authentication (False: the
-    connection was refused and is closing)."""
+    connection was refused and is closing). ``pending``, ``messages`` and ``start``: where
+    ``dispatch`` stopped in a chunk the parking lot began to serve (this awaits ``pending``, then
+    goes on from ``messages[start]``)."""
     sock = conn.sock
-    while True:
-        if data:
-            stats.bytes_in += len(data)
-            try:
-                messages = decoder.feed(data)
-            except FrameError as exc:
-                stats.refused[FRAME_ERROR_REASONS.get(exc.code, "protocol_error")] += 1
-                if PEER_LINES.allow() is not None:
-                    log.info("protocol error %d: %s", exc.code, exc.reason, extra=conn.log_extra)
-                conn.close(exc.code, exc.reason)
-                return False
-            # A frame or message under way must complete within the frame timeout (heartbeat).
-            if decoder.at_rest:
-                conn.partial_since = 0.0
-            elif not conn.partial_since:
-                conn.partial_since = conn.last_recv
-            for opcode, payload in messages:
-                if conn.closing:
-                    return False
-                if opcode == OP_BINARY:
-                    stats.frames_in += 1
-                    pending = on_message(conn, payload)
-                    if pending is not None:
-                        await pending
-                        pending = None  # a finished coroutine kept alive costs an idle connection ~300 B
-                elif opcode == OP_PING:
-                    if on_control is None or on_control(conn):
-                        conn.push(encode_frame(OP_PONG, payload))
-                elif opcode == OP_CLOSE:
-                    _answer_close(conn, payload)
-                    return False
-                elif opcode == OP_PONG:
-                    if on_control is not None:
-                        on_control(conn)
-                else:
-                    stats.frames_in += 1
-                    on_text(conn)
-            messages = payload = data = None  # nothing of this chunk stays referenced while idle
-        if conn.closing:
+    if data:
+        messages, start = decode_chunk(conn, decoder, data, stats), 0
+        if messages is None:
             return False
+    while True:
+        while True:
+            if pending is not None:
+                await pending
+                pending = None  # a finished coroutine kept alive costs an idle connection ~300 B
+            if conn.closing:
+                return False
+            if messages is None or start >= len(messages):
+                break
+            pending, start = dispatch(conn, messages, start, on_message, on_text, stats, on_control)
+        messages = data = None  # nothing of this chunk stays referenced while idle
         if conn.park_requested:  # asked while this task was busy: park now
             if _park(conn, decoder):
                 return True
@@ -357,7 +373,6 @@ async def read_frames(
         try:
             data = sock.recv(RECV_BYTES if conn.identity is not None else PREAUTH_RECV_BYTES)
         except BlockingIOError:
-            data = b""
             continue
         except OSError:
             return False
@@ -366,6 +381,75 @@ async def read_frames(
         conn.last_recv = time.monotonic()
         if conn.identity is None and on_preauth_input is not None and not on_preauth_input(conn, len(data)):
             return False
+        messages, start = decode_chunk(conn, decoder, data, stats), 0
+        if messages is None:
+            return False
+
+
+def decode_chunk(conn: Connection, decoder: Any, data: bytes, stats: Stats) -> list[tuple[int, bytes]] | None:
+    """Feed a received chunk to ``conn``'s frame decoder: the messages it completes, or None after
+    a frame error (the connection is closing with the error's code)."""
+    stats.bytes_in += len(data)
+    try:
+        messages = decoder.feed(data)
+    except FrameError as exc:
+        stats.refused[FRAME_ERROR_REASONS.get(exc.code, "protocol_error")] += 1
+        if PEER_LINES.allow() is not None:
+            log.info("protocol error %d: %s", exc.code, exc.reason, extra=conn.log_extra)
+        conn.close(exc.code, exc.reason)
+        return None
+    # A frame or message under way must complete within the frame timeout (heartbeat).
+    if decoder.at_rest:
+        conn.partial_since = 0.0
+    elif not conn.partial_since:
+        conn.partial_since = conn.last_recv
+    return messages
+
+
+def dispatch(
+    conn: Connection,
+    messages: list[tuple[int, bytes]],
+    start: int,
+    on_message: Callable[[Connection, bytes], Awaitable[None] | None],
+    on_text: Callable[[Connection], None],
+    stats: Stats,
+    on_control: Callable[[Connection], bool] | None = None,
+) -> tuple[Awaitable[None] | None, int]:
+    """Hand ``messages[start:]`` to their handlers in order, until one returns an awaitable or the
+    connection closes. Returns that awaitable (or None) and the index of the next message.
+
+    A chunk of one message is the quiet case: what it causes is written at once (``Writer.hold``)."""
+    end = len(messages)
+    writer = conn.writer if end == 1 else None
+    for i in range(start, end):
+        if conn.closing:
+            return None, end
+        opcode, payload = messages[i]
+        if opcode == OP_BINARY:
+            stats.frames_in += 1
+            if writer is None:
+                pending = on_message(conn, payload)
+            else:
+                writer.hold()
+                try:
+                    pending = on_message(conn, payload)
+                finally:
+                    writer.release()
+            if pending is not None:
+                return pending, i + 1
+        elif opcode == OP_PING:
+            if on_control is None or on_control(conn):
+                conn.push(encode_frame(OP_PONG, payload))
+        elif opcode == OP_CLOSE:
+            _answer_close(conn, payload)
+            return None, end
+        elif opcode == OP_PONG:
+            if on_control is not None:
+                on_control(conn)
+        else:
+            stats.frames_in += 1
+            on_text(conn)
+    return None, end
 
 
 # Reasons of ``Stats.refused`` for the close codes of frame errors.

@@ -13,6 +13,7 @@ import logging
 import secrets
 import socket
 import time
+from typing import Any, Awaitable
 
 import h11
 import trio
@@ -26,7 +27,7 @@ from ..protocol.admission import PreAuthBudget
 from ..protocol.errors import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER
 from ..protocol.frames import OP_PING, FrameDecoder, encode_frame
 from . import handshake
-from .connection import Connection, ParkingLot, Writer, finish, read_frames
+from .connection import RECV_BYTES, Connection, ParkingLot, Writer, decode_chunk, dispatch, finish, read_frames
 from .ws_handlers import RequestHandlers
 
 log = logging.getLogger("kefu.server")
@@ -59,7 +60,7 @@ class WebSocketServer:
         self.burst = float(config.limits.rate_burst)
         self.max_frame_bytes = config.limits.max_frame_bytes
         self.writer = Writer(stats, config.max_outbox_bytes)
-        self.lot = ParkingLot(self._resume_reader, config.park_after_s)
+        self.lot = ParkingLot(self._resume_reader, config.park_after_s, self._parked_input)
         self.parking = config.park_after_s > 0 and ParkingLot.available
         self.connections: set[Connection] = set()
         self.sessions: dict[str, Connection] = {}  # the same connections by id (a message's origin)
@@ -209,18 +210,32 @@ class WebSocketServer:
             token = None
         await self._read(conn, data)
 
-    async def _read(self, conn: Connection, data: bytes = b"") -> None:
-        """A connection's reader task, from its upgrade or from the parking lot, until it closes
-        (then it is forgotten and finished here) or is parked again (then it lives on)."""
-        parked = False
+    def _decoder(self, conn: Connection) -> Any:
         cfg = self.config
         if conn.identity is None:  # small limits until it authenticates (then raised by the handlers)
             decoder = conn.decoder = FrameDecoder(min(self.max_frame_bytes, cfg.max_preauth_bytes), max_fragments=min(PREAUTH_MAX_FRAGMENTS, cfg.max_fragments))
-        else:
-            decoder = FrameDecoder(self.max_frame_bytes, max_fragments=cfg.max_fragments)
+            return decoder
+        return FrameDecoder(self.max_frame_bytes, max_fragments=cfg.max_fragments)
+
+    async def _read(
+        self,
+        conn: Connection,
+        data: bytes = b"",
+        decoder: Any = None,
+        pending: Awaitable[None] | None = None,
+        messages: list[tuple[int, bytes]] | None = None,
+        start: int = 0,
+    ) -> None:
+        """A connection's reader task, from its upgrade or from the parking lot, until it closes
+        (then it is forgotten and finished here) or is parked again (then it lives on). ``decoder``,
+        ``pending``, ``messages``, ``start``: a chunk the lot began to serve (``_parked_input``)."""
+        parked = False
         handlers = self.handlers
         try:
-            parked = await read_frames(conn, decoder, data, handlers.on_frame, handlers.on_text, self.stats, handlers.on_control, self._on_preauth_input)
+            parked = await read_frames(
+                conn, decoder or self._decoder(conn), data, handlers.on_frame, handlers.on_text, self.stats,
+                handlers.on_control, self._on_preauth_input, pending=pending, messages=messages, start=start,
+            )
         except Exception:
             log.exception("connection failed", extra=conn.log_extra)
             conn.close(CLOSE_INTERNAL_ERROR, "internal error")
@@ -229,6 +244,51 @@ class WebSocketServer:
                 self._forget(conn)
                 with trio.CancelScope(shield=True):
                     await finish(conn)
+
+    def _parked_input(self, conn: Connection) -> None:
+        """The parking lot's callback for a parked connection with input. Whole messages that
+        need no waiting are served here, in the lot's task, and the connection stays parked: no
+        reader task is started and no socket changes epoll set (in chat traffic most messages
+        arrive on a parked connection). Anything else gets a reader task, handed what was read."""
+        if conn.identity is None or conn.closing:
+            self.stats.parked_inputs["reader"] += 1
+            self.lot.unpark(conn)
+            return
+        try:
+            data = conn.sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:  # the reader meets the error (or the end) again and finishes the connection
+            self.stats.parked_inputs["reader"] += 1
+            self.lot.unpark(conn)
+            return
+        if not data:
+            self.stats.parked_inputs["reader"] += 1
+            self.lot.unpark(conn)
+            return
+        conn.last_recv = time.monotonic()
+        handlers = self.handlers
+        try:
+            decoder = self._decoder(conn)
+            messages = decode_chunk(conn, decoder, data, self.stats)
+            if messages is None:  # a frame error: closing (close() unparked it for a reader)
+                return
+            pending, start = dispatch(conn, messages, 0, handlers.on_frame, handlers.on_text, self.stats, handlers.on_control)
+        except Exception:
+            log.exception("connection failed", extra=conn.log_extra)
+            conn.close(CLOSE_INTERNAL_ERROR, "internal error")
+            return
+        assert self.nursery is not None
+        if not conn.parked:  # closed meanwhile: close() started a reader, which finishes it
+            if pending is not None:  # what the request started still completes (as in a reader)
+                self.nursery.start_soon(_completion, pending)
+            return
+        if pending is None and start >= len(messages) and decoder.at_rest:
+            self.stats.parked_inputs["served"] += 1
+            return
+        self.stats.parked_inputs["reader"] += 1
+        self.lot.leave(conn)
+        self.nursery.start_soon(self._read, conn, b"", decoder, pending, messages, start)
 
     def _forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
@@ -293,6 +353,13 @@ class WebSocketServer:
                 self.stats.handshakes_failed[str(decision.status)] += 1
             return None, b""
         return decision, leftover
+
+
+async def _completion(pending: Awaitable[None]) -> None:
+    try:
+        await pending
+    except Exception:
+        log.exception("request of a closing connection failed")
 
 
 def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:

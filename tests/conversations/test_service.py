@@ -36,7 +36,7 @@ async def test_send_on_a_cached_conversation_is_synchronous_and_acked_through_th
     conv = (await service.open(ALICE)).conv.id
     results = []
     assert service.send(ALICE, conv, "m1", text("hi"), results.append, "sess-1") is None  # no await on the hot path
-    assert results == []  # durable later, by the store's completion
+    await service.store.drained()  # durable at once (memory, quiet) or by the store's completion
     ack = await send(service, ALICE, conv, "m2")
     assert type(results[0]) is Appended and results[0].message.seq == 1
     assert (ack.message.seq, ack.duplicate) == (2, False)
@@ -63,10 +63,12 @@ async def test_an_uncached_conversation_is_loaded_first(service):
     conv = (await service.open(ALICE)).conv.id
     service.hub.release(service.cached(conv))
     assert service.cached(conv) is None
-    pending = service.send(ALICE, conv, "m1", text("x"), lambda r: None)
-    assert pending is not None
+    results: list = []
+    pending = service.send(ALICE, conv, "m1", text("x"), results.append)
+    assert pending is not None  # the load is awaited
     await settle(pending)
-    assert service.cached(conv) is not None
+    await service.store.drained()
+    assert type(results[0]) is Appended and results[0].message.seq == 1
 
 
 async def test_post_takes_the_next_seq_and_refuses_a_closed_conversation(service):

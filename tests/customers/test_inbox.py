@@ -26,7 +26,9 @@ async def test_the_inbox_counts_unread_waiting_time_and_follows_events(desk):
             while pushed["item"]["last"]["text"] != "我的快递到哪了":
                 pushed = await agent.next("inbox")
             assert pushed["item"]["conv"]["id"] == conv1 and pushed["item"]["unread"] == 2
+            await trio.sleep(0.005)  # u2's first message a few ms after u1's: no tie in waiting time
             second = await u2.ok("send", conv=conv2, cmid="m1", body={"kind": "text", "text": "退货怎么办"})
+            assert second["ts"] > first["ts"]
 
             gw.node.workspace.clock = lambda: first["ts"] / 1000 + 90
             items = (await agent.ok("inbox"))["items"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import trio
 
@@ -140,3 +142,94 @@ async def test_reads_after_shutdown_are_refused_by_the_backend(tmp_path):
         nursery.cancel_scope.cancel()
     with pytest.raises(StoreError):
         await store.get_conversation("c")
+
+
+class ThreadRecording(SqliteBackend):
+    """SQLite that records which thread ran each commit, and how many ops it held."""
+
+    def __init__(self, path, synchronous="NORMAL") -> None:
+        super().__init__(path, synchronous)
+        self.commits: list[tuple[str, int]] = []
+
+    def apply_batch(self, ops):
+        self.commits.append((threading.current_thread().name, len(ops)))
+        return super().apply_batch(ops)
+
+
+def append(i: int) -> AppendMessage:
+    return AppendMessage("c", f"m{i}", "u", "shopper", b"\xa0")
+
+
+async def test_a_quiet_op_on_an_inline_commit_backend_is_committed_on_the_trio_thread(nursery, tmp_path):
+    backend = ThreadRecording(tmp_path / "db.sqlite3")
+    assert backend.inline_commit
+    store, _ = await started(nursery, backend)
+    backend.commits.clear()
+    for i in range(3):
+        result = await store.execute(append(i))
+        assert result.message.seq == i + 1
+    assert backend.commits == [(threading.current_thread().name, 1)] * 3  # no hop to the writer thread
+
+
+async def test_a_burst_on_an_inline_commit_backend_goes_to_the_writer_thread_in_order(nursery, tmp_path):
+    backend = ThreadRecording(tmp_path / "db.sqlite3")
+    store, stats = await started(nursery, backend)
+    backend.commits.clear()
+    results: list[Appended] = []
+    for i in range(500):
+        store.submit(append(i), results.append)
+    await store.drained()
+    for i in range(500, 503):  # quiet again: inline again, after everything before it
+        store.submit(append(i), results.append)
+        await store.drained()
+    assert [r.message.seq for r in results] == list(range(1, 504))
+    threads = {name for name, _ in backend.commits}
+    assert threads == {"kefu-store-writer", threading.current_thread().name}
+    assert any(name == "kefu-store-writer" and n > writer_module.INLINE_BATCH for name, n in backend.commits)  # the burst: to the thread
+    assert backend.commits[-3:] == [(threading.current_thread().name, 1)] * 3
+    assert len(backend.commits) < 500 / 10 + 3  # group commit held
+
+
+async def test_fsynced_commits_never_run_on_the_trio_thread(nursery, tmp_path):
+    backend = ThreadRecording(tmp_path / "db.sqlite3", synchronous="FULL")
+    assert not backend.inline_commit
+    store, _ = await started(nursery, backend)
+    backend.commits.clear()
+    for i in range(3):
+        await store.execute(append(i))
+    assert {name for name, _ in backend.commits} == {"kefu-store-writer"}
+
+
+async def test_a_quiet_memory_op_completes_inside_submit_and_a_burst_is_batched(nursery):
+    store, stats = await started(nursery, MemoryBackend())
+    await trio.sleep(0.01)  # quiet
+    results: list[Appended] = []
+    store.submit(append(0), results.append)
+    assert [r.message.seq for r in results] == [1]  # applied at once: no hop to the store task
+    for i in range(1, 100):  # back to back: collected for the store task
+        store.submit(append(i), results.append)
+    assert len(results) < 100
+    await store.drained()
+    assert [r.message.seq for r in results] == list(range(1, 101))
+
+
+async def test_a_completion_that_submits_again_keeps_the_submission_order(nursery, backend):
+    store, _ = await started(nursery, backend)
+    submitted: list[str] = []
+    completed: list[str] = []
+
+    def submit(i: int, then=None) -> None:
+        submitted.append(f"m{i}")
+
+        def done(result) -> None:
+            completed.append(result.message.cmid)
+            if then is not None:
+                then()
+
+        store.submit(append(i), done)
+
+    await trio.sleep(0.01)  # quiet: the memory backend applies m0 inside submit, m99 comes before m1
+    submit(0, then=lambda: submit(99))  # a completion that submits again
+    submit(1)
+    await store.drained()
+    assert completed == submitted and sorted(completed) == ["m0", "m1", "m99"]

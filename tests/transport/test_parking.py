@@ -36,9 +36,12 @@ async def test_a_parked_connection_gets_deliveries_and_is_served_again(start_gat
         readers = [t for t in gw.node.server.nursery.child_tasks if "_accept_loop" not in t.name]
         assert readers == []  # no task left for them: only the accept loop
         assert gw.registry.get_sample_value("kefu_connections_parked") == 2
-        # alice speaks: she is taken out of the lot, acked; bob is still parked and gets the message
+        # alice speaks: the lot serves her send without a reader task, she is acked and stays
+        # parked; bob is still parked and gets the message
         assert (await alice.request("send", conv=conv, cmid="m1", body=TEXT))["seq"] == 1
         assert (await bob.next("msg"))["body"] == TEXT
+        assert len(gw.node.lot) == 2 and all(c.parked for c in gw.node.connections)
+        assert gw.registry.get_sample_value("kefu_parked_inputs_total", {"how": "served"}) >= 1
         # bob answers from the lot; both are parked again once quiet
         assert (await bob.request("send", conv=conv, cmid="r1", body=TEXT))["seq"] == 2
         assert (await alice.next("msg"))["seq"] == 2
@@ -113,3 +116,77 @@ async def test_a_connection_in_the_middle_of_a_message_is_not_parked(start_gatew
     await parked(gw, 1)  # between messages again: parked
     await stream.send_all(mask_frame(0x8, (1000).to_bytes(2, "big"), mask=b"abcd"))
     assert await close_code_after(stream, b"") == 1000
+
+
+def parked_inputs(gw, how: str) -> float:
+    return gw.registry.get_sample_value("kefu_parked_inputs_total", {"how": how}) or 0.0
+
+
+class RawClient:
+    """A hand-made client over a raw socket: several requests in one TCP chunk, or a frame cut in two."""
+
+    def __init__(self, stream, rest: bytes) -> None:
+        self.stream = stream
+        self.frames = FrameDecoder(max_message_size=1 << 20, require_mask=False)
+        self.replies = [msgpack.unpackb(p) for _, p in self.frames.feed(rest)]
+
+    @staticmethod
+    def frame(req: dict) -> bytes:
+        return mask_frame(0x2, msgpack.packb(req), mask=b"abcd")
+
+    async def reply(self, rid: int) -> dict:
+        with trio.fail_after(5):
+            while True:
+                for r in self.replies:
+                    if r.get("id") == rid:
+                        return r
+                self.replies += [msgpack.unpackb(p) for _, p in self.frames.feed(await self.stream.receive_some(65536))]
+
+
+async def test_a_parked_connections_requests_that_wait_get_a_reader_and_their_answers_in_order(start_gateway):
+    gw = await start_gateway(**PARK)
+    alice = RawClient(*await raw_socket(gw, token("alice")))
+    await alice.stream.send_all(alice.frame({"t": "open", "id": 1}))
+    conv = (await alice.reply(1))["conv"]["id"]
+    await parked(gw, 1)
+    served, readers = parked_inputs(gw, "served"), parked_inputs(gw, "reader")
+    # one chunk: a send (served at once), a history read (waits on the store), then a ping
+    await alice.stream.send_all(
+        alice.frame({"t": "send", "id": 2, "conv": conv, "cmid": "m1", "body": TEXT})
+        + alice.frame({"t": "history", "id": 3, "conv": conv})
+        + alice.frame({"t": "ping", "id": 4})
+    )
+    assert (await alice.reply(2))["seq"] == 1
+    assert [m["seq"] for m in (await alice.reply(3))["messages"]] == [1]
+    assert (await alice.reply(4))["t"] == "pong"
+    ids = [r["id"] for r in alice.replies if r.get("id") in (2, 3, 4)]
+    assert ids == [2, 3, 4]  # answered in order although the history read waited
+    assert parked_inputs(gw, "reader") == readers + 1 and parked_inputs(gw, "served") == served
+    await parked(gw, 1)  # quiet again: parked again
+
+
+async def test_a_parked_connection_with_a_frame_cut_across_reads_gets_a_reader_that_completes_it(start_gateway):
+    gw = await start_gateway(**PARK)
+    alice = RawClient(*await raw_socket(gw, token("alice")))
+    await parked(gw, 1)
+    frame = alice.frame({"t": "ping", "id": 9})
+    await alice.stream.send_all(frame[:5])
+    with trio.fail_after(5):
+        while len(gw.node.lot) != 0:  # the half frame took it out of the lot
+            await trio.sleep(0.01)
+    await alice.stream.send_all(frame[5:])
+    assert (await alice.reply(9))["t"] == "pong"
+    await parked(gw, 1)
+
+
+async def test_a_parked_connection_served_in_the_lot_stays_parked_through_many_messages(start_gateway):
+    gw = await start_gateway(**PARK)
+    async with connect(gw.url, token("alice"), resume={}) as alice:
+        conv = (await alice.ok("open"))["conv"]["id"]
+        await parked(gw, 1)
+        readers = parked_inputs(gw, "reader")
+        for i in range(20):
+            assert (await alice.request("send", conv=conv, cmid=f"m{i}", body=TEXT))["seq"] == i + 1
+            assert len(gw.node.lot) == 1
+        assert parked_inputs(gw, "reader") == readers
+        assert parked_inputs(gw, "served") >= 20
