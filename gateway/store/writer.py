@@ -80,8 +80,7 @@ class Store:
         self._max_pending = max_pending
         self._pending = 0
         self._accepting = False
-        self._idle = trio.Event()
-        self._idle.set()
+        self._idle: trio.Event | None = None  # made by ``drained`` when it must wait (not per op)
         self._capacity = trio.Event()
         self._capacity.set()
         self.output: Output = NoOutput()
@@ -175,8 +174,6 @@ class Store:
             return
         self._pending += 1
         self._stats.store_pending = self._pending
-        if self._pending == 1:
-            self._idle = trio.Event()
         if self._pending >= self._max_pending and self._capacity.is_set():
             self._capacity = trio.Event()
         if not self._inline_commits:
@@ -210,7 +207,10 @@ class Store:
 
     async def drained(self) -> None:
         """Wait until every write submitted so far has completed."""
-        await self._idle.wait()
+        while self._pending:
+            if self._idle is None:
+                self._idle = trio.Event()
+            await self._idle.wait()
 
     def _writer_main(self, token: trio.lowlevel.TrioToken) -> None:
         get, get_nowait, apply_batch = self._queue.get, self._queue.get_nowait, self.backend.apply_batch
@@ -298,8 +298,9 @@ class Store:
         self._stats.store_pending = self._pending
         if self._pending < self._max_pending:
             self._capacity.set()
-        if self._pending == 0:
+        if self._pending == 0 and self._idle is not None:
             self._idle.set()
+            self._idle = None
 
     # ---- reads --------------------------------------------------------------------------------
 
