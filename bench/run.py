@@ -24,7 +24,7 @@ from typing import Any
 
 from . import measure, worker
 from .measure import add_checks, empty_checks, failed, merge_latencies, merge_series, percentiles
-from .servers import LABELS, SECRET, TARGETS, TENANT, Server
+from .servers import LABELS, SECRET, TARGETS, TENANT, Server, backing_cpu_seconds
 
 GO_DELAY_S = 0.3
 
@@ -306,8 +306,10 @@ def loadavg() -> float:
 
 
 def _cpu_figures(cpu: float, seconds: float, accepted: int, delivered: int, busy: float | None = None,
-                 system: float | None = None) -> dict[str, Any]:
+                 system: float | None = None, backing: float | None = None) -> dict[str, Any]:
     return {
+        # PostgreSQL's and Redis's CPU in the window, for a postgres target (None otherwise)
+        "backing_cpu_us_per_delivery": round(backing / delivered * 1e6, 2) if backing is not None and delivered else None,
         "server_sys_us_per_delivery": round(system / delivered * 1e6, 2) if system is not None and delivered else None,
         "machine_busy_cores": round(busy / seconds, 2) if busy is not None and seconds else None,
         "server_cpu_s": round(cpu, 3),
@@ -327,10 +329,13 @@ def measure_window(pool: Pool, server: Server, profiler: Profiler, opts: Options
     pool.send_all("go", {"t_go": int(t_go * 1e9), "m0": int(m0 * 1e9), "m1": int(m1 * 1e9)})
     progress.update(phase="running")
     pool.pump(m0)
+    backing = server.schema != ""  # PostgreSQL and Redis do part of the work: count their CPU too
+    backing0 = backing_cpu_seconds() if backing else 0.0
     (user0, sys0), busy0 = server.cpu_times(), machine_busy_s()
     profiler.start(server.pid, duration)
     pool.pump(m1)
     (user1, sys1), busy1 = server.cpu_times(), machine_busy_s()
+    server.backing_cpu_s = backing_cpu_seconds() - backing0 if backing else None
     return user1 + sys1 - user0 - sys0, busy1 - busy0, sys1 - sys0
 
 
@@ -359,7 +364,7 @@ def run_pairs(server: Server, opts: Options, progress: Progress, *, convs: int, 
         "params": {"convs": convs, "window": window, "senders": senders, "duration_s": duration, "warmup_s": opts.warmup, "procs": procs},
         "accepted_per_s": round(accepted / duration, 1),
         "delivered_per_s": round(delivered / duration, 1),
-        **_cpu_figures(cpu, duration, accepted, delivered, busy, system),
+        **_cpu_figures(cpu, duration, accepted, delivered, busy, system, server.backing_cpu_s),
         "generator_cpu_us_per_msg": round(sum(d["client_cpu_s"] for d in done) / accepted * 1e6, 2) if accepted else None,
         "ack_latency": percentiles(ack),
         "e2e_latency": percentiles(e2e),
@@ -432,7 +437,7 @@ def run_fanout(server: Server, opts: Options, progress: Progress) -> dict[str, A
         "setup_s": round(setup_s, 2),
         "messages_per_s": round(accepted / duration, 1),
         "deliveries_per_s": round(delivered / duration, 1),
-        **_cpu_figures(cpu, duration, accepted, delivered, busy, system),
+        **_cpu_figures(cpu, duration, accepted, delivered, busy, system, server.backing_cpu_s),
         "delivery_latency": percentiles(lat),
         "checks": checks,
         "failed": failed(checks),
@@ -607,7 +612,7 @@ def run_chat(server: Server, opts: Options, progress: Progress) -> dict[str, Any
         "setup_s": round(setup_s, 2),
         "accepted_per_s": round(accepted / duration, 1),
         "delivered_per_s": round(delivered / duration, 1),
-        **_cpu_figures(cpu, duration, accepted, delivered, busy, system),
+        **_cpu_figures(cpu, duration, accepted, delivered, busy, system, server.backing_cpu_s),
         "generator_cpu_us_per_msg": round(sum(d["client_cpu_s"] for d in done) / accepted * 1e6, 2) if accepted else None,
         "ack_latency": percentiles(ack),
         "e2e_latency": percentiles(e2e),

@@ -37,11 +37,19 @@ TARGETS = {
     "sqlite": ("kefu", "sqlite"),
     "memory-pure": ("kefu", "memory"),
     "sqlite-pure": ("kefu", "sqlite"),
+    # the scale-out configuration: PostgreSQL store and Redis bus on this machine (issue 13); with
+    # --server-arg=--workers=N its CPU and memory are those of the whole process tree
+    "postgres": ("kefu", "postgres"),
 }
+PG_URL = os.environ.get("KEFU_BENCH_PG", "postgresql://127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("KEFU_BENCH_REDIS", "redis://127.0.0.1:6379")
+# processes whose CPU is the backing services' (PostgreSQL backends, Redis), read beside the server's
+BACKING_PROCESSES = ("postgres", "redis-server")
 LABELS = {
     "baseline": "baseline (websockets)", "picows": "peer: picows", "node": "peer: node ws",
     "memory": "kefu memory", "sqlite": "kefu sqlite",
     "memory-pure": "kefu memory, pure", "sqlite-pure": "kefu sqlite, pure",
+    "postgres": "kefu postgresql+redis",
 }
 
 
@@ -127,13 +135,19 @@ class Server:
     data_dir: str = ""
     log_path: str = ""
     command: list[str] = field(default_factory=list)
+    schema: str = ""  # the PostgreSQL schema of a postgres target
+    backing_cpu_s: float | None = None  # PostgreSQL's and Redis's CPU in the last measured window
 
     def start(self, timeout: float = 30.0) -> Server:
         kind, store = TARGETS[self.target]
         self.data_dir = tempfile.mkdtemp(prefix=f"kefu-bench-{self.target}-")
         if kind == "kefu":
+            backend = ["--store", store]
+            if store == "postgres":  # a schema of its own, dropped by cleanup()
+                self.schema = f"bench_{os.getpid()}_{int(time.time())}"
+                backend = ["--store", PG_URL, "--store-schema", self.schema, "--bus", REDIS_URL]
             self.command = [
-                sys.executable, "-m", "gateway", "serve", "--port", "0", "--metrics-port", "-1", "--store", store,
+                sys.executable, "-m", "gateway", "serve", "--port", "0", "--metrics-port", "-1", *backend,
                 "--data-dir", self.data_dir, "--jwt-secret", SECRET, "--rate-per-second", "0",
                 "--max-connections-per-user", "100000", *relay_args(self.extra_args), *self.extra_args,
             ]
@@ -187,19 +201,40 @@ class Server:
         return user + system
 
     def cpu_times(self) -> tuple[float, float]:
-        """(utime, stime) of the whole process (all threads), in seconds: the system share is the
-        kernel's work for the process (its socket system calls), which no user-space code avoids."""
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        # fields[0] is field 3 (state); utime and stime are fields 14 and 15
-        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+        """(utime, stime) of the whole process tree (every thread; with --workers, every worker),
+        in seconds: the system share is the kernel's work for it (its socket system calls), which
+        no user-space code avoids."""
+        user = system = 0.0
+        for pid in self.tree():
+            u, s = proc_cpu(pid)
+            user, system = user + u, system + s
+        return user, system
+
+    def tree(self) -> list[int]:
+        """The server's pid and its descendants' (worker processes)."""
+        found, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            try:
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as f:
+                        todo += [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+        return found
 
     def rss_bytes(self) -> int:
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
+        total = 0
+        for pid in self.tree():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            total += int(line.split()[1]) * 1024
+            except OSError:
+                continue
+        return total
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -240,6 +275,13 @@ class Server:
     def cleanup(self) -> None:
         if self.data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.schema:
+            import psycopg
+            from psycopg import sql
+
+            with psycopg.connect(PG_URL, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
+            self.schema = ""
 
     def __enter__(self) -> Server:
         return self.start()
@@ -247,6 +289,34 @@ class Server:
     def __exit__(self, *exc) -> None:
         self.stop()
         self.cleanup()
+
+
+def proc_cpu(pid: int) -> tuple[float, float]:
+    """(utime, stime) of one process, in seconds (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def backing_cpu_seconds() -> float:
+    """CPU seconds (user + system) of every PostgreSQL and Redis process on the machine so far."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        if name.startswith(BACKING_PROCESSES):
+            user, system = proc_cpu(int(entry))
+            total += user + system
+    return total
 
 
 def gateway_tree() -> dict[str, object]:

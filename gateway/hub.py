@@ -8,7 +8,8 @@ the store, so a resume yields every missed message once, in order (see ``Hub.fin
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import trio
 
@@ -33,14 +34,24 @@ class ConvState:
         self.receipts: dict[tuple[str, str], int] | None = None  # (user, kind) -> highest seq announced
 
 
+@dataclass(slots=True)
+class SentHere:
+    """A message sent from a session of this node (across processes), awaiting its in-order delivery."""
+
+    origin: str  # the sender's session id: the delivery skips it
+    ack: Callable[[], None]  # sends the sender its ack (called once, after every earlier seq)
+    since: float  # time.monotonic() when it became durable
+
+
 class Hub:
     def __init__(self) -> None:
         self.convs: dict[str, ConvState] = {}
         self.users: dict[tuple[str, str], set[Connection]] = {}  # (tenant, user) -> local connections
         self._loading: dict[str, trio.Event] = {}
-        #: Across processes only: the local session that sent (conv_id, seq), until it is delivered
-        #: here — a message read from the store to fill a gap must skip its sender too.
-        self.origins: dict[tuple[str, int], str] = {}
+        #: Across processes only: messages sent from a session of this node, until delivered here
+        #: in order — a message read from the store to fill a gap must skip its sender too, and
+        #: the sender's ack waits for every earlier seq to be delivered to it (docs/protocol.md).
+        self.origins: dict[tuple[str, int], SentHere] = {}
 
     # ---- conversation states ------------------------------------------------------------------
 

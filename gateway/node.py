@@ -19,7 +19,7 @@ from .bus import Bus, LocalBus
 from .config import Config
 from .conversations.service import ConversationService
 from .customers import WorkspaceService
-from .hub import Hub
+from .hub import Hub, SentHere
 from .metrics import Stats
 from .model import Conversation
 from .protocol import admission
@@ -43,6 +43,8 @@ HEALTH_TIMEOUT_S = 2.0
 REORDER_WAIT_S = 0.02  # how long a gap may wait for the bus before the store is read
 FILL_PAGE = 500  # messages read from the store per step of a gap fill
 FILL_RETRIES = 8  # store reads a gap fill tries before it gives up (and clients resume)
+ACK_WAIT_S = 0.5  # an ack waiting this long for its message's echo from the bus: read the store
+ACK_GIVE_UP_S = 5.0  # ... and this long: send it regardless
 
 
 class Node:
@@ -79,7 +81,7 @@ class Node:
         self.draining = False
         #: True when the bus crosses processes (Redis): deliveries are ordered and gap-filled here
         self.ordered = bool(getattr(self.bus, "crosses_processes", False))
-        self._held: dict[str, dict[int, tuple[bytes, Connection | None]]] = {}  # conv_id -> seq -> frame, while filling
+        self._held: dict[str, dict[int, tuple[bytes, Connection | None, SentHere | None]]] = {}  # conv_id -> seq -> frame, while filling
         self._tasks: trio.Nursery | None = None
         self._resync_wanted: set[str] = set()  # conversations whose running fill must read to the end
         self._stop = trio.Event()
@@ -124,6 +126,8 @@ class Node:
             port = await system.start(self.server.run)
             if hasattr(self.store.backend, "ping") or self.ordered:
                 await system.start(self._watch_health)
+            if self.ordered:
+                system.start_soon(self._watch_acks)
             self.server.ready = True
             task_status.started(port)
             await self._stop.wait()
@@ -198,25 +202,55 @@ class Node:
         """Messages of one conversation committed by different processes reach this node in any
         order, a resent publish may arrive twice, and a bus outage may lose some. Deliver each seq
         once and in order: a seq delivered already is dropped; one past a gap is held while the
-        missing ones are read from the store (``_fill``)."""
-        if self.hub.origins:
-            origin = self.hub.origins.pop((conv_id, seq), None)
-            if origin is not None and sender is None:
-                sender = self.server.sessions.get(origin)
+        missing ones are read from the store (``_fill``). A message sent from here is acked to its
+        sender when it is delivered here, so the sender's acks and deliveries keep one order."""
+        sent = self.hub.origins.pop((conv_id, seq), None) if self.hub.origins else None
+        if sent is not None and sender is None:
+            sender = self.server.sessions.get(sent.origin)
         state = self.hub.get(conv_id)
-        if state is None:
-            return
-        if seq <= state.last_seq:
-            self.stats.bus_stale += 1
+        if state is None or seq <= state.last_seq:
+            if state is not None:
+                self.stats.bus_stale += 1
+            if sent is not None:
+                sent.ack()
             return
         held = self._held.get(conv_id)
         if held is None and seq == state.last_seq + 1:
             self.stats.messages_delivered += self.hub.deliver(conv_id, seq, frame, sender)
+            if sent is not None:
+                sent.ack()
             return
         if held is None:
             held = self._held[conv_id] = {}
             self._spawn(self._fill, conv_id)
-        held[seq] = (frame, sender)
+        held[seq] = (frame, sender, sent)
+
+    def _deliver_held(self, conv_id: str, seq: int, held: dict[int, tuple[bytes, Connection | None, SentHere | None]]) -> None:
+        frame, sender, sent = held.pop(seq)
+        self.stats.messages_delivered += self.hub.deliver(conv_id, seq, frame, sender)
+        if sent is not None:
+            sent.ack()
+
+    async def _watch_acks(self) -> None:
+        """Acks wait for their message's echo from the bus. An echo the bus lost would hold one
+        until the next message of its conversation shows the gap: after ACK_WAIT_S the store is
+        read instead (a fill), and after ACK_GIVE_UP_S the ack is sent regardless."""
+        origins = self.hub.origins
+        while True:
+            await trio.sleep(ACK_WAIT_S / 2)
+            now = time.monotonic()
+            late = []
+            for key, sent in origins.items():  # oldest first (insertion order)
+                if now - sent.since < ACK_WAIT_S:
+                    break
+                late.append((key, sent))
+            for (conv_id, seq), sent in late:
+                if now - sent.since >= ACK_GIVE_UP_S or self.hub.get(conv_id) is None:
+                    if origins.pop((conv_id, seq), None) is not None:
+                        sent.ack()
+                elif conv_id not in self._held:
+                    self._held[conv_id] = {}
+                    self._spawn(self._fill, conv_id, True)
 
     def on_resync(self) -> None:
         """The bus lost traffic (its subscription was re-established): every conversation in use
@@ -251,11 +285,11 @@ class Node:
                     waited += 0.002
                     continue
                 while state.last_seq + 1 in held:  # contiguous: straight out
-                    seq = state.last_seq + 1
-                    frame, sender = held.pop(seq)
-                    self.stats.messages_delivered += self.hub.deliver(conv_id, seq, frame, sender)
+                    self._deliver_held(conv_id, state.last_seq + 1, held)
                 for seq in [s for s in held if s <= state.last_seq]:
-                    del held[seq]
+                    sent = held.pop(seq)[2]
+                    if sent is not None:
+                        sent.ack()
                 if not held and not resync:  # the bus closed the gap by itself
                     if conv_id not in self._resync_wanted:
                         return
@@ -268,8 +302,7 @@ class Node:
                     if failures > FILL_RETRIES:
                         log.error("gap in %s not filled (%s): delivering what arrived; clients resume from seq", conv_id, exc)
                         for seq in sorted(held):
-                            frame, sender = held.pop(seq)
-                            self.stats.messages_delivered += self.hub.deliver(conv_id, seq, frame, sender)
+                            self._deliver_held(conv_id, seq, held)
                         return
                     await trio.sleep(min(0.05 * 2**failures, 1.0))
                     continue
@@ -282,14 +315,15 @@ class Node:
                     if m.seq != seq:
                         break
                     if seq in held:  # arrived meanwhile: its own frame, with its sender skipped
-                        frame, sender = held.pop(seq)
-                    else:
-                        self.stats.bus_gap_filled += 1
-                        frame = env.message_frame(m)
-                        # sent from here and its echo still on the way: skip its sender all the same
-                        origin = self.hub.origins.pop((conv_id, seq), None)
-                        sender = self.server.sessions.get(origin) if origin is not None else None
-                    self.stats.messages_delivered += self.hub.deliver(conv_id, seq, frame, sender)
+                        self._deliver_held(conv_id, seq, held)
+                        continue
+                    self.stats.bus_gap_filled += 1
+                    # sent from here and its echo still on the way: skip its sender all the same
+                    sent = self.hub.origins.pop((conv_id, seq), None)
+                    sender = self.server.sessions.get(sent.origin) if sent is not None else None
+                    self.stats.messages_delivered += self.hub.deliver(conv_id, seq, env.message_frame(m), sender)
+                    if sent is not None:
+                        sent.ack()
                 if not held and not page.more:
                     return
                 if held and state.last_seq == progress and min(held) > state.last_seq + 1:
@@ -298,8 +332,7 @@ class Node:
                     if failures > FILL_RETRIES:
                         log.error("gap before seq %d in %s not in the store: delivering what arrived", min(held), conv_id)
                         for seq in sorted(held):
-                            frame, sender = held.pop(seq)
-                            self.stats.messages_delivered += self.hub.deliver(conv_id, seq, frame, sender)
+                            self._deliver_held(conv_id, seq, held)
                         return
                     await trio.sleep(0.01 * failures)
         finally:

@@ -46,10 +46,11 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from ..bus import Bus, BusError
-from ..hub import ConvState, Hub
+from ..hub import ConvState, Hub, SentHere
 from ..metrics import Stats
 from ..model import (
     CLOSED,
@@ -376,7 +377,9 @@ class ConversationService:
                 done(_store_failure(result))
                 self.hub.release(state)
                 return
-            done(result)
+            ack_later = self.ordered and origin is not None and not result.duplicate
+            if not ack_later:
+                done(result)
             stats.ack_latency.observe(time.perf_counter() - received)
             if result.duplicate:
                 stats.messages_duplicate += 1
@@ -389,11 +392,14 @@ class ConversationService:
             else:
                 m = result.message
                 stats.messages_accepted += 1
-                if origin is not None and self.ordered:
+                if ack_later:  # acked when delivered here in order, after every earlier seq (Node)
                     origins = self.hub.origins
-                    if len(origins) >= MAX_ORIGINS:  # echoes never came back (the bus was away): forget
+                    if len(origins) >= MAX_ORIGINS:  # echoes never came back (the bus was away): ack now
+                        waiting = list(origins.values())
                         origins.clear()
-                    origins[(conv_id, m.seq)] = origin
+                        for sent in waiting:
+                            sent.ack()
+                    origins[(conv_id, m.seq)] = SentHere(origin, partial(done, result), time.monotonic())  # type: ignore[arg-type]
                 try:
                     self.bus.publish_message(self.node_id, conv_id, m.seq, env.message_frame(m), origin)
                 except BusError as exc:

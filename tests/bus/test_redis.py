@@ -151,3 +151,50 @@ async def test_a_gateway_whose_redis_does_not_answer_at_start_says_so(nursery, m
     with trio.fail_after(10):
         with pytest.raises(BusError, match="redis 127.0.0.1:1 did not answer within 0.3 s"):
             await nursery.start(bus.run, Recorder())
+
+
+async def test_a_senders_acks_and_the_others_messages_arrive_in_one_seq_order(pair):
+    """docs/protocol.md: on a live connection a conversation's msg frames and the acks of your own
+    sends arrive together in seq order without gaps. Across processes the others' messages come
+    through Redis while one's own ack is local: the ack waits for every earlier seq."""
+    a, b, _ = pair
+    with trio.fail_after(20):
+        async with connect(a.url, token("alice"), resume={}) as shopper, connect(b.url, token("bob", "agent"), resume={}) as agent:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            await agent.ok("join", conv=conv)
+
+            async def burst(client, who: str) -> None:
+                for i in range(40):
+                    await client.send("send", conv=conv, cmid=f"{who}{i}", body=TEXT)
+
+            async with trio.open_nursery() as nursery:  # both sides at once: their seqs interleave
+                nursery.start_soon(burst, shopper, "s")
+                nursery.start_soon(burst, agent, "a")
+            for client in (shopper, agent):
+                seqs = []
+                while len(seqs) < 80:
+                    frame = await client.recv()
+                    if frame["t"] in ("ack", "msg") and frame.get("conv") == conv:
+                        seqs.append(frame["seq"])
+                assert seqs == list(range(1, 81))
+
+
+async def test_an_ack_whose_echo_the_bus_lost_is_sent_after_a_read_of_the_store(pair):
+    a, b, _ = pair
+    with trio.fail_after(20):
+        async with connect(a.url, token("alice"), resume={}) as shopper, connect(b.url, token("bob", "agent"), resume={}) as agent:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            await agent.ok("join", conv=conv)
+            deliver, lost = a.node.on_message, []
+
+            def losing_the_first_echo(node, conv_id, seq, frame, origin):
+                if not lost:
+                    lost.append(seq)  # as if Redis dropped it on the way back to node a
+                    return
+                deliver(node, conv_id, seq, frame, origin)
+
+            a.node.on_message = losing_the_first_echo
+            ack = await shopper.ok("send", conv=conv, cmid="m1", body=TEXT)  # acked all the same
+            assert (ack["seq"], lost) == (1, [1])
+            assert (await agent.next("msg", conv=conv))["seq"] == 1  # node b heard it
+            assert a.node.hub.origins == {}
