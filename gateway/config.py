@@ -79,7 +79,11 @@ class Config:
     media_voice_bytes: int = _opt(_MEDIA.voice_bytes, "Largest voice upload, in bytes.")
     media_file_bytes: int = _opt(_MEDIA.file_bytes, "Largest file upload, in bytes.")
     media_image_pixels: int = _opt(_MEDIA.image_pixels, "Most pixels (width x height) of an image upload; more is a decompression bomb.")
-    media_workers: int = _opt(2, "Uploads decoded and probed at once, in worker threads (each may hold a decoded image in memory).")
+    media_workers: int = _opt(2, "Uploads decoded and probed at once, each in a worker (each may hold a decoded image in memory).")
+    media_inspection: str = _opt(
+        "processes", "Where uploads are decoded and probed: worker processes at a lower CPU priority (the event loop keeps its core), or threads of the gateway process (they share its GIL).",
+        choices=("processes", "threads"),
+    )
     media_url_ttl_s: int = _opt(300, "Seconds a signed download URL stays valid.")
     context_url: str = _opt("", "The shop's CRM: customer context from GET <url>/customers/<id>/context (docs/workspace.md); empty: the built-in provider fed by /v1/ingest.")
     context_timeout_s: float = _opt(2.0, "Seconds a customer-context fetch may take before the agent is told it is unavailable.")
