@@ -10,8 +10,11 @@ attacker process floods the gateway with
 * ``fragments``: connections that never authenticate, sending one-byte continuation frames
   (the attack of issue 9: 200 connections x 65,535 fragments).
 
-Every attacker reconnects when the gateway closes it. The gateway runs with its default limits
-(rate limit on), pinned to one core; the generator runs on the other, the attacker process at the
+Every attacker reconnects when the gateway closes or refuses it, at once. The attackers connect
+from 127.0.0.2, the well-behaved clients from 127.0.0.1: the gateway's per-address limit on new
+connections (``--connect-rate-per-address``, at its default) halves an address's rate for every
+connection it closes for abuse, so a shared address would share the penalty, as shoppers behind an
+attacker's NAT do. The gateway runs with its default limits (rate limit on), pinned to one core; the generator runs on the other, the attacker process at the
 lowest priority so that it does not delay the well-behaved clients it shares the core with. The
 table compares the phases (ratios in one run) and reports the gateway's resident memory: its peak
 (VmHWM) and its RSS before and during the flood.
@@ -40,6 +43,7 @@ from .measure import Latencies, monotonic_ns, percentiles
 from .servers import SECRET, TENANT, Server, machine
 
 ROOT = Path(__file__).resolve().parent.parent
+ATTACKER_ADDRESS = "127.0.0.2"  # the well-behaved clients connect from 127.0.0.1
 UPGRADE = (
     "GET /ws{query} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: kefu.v1\r\n\r\n"
@@ -70,12 +74,13 @@ async def attacker(kind: str, host: str, port: int, path_query: str, stop: float
     burst = {"garbage": garbage, "unauth": requests, "fragments": fragments}[kind]
     while time.monotonic() < stop:
         try:
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(host, port, local_addr=(ATTACKER_ADDRESS, 0))
         except OSError:
             counts["connect_failed"] = counts.get("connect_failed", 0) + 1
             await asyncio.sleep(0.05)
             continue
         counts["connections"] = counts.get("connections", 0) + 1
+        drain = None
         try:
             writer.write(UPGRADE.format(query=path_query).encode())
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
@@ -87,10 +92,12 @@ async def attacker(kind: str, host: str, port: int, path_query: str, stop: float
                 writer.write(burst)
                 counts["bytes"] = counts.get("bytes", 0) + len(burst)
                 await writer.drain()
-            drain.cancel()
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.LimitOverrunError):
             counts["closed"] = counts.get("closed", 0) + 1
         finally:
+            if drain is not None:  # its error (the gateway closed the socket) is expected: retrieve it
+                drain.cancel()
+                drain.add_done_callback(lambda task: task.cancelled() or task.exception())
             writer.close()
 
 

@@ -9,7 +9,10 @@ Three phases on one gateway (a subprocess, as bench/servers.py starts it, with i
 1. ``idle``: a shopper sends ``--rate`` text messages per second to an agent; ack and end-to-end
    latencies are recorded.
 2. ``uploads``: ``--uploaders`` clients upload a ``--width`` x ``--height`` JPEG (noise, so it
-   does not compress away) back to back; uploads/s, MB/s and the gateway's CPU seconds per MB.
+   does not compress away) back to back; uploads/s, MB/s and the gateway's CPU seconds per MB:
+   its own process (``server_cpu_s_per_mb``: the event loop and its threads) and its media
+   inspection workers (``workers_cpu_s_per_mb``: the processes below it, with
+   ``--inspection processes``, the gateway's default).
 3. ``mixed``: both at once; the same latencies, and their ratio to phase 1.
 
 Timings are results, never test outcomes: the smoke test (tests/bench/test_media_bench.py) runs
@@ -37,7 +40,30 @@ from trio_websocket import open_websocket_url
 from gateway.auth import mint_token
 
 from .measure import percentiles
-from .servers import SECRET, TENANT, Server, machine
+from .servers import CLK_TCK, SECRET, TENANT, Server, machine
+
+
+def descendants_cpu_s(pid: int) -> float:
+    """utime + stime of every live process below ``pid``: the gateway's media inspection workers
+    and the fork server they come from (a worker that has ended is no longer counted)."""
+    children: dict[int, list[int]] = {}
+    seconds: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        seconds[int(entry)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    total, below = 0.0, list(children.get(pid, []))
+    while below:
+        child = below.pop()
+        total += seconds.get(child, 0.0)
+        below.extend(children.get(child, []))
+    return total
 
 
 def free_port() -> int:
@@ -153,7 +179,7 @@ async def uploads(server: Server, http_url: str, conv: str, data: bytes, uploade
     counts = {"stored": 0, "bytes": 0}
     stop = trio.Event()
     other: dict[str, Any] = {}
-    cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+    cpu0, workers0, t0 = server.cpu_seconds(), descendants_cpu_s(server.pid), time.perf_counter()
     async with trio.open_nursery() as nursery:
         for _ in range(uploaders):
             nursery.start_soon(upload_loop, http_url, conv, data, stop, counts)
@@ -162,17 +188,19 @@ async def uploads(server: Server, http_url: str, conv: str, data: bytes, uploade
         else:
             other = await during()
         cpu, seconds = server.cpu_seconds() - cpu0, time.perf_counter() - t0
+        workers = descendants_cpu_s(server.pid) - workers0
         stop.set()
     mb = counts["bytes"] / 1e6
     return {
         **counts, "seconds": seconds, "uploads_per_s": counts["stored"] / seconds, "mb_per_s": mb / seconds,
-        "server_cpu_s": cpu, "server_cpu_s_per_mb": cpu / mb if mb else None, **({"latency": other} if other else {}),
+        "server_cpu_s": cpu, "server_cpu_s_per_mb": cpu / mb if mb else None,
+        "workers_cpu_s": workers, "workers_cpu_s_per_mb": workers / mb if mb else None, **({"latency": other} if other else {}),
     }
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
-    server = Server(args.target, extra_args=["--metrics-port", str(port), "--media-workers", str(args.workers)])
+    server = Server(args.target, extra_args=["--metrics-port", str(port), "--media-workers", str(args.workers), "--media-inspection", args.inspection])
     data = photo(args.width, args.height)
     with server:
         http_url = f"http://127.0.0.1:{port}"
@@ -182,6 +210,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             conv = (await shopper.call("open"))["conv"]["id"]
             await agent.call("join", conv=conv)
             await text_latency(shopper, agent, conv, min(1.0, args.duration), args.rate)  # warm-up
+            async with httpx.AsyncClient(base_url=http_url, headers={"authorization": f"Bearer {token('shopper-0', 'shopper')}"}, timeout=60) as client:
+                warm = await client.post(f"/v1/conversations/{conv}/attachments", params={"kind": "image"}, content=data)
+                assert warm.status_code == 201, warm.text  # the inspection workers have started
             idle = await text_latency(shopper, agent, conv, args.duration, args.rate)
             alone = await uploads(server, http_url, conv, data, args.uploaders, args.duration)
             mixed = await uploads(
@@ -196,7 +227,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
         "target": args.target, "build": build,
-        "options": {"duration": args.duration, "uploaders": args.uploaders, "rate": args.rate, "workers": args.workers,
+        "options": {"duration": args.duration, "uploaders": args.uploaders, "rate": args.rate, "workers": args.workers, "inspection": args.inspection,
                     "image": f"{args.width}x{args.height}", "image_bytes": len(data)},
         "idle": idle, "uploads": alone, "mixed": mixed, "ack_latency_ratio": ratio,
         "within_2x": all(r is not None and r <= 2 for r in ratio.values()),
@@ -209,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each phase")
     parser.add_argument("--uploaders", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="the gateway's --media-workers")
+    parser.add_argument("--inspection", default="processes", choices=("processes", "threads"), help="the gateway's --media-inspection")
     parser.add_argument("--rate", type=float, default=50.0, help="text messages per second")
     parser.add_argument("--width", type=int, default=2000)
     parser.add_argument("--height", type=int, default=1500)

@@ -178,7 +178,8 @@ async def serve(
     auth = make_authenticator(config)
     node = Node(config, store, auth, stats=stats, bus=bus if bus is not None else make_bus(config))
     node.media = Media.in_data_dir(
-        store, config.data_dir, config.secret()[0], limits=config.media_limits, concurrency=config.media_workers, url_ttl_s=config.media_url_ttl_s
+        store, config.data_dir, config.secret()[0], limits=config.media_limits, concurrency=config.media_workers,
+        processes=config.media_inspection == "processes", url_ttl_s=config.media_url_ttl_s
     )
     workspace = node.workspace
     workspace.wait_s = config.context_wait_s

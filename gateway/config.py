@@ -60,6 +60,9 @@ class Config:
     max_fragments: int = _opt(64, "Most frames one WebSocket message may come in (more: close 1008); 8 before authentication.")
     max_preauth_bytes: int = _opt(64 * 1024, "Bytes one connection may send before it authenticates: upgrade request and auth frame (more: close 1008).")
     max_pending_bytes: int = _opt(32 * 1024 * 1024, "Bytes all connections not yet authenticated may hold together; past it new ones get 503 and pending ones close 1013.")
+    connect_rate_per_address: float = _opt(1000.0, "New connections per second from one source address (IPv4, or IPv6 /64); over it: HTTP 429 with Retry-After, before the upgrade is read. Each close for abuse halves it for a while (docs/operations.md). 0: no limit.")
+    connect_burst_per_address: int = _opt(2000, "New connections one source address may open at once (the bucket of --connect-rate-per-address).")
+    connect_addresses: int = _opt(16384, "Source addresses the per-address connection limit remembers (least recently seen forgotten first; ~200 bytes each).")
     frame_timeout_s: float = _opt(10.0, "Seconds a started frame or fragmented message may take to complete (slower: close 1008).")
     max_outbox_bytes: int = _opt(4 * 1024 * 1024, "Bytes queued to one connection before it is closed as a slow consumer.")
     max_connections_per_user: int = _opt(20, "Open connections one user may hold on this gateway.")
@@ -76,7 +79,11 @@ class Config:
     media_voice_bytes: int = _opt(_MEDIA.voice_bytes, "Largest voice upload, in bytes.")
     media_file_bytes: int = _opt(_MEDIA.file_bytes, "Largest file upload, in bytes.")
     media_image_pixels: int = _opt(_MEDIA.image_pixels, "Most pixels (width x height) of an image upload; more is a decompression bomb.")
-    media_workers: int = _opt(2, "Uploads decoded and probed at once, in worker threads (each may hold a decoded image in memory).")
+    media_workers: int = _opt(2, "Uploads decoded and probed at once, each in a worker (each may hold a decoded image in memory).")
+    media_inspection: str = _opt(
+        "processes", "Where uploads are decoded and probed: worker processes at a lower CPU priority (the event loop keeps its core), or threads of the gateway process (they share its GIL).",
+        choices=("processes", "threads"),
+    )
     media_url_ttl_s: int = _opt(300, "Seconds a signed download URL stays valid.")
     context_url: str = _opt("", "The shop's CRM: customer context from GET <url>/customers/<id>/context (docs/workspace.md); empty: the built-in provider fed by /v1/ingest.")
     context_timeout_s: float = _opt(2.0, "Seconds a customer-context fetch may take before the agent is told it is unavailable.")

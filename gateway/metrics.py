@@ -84,6 +84,8 @@ class Stats:
         self.bus_healthy = True  # a shared bus is connected
         self.refused: Counter[str] = Counter()  # inbound input refused or dropped, by reason
         self.preauth_bytes = lambda: 0  # bytes held by connections not yet authenticated (set by the node)
+        self.address_strikes: Counter[str] = Counter()  # connections closed for abuse, a strike against their address, by reason
+        self.connect_addresses = lambda: 0  # source addresses the per-address connection limit remembers (set by the server)
         self.bot_handoffs: Counter[str] = Counter()  # conversations the bot handed to people, by reason code
         self.bot_conversations: Counter[str] = Counter()  # bot conversations ended, by outcome: contained, handed_off
         self.customer_contexts: Counter[str] = Counter()  # customer contexts fetched for agents, by result: ok, unavailable
@@ -191,6 +193,15 @@ class KefuCollector(Collector):
         yield refused
         yield GaugeMetricFamily(
             "kefu_preauth_bytes", "Bytes received from connections that have not authenticated yet.", value=s.preauth_bytes()
+        )
+        strikes = CounterMetricFamily(
+            "kefu_address_strikes", "Connections closed for abuse, each a strike that halves its source address's connection rate for a while, by reason.", labels=["reason"]
+        )
+        for reason, n in sorted(s.address_strikes.items()):
+            strikes.add_metric([reason], n)
+        yield strikes
+        yield GaugeMetricFamily(
+            "kefu_connect_limit_addresses", "Source addresses the per-address connection limit remembers (bounded by --connect-addresses).", value=s.connect_addresses()
         )
         errors = CounterMetricFamily("kefu_errors", "Error frames sent, by code.", labels=["code"])
         for code, n in sorted(s.errors.items()):

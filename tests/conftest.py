@@ -12,7 +12,10 @@ from .support import SECRET
 # of the README's test command; the pure-Python pass (KEFU_PUREPYTHON=1) leaves them out with
 # `-m "not processes"` to keep CI under ten minutes: the benchmark smoke run already drives a
 # pure-Python gateway (its memory-pure target), and every in-process socket test runs both twins.
-PROCESS_TESTS = ("bench/", "test_cluster.py", "test_outages.py", "test_workers.py")
+# media/test_pool.py kills media inspection workers (processes, but no twin code in them). Other
+# upload tests also inspect in worker processes, forked from one fork server per test run: cheap,
+# and the default path, so they run in both passes.
+PROCESS_TESTS = ("bench/", "test_cluster.py", "test_outages.py", "test_workers.py", "media/test_pool.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:

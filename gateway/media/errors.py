@@ -24,6 +24,7 @@ MEDIA_ERRORS: dict[str, MediaErrorCode] = {
         MediaErrorCode("unsupported_type", 415, "The bytes are not one of the kind's allowed content types (the name and declared type are ignored)."),
         MediaErrorCode("undecodable", 422, "The bytes claim an allowed type but do not decode (truncated or corrupt)."),
         MediaErrorCode("decompression_bomb", 422, "The image declares more pixels than allowed."),
+        MediaErrorCode("inspection_failed", 422, "The upload could not be inspected: the worker process inspecting it died (the file exhausted its memory or crashed a decoder). Other uploads are not affected; retrying the same file is unlikely to help."),
         MediaErrorCode("too_long", 422, "The video or voice message plays longer than its kind allows."),
         MediaErrorCode("incomplete_upload", 400, "The request body ended before its declared length, or the client went away."),
         MediaErrorCode("not_found", 404, "No such attachment (or not one you may see)."),

@@ -1,12 +1,15 @@
 """What an upload is, decided from its bytes: kind rules, content type, image facts, duration.
 
 :func:`inspect` is blocking and CPU-bound (Pillow decodes, mutagen parses); :class:`Inspector`
-runs it in Trio worker threads behind a CapacityLimiter, so at most ``concurrency`` uploads are
-decoded at once, however many arrive, and the event loop that carries messages never waits on them.
+runs it off the event loop, at most ``concurrency`` uploads at once however many arrive: in worker
+processes at a lower CPU priority (``gateway.media.pool``; the default), or in Trio worker threads
+(``processes=False``), which share the GIL with the event loop that carries messages.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 from dataclasses import dataclass
 from functools import partial
 from typing import BinaryIO
@@ -17,7 +20,10 @@ from .durations import duration_ms
 from .errors import MediaError
 from .images import inspect_image
 from .kinds import MediaLimits
+from .pool import InspectionPool, WorkerDied
 from .sniffing import content_type
+
+log = logging.getLogger("kefu.media")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,16 +65,58 @@ def inspect(kind: str, source: BinaryIO, size: int, limits: MediaLimits) -> Insp
     return Inspection(kind, found, size)
 
 
+def inspect_job(job: tuple, source: BinaryIO) -> tuple:
+    """:func:`inspect` as a worker process runs it: ``job`` is (kind, size, limits); the reply is
+    ("ok", Inspection), ("refused", code, message) or ("failed", what went wrong)."""
+    kind, size, limits = job
+    try:
+        return ("ok", inspect(kind, source, size, limits))
+    except MediaError as exc:
+        return ("refused", exc.code, exc.message)
+    except Exception as exc:  # a bug or an unexpected decoder error: reported, the worker lives on
+        return ("failed", f"{type(exc).__name__}: {exc}")
+
+
 class Inspector:
     """Runs :func:`inspect` off the event loop, ``concurrency`` at a time; more than ``max_waiting``
-    uploads waiting for a turn are refused as ``busy`` rather than queued without bound."""
+    uploads waiting for a turn are refused as ``busy`` rather than queued without bound.
 
-    def __init__(self, limits: MediaLimits, *, concurrency: int = 2, max_waiting: int = 32) -> None:
+    With ``processes`` (the default) a source with a file descriptor (the spool file) is inspected
+    in a worker process; one without (an in-memory buffer) in a thread."""
+
+    def __init__(self, limits: MediaLimits, *, concurrency: int = 2, max_waiting: int = 32, processes: bool = True) -> None:
         self.limits = limits
         self._limiter = trio.CapacityLimiter(concurrency)
         self._max_waiting = max_waiting
+        self.pool = InspectionPool(concurrency, inspect_job) if processes else None
 
     async def inspect(self, kind: str, source: BinaryIO, size: int) -> Inspection:
         if self._limiter.statistics().tasks_waiting >= self._max_waiting:
             raise MediaError("busy", "too many uploads are being processed; retry shortly")
-        return await trio.to_thread.run_sync(partial(inspect, kind, source, size, self.limits), limiter=self._limiter)
+        fd = _fileno(source) if self.pool is not None else None
+        if fd is None:
+            return await trio.to_thread.run_sync(partial(inspect, kind, source, size, self.limits), limiter=self._limiter)
+        async with self._limiter:
+            try:
+                reply = await self.pool.run((kind, size, self.limits), fd)
+            except WorkerDied as exc:
+                log.error("media inspection worker died inspecting a %s upload of %d bytes (%s)", kind, size, exc)
+                raise MediaError("inspection_failed", "the process inspecting the upload died (it ran out of memory or crashed)") from None
+        if reply[0] == "ok":
+            return reply[1]
+        if reply[0] == "refused":
+            raise MediaError(reply[1], reply[2])
+        log.error("media inspection failed on a %s upload of %d bytes: %s", kind, size, reply[1])
+        raise MediaError("inspection_failed", "the upload could not be inspected")
+
+    def close(self) -> None:
+        """Stop the worker processes (idle ones now, busy ones when their inspection ends)."""
+        if self.pool is not None:
+            self.pool.close()
+
+
+def _fileno(source: BinaryIO) -> int | None:
+    try:
+        return source.fileno()
+    except (AttributeError, io.UnsupportedOperation):
+        return None

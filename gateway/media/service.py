@@ -36,14 +36,16 @@ class Media:
         *,
         limits: MediaLimits = MediaLimits(),
         concurrency: int = 2,
+        processes: bool = True,
         stats: MediaStats | None = None,
     ) -> None:
+        """``concurrency`` uploads are inspected at once, in worker processes (``processes``) or threads."""
         self.store = store
         self.blobs = blobs
         self.signer = signer
         self.limits = limits
         self.stats = stats or MediaStats()
-        self.uploads = Uploads(store, blobs, Inspector(limits, concurrency=concurrency), spool_dir, self.stats)
+        self.uploads = Uploads(store, blobs, Inspector(limits, concurrency=concurrency, processes=processes), spool_dir, self.stats)
 
     @classmethod
     def in_data_dir(cls, store: Store, data_dir: str | Path, secret: str, **kwargs) -> Media:
@@ -55,8 +57,15 @@ class Media:
         return cls(store, FilesystemBlobStore(root / "blobs"), UrlSigner.derived_from(secret, ttl_s=ttl_s), root / "spool", **kwargs)
 
     async def run(self, *, sweep_every_s: float = 3600.0, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Sweep blobs without a record at start and then every ``sweep_every_s``, until cancelled."""
+        """Sweep blobs without a record at start and then every ``sweep_every_s``, until cancelled
+        (then the inspection workers are stopped)."""
         task_status.started()
+        try:
+            await self._sweep_forever(sweep_every_s)
+        finally:
+            self.uploads.inspector.close()
+
+    async def _sweep_forever(self, sweep_every_s: float) -> None:
         while True:
             try:
                 removed = await self.uploads.sweep(older_than_s=sweep_every_s)

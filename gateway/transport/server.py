@@ -21,11 +21,12 @@ from trio.lowlevel import wait_readable
 
 from ..config import Config
 from ..http.health import Check
-from ..logs import PEER_LINES
+from ..logs import PEER_LINES, escape
 from ..metrics import Stats
 from ..protocol.admission import PreAuthBudget
+from ..protocol.connect_limit import ConnectLimit, retry_after_s
 from ..protocol.errors import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER
-from ..protocol.frames import OP_PING, FrameDecoder, encode_frame
+from ..protocol.frames import OP_PING, FrameDecoder, FrameError, encode_frame
 from . import handshake
 from .connection import RECV_BYTES, Connection, ParkingLot, Writer, decode_chunk, dispatch, finish, read_frames
 from .ws_handlers import RequestHandlers
@@ -47,6 +48,15 @@ BUSY_RESPONSE = (  # to a connection refused before anything of it is read
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\n"
     b"Content-Length: 12\r\nConnection: close\r\n\r\nserver busy\n"
 )
+CONNECT_RATE_BODY = b"too many new connections from this address\n"
+
+
+def connect_rate_response(retry_after: int) -> bytes:
+    """The answer to a connection over its address's rate, sent before anything of it is read."""
+    return (
+        b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: %d\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (retry_after, len(CONNECT_RATE_BODY), CONNECT_RATE_BODY)
+    )
 
 
 class WebSocketServer:
@@ -57,6 +67,9 @@ class WebSocketServer:
         self.stats = stats
         self.handlers = handlers
         self.preauth = preauth
+        self.connect_limit = ConnectLimit(config.connect_rate_per_address, config.connect_burst_per_address, config.connect_addresses)
+        stats.connect_addresses = lambda: len(self.connect_limit.table)
+        handlers.on_abuse = self._strike
         self.burst = float(config.limits.rate_burst)
         self.max_frame_bytes = config.limits.max_frame_bytes
         self.writer = Writer(stats, config.max_outbox_bytes)
@@ -128,6 +141,10 @@ class WebSocketServer:
                                 continue
                             raise
                         sock.setblocking(False)
+                        wait = self.connect_limit.admit(addr[0], time.monotonic()) if self.connect_limit.rate else 0.0
+                        if wait:
+                            self._refuse_connect_rate(sock, addr[0], wait)
+                            continue
                         if not self.preauth.admit():
                             self._refuse_busy(sock)
                             continue
@@ -151,6 +168,28 @@ class WebSocketServer:
             pass
         sock.close()
 
+    def _refuse_connect_rate(self, sock: socket.socket, host: str, wait: float) -> None:
+        """A new connection over its address's rate: 429 with Retry-After, nothing of it parsed."""
+        self.stats.refused["connect_rate"] += 1
+        self.stats.handshakes_failed["connect_rate"] += 1
+        more = PEER_LINES.allow()
+        if more is not None:
+            log.warning(
+                "new connections from %s over %g/s (strikes %d): refused 429%s",
+                escape(host), self.connect_limit.rate, self.connect_limit.strikes(host), more,
+            )
+        try:
+            sock.send(connect_rate_response(retry_after_s(wait)))
+            sock.recv(4096)  # what already came, so that closing does not reset before the answer is read
+        except OSError:
+            pass
+        sock.close()
+
+    def _strike(self, conn: Connection, reason: str) -> None:
+        """``conn`` is closed for abuse: a strike against its address (``ConnectLimit``)."""
+        self.stats.address_strikes[reason] += 1
+        self.connect_limit.strike(conn.peer.rsplit(":", 1)[0], time.monotonic())
+
     async def _heartbeat(self) -> None:
         """One task for every connection's timers: ping the quiet, close the idle, and those whose
         session says authentication is overdue (no token in time, or the token expired), and those
@@ -166,6 +205,7 @@ class WebSocketServer:
                     self.stats.refused["frame_timeout"] += 1
                     log.info("frame not completed within %.0f s, closing", cfg.frame_timeout_s, extra=conn.log_extra)
                     conn.close(CLOSE_POLICY_VIOLATION, "frame not completed in time")
+                    self._strike(conn, "frame_timeout")
                     continue
                 overdue = conn.overdue(now, wall, conn.created, cfg.handshake_timeout_s)
                 if overdue is not None:
@@ -231,9 +271,10 @@ class WebSocketServer:
         ``pending``, ``messages``, ``start``: a chunk the lot began to serve (``_parked_input``)."""
         parked = False
         handlers = self.handlers
+        decoder = decoder or self._decoder(conn)
         try:
             parked = await read_frames(
-                conn, decoder or self._decoder(conn), data, handlers.on_frame, handlers.on_text, self.stats,
+                conn, decoder, data, handlers.on_frame, handlers.on_text, self.stats,
                 handlers.on_control, self._on_preauth_input, pending=pending, messages=messages, start=start,
             )
         except Exception:
@@ -241,6 +282,8 @@ class WebSocketServer:
             conn.close(CLOSE_INTERNAL_ERROR, "internal error")
         finally:
             if not parked:
+                if conn.closing:
+                    self._strike_frame_error(conn, decoder)
                 self._forget(conn)
                 with trio.CancelScope(shield=True):
                     await finish(conn)
@@ -272,6 +315,7 @@ class WebSocketServer:
             decoder = self._decoder(conn)
             messages = decode_chunk(conn, decoder, data, self.stats)
             if messages is None:  # a frame error: closing (close() unparked it for a reader)
+                self._strike_frame_error(conn, decoder)
                 return
             pending, start = dispatch(conn, messages, 0, handlers.on_frame, handlers.on_text, self.stats, handlers.on_control)
         except Exception:
@@ -289,6 +333,15 @@ class WebSocketServer:
         self.stats.parked_inputs["reader"] += 1
         self.lot.leave(conn)
         self.nursery.start_soon(self._read, conn, b"", decoder, pending, messages, start)
+
+    def _strike_frame_error(self, conn: Connection, decoder: FrameDecoder) -> None:
+        """A connection closed for a message in too many fragments is closed for abuse (a failed
+        decoder raises its error again when fed)."""
+        try:
+            decoder.feed(b"")
+        except FrameError as exc:
+            if exc.code == CLOSE_POLICY_VIOLATION:
+                self._strike(conn, "too_many_fragments")
 
     def _forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
@@ -316,6 +369,7 @@ class WebSocketServer:
             conn.close(CLOSE_TRY_AGAIN_LATER, "server busy: retry later")
         else:
             conn.close(CLOSE_POLICY_VIOLATION, "too much input before authentication")
+            self._strike(conn, refused)
         return False
 
     def _resume_reader(self, conn: Connection) -> None:

@@ -77,6 +77,9 @@ class RequestHandlers:
         self.policy = RatePolicy(config.rate_per_second, self.limits.rate_burst, config.flood_close_after)
         self._rate, self._burst, self._flood_after = self.policy.rate, float(self.policy.burst), self.policy.flood_after  # per frame
         self.hooks: ConnectionHooks | None = None
+        # The transport's strike against a peer's address when a connection is closed for abuse
+        # (``ConnectLimit.strike``): its new connections are then admitted more slowly.
+        self.on_abuse: Callable[[Connection, str], None] | None = None
         self.workspace: Any = None  # gateway.customers.WorkspaceService: customers and products of opened conversations
         self._handlers: dict[str, Handler] = {
             "send": self.send,
@@ -191,6 +194,8 @@ class RequestHandlers:
         if sum(counts.values()) >= PREAUTH_MAX_REFUSED:
             self.stats.refused["unauthenticated"] += 1
             conn.close(CLOSE_POLICY_VIOLATION, "authenticate first")
+            if self.on_abuse is not None:
+                self.on_abuse(conn, "unauthenticated")
 
     def _over_rate(self, conn: Connection, verdict: int, rid: int | str | None) -> None:
         """A frame over the connection's rate: refuse it (a request hears ``rate_limited``), or
@@ -203,6 +208,8 @@ class RequestHandlers:
             if more is not None:
                 log.warning("flood: %.0f frames over the rate limit, closing%s", conn.violations, more, extra=conn.log_extra)
             conn.close(CLOSE_POLICY_VIOLATION, "flood over the rate limit")
+            if self.on_abuse is not None:
+                self.on_abuse(conn, "flood")
             return
         if rid is None:  # not a request it could match an answer to (garbage, text, a ping): dropped
             return

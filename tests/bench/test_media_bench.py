@@ -30,4 +30,5 @@ def test_media_bench_runs_and_counts(tmp_path: Path) -> None:
         assert phase["stored"] > 0 and phase["bytes"] == phase["stored"] * result["options"]["image_bytes"]
         assert not any(key.startswith("refused") for key in phase)
         assert phase["server_cpu_s_per_mb"] is None or phase["server_cpu_s_per_mb"] >= 0
+        assert phase["workers_cpu_s_per_mb"] is None or phase["workers_cpu_s_per_mb"] >= 0
     assert set(result["ack_latency_ratio"]) == {"p50_ms", "p99_ms"} and isinstance(result["within_2x"], bool)

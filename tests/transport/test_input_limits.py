@@ -109,6 +109,7 @@ async def test_requests_before_authentication_close_after_a_few(start_gateway, c
     await stream.send_all(b"".join(frame(0x2, msgpack.packb({"t": "ping", "id": i})) for i in range(100)))
     assert await close_code_after(stream, rest) == CLOSE_POLICY_VIOLATION
     assert gw.node.stats.errors["unauthenticated"] <= 10
+    assert gw.node.stats.address_strikes["unauthenticated"] == 1  # a strike against its address
     lines = [r for r in caplog.records if "error unauthenticated" in r.getMessage()]
     assert len(lines) == 1  # once per connection, not once per frame
 
@@ -122,6 +123,8 @@ async def test_garbage_flood_is_metered_and_closed(start_gateway, caplog):
     assert await close_code_after(stream, rest) == CLOSE_POLICY_VIOLATION
     stats = gw.node.stats
     assert stats.refused["flood"] == 1
+    assert stats.address_strikes["flood"] == 1
+    assert gw.node.server.connect_limit.strikes("127.0.0.1") == 1
     # Answered within the budget only: the burst, then about close_after refusals.
     assert stats.errors["bad_frame"] <= 20 + 2
     assert stats.errors["bad_frame"] + stats.errors["rate_limited"] <= 20 + 40 + 2
