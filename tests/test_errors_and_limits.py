@@ -220,6 +220,21 @@ async def test_idle_connections_are_pinged_then_closed(start_gateway):
         assert (await lively.request("ping"))["t"] == "pong"
 
 
+async def test_the_heartbeat_checks_every_connection_a_slice_at_a_time(start_gateway, monkeypatch):
+    from gateway.transport import server as server_module
+
+    monkeypatch.setattr(server_module, "HEARTBEAT_SLICE", 2)  # 5 connections: 3 slices
+    gw = await start_gateway(heartbeat_s=0.2, idle_timeout_s=30)
+    streams = [await raw_socket(gw, token(f"user{i}")) for i in range(5)]
+    for stream, rest in streams:  # every one of them is pinged
+        data = rest
+        with trio.fail_after(5):
+            while b"\x89\x00" not in data:
+                data += await stream.receive_some(4096)
+    for stream, _ in streams:
+        await stream.aclose()
+
+
 async def test_slow_consumer_is_closed_while_others_keep_their_pace(start_gateway):
     gw = await start_gateway(max_outbox_bytes=64 * 1024)
     async with connect(gw.url, token("alice"), resume={}) as shopper, connect(gw.url, token("bob", "agent"), resume={}) as fast:

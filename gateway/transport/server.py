@@ -198,26 +198,37 @@ class WebSocketServer:
         tick = max(0.05, min(cfg.heartbeat_s, cfg.idle_timeout_s, cfg.handshake_timeout_s, cfg.frame_timeout_s) / 4)
         while True:
             await trio.sleep(tick)
-            now, wall = time.monotonic(), time.time()
-            for conn in list(self.connections):
-                quiet = now - conn.last_recv
-                if conn.partial_since and now - conn.partial_since > cfg.frame_timeout_s:
-                    self.stats.refused["frame_timeout"] += 1
-                    log.info("frame not completed within %.0f s, closing", cfg.frame_timeout_s, extra=conn.log_extra)
-                    conn.close(CLOSE_POLICY_VIOLATION, "frame not completed in time")
-                    self._strike(conn, "frame_timeout")
-                    continue
-                overdue = conn.overdue(now, wall, conn.created, cfg.handshake_timeout_s)
-                if overdue is not None:
-                    self.handlers.refuse(conn, overdue, None)
-                elif conn.identity is None:
-                    continue
-                elif quiet > cfg.idle_timeout_s:
-                    log.info("idle timeout after %.0f s", quiet, extra=conn.log_extra)
-                    conn.close(CLOSE_GOING_AWAY, "idle timeout")
-                elif quiet > cfg.heartbeat_s and now - conn.last_ping > cfg.heartbeat_s:
-                    conn.last_ping = now
-                    conn.push(PING_FRAME)
+            conns = list(self.connections)
+            for start in range(0, len(conns), HEARTBEAT_SLICE):
+                # a slice at a time: 15,000 connections checked at once would stall every message
+                # behind them for tens of milliseconds
+                if start:
+                    await trio.sleep(0)
+                self._check_timers(conns[start : start + HEARTBEAT_SLICE], time.monotonic(), time.time())
+
+    def _check_timers(self, conns: list[Connection], now: float, wall: float) -> None:
+        cfg = self.config
+        for conn in conns:
+            if conn.closed:  # finished while the heartbeat let other tasks run
+                continue
+            quiet = now - conn.last_recv
+            if conn.partial_since and now - conn.partial_since > cfg.frame_timeout_s:
+                self.stats.refused["frame_timeout"] += 1
+                log.info("frame not completed within %.0f s, closing", cfg.frame_timeout_s, extra=conn.log_extra)
+                conn.close(CLOSE_POLICY_VIOLATION, "frame not completed in time")
+                self._strike(conn, "frame_timeout")
+                continue
+            overdue = conn.overdue(now, wall, conn.created, cfg.handshake_timeout_s)
+            if overdue is not None:
+                self.handlers.refuse(conn, overdue, None)
+            elif conn.identity is None:
+                continue
+            elif quiet > cfg.idle_timeout_s:
+                log.info("idle timeout after %.0f s", quiet, extra=conn.log_extra)
+                conn.close(CLOSE_GOING_AWAY, "idle timeout")
+            elif quiet > cfg.heartbeat_s and now - conn.last_ping > cfg.heartbeat_s:
+                conn.last_ping = now
+                conn.push(PING_FRAME)
 
     async def _serve_socket(self, sock: socket.socket, peer: str) -> None:
         """One connection: HTTP upgrade, then frames until it closes (one task, one frame chain)."""
@@ -414,6 +425,9 @@ async def _completion(pending: Awaitable[None]) -> None:
         await pending
     except Exception:
         log.exception("request of a closing connection failed")
+
+
+HEARTBEAT_SLICE = 1000  # connections the heartbeat checks before it lets other tasks run
 
 
 def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
