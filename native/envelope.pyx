@@ -37,6 +37,9 @@ BODY_KINDS = ("text", "image", "video", "voice", "file", "location")
 
 cdef object _unpackb = msgpack.unpackb
 cdef object _packb = msgpack.packb
+# One Packer for every body (msgpack.packb builds a Packer per call, a microsecond a message); it
+# resets its buffer when a pack fails, and the native twin runs on the event loop's thread only.
+cdef object _pack_body = msgpack.Packer().pack
 cdef Py_ssize_t _URL_LIMIT = 2048
 cdef Py_ssize_t _ADDRESS_LIMIT = 512
 cdef Py_ssize_t _ID_CHARS = ID_CHARS
@@ -138,7 +141,7 @@ def send_fields(req, limits):
     if type(body) is not dict:
         raise RequestError("bad_request", "field `body` must be a map")
     _validate_body(<dict>body, limits)
-    return conv_id, cmid, _packb(body)  # use_bin_type=True is msgpack's default (since 1.0)
+    return conv_id, cmid, _pack_body(body)  # use_bin_type=True is msgpack's default (since 1.0)
 
 
 # ---- msgpack writing: the forms msgpack.packb chooses ----------------------------------------------
