@@ -12,7 +12,7 @@ from .support import SECRET
 # of the README's test command; the pure-Python pass (KEFU_PUREPYTHON=1) leaves them out with
 # `-m "not processes"` to keep CI under ten minutes: the benchmark smoke run already drives a
 # pure-Python gateway (its memory-pure target), and every in-process socket test runs both twins.
-PROCESS_TESTS = ("bench/", "test_cluster.py", "test_outages.py", "test_workers.py")
+PROCESS_TESTS = ("bench/", "test_cluster.py", "test_cluster_routing.py", "test_outages.py", "test_workers.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
