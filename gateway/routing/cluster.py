@@ -113,8 +113,8 @@ class Cluster:
                 nursery.start_soon(self._receive_replies)
                 await self._step()  # the first node of a cluster takes the lease before it accepts anyone
                 task_status.started()
-                while True:
-                    await trio.sleep(self.lease_s / 3)
+                while True:  # at least once a second: a lease given back is taken at once
+                    await trio.sleep(min(self.lease_s / 3, 1.0))
                     await self._step()
         finally:
             await self._step_down("stopping")
@@ -180,10 +180,20 @@ class Cluster:
                     log.info("this node leads routing (term %s)", self.lease.term)
                     term.start_soon(self._tick)
                     term.start_soon(self._serve_inbox)
+            except Exception:  # the store or Redis failed mid-term: give the lease back, contend again
+                log.exception("routing term ended by an error; the lease is given back")
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    try:
+                        await self.lease.release()
+                    except RedisUnavailable:
+                        pass
             finally:
                 self.leading = False
                 self._term = None
+                if self._term_scope is scope:
+                    self._term_scope = None
                 routing.serial.abandon()
+                routing.reset()  # a node that does not lead holds no routing state
 
     # ---- what the routing service calls -------------------------------------------------------
 

@@ -1,0 +1,77 @@
+"""The routing lease on a real Redis, and gateways in this process routing as a cluster: a request
+the leader does not answer is ``unavailable`` (counted), a graceful stop hands the lease over at
+once. The cluster of real processes is in tests/test_cluster_routing.py."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+import trio
+
+from gateway.routing.lease import Lease
+from gateway.routing.redis_client import RedisClient
+
+from ..support import connect, token
+
+REDIS_URL = "redis://127.0.0.1:6379"
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def redis():
+    client = RedisClient(REDIS_URL, "kefu-test")
+    prefix = f"kefu:test:{secrets.token_hex(6)}"
+    yield client, prefix
+    await client.call("DEL", *(f"{prefix}{key}" for key in (":lease", ":routing:leader", ":routing:inbox", ":routing:agents")))
+    await client.aclose()
+
+
+async def test_the_lease_has_one_holder_renewed_by_it_alone_and_free_after_expiry(redis):
+    client, prefix = redis
+    first, second = (Lease(client, f"{prefix}:lease", node, ttl_s=0.3) for node in ("a", "b"))
+    assert await first.acquire() and first.held
+    assert not await second.acquire() and not second.held
+    assert await second.holder() == first.term
+    assert await first.renew() and not await second.renew()
+    while await second.holder() is not None:  # nobody renews: it expires
+        await trio.sleep(0.05)
+    assert not await first.renew() and not first.held  # too late: the term is over
+    assert await second.acquire()
+    await first.release()  # not its lease: nothing happens
+    assert await second.holder() == second.term
+    await second.release()
+    assert await second.holder() is None
+
+
+async def test_a_request_no_leader_answers_is_unavailable_and_counted(redis, start_gateway):
+    client, prefix = redis
+    channel = prefix
+    # another node (that never answers) holds the lease
+    await client.call("SET", f"{channel}:routing:leader", "ghost/1", "PX", 60_000)
+    gw = await start_gateway(routing="on", bus=REDIS_URL, bus_channel=channel, routing_reply_timeout_s=0.3)
+    assert not gw.node.routing.cluster.leading
+    async with connect(gw.url, token("wangli", "agent"), resume={}) as agent:
+        reply = await agent.request("status", status="online")
+        assert (reply["t"], reply["code"]) == ("error", "unavailable")
+    assert gw.registry.get_sample_value("kefu_routing_forward_timeouts_total") == 1
+    assert gw.registry.get_sample_value("kefu_routing_leader") == 0
+
+
+async def test_a_graceful_stop_hands_the_lease_to_the_next_node_at_once(redis, start_gateway):
+    _, channel = redis
+    settings = dict(routing="on", bus=REDIS_URL, bus_channel=channel, routing_lease_s=30.0)
+    first = await start_gateway(**settings)
+    second = await start_gateway(**settings)
+    with trio.fail_after(10):
+        while not first.node.routing.cluster.leading:
+            await trio.sleep(0.05)
+        assert not second.node.routing.cluster.leading
+        first.node.stop()
+        await first.node.stopped()
+        # the lease lives 30 s; the stopped leader gave it back, so the next node leads well before
+        while not second.node.routing.cluster.leading:
+            await trio.sleep(0.05)
+        async with connect(second.url, token("wangli", "agent"), resume={}) as agent:
+            assert (await agent.ok("status", status="online", max=2))["max"] == 2
