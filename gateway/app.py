@@ -199,7 +199,7 @@ async def serve(
             node={"node": node.id, "store": type(store.backend).__name__, "bus": type(node.bus).__name__},
             bus=node.bus,
             queue=lambda: routing_queue(node),
-            cluster=lambda: node.routing.cluster if node.routing is not None else None,
+            routing=lambda: node.routing,
         )
     )
     routing_config = RoutingConfig.load(config.routing_file) if config.routing_file else RoutingConfig()
