@@ -58,6 +58,16 @@ def _minutes_until(at: float, now: float) -> int:
     return max(0, int(at - now) // 60 * 60)
 
 
+def _shopper_text(m: StoredMessage) -> tuple[str, str | None] | None:
+    """(text, product in view) of a shopper's text message; None for other kinds."""
+    body = msgpack.unpackb(m.body, raw=False)
+    if body.get("kind") != "text":
+        return None
+    meta = body.get("meta")  # the shopper's app names the product in view: meta.product
+    product = meta.get("product") if type(meta) is dict and type(meta.get("product")) is str else None
+    return body["text"], product if product and len(product) <= 200 else None
+
+
 class SerialQueues:
     """Run coroutines one after another per key, each key on its own task while it has work."""
 
@@ -282,12 +292,9 @@ class RoutingService:
                 self.cluster.forward("message", conv.id, m.seq, m.cmid, m.sender, m.sender_role, m.ts, m.body)
             return
         if conv.stage == BOT and self.config.for_tenant(conv.tenant).bot == "builtin" and self.bots is not None:
-            body = msgpack.unpackb(m.body, raw=False)
-            if body.get("kind") == "text":
-                meta = body.get("meta")  # the shopper's app names the product in view: meta.product
-                product = meta.get("product") if type(meta) is dict and type(meta.get("product")) is str else None
-                product = product if product and len(product) <= 200 else None
-                self.serial.submit(conv.id, self._bot_turn, state, body["text"], m.ts / 1000, product, m.seq)
+            said = _shopper_text(m)
+            if said is not None:
+                self.serial.submit(conv.id, self._bot_turn, state, said[0], m.ts / 1000, said[1], m.seq)
         elif conv.stage == RESOLVED:
             self.serial.submit(conv.id, self._reopen, state)
 
@@ -296,9 +303,17 @@ class RoutingService:
         self.serial.submit(m.conv_id, self._message_loaded, m)
 
     async def _message_loaded(self, m: StoredMessage) -> None:
+        """In the turn itself (the state loaded here is fresh now; a later step may not find it so)."""
         state = await self.service.load(m.conv_id)
-        if state is not None:
-            self.on_message(state, m)
+        if state is None:
+            return
+        conv = state.conv
+        if conv.stage == BOT and self.config.for_tenant(conv.tenant).bot == "builtin" and self.bots is not None:
+            said = _shopper_text(m)
+            if said is not None:
+                await self._bot_turn(state, said[0], m.ts / 1000, said[1], m.seq)
+        elif conv.stage == RESOLVED:
+            await self._reopen(state)
 
     def closed_elsewhere(self, conv_id: str) -> None:
         """A conversation closed on another node: it leaves routing here too."""
@@ -410,11 +425,9 @@ class RoutingService:
             for m in page.messages:
                 if m.sender != conv.customer or m.sender_role != "shopper":
                     continue
-                body = msgpack.unpackb(m.body, raw=False)
-                if body.get("kind") == "text":
-                    meta = body.get("meta")
-                    product = meta.get("product") if type(meta) is dict and type(meta.get("product")) is str else None
-                    bot.handle(session, body["text"], m.ts / 1000, product=product if product and len(product) <= 200 else None)
+                said = _shopper_text(m)
+                if said is not None:
+                    bot.handle(session, said[0], m.ts / 1000, product=said[1])
         log.info("bot session of %s replayed from %d stored turns", conv.id, len(session.turns))
         return session
 
