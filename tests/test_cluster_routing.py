@@ -1,7 +1,8 @@
 """Routing across ``kefu serve`` processes over one PostgreSQL store and one Redis bus: one leader
 decides (gateway.routing.cluster), so an agent's maximum holds across nodes and the bot answers once;
 SIGKILL of the leader hands routing to another node, which restores queues and bot sessions; the
-conversations of an agent whose node died go back to the queue."""
+conversations of an agent whose node died go back to the queue; routing stops while Redis is away
+and resumes by itself."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import pytest
 import trio
 
+from gateway.app import serve
 from gateway.routing.redis_client import RedisClient
 
+from .conftest import make_config
 from .postgres import PG_URL, drop_schema, fresh_schema
+from .services import private_redis  # noqa: F401  (the fixture)
 from .support import connect, token
 from .test_process import gateway_process
 
@@ -157,3 +161,23 @@ async def test_an_agents_conversations_are_requeued_when_their_node_dies(tmp_pat
                     assert events == ["assigned", "requeued", "assigned"]  # lihua was free: no wait
                     offer = await other.next("assigned")
                     assert offer["conv"]["id"] == conv and offer["conv"]["assignee"] == "lihua"
+
+
+async def test_routing_stops_while_redis_is_away_and_resumes_by_itself(nursery, tmp_path, private_redis):
+    config = make_config(tmp_path, bus=private_redis.url, routing="on", routing_lease_s=1.0, routing_reply_timeout_s=1.0)
+    running = await nursery.start(serve, config)
+    cluster = running.node.routing.cluster
+    with trio.fail_after(40):
+        while not cluster.leading:  # the only node: it takes the lease and restores
+            await trio.sleep(0.05)
+        async with connect(running.url, token("wangli", "agent"), resume={}) as agent:
+            private_redis.kill()
+            while cluster.leading:  # it cannot renew the lease: it stops deciding
+                await trio.sleep(0.05)
+            refused = await agent.request("status", status="online")
+            assert (refused["t"], refused["code"], refused["retryable"]) == ("error", "unavailable", True)
+            private_redis.start()
+            status = await retried(agent, "status", status="online", max=2)
+            assert (status["status"], status["max"]) == ("online", 2) and cluster.leading
+    assert running.registry.get_sample_value("kefu_routing_forward_timeouts_total") >= 1
+    running.node.stop()

@@ -51,6 +51,7 @@ log = logging.getLogger("kefu.routing.cluster")
 TICK_S = 1.0
 MAX_OUTBOX = 100_000  # inputs waiting for Redis; past it the oldest are dropped (logged, counted)
 INBOX_BATCH = 100
+BLOCK_S = 1  # how long one BLPOP waits in Redis for the inbox or replies
 REPLY_TTL_MS = 60_000  # a reply list nobody reads (its node died) expires
 PRESENCE_ROLES = ("agent", "supervisor")
 
@@ -69,7 +70,8 @@ class Cluster:
         self.lease_s = lease_s
         self.reply_timeout_s = reply_timeout_s
         self.stats = stats
-        self.commands = RedisClient(url, f"kefu-{node_id}-routing")
+        # answers within a third of the lease: a step never outlasts the time the lease allows
+        self.commands = RedisClient(url, f"kefu-{node_id}-routing", timeout_s=min(2.0, lease_s / 3))
         self.lease = Lease(self.commands, f"{prefix}:leader", node_id, lease_s)
         self.leading = False  # this node decides (its term restored): hooks go straight to the engine
         self.leader_term: str | None = None  # the term this node last saw holding the lease
@@ -278,11 +280,11 @@ class Cluster:
                 self._outbox.popleft()
 
     async def _receive_replies(self) -> None:
-        client = RedisClient(self.url, f"kefu-{self.node_id}-replies")
+        client = RedisClient(self.url, f"kefu-{self.node_id}-replies", timeout_s=BLOCK_S + 2.0)
         try:
             while True:
                 try:
-                    got = await client.call("BLPOP", self.reply_key(self.node_id), 1)
+                    got = await client.call("BLPOP", self.reply_key(self.node_id), BLOCK_S)
                 except RedisUnavailable:
                     await trio.sleep(0.5)
                     continue
@@ -335,11 +337,11 @@ class Cluster:
                     del self.nodes[node]
 
     async def _serve_inbox(self) -> None:
-        client = RedisClient(self.url, f"kefu-{self.node_id}-inbox")
+        client = RedisClient(self.url, f"kefu-{self.node_id}-inbox", timeout_s=BLOCK_S + 2.0)
         try:
             while True:
                 try:
-                    got = await client.call("BLPOP", self.inbox, 1)
+                    got = await client.call("BLPOP", self.inbox, BLOCK_S)
                     if not isinstance(got, list):
                         continue
                     self._handle(got[1])

@@ -3,8 +3,9 @@
 The bus (gateway.bus.redis) only publishes and subscribes; routing across processes also needs
 commands whose answers it reads: SET NX, EVAL, RPUSH, BLPOP. Like the bus, this speaks RESP over a
 plain Trio TCP stream parsed by ``hiredis.Reader`` (redis-py does not run on Trio). Commands are
-sent one pipeline at a time under a lock; a lost connection, or a command cancelled before its
-answer was read, closes the connection and the next call opens a fresh one.
+sent one pipeline at a time under a lock; a lost connection, an answer that takes longer than
+``timeout_s``, or a command cancelled before its answer was read closes the connection, and the
+next call opens a fresh one.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ def _part(value: bytes | str | int | float) -> bytes:
 
 
 class RedisClient:
-    def __init__(self, url: str, name: str) -> None:
+    def __init__(self, url: str, name: str, *, timeout_s: float = 2.0) -> None:
         self.address = RedisAddress(url)
         self.name = name  # CLIENT SETNAME: who is who in CLIENT LIST
+        self.timeout_s = timeout_s  # connecting, sending and reading every answer (a BLPOP's wait included)
         self._stream: trio.SocketStream | None = None
         self._reader: hiredis.Reader | None = None
         self._lock = trio.Lock()
@@ -44,14 +46,16 @@ class RedisClient:
         """Send every command in one write, then read their answers in order."""
         async with self._lock:
             try:
-                if self._stream is None:
-                    self._stream = await self.address.connect(self.name)
-                    self._reader = hiredis.Reader()
-                await self._stream.send_all(b"".join(command(*map(_part, c)) for c in commands))
-                return [await read_reply(self._stream, self._reader) for _ in commands]
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, BusError) as exc:
+                with trio.fail_after(self.timeout_s):
+                    if self._stream is None:
+                        self._stream = await self.address.connect(self.name)
+                        self._reader = hiredis.Reader()
+                    await self._stream.send_all(b"".join(command(*map(_part, c)) for c in commands))
+                    return [await read_reply(self._stream, self._reader) for _ in commands]
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, BusError, trio.TooSlowError) as exc:
                 await self.aclose()
-                raise RedisUnavailable(f"redis {self.address.host}:{self.address.port}: {exc}") from None
+                why = str(exc) or f"no answer within {self.timeout_s:g} s"
+                raise RedisUnavailable(f"redis {self.address.host}:{self.address.port}: {why}") from None
             except BaseException:  # cancelled mid-command: its answer would be read as the next one's
                 await self.aclose()
                 raise
