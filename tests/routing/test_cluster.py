@@ -1,6 +1,6 @@
 """The routing lease on a real Redis, and gateways in this process routing as a cluster: a request
 the leader does not answer is ``unavailable`` (counted), a graceful stop hands the lease over at
-once. The cluster of real processes is in tests/test_cluster_routing.py."""
+once, settings stored through a follower are in force on the leader. The cluster of real processes is in tests/test_cluster_routing.py."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import trio
 from gateway.routing.lease import Lease
 from gateway.routing.redis_client import RedisClient
 
+from ..http.conftest import client, new_key
+from ..postgres import PG_URL, drop_schema, fresh_schema
 from ..support import connect, token
 
 REDIS_URL = "redis://127.0.0.1:6379"
@@ -75,3 +77,34 @@ async def test_a_graceful_stop_hands_the_lease_to_the_next_node_at_once(redis, s
             await trio.sleep(0.05)
         async with connect(second.url, token("wangli", "agent"), resume={}) as agent:
             assert (await agent.ok("status", status="online", max=2))["max"] == 2
+
+
+async def test_settings_stored_through_a_follower_are_in_force_on_the_leader(start_gateway):
+    schema, channel = fresh_schema(), f"kefu:test:{secrets.token_hex(6)}"
+    settings = dict(routing="on", store=PG_URL, store_schema=schema, bus=REDIS_URL, bus_channel=channel, routing_lease_s=30.0)
+    started = []
+    try:
+        leader = await start_gateway(**settings)
+        started.append(leader)
+        follower = await start_gateway(**settings)
+        started.append(follower)
+        with trio.fail_after(20):
+            while not leader.node.routing.cluster.leading:
+                await trio.sleep(0.05)
+            async with client(follower, await new_key(follower)) as http:
+                put = await http.put("/v1/routing", json={"bot": "none", "default_max_active": 1})
+                assert put.status_code == 200, put.text
+            async with client(leader, await new_key(leader)) as http:  # the store says, on every node
+                assert (await http.get("/v1/routing")).json()["settings"]["default_max_active"] == 1
+            async with connect(follower.url, token("wangli", "agent"), resume={}) as agent, connect(follower.url, token("alice"), resume={}) as alice:
+                # the leader decides with the settings the follower stored: one conversation at most, no bot
+                assert (await agent.ok("status", status="online"))["max"] == 1
+                conv = (await alice.ok("open"))["conv"]["id"]
+                assert (await agent.next("assigned"))["conv"]["id"] == conv
+        await leader.node.routing.cluster.commands.call("DEL", f"{channel}:routing:agents", f"{channel}:routing:inbox")
+    finally:
+        for running in reversed(started):
+            running.node.stop()
+            with trio.fail_after(10):
+                await running.node.stopped()
+        drop_schema(schema)
