@@ -258,7 +258,10 @@ class RoutingEngine:
             if t == tenant:
                 queues[group] = [{"conv": w.conv_id, "customer": w.customer, "waited_s": round(now - w.since, 1)} for w in queue]
         agents = [
-            {"user": a.user, "name": a.name, "status": a.status, "active": sorted(a.active), "max": a.max_active, "groups": sorted(a.groups)}
+            {
+                "user": a.user, "name": a.name, "status": a.status, "active": sorted(a.active), "max": a.max_active,
+                "groups": sorted(a.groups), "connections": a.connections,
+            }
             for a in self.agents.values()
             if a.tenant == tenant
         ]

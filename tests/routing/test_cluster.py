@@ -101,6 +101,10 @@ async def test_settings_stored_through_a_follower_are_in_force_on_the_leader(sta
                 assert (await agent.ok("status", status="online"))["max"] == 1
                 conv = (await alice.ok("open"))["conv"]["id"]
                 assert (await agent.next("assigned"))["conv"]["id"] == conv
+                async with client(follower, await new_key(follower)) as http:  # presence, as the leader knows it
+                    created = await http.post("/v1/agents", json={"user": "wangli"})
+                    assert created.status_code == 201, created.text
+                    assert created.json()["presence"] == {"status": "online", "connections": 1, "active": 1}
         await leader.node.routing.cluster.commands.call("DEL", f"{channel}:routing:agents", f"{channel}:routing:inbox")
     finally:
         for running in reversed(started):
