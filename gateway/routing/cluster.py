@@ -7,7 +7,7 @@ Every other node forwards what routing must hear, in the order it happened there
 
 - conversations opened, shopper messages that may need the bot or reopen a conversation, closes;
 - agents' connections coming and going (``presence``), and a full ``snapshot`` of them whenever
-  the node sees a new leader;
+  the node sees a new leader and every 30 s;
 - agents' and supervisors' requests (``status``, ``take``, ``transfer``, ``resolve``, ``handoff``,
   ``queues``, and the REST API's), answered on the node's own reply list, correlated by id; no
   answer within ``reply_timeout_s`` is the retryable error ``unavailable``.
@@ -52,6 +52,7 @@ TICK_S = 1.0
 MAX_OUTBOX = 100_000  # inputs waiting for Redis; past it the oldest are dropped (logged, counted)
 INBOX_BATCH = 100
 BLOCK_S = 1  # how long one BLPOP waits in Redis for the inbox or replies
+SNAPSHOT_S = 30.0  # how often a node restates its agents' connections to the leader
 REPLY_TTL_MS = 60_000  # a reply list nobody reads (its node died) expires
 PRESENCE_ROLES = ("agent", "supervisor")
 
@@ -86,6 +87,7 @@ class Cluster:
         self._nursery: trio.Nursery | None = None
         self._term: trio.Nursery | None = None
         self._term_scope: trio.CancelScope | None = None
+        self._next_snapshot = 0.0
 
     # ---- keys ---------------------------------------------------------------------------------
 
@@ -145,6 +147,8 @@ class Cluster:
                     if holder is not None:
                         log.info("routing leader is %s", holder)
                         self._send_snapshot()
+                elif holder is not None and time.monotonic() >= self._next_snapshot:
+                    self._send_snapshot()  # now and then anyway: a delta sent twice (a Redis blip) is forgotten
         except RedisUnavailable as exc:
             log.warning("routing: %s", exc)
         if self._term_scope is not None and not self.lease.held:
@@ -258,6 +262,7 @@ class Cluster:
     # ---- the follower's side ------------------------------------------------------------------
 
     def _send_snapshot(self) -> None:
+        self._next_snapshot = time.monotonic() + SNAPSHOT_S
         self.forward("snapshot", [[*key, count] for key, count in self.local.items()])
 
     async def _send_outbox(self) -> None:

@@ -139,6 +139,7 @@ class RoutingService:
         self.engine = RoutingEngine(config)
         self.bots = bots
         self.sessions: dict[str, Any] = {}  # conv -> bot session
+        self.heard: dict[str, int] = {}  # conv -> seq of the shopper's message the bot last took (a resent input is not answered twice)
         self.contexts: dict[str, dict[str, Any]] = {}  # conv -> context packet for the next agent
         self.resolved_at: dict[str, float] = {}
         self.announced: dict[str, tuple[int, int | None]] = {}  # conv -> queue position last told
@@ -155,7 +156,7 @@ class RoutingService:
     def reset(self) -> None:
         """Forget every decision (a new term of leadership restores them from the store)."""
         self.engine = RoutingEngine(self.config)
-        for held in (self.sessions, self.contexts, self.resolved_at, self.announced, self._closing, self.left_messages):
+        for held in (self.sessions, self.heard, self.contexts, self.resolved_at, self.announced, self._closing, self.left_messages):
             held.clear()
 
     def _forwarding(self) -> bool:
@@ -317,7 +318,7 @@ class RoutingService:
 
     def closed_elsewhere(self, conv_id: str) -> None:
         """A conversation closed on another node: it leaves routing here too."""
-        for held in (self.sessions, self.contexts, self.resolved_at, self.announced, self.left_messages):
+        for held in (self.sessions, self.heard, self.contexts, self.resolved_at, self.announced, self.left_messages):
             held.pop(conv_id, None)
         waiting, agent = self.engine.waiting.get(conv_id), self.engine.assignee(conv_id)
         tenant = waiting.tenant if waiting is not None else agent.tenant if agent is not None else None
@@ -357,6 +358,7 @@ class RoutingService:
                 self.service.stats.bot_conversations["contained"] += 1
             return next_stage(state.conv.stage, "close")
         self.sessions.pop(conv_id, None)
+        self.heard.pop(conv_id, None)
         if state.conv.stage == BOT:
             self.service.stats.bot_conversations["contained"] += 1
         self.contexts.pop(conv_id, None)
@@ -397,8 +399,10 @@ class RoutingService:
                 await self.service.post(Principal(state.conv.tenant, routing.bot_user, "bot"), state, {"kind": "text", "text": away})
 
     async def _bot_turn(self, state: ConvState, text: str, at: float, product: str | None = None, seq: int = 0) -> None:
-        if state.conv.stage != BOT:
+        if state.conv.stage != BOT or (seq and self.heard.get(state.conv.id, 0) >= seq):
             return
+        if seq:
+            self.heard[state.conv.id] = seq
         routing = self.config.for_tenant(state.conv.tenant)
         bot = self.bots.for_tenant(state.conv.tenant, routing)
         session = self.sessions.get(state.conv.id)
@@ -409,6 +413,7 @@ class RoutingService:
         if reply.handoff is not None:  # the bot's notice (in the shopper's language) is posted above
             packet = bot.context_packet(session)
             self.sessions.pop(state.conv.id, None)
+            self.heard.pop(state.conv.id, None)
             facts = {key: str(packet.get(key) or "") for key in ("language", "intent", "category")}
             await self._handoff(state, {"reason": reply.handoff.code, "detail": reply.handoff.detail}, packet, facts)
 
@@ -684,6 +689,7 @@ class RoutingService:
         if state.conv.stage not in (BOT, ASSIGNED):
             raise RequestError("forbidden", f"a conversation that is {state.conv.stage} cannot be resolved")
         self.sessions.pop(state.conv.id, None)
+        self.heard.pop(state.conv.id, None)
         if state.conv.stage == BOT:
             self.service.stats.bot_conversations["contained"] += 1  # the bot finished it, no person needed
         await self._move(state, "resolve", identity.user)
@@ -703,6 +709,7 @@ class RoutingService:
         why = {"reason": "asked_for_human" if identity.role == "shopper" else "bot_request", "detail": reason}
         packet = req.get("context") if identity.role == "bot" and type(req.get("context")) is dict else None
         session = self.sessions.pop(state.conv.id, None)
+        self.heard.pop(state.conv.id, None)
         if session is not None and packet is None:
             routing = self.config.for_tenant(state.conv.tenant)
             packet = self.bots.for_tenant(state.conv.tenant, routing).context_packet(session)
