@@ -13,7 +13,9 @@ Every other node forwards what routing must hear, in the order it happened there
   answer within ``reply_timeout_s`` is the retryable error ``unavailable``.
 
 The leader's decisions are stored on the conversation and published on the bus like any other
-change, so every node tells its own participants. Inputs wait in the list while no node leads.
+change, so every node tells its own participants. Inputs wait in the list while no node leads; the
+leader moves them to a processing list while it carries them out, and a new leader puts back what
+a dead one left there: each input is carried out at least once.
 
 Each node also writes a heartbeat key with a time to live; the leader counts the agents connected
 through each node, and when a node's key expires (the node died) its agents' connections are
@@ -55,6 +57,14 @@ BLOCK_S = 1  # how long one BLPOP waits in Redis for the inbox or replies
 SNAPSHOT_S = 30.0  # how often a node restates its agents' connections to the leader
 REPLY_TTL_MS = 60_000  # a reply list nobody reads (its node died) expires
 PRESENCE_ROLES = ("agent", "supervisor")
+# Up to ARGV[1] inputs from the inbox (KEYS[1]) to the end of the processing list (KEYS[2]), in one step
+TAKE = """local items = redis.call('lpop', KEYS[1], ARGV[1])
+if items then for _, item in ipairs(items) do redis.call('rpush', KEYS[2], item) end end
+return items"""
+# Everything in the processing list (KEYS[1]) back to the head of the inbox (KEYS[2]), in order
+RETURN = """local n = 0
+while redis.call('rpoplpush', KEYS[1], KEYS[2]) do n = n + 1 end
+return n"""
 
 PresenceKey = tuple[str, str, str]  # tenant, user, role
 
@@ -88,12 +98,18 @@ class Cluster:
         self._term: trio.Nursery | None = None
         self._term_scope: trio.CancelScope | None = None
         self._next_snapshot = 0.0
+        self._acks: deque[bytes] = deque()  # inputs carried out, to take off the processing list
+        self._acks_wake = trio.Event()
 
     # ---- keys ---------------------------------------------------------------------------------
 
     @property
     def inbox(self) -> str:
         return f"{self.prefix}:inbox"
+
+    @property
+    def processing(self) -> str:
+        return f"{self.prefix}:processing"
 
     @property
     def statuses(self) -> str:
@@ -184,6 +200,8 @@ class Cluster:
                     self.leading = True
                     self._apply_snapshot(self.node_id, Counter(self.local))
                     log.info("this node leads routing (term %s)", self.lease.term)
+                    self._acks.clear()  # a previous term's: their inputs come back from the processing list
+                    term.start_soon(self._send_acks)
                     term.start_soon(self._tick)
                     term.start_soon(self._serve_inbox)
             except Exception:  # the store or Redis failed mid-term: give the lease back, contend again
@@ -342,15 +360,25 @@ class Cluster:
                     del self.nodes[node]
 
     async def _serve_inbox(self) -> None:
+        """Take inputs from the inbox into the processing list, atomically, and carry them out;
+        each leaves the processing list once carried out (``_ack``). A term begins by putting back
+        at the head of the inbox what a previous leader took and did not finish: every input is
+        carried out at least once (and the inputs are idempotent enough, docs/scaling.md)."""
         client = RedisClient(self.url, f"kefu-{self.node_id}-inbox", timeout_s=BLOCK_S + 2.0)
+        returned = False
         try:
             while True:
                 try:
-                    got = await client.call("BLPOP", self.inbox, BLOCK_S)
-                    if not isinstance(got, list):
+                    if not returned:
+                        back = await client.call("EVAL", RETURN, 2, self.processing, self.inbox)
+                        returned = True
+                        if back:
+                            log.warning("%d routing inputs a previous leader had not finished are carried out again", back)
+                    got = await client.call("BLMOVE", self.inbox, self.processing, "LEFT", "RIGHT", BLOCK_S)
+                    if not isinstance(got, bytes):
                         continue
-                    self._handle(got[1])
-                    more = await client.call("LPOP", self.inbox, INBOX_BATCH)
+                    self._handle(got)
+                    more = await client.call("EVAL", TAKE, 2, self.inbox, self.processing, INBOX_BATCH)
                 except RedisUnavailable as exc:
                     log.warning("routing inbox: %s", exc)
                     await trio.sleep(0.5)
@@ -363,20 +391,28 @@ class Cluster:
     def _handle(self, raw: bytes) -> None:
         try:
             kind, node, *args = msgpack.unpackb(raw, raw=False)
-            self._carry(kind, node, args)
+            finished = self._carry(kind, node, args, raw)
         except Exception:  # one bad input must not stop routing
             log.exception("routing input could not be handled")
+            finished = True
+        if finished:
+            self._ack(raw)
 
-    def _carry(self, kind: str, node: str, args: list) -> None:
+    def _carry(self, kind: str, node: str, args: list, raw: bytes) -> bool:
+        """Carry out one input; True if done already, else ``_ack`` follows when it is."""
         routing = self.routing
         assert routing is not None and self._term is not None
         if kind == "opened":
             conv_id, principal = args
             routing.opened_elsewhere(conv_id, Principal(*principal))
-        elif kind == "message":
+            routing.serial.submit(conv_id, self._acked, raw)  # after the step above, in the conversation's turn
+            return False
+        if kind == "message":
             conv_id, seq, cmid, sender, role, ts, body = args
             routing.message_elsewhere(StoredMessage(conv_id, seq, cmid, sender, role, ts, body))
-        elif kind == "closed":
+            routing.serial.submit(conv_id, self._acked, raw)
+            return False
+        if kind == "closed":
             routing.closed_elsewhere(args[0])
         elif kind == "presence":
             if node != self.node_id:  # this node's own count is kept directly
@@ -388,16 +424,50 @@ class Cluster:
         elif kind == "request":
             rid, deadline, t, principal, fields = args
             if time.time() > deadline:  # its sender has answered `unavailable` already
-                return
-            self._term.start_soon(self._answer, node, rid, t, Principal(*principal), fields)
+                return True
+            self._term.start_soon(self._answer, node, rid, t, Principal(*principal), fields, raw)
+            return False
         elif kind == "configure":
-            self._term.start_soon(routing.reload_tenant, args[0])
+            self._term.start_soon(self._reload, raw, routing.reload_tenant, args[0])
+            return False
         elif kind == "agent":
-            self._term.start_soon(routing.reload_agent, args[0], args[1])
+            self._term.start_soon(self._reload, raw, routing.reload_agent, args[0], args[1])
+            return False
         else:
             log.error("unknown routing input %r from %s", kind, node)
+        return True
 
-    async def _answer(self, node: str, rid: str, t: str, who: Principal, fields: dict[str, Any]) -> None:
+    async def _acked(self, raw: bytes) -> None:
+        self._ack(raw)
+
+    def _ack(self, raw: bytes) -> None:
+        """``raw`` is carried out: off the processing list (by a task, many per round trip)."""
+        self._acks.append(raw)
+        self._acks_wake.set()
+
+    async def _send_acks(self) -> None:
+        while True:
+            if not self._acks:
+                self._acks_wake = trio.Event()
+                await self._acks_wake.wait()
+                continue
+            batch = list(self._acks)
+            try:
+                await self.commands.pipeline([("LREM", self.processing, 1, raw) for raw in batch])
+            except RedisUnavailable as exc:
+                log.warning("routing inputs not yet marked done: %s", exc)
+                await trio.sleep(0.5)
+                continue
+            for _ in batch:
+                self._acks.popleft()
+
+    async def _reload(self, raw: bytes, fn: Any, *args: str) -> None:
+        try:
+            await fn(*args)
+        finally:
+            self._ack(raw)
+
+    async def _answer(self, node: str, rid: str, t: str, who: Principal, fields: dict[str, Any], raw: bytes) -> None:
         assert self.routing is not None
         try:
             answer = [rid, True, await self.routing.request(who, t, fields)]
@@ -411,6 +481,7 @@ class Cluster:
             await self.commands.pipeline([("RPUSH", key, msgpack.packb(answer, use_bin_type=True)), ("PEXPIRE", key, REPLY_TTL_MS)])
         except RedisUnavailable as exc:
             log.warning("routing reply to %s lost: %s", node, exc)
+        self._ack(raw)
 
     def _apply_presence(self, node: str, key: PresenceKey, delta: int) -> None:
         counts = self.nodes.setdefault(node, Counter())

@@ -407,9 +407,13 @@ class RoutingService:
         bot = self.bots.for_tenant(state.conv.tenant, routing)
         session = self.sessions.get(state.conv.id)
         if session is None:  # started by a process gone since (a restart, another leader): replayed
-            session = self.sessions[state.conv.id] = await self._replayed_session(state, bot, seq, at)
+            session, answered = await self._replayed_session(state, bot, seq, at)
+            self.sessions[state.conv.id] = session
+            if answered:  # that process answered this message before it went: not twice
+                return
         reply = bot.handle(session, text, at, product=product)
-        await self._post_bot(state, routing.bot_user, reply)
+        # the answer to message `seq` is stored under one cmid: carried out twice, it is stored once
+        await self._post_bot(state, routing.bot_user, reply, f"re-{seq}" if seq else None)
         if reply.handoff is not None:  # the bot's notice (in the shopper's language) is posted above
             packet = bot.context_packet(session)
             self.sessions.pop(state.conv.id, None)
@@ -417,16 +421,20 @@ class RoutingService:
             facts = {key: str(packet.get(key) or "") for key in ("language", "intent", "category")}
             await self._handoff(state, {"reason": reply.handoff.code, "detail": reply.handoff.detail}, packet, facts)
 
-    async def _replayed_session(self, state: ConvState, bot: Any, seq: int, at: float) -> Any:
-        """The bot's session as the shopper's stored messages before ``seq`` left it: the bot is
-        deterministic, so reading them again rebuilds what the process that answered them held."""
+    async def _replayed_session(self, state: ConvState, bot: Any, seq: int, at: float) -> tuple[Any, bool]:
+        """The bot's session as the shopper's stored messages before ``seq`` left it (and whether
+        the bot answered message ``seq`` already: a routing input carried out again after its
+        leader died; the session then includes it). The bot is deterministic, so reading them again
+        rebuilds what the process that answered them held."""
         conv = state.conv
         customer = {"tenant": conv.tenant, "user": conv.customer, "channel": conv.channel, "name": conv.customer}
         started = conv.created_at / 1000 if conv.created_at else at
         session = bot.start(customer, now=started)
         bot.greeting(session, now=started)
-        if seq > 1:
-            page = await self.service.store.read_messages(conv.id, before=seq, limit=TRANSCRIPT_LIMIT)
+        bot_user = self.config.for_tenant(conv.tenant).bot_user
+        answered = bool(seq) and await self.service.store.find_message(conv.id, bot_user, f"re-{seq}") is not None
+        if seq > 1 or answered:
+            page = await self.service.store.read_messages(conv.id, before=seq + 1 if answered else seq, limit=TRANSCRIPT_LIMIT)
             for m in page.messages:
                 if m.sender != conv.customer or m.sender_role != "shopper":
                     continue
@@ -434,9 +442,9 @@ class RoutingService:
                 if said is not None:
                     bot.handle(session, said[0], m.ts / 1000, product=said[1])
         log.info("bot session of %s replayed from %d stored turns", conv.id, len(session.turns))
-        return session
+        return session, answered
 
-    async def _post_bot(self, state: ConvState, bot_user: str, reply: Any) -> None:
+    async def _post_bot(self, state: ConvState, bot_user: str, reply: Any, cmid: str | None = None) -> None:
         if not reply.answer:
             return
         body: dict[str, Any] = {"kind": "text", "text": reply.answer}
@@ -447,7 +455,7 @@ class RoutingService:
             body["confidence"] = round(float(reply.confidence), 3)
         if getattr(reply, "product", None):
             body["product"] = reply.product  # answered from this product's catalog entry
-        await self.service.post(Principal(state.conv.tenant, bot_user, "bot"), state, body)
+        await self.service.post(Principal(state.conv.tenant, bot_user, "bot"), state, body, cmid)
 
     async def _handoff(self, state: ConvState, why: dict[str, Any], packet: dict[str, Any] | None, facts: dict[str, str]) -> None:
         """Bot → queue, with the context the agent will receive."""

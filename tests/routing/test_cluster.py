@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import secrets
 
+import msgpack
 import pytest
 import trio
 
+from gateway.model import AppendMessage
 from gateway.routing.lease import Lease
 from gateway.routing.redis_client import RedisClient
 
@@ -106,6 +108,50 @@ async def test_settings_stored_through_a_follower_are_in_force_on_the_leader(sta
                     assert created.status_code == 201, created.text
                     assert created.json()["presence"] == {"status": "online", "connections": 1, "active": 1}
         await leader.node.routing.cluster.commands.call("DEL", f"{channel}:routing:agents", f"{channel}:routing:inbox")
+    finally:
+        for running in reversed(started):
+            running.node.stop()
+            with trio.fail_after(10):
+                await running.node.stopped()
+        drop_schema(schema)
+
+
+async def test_inputs_a_dead_leader_took_are_carried_out_by_the_next_once(start_gateway):
+    """A leader dies between taking a shopper's message from the inbox and answering it: the next
+    leader answers it, once, and does not answer again what the dead one had answered."""
+    schema, channel = fresh_schema(), f"kefu:test:{secrets.token_hex(6)}"
+    settings = dict(routing="on", store=PG_URL, store_schema=schema, bus=REDIS_URL, bus_channel=channel, routing_lease_s=30.0)
+    started = []
+    try:
+        first = await start_gateway(**settings)
+        started.append(first)
+        with trio.fail_after(20):
+            async with connect(first.url, token("alice"), resume={}) as alice:
+                conv = (await alice.ok("open"))["conv"]["id"]
+                await alice.next("msg", conv=conv, role="bot")
+                await alice.ok("send", conv=conv, cmid="q1", body={"kind": "text", "text": "什么时候发货?"})
+                await alice.next("msg", conv=conv, role="bot", cmid="re-2")  # the answer to seq 2
+            # a message stored while nobody routed it, whose input a dead leader had taken
+            body = msgpack.packb({"kind": "text", "text": "怎么退货?"})
+            m = (await first.node.store.execute(AppendMessage(conv, "q2", "alice", "shopper", body))).message
+            inputs = [["message", "dead", conv, seq, cmid, "alice", "shopper", m.ts, b] for seq, cmid, b in ((2, "q1", body), (m.seq, "q2", body))]
+            redis = first.node.routing.cluster.commands
+            await redis.call("RPUSH", f"{channel}:routing:processing", *(msgpack.packb(i, use_bin_type=True) for i in inputs))
+            await redis.call("RPUSH", f"{channel}:routing:inbox", msgpack.packb(inputs[0], use_bin_type=True))  # and once more
+            first.node.stop()
+            await first.node.stopped()
+            second = await start_gateway(**settings)
+            started.append(second)
+            async with connect(second.url, token("alice"), resume={}) as alice:
+                answer = await alice.next("msg", conv=conv, role="bot", cmid=f"re-{m.seq}")  # taken back from the processing list
+                assert answer["body"]["text"]
+                await alice.quiet(0.5)
+                history = await alice.ok("history", conv=conv)
+                assert [(x["role"], x["cmid"]) for x in history["messages"]][1:] == [
+                    ("shopper", "q1"), ("bot", "re-2"), ("shopper", "q2"), ("bot", f"re-{m.seq}")
+                ]
+            assert await redis.call("LLEN", f"{channel}:routing:processing") == 0
+        await redis.call("DEL", f"{channel}:routing:agents", f"{channel}:routing:inbox", f"{channel}:routing:processing")
     finally:
         for running in reversed(started):
             running.node.stop()
