@@ -23,6 +23,7 @@ from .metrics import KefuCollector, Stats
 from .node import Node
 from .build import IMPLEMENTATIONS
 from .routing.config import RoutingConfig
+from .routing.cluster import Cluster
 from .routing.service import RoutingService
 from .store import MemoryBackend, PostgresBackend, SqliteBackend, StoreBackend
 from .store.writer import Store
@@ -199,13 +200,20 @@ async def serve(
             node={"node": node.id, "store": type(store.backend).__name__, "bus": type(node.bus).__name__},
             bus=node.bus,
             queue=lambda: routing_queue(node),
+            routing=lambda: node.routing,
         )
     )
     routing_config = RoutingConfig.load(config.routing_file) if config.routing_file else RoutingConfig()
     if config.routing == "on":
         bots = BotDirectory()
         node.workspace.catalog.on_product = bots.add_product  # the shop's ingested products answer product questions
-        node.use_routing(RoutingService(node.service, routing_config, bots=bots))
+        routing = RoutingService(node.service, routing_config, bots=bots)
+        if config.shared_bus:  # one leader decides for the cluster (gateway.routing.cluster)
+            routing.cluster = Cluster(
+                config.bus, node.id, prefix=f"{config.bus_channel}:routing", lease_s=config.routing_lease_s,
+                reply_timeout_s=config.routing_reply_timeout_s, stats=stats,
+            )
+        node.use_routing(routing)
     async with trio.open_nursery() as nursery:
         port = await nursery.start(node.run)
         nursery.start_soon(node.media.run)

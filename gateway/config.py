@@ -74,6 +74,8 @@ class Config:
     shutdown_timeout_s: float = _opt(10.0, "Seconds SIGTERM may take to flush the store and close clients.")
     routing: str = _opt("on", "Conversation routing: the bot answers first, then agents (off: a plain relay).", choices=("on", "off"))
     routing_file: str = _opt("", "JSON file of per-tenant routing settings (docs/routing.md); empty: the defaults.")
+    routing_lease_s: float = _opt(10.0, "With a redis:// bus: seconds the routing leader's lease and each node's heartbeat live; a dead leader or node is noticed after this long (docs/scaling.md).")
+    routing_reply_timeout_s: float = _opt(5.0, "With a redis:// bus: seconds a routing request forwarded to the leader may wait for its answer (then `unavailable`: retry).")
     media_image_bytes: int = _opt(_MEDIA.image_bytes, "Largest image upload, in bytes.")
     media_video_bytes: int = _opt(_MEDIA.video_bytes, "Largest video upload, in bytes.")
     media_voice_bytes: int = _opt(_MEDIA.voice_bytes, "Largest voice upload, in bytes.")
@@ -139,11 +141,8 @@ class Config:
                 f"--workers {self.workers} needs a store and a bus the processes share: "
                 "--store postgresql://… and --bus redis://… (SQLite and the local bus belong to one process)"
             )
-        if self.routing == "on" and (self.shared_bus or self.workers > 1):
-            found.append(
-                "--routing on across processes is not built yet (each process would route on its own: "
-                "agents over their maximum, bots answering twice): start the cluster with --routing off (docs/scaling.md)"
-            )
+        if self.routing_lease_s <= 0 or self.routing_reply_timeout_s <= 0:
+            found.append("--routing-lease-s and --routing-reply-timeout-s must be positive")
         return found
 
     def csv(self, name: str) -> frozenset[str] | None:

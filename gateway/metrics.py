@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -105,7 +105,9 @@ class KefuCollector(Collector):
         node: dict[str, str] | None = None,
         bus: object = None,
         queue: Callable[[], tuple[int, float]] | None = None,
+        routing: Callable[[], Any] | None = None,
     ) -> None:
+        self._routing = routing  # the node's RoutingService, if routing is on
         self._queue = queue  # routing's queues: (conversations waiting, seconds the longest has waited)
         self._node = node or {}
         self._bus = bus
@@ -130,6 +132,13 @@ class KefuCollector(Collector):
             waiting, oldest = self._queue()
             yield GaugeMetricFamily("kefu_routing_queued", "Conversations waiting in routing queues for an agent (this process's).", value=waiting)
             yield GaugeMetricFamily("kefu_routing_queue_oldest_wait_seconds", "How long the conversation waiting longest has waited (0: none waiting).", value=oldest)
+        routing = self._routing() if self._routing is not None else None
+        cluster = getattr(routing, "cluster", None)
+        leads = routing is not None and (cluster is None or cluster.leading)
+        yield GaugeMetricFamily("kefu_routing_leader", "1 while this process decides routing (one process with routing on; in a cluster, the lease holder), else 0.", value=int(leads))
+        timeouts, dropped = (cluster.forward_timeouts, cluster.forward_dropped) if cluster is not None else (0, 0)
+        yield CounterMetricFamily("kefu_routing_forward_timeouts", "Routing requests forwarded to the leader and not answered in time (answered unavailable).", value=timeouts)
+        yield CounterMetricFamily("kefu_routing_forward_dropped", "Routing inputs dropped while Redis was away past the outbox limit.", value=dropped)
         bus = self._bus
         if bus is not None and hasattr(bus, "buffered_bytes"):
             yield GaugeMetricFamily("kefu_bus_buffered_bytes", "Bytes of bus publishes not yet answered by Redis (grows while it is slow or away).", value=bus.buffered_bytes)

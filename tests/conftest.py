@@ -15,7 +15,7 @@ from .support import SECRET
 # media/test_pool.py kills media inspection workers (processes, but no twin code in them). Other
 # upload tests also inspect in worker processes, forked from one fork server per test run: cheap,
 # and the default path, so they run in both passes.
-PROCESS_TESTS = ("bench/", "test_cluster.py", "test_outages.py", "test_workers.py", "media/test_pool.py")
+PROCESS_TESTS = ("bench/", "test_cluster.py", "test_cluster_routing.py", "test_outages.py", "test_workers.py", "media/test_pool.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -35,11 +35,11 @@ def test_several_workers_need_a_shared_store_and_bus(settings):
     assert "--workers 2 needs a store and a bus the processes share" in problem and "postgresql://" in problem and "redis://" in problem
 
 
-def test_routing_across_processes_is_refused_until_it_is_built():
+def test_routing_across_processes_is_accepted_with_a_positive_lease():
     for config in (Config(bus="redis://127.0.0.1:6379", store=PG_URL), Config(workers=2, bus="redis://127.0.0.1:6379", store=PG_URL)):
-        [problem] = config.problems()
-        assert "--routing on across processes is not built yet" in problem and "--routing off" in problem
-    assert Config(workers=3, bus="redis://127.0.0.1:6379", store=PG_URL, routing="off").problems() == []
+        assert config.problems() == []  # one leader routes for the cluster (gateway.routing.cluster)
+    [problem] = Config(bus="redis://127.0.0.1:6379", store=PG_URL, routing_lease_s=0).problems()
+    assert "--routing-lease-s" in problem
     assert Config(store=PG_URL).problems() == []  # one process on PostgreSQL routes as it always did
 
 

@@ -49,9 +49,9 @@ class Services:
         return self.node.routing
 
     async def routing_settings(self, tenant: str) -> TenantRouting:
-        """The tenant's routing settings in force: routing's own, or (routing off) the stored ones,
-        else the file's."""
-        if self.routing is not None:
+        """The tenant's routing settings in force: routing's own, or (routing off, or a cluster,
+        where another node may have stored newer ones) the stored ones, else the file's."""
+        if self.routing is not None and self.routing.cluster is None:
             return self.routing.config.for_tenant(tenant)
         stored = await self.store.tenant_settings(tenant)
         if stored:

@@ -134,6 +134,13 @@ class RoutingEngine:
         if agent.connections == 0:
             agent.offline_since = now
 
+    def start_grace(self, now: float) -> None:
+        """Agents with no connection known (a new routing leader, before the nodes report theirs)
+        start their grace period: those who do not come back go offline when it ends."""
+        for agent in self.agents.values():
+            if agent.connections == 0 and agent.offline_since is None:
+                agent.offline_since = now
+
     def expire(self, now: float) -> list[Requeue]:
         """Agents offline past their tenant's grace period go offline; their conversations go back
         to the front of their queues (call ``dispatch`` after carrying the requeues out)."""
@@ -251,7 +258,10 @@ class RoutingEngine:
             if t == tenant:
                 queues[group] = [{"conv": w.conv_id, "customer": w.customer, "waited_s": round(now - w.since, 1)} for w in queue]
         agents = [
-            {"user": a.user, "name": a.name, "status": a.status, "active": sorted(a.active), "max": a.max_active, "groups": sorted(a.groups)}
+            {
+                "user": a.user, "name": a.name, "status": a.status, "active": sorted(a.active), "max": a.max_active,
+                "groups": sorted(a.groups), "connections": a.connections,
+            }
             for a in self.agents.values()
             if a.tenant == tenant
         ]

@@ -28,11 +28,12 @@ from ..protocol import envelope as env
 from ..protocol.errors import RequestError
 from .config import RoutingConfig, TenantRouting, parse_tenant
 from .engine import Assignment, RoutingEngine, RoutingError
-from .lifecycle import ASSIGNED, BOT, QUEUED, RESOLVED, IllegalTransition, next_stage
+from .lifecycle import ASSIGNED, BOT, OPENED, QUEUED, RESOLVED, IllegalTransition, next_stage
 
 if TYPE_CHECKING:
     from ..auth import Identity
     from ..hub import ConvState
+    from .cluster import Cluster
 
 log = logging.getLogger("kefu.routing")
 
@@ -57,11 +58,22 @@ def _minutes_until(at: float, now: float) -> int:
     return max(0, int(at - now) // 60 * 60)
 
 
+def _shopper_text(m: StoredMessage) -> tuple[str, str | None] | None:
+    """(text, product in view) of a shopper's text message; None for other kinds."""
+    body = msgpack.unpackb(m.body, raw=False)
+    if body.get("kind") != "text":
+        return None
+    meta = body.get("meta")  # the shopper's app names the product in view: meta.product
+    product = meta.get("product") if type(meta) is dict and type(meta.get("product")) is str else None
+    return body["text"], product if product and len(product) <= 200 else None
+
+
 class SerialQueues:
     """Run coroutines one after another per key, each key on its own task while it has work."""
 
     def __init__(self) -> None:
         self._queues: dict[str, deque[tuple[Callable[..., Awaitable[None]], tuple]]] = {}
+        self._calls: set[trio.Event] = set()
         self.nursery: trio.Nursery | None = None
 
     def submit(self, key: str, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
@@ -73,7 +85,8 @@ class SerialQueues:
         queue.append((fn, args))
 
     async def call(self, key: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        """Run ``fn`` in ``key``'s turn and wait for it; its result or exception comes back here."""
+        """Run ``fn`` in ``key``'s turn and wait for it; its result or exception comes back here
+        (``unavailable`` if the queues are abandoned first: this node stopped leading routing)."""
         done = trio.Event()
         outcome: list[Any] = []
 
@@ -86,11 +99,23 @@ class SerialQueues:
                 done.set()
 
         self.submit(key, step)
-        await done.wait()
+        self._calls.add(done)
+        try:
+            await done.wait()
+        finally:
+            self._calls.discard(done)
+        if not outcome:
+            raise RequestError("unavailable", "routing changed hands while this request waited: retry")
         ok, value = outcome[0]
         if not ok:
             raise value
         return value
+
+    def abandon(self) -> None:
+        """The nursery running the queues ends: wake every caller still waiting for its turn."""
+        for done in list(self._calls):
+            done.set()
+        self._queues.clear()
 
     async def _drain(self, key: str, queue: deque) -> None:
         try:
@@ -101,7 +126,8 @@ class SerialQueues:
                 except Exception:  # one failed step must not stop the conversation's later ones
                     log.exception("routing step %s failed for %s", getattr(fn, "__name__", fn), key)
         finally:
-            del self._queues[key]
+            if self._queues.get(key) is queue:
+                del self._queues[key]
 
 
 class RoutingService:
@@ -113,6 +139,7 @@ class RoutingService:
         self.engine = RoutingEngine(config)
         self.bots = bots
         self.sessions: dict[str, Any] = {}  # conv -> bot session
+        self.heard: dict[str, int] = {}  # conv -> seq of the shopper's message the bot last took (a resent input is not answered twice)
         self.contexts: dict[str, dict[str, Any]] = {}  # conv -> context packet for the next agent
         self.resolved_at: dict[str, float] = {}
         self.announced: dict[str, tuple[int, int | None]] = {}  # conv -> queue position last told
@@ -122,10 +149,23 @@ class RoutingService:
         # customer context of ``assigned``, business hours, the survey after ``resolve``.
         self.workspace: Any = None
         self.left_messages: dict[str, float] = {}  # conv -> when agents are back (a message left outside hours)
+        # Across processes (gateway.routing.cluster): the node holding the routing lease decides,
+        # the others forward to it. None in one process: nothing below consults it then.
+        self.cluster: Cluster | None = None
+
+    def reset(self) -> None:
+        """Forget every decision (a new term of leadership restores them from the store)."""
+        self.engine = RoutingEngine(self.config)
+        for held in (self.sessions, self.heard, self.contexts, self.resolved_at, self.announced, self._closing, self.left_messages):
+            held.clear()
+
+    def _forwarding(self) -> bool:
+        """Another node decides: hand inputs to it."""
+        return self.cluster is not None and not self.cluster.leading
 
     def requests(self) -> dict[str, Callable[[Identity, dict[str, Any]], Any]]:
         """The request types routing serves: (principal, request) -> the ``ok`` reply's fields."""
-        return {
+        handlers = {
             "status": self._status,
             "take": self._in_turn(self._take),
             "transfer": self._transfer_request,
@@ -133,6 +173,21 @@ class RoutingService:
             "handoff": self._in_turn(self._handoff_request),
             "queues": self._queues,
         }
+        if self.cluster is None:
+            return handlers
+        return {t: self._led(t, handler) for t, handler in handlers.items()}
+
+    def _led(self, t: str, handler: Callable[[Identity, dict[str, Any]], Any]) -> Callable[[Identity, dict[str, Any]], Any]:
+        """A request handler that runs here while this node leads, else on the leader."""
+        cluster = self.cluster
+        assert cluster is not None
+
+        def led(who: Identity, req: dict[str, Any]) -> Any:
+            if cluster.leading:
+                return handler(who, req)
+            return cluster.request(t, who, {k: v for k, v in req.items() if k not in ("t", "id")})
+
+        return led
 
     async def request(self, who: Principal, t: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Serve routing request ``t`` for any interface (the REST API's resolve and transfer go
@@ -150,15 +205,20 @@ class RoutingService:
         return in_turn
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if self.cluster is not None:  # routing while this node holds the lease (gateway.routing.cluster)
+            if self.bots is not None:
+                await self.bots.preload(self.config)
+            await self.cluster.run(self, task_status=task_status)
+            return
         async with trio.open_nursery() as nursery:
             self.serial.nursery = nursery
             if self.bots is not None:
                 await self.bots.preload(self.config)
-            await self._restore()
+            await self.restore()
             task_status.started()
             while True:
                 await trio.sleep(TICK_S)
-                self._tick(time.time())
+                self.tick(time.time())
 
     def configure(self, tenant: str, routing: TenantRouting) -> None:
         """Replace a tenant's routing settings while running (the REST API, after storing them). The
@@ -166,12 +226,28 @@ class RoutingService:
         routing = replace(routing, knowledge_base=self.config.for_tenant(tenant).knowledge_base)
         self.config = self.config.with_tenant(tenant, routing)
         self.engine.reconfigure(self.config)
+        if self._forwarding():
+            self.cluster.forward("configure", tenant)
 
     def apply_agent(self, profile: AgentProfile) -> None:
         """An agent's persisted settings changed (the REST API, after storing them)."""
+        if self._forwarding():
+            self.cluster.forward("agent", profile.tenant, profile.user)
+            return
         self._carry_out(self.engine.apply_profile(profile, time.time()))
 
-    async def _restore(self) -> None:
+    async def reload_tenant(self, tenant: str) -> None:
+        """Another node stored new routing settings of ``tenant``: read them."""
+        for stored in await self.service.store.tenant_settings(tenant):
+            self.configure(stored.tenant, parse_tenant(json.loads(stored.routing), f"stored settings of {stored.tenant}"))
+
+    async def reload_agent(self, tenant: str, user: str) -> None:
+        """Another node stored an agent's settings: read them."""
+        for profile in await self.service.store.agents(tenant):
+            if profile.user == user:
+                self.apply_agent(profile)
+
+    async def restore(self) -> None:
         """Pick up what a previous run left queued or assigned (stages are stored; queues are not),
         after the stored routing settings and agent profiles (they win over ``--routing-file``)."""
         for stored in await self.service.store.tenant_settings():
@@ -192,39 +268,97 @@ class RoutingService:
     # ---- hooks the conversation service and the request handlers call --------------------------
 
     def on_opened(self, state: ConvState, identity: Identity) -> None:
+        if self._forwarding():
+            who = [identity.tenant, identity.user, identity.role, identity.channel, identity.name]
+            self.cluster.forward("opened", state.conv.id, who)
+            return
         self.serial.submit(state.conv.id, self._start, state, identity)
+
+    def opened_elsewhere(self, conv_id: str, who: Principal) -> None:
+        """A conversation opened on another node (the leader hears it through the cluster)."""
+        self.serial.submit(conv_id, self._start_loaded, conv_id, who)
+
+    async def _start_loaded(self, conv_id: str, who: Principal) -> None:
+        state = await self.service.load(conv_id)
+        if state is not None and state.conv.stage == OPENED:
+            await self._start(state, who)
 
     def on_message(self, state: ConvState, m: StoredMessage) -> None:
         """A message became durable; the shopper's may need the bot or reopen the conversation."""
         conv = state.conv
         if m.sender != conv.customer or m.sender_role != "shopper":
             return
+        if self.cluster is not None and not self.cluster.leading:
+            if conv.stage in (OPENED, BOT, RESOLVED):  # the leader looks again in the conversation's turn
+                self.cluster.forward("message", conv.id, m.seq, m.cmid, m.sender, m.sender_role, m.ts, m.body)
+            return
         if conv.stage == BOT and self.config.for_tenant(conv.tenant).bot == "builtin" and self.bots is not None:
-            body = msgpack.unpackb(m.body, raw=False)
-            if body.get("kind") == "text":
-                meta = body.get("meta")  # the shopper's app names the product in view: meta.product
-                product = meta.get("product") if type(meta) is dict and type(meta.get("product")) is str else None
-                product = product if product and len(product) <= 200 else None
-                self.serial.submit(conv.id, self._bot_turn, state, body["text"], m.ts / 1000, product)
+            said = _shopper_text(m)
+            if said is not None:
+                self.serial.submit(conv.id, self._bot_turn, state, said[0], m.ts / 1000, said[1], m.seq)
         elif conv.stage == RESOLVED:
             self.serial.submit(conv.id, self._reopen, state)
+
+    def message_elsewhere(self, m: StoredMessage) -> None:
+        """A shopper's message stored on another node, in its conversation's turn here."""
+        self.serial.submit(m.conv_id, self._message_loaded, m)
+
+    async def _message_loaded(self, m: StoredMessage) -> None:
+        """In the turn itself (the state loaded here is fresh now; a later step may not find it so)."""
+        state = await self.service.load(m.conv_id)
+        if state is None:
+            return
+        conv = state.conv
+        if conv.stage == BOT and self.config.for_tenant(conv.tenant).bot == "builtin" and self.bots is not None:
+            said = _shopper_text(m)
+            if said is not None:
+                await self._bot_turn(state, said[0], m.ts / 1000, said[1], m.seq)
+        elif conv.stage == RESOLVED:
+            await self._reopen(state)
+
+    def closed_elsewhere(self, conv_id: str) -> None:
+        """A conversation closed on another node: it leaves routing here too."""
+        for held in (self.sessions, self.heard, self.contexts, self.resolved_at, self.announced, self.left_messages):
+            held.pop(conv_id, None)
+        waiting, agent = self.engine.waiting.get(conv_id), self.engine.assignee(conv_id)
+        tenant = waiting.tenant if waiting is not None else agent.tenant if agent is not None else None
+        self._carry_out(self.engine.finish(conv_id, time.time()))
+        if tenant is not None:
+            self._announce_positions(tenant)
 
     def _serves(self, identity: Identity) -> bool:
         """Agents always; supervisors once they have set a status (they may take conversations too)."""
         return identity.role == "agent" or (identity.role == "supervisor" and (identity.tenant, identity.user) in self.engine.agents)
 
     def on_connected(self, identity: Identity) -> None:
-        if self._serves(identity):
-            self.engine.connected(identity.tenant, identity.user)
+        if self.cluster is not None:  # the leader counts every node's connections
+            self.cluster.presence(identity, 1)
+        else:
+            self.agent_connected(identity)
 
     def on_disconnected(self, identity: Identity) -> None:
-        if self._serves(identity):
-            self.engine.disconnected(identity.tenant, identity.user, time.time())
+        if self.cluster is not None:
+            self.cluster.presence(identity, -1)
+        else:
+            self.agent_disconnected(identity)
+
+    def agent_connected(self, who: Principal) -> None:
+        if self._serves(who):
+            self.engine.connected(who.tenant, who.user)
+
+    def agent_disconnected(self, who: Principal) -> None:
+        if self._serves(who):
+            self.engine.disconnected(who.tenant, who.user, time.time())
 
     def closing(self, state: ConvState, who: Principal) -> str:
         """A ``close``: the conversation leaves routing for good; returns the stage to store."""
         conv_id = state.conv.id
+        if self._forwarding():  # the leader lets go of it once it is closed (``on_closed``)
+            if state.conv.stage == BOT:
+                self.service.stats.bot_conversations["contained"] += 1
+            return next_stage(state.conv.stage, "close")
         self.sessions.pop(conv_id, None)
+        self.heard.pop(conv_id, None)
         if state.conv.stage == BOT:
             self.service.stats.bot_conversations["contained"] += 1
         self.contexts.pop(conv_id, None)
@@ -235,6 +369,12 @@ class RoutingService:
         return next_stage(state.conv.stage, "close")
 
     def on_closed(self, state: ConvState) -> None:
+        if self._forwarding():
+            self.cluster.forward("closed", state.conv.id)
+            return
+        if state.conv.id not in self._closing:  # this node began to lead between closing and closed
+            self.closed_elsewhere(state.conv.id)
+            return
         self._carry_out(self._closing.pop(state.conv.id, []))
         self._announce_positions(state.conv.tenant)
 
@@ -258,25 +398,53 @@ class RoutingService:
             if away is not None:  # outside business hours: the bot says when agents are back
                 await self.service.post(Principal(state.conv.tenant, routing.bot_user, "bot"), state, {"kind": "text", "text": away})
 
-    async def _bot_turn(self, state: ConvState, text: str, at: float, product: str | None = None) -> None:
-        if state.conv.stage != BOT:
+    async def _bot_turn(self, state: ConvState, text: str, at: float, product: str | None = None, seq: int = 0) -> None:
+        if state.conv.stage != BOT or (seq and self.heard.get(state.conv.id, 0) >= seq):
             return
+        if seq:
+            self.heard[state.conv.id] = seq
         routing = self.config.for_tenant(state.conv.tenant)
         bot = self.bots.for_tenant(state.conv.tenant, routing)
         session = self.sessions.get(state.conv.id)
-        if session is None:  # the gateway restarted since the bot greeted: a fresh session
-            conv = state.conv
-            customer = {"tenant": conv.tenant, "user": conv.customer, "channel": conv.channel, "name": conv.customer}
-            session = self.sessions[conv.id] = bot.start(customer, now=at)
+        if session is None:  # started by a process gone since (a restart, another leader): replayed
+            session, answered = await self._replayed_session(state, bot, seq, at)
+            self.sessions[state.conv.id] = session
+            if answered:  # that process answered this message before it went: not twice
+                return
         reply = bot.handle(session, text, at, product=product)
-        await self._post_bot(state, routing.bot_user, reply)
+        # the answer to message `seq` is stored under one cmid: carried out twice, it is stored once
+        await self._post_bot(state, routing.bot_user, reply, f"re-{seq}" if seq else None)
         if reply.handoff is not None:  # the bot's notice (in the shopper's language) is posted above
             packet = bot.context_packet(session)
             self.sessions.pop(state.conv.id, None)
+            self.heard.pop(state.conv.id, None)
             facts = {key: str(packet.get(key) or "") for key in ("language", "intent", "category")}
             await self._handoff(state, {"reason": reply.handoff.code, "detail": reply.handoff.detail}, packet, facts)
 
-    async def _post_bot(self, state: ConvState, bot_user: str, reply: Any) -> None:
+    async def _replayed_session(self, state: ConvState, bot: Any, seq: int, at: float) -> tuple[Any, bool]:
+        """The bot's session as the shopper's stored messages before ``seq`` left it (and whether
+        the bot answered message ``seq`` already: a routing input carried out again after its
+        leader died; the session then includes it). The bot is deterministic, so reading them again
+        rebuilds what the process that answered them held."""
+        conv = state.conv
+        customer = {"tenant": conv.tenant, "user": conv.customer, "channel": conv.channel, "name": conv.customer}
+        started = conv.created_at / 1000 if conv.created_at else at
+        session = bot.start(customer, now=started)
+        bot.greeting(session, now=started)
+        bot_user = self.config.for_tenant(conv.tenant).bot_user
+        answered = bool(seq) and await self.service.store.find_message(conv.id, bot_user, f"re-{seq}") is not None
+        if seq > 1 or answered:
+            page = await self.service.store.read_messages(conv.id, before=seq + 1 if answered else seq, limit=TRANSCRIPT_LIMIT)
+            for m in page.messages:
+                if m.sender != conv.customer or m.sender_role != "shopper":
+                    continue
+                said = _shopper_text(m)
+                if said is not None:
+                    bot.handle(session, said[0], m.ts / 1000, product=said[1])
+        log.info("bot session of %s replayed from %d stored turns", conv.id, len(session.turns))
+        return session, answered
+
+    async def _post_bot(self, state: ConvState, bot_user: str, reply: Any, cmid: str | None = None) -> None:
         if not reply.answer:
             return
         body: dict[str, Any] = {"kind": "text", "text": reply.answer}
@@ -287,7 +455,7 @@ class RoutingService:
             body["confidence"] = round(float(reply.confidence), 3)
         if getattr(reply, "product", None):
             body["product"] = reply.product  # answered from this product's catalog entry
-        await self.service.post(Principal(state.conv.tenant, bot_user, "bot"), state, body)
+        await self.service.post(Principal(state.conv.tenant, bot_user, "bot"), state, body, cmid)
 
     async def _handoff(self, state: ConvState, why: dict[str, Any], packet: dict[str, Any] | None, facts: dict[str, str]) -> None:
         """Bot → queue, with the context the agent will receive."""
@@ -334,6 +502,10 @@ class RoutingService:
         self.resolved_at.pop(state.conv.id, None)
         self.contexts[state.conv.id] = await self._plain_context(state, {"reason": "reopened"})
         await self._enqueue(state, "reopen", {"reason": "reopened"}, state.conv.group or "default")
+
+    def carry_out(self, assignments: list[Assignment]) -> None:
+        """Carry out the engine's decisions (assign each conversation, in its turn)."""
+        self._carry_out(assignments)
 
     def _carry_out(self, assignments: list[Assignment]) -> None:
         for a in assignments:
@@ -401,7 +573,8 @@ class RoutingService:
             payload = {"t": "queue", "conv": waiting.conv_id, "position": where[0], "eta_s": where[1]}
             self.service.notify(waiting.conv_id, payload)
 
-    def _tick(self, now: float) -> None:
+    def tick(self, now: float) -> None:
+        """Once a second: grace periods, queues, reopen windows."""
         for requeue in self.engine.expire(now):
             self.serial.submit(requeue.conv_id, self._requeue, requeue.conv_id, requeue.agent)
         for tenant in {w.tenant for w in self.engine.waiting.values()}:
@@ -452,6 +625,8 @@ class RoutingService:
             raise RequestError(exc.code, exc.message) from None
         agent = self.engine.agent(identity.tenant, identity.user)
         self._carry_out(assignments)
+        if self.cluster is not None:  # the next leader starts from it
+            self.cluster.remember_status(identity.tenant, identity.user, agent.status, agent.max_active, sorted(agent.groups), agent.name)
         return dict(status=agent.status, max=agent.max_active, groups=sorted(agent.groups), active=sorted(agent.active))
 
     async def _take(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
@@ -522,6 +697,7 @@ class RoutingService:
         if state.conv.stage not in (BOT, ASSIGNED):
             raise RequestError("forbidden", f"a conversation that is {state.conv.stage} cannot be resolved")
         self.sessions.pop(state.conv.id, None)
+        self.heard.pop(state.conv.id, None)
         if state.conv.stage == BOT:
             self.service.stats.bot_conversations["contained"] += 1  # the bot finished it, no person needed
         await self._move(state, "resolve", identity.user)
@@ -541,6 +717,7 @@ class RoutingService:
         why = {"reason": "asked_for_human" if identity.role == "shopper" else "bot_request", "detail": reason}
         packet = req.get("context") if identity.role == "bot" and type(req.get("context")) is dict else None
         session = self.sessions.pop(state.conv.id, None)
+        self.heard.pop(state.conv.id, None)
         if session is not None and packet is None:
             routing = self.config.for_tenant(state.conv.tenant)
             packet = self.bots.for_tenant(state.conv.tenant, routing).context_packet(session)

@@ -26,7 +26,7 @@ def test_the_compose_file_runs_postgresql_redis_three_gateways_prometheus_and_gr
     for gateway in gateways:
         env = gateway["environment"]
         assert set(env) <= SETTINGS
-        assert env["KEFU_STORE"].startswith("postgresql://") and env["KEFU_BUS"].startswith("redis://") and env["KEFU_ROUTING"] == "off"
+        assert env["KEFU_STORE"].startswith("postgresql://") and env["KEFU_BUS"].startswith("redis://") and env["KEFU_ROUTING"] == "on"  # one leader routes for all (docs/scaling.md)
     scrape = yaml.safe_load((OPS / "compose" / "prometheus.yml").read_text())
     assert sorted(scrape["scrape_configs"][0]["static_configs"][0]["targets"]) == ["kefu1:8701", "kefu2:8701", "kefu3:8701"]
 

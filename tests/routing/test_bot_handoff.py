@@ -5,6 +5,7 @@ agent comes online, receives the conversation with its context packet, and the t
 from __future__ import annotations
 
 import pytest
+import trio
 
 from ..support import connect, token
 
@@ -84,3 +85,24 @@ async def test_an_english_shopper_is_answered_in_english(with_bot):
         await bot_says(carol, conv)
         queued = (await carol.next("msg", conv=conv, role="system"))["body"]
         assert queued["event"] == "queued" and "next" in queued["text"]
+
+
+async def test_a_bot_session_outlives_its_process_replayed_from_the_stored_messages(start_gateway):
+    first = await start_gateway(routing="on", store="sqlite")
+    async with connect(first.url, token("alice"), resume={}) as alice:
+        conv = (await alice.ok("open"))["conv"]["id"]
+        await bot_says(alice, conv)
+        await alice.ok("send", conv=conv, cmid="q1", body={"kind": "text", "text": "什么时候发货?"})
+        assert (await bot_says(alice, conv))["intent"] == "shipping_time"
+    first.node.stop()
+    with trio.fail_after(10):
+        await first.node.stopped()
+    again = await start_gateway(routing="on", store="sqlite")  # the same data directory
+    async with connect(again.url, token("alice"), resume={}) as alice:
+        await alice.ok("send", conv=conv, cmid="q2", body={"kind": "text", "text": "转人工"})
+        await bot_says(alice, conv)
+        async with connect(again.url, token("wangli", "agent"), resume={}) as agent:
+            await agent.ok("status", status="online", max=3)
+            context = (await agent.next("assigned"))["context"]
+            # what the bot understood before the restart is in the session the new process rebuilt
+            assert any(i.get("intent") == "shipping_time" for i in context["intents"])

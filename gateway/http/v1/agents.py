@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from pydantic import BaseModel, Field
 
+from ...conversations.service import system
 from ...model import AgentProfile, SaveAgent
 from ...store import Conflict, NotFound
 from ..operations import Body, Call, Operation
@@ -62,18 +63,30 @@ class AgentList(BaseModel):
     agents: list[AgentOut]
 
 
-def _presence(call: Call, user: str) -> dict:
+OFFLINE = {"status": "offline", "connections": 0, "active": 0}
+
+
+async def presences(call: Call) -> dict[str, dict]:
+    """The tenant's agents as routing sees them now: user -> status, connections, active. In a
+    cluster only the routing leader knows: a node that does not lead asks it (``queues``)."""
     routing = call.services.routing
-    live = routing.engine.agents.get((call.tenant, user)) if routing is not None else None
-    if live is None:
-        return {"status": "offline", "connections": 0, "active": 0}
-    return {"status": live.status, "connections": live.connections, "active": len(live.active)}
+    if routing is None:
+        return {}
+    cluster = routing.cluster
+    if cluster is not None and not cluster.leading:
+        snapshot = await routing.request(system(call.tenant), "queues", {})
+        return {a["user"]: {"status": a["status"], "connections": a["connections"], "active": len(a["active"])} for a in snapshot["agents"]}
+    return {
+        user: {"status": live.status, "connections": live.connections, "active": len(live.active)}
+        for (tenant, user), live in routing.engine.agents.items()
+        if tenant == call.tenant
+    }
 
 
-def agent_map(call: Call, a: AgentProfile) -> dict:
+def agent_map(a: AgentProfile, live: dict[str, dict]) -> dict:
     return {
         "user": a.user, "name": a.name, "groups": list(a.groups), "languages": list(a.languages), "max_active": a.max_active,
-        "disabled": a.disabled, "created_at": a.created_at, "updated_at": a.updated_at, "presence": _presence(call, a.user),
+        "disabled": a.disabled, "created_at": a.created_at, "updated_at": a.updated_at, "presence": live.get(a.user, OFFLINE),
     }
 
 
@@ -105,7 +118,7 @@ async def create_agent(call: Call) -> tuple[int, dict]:
         profile = await _saved(call, replace(profile, **changes), create=True)
     except Conflict:
         raise Problem("conflict", f"agent {body.user!r} exists: update it with PATCH /v1/agents/{{user}}") from None
-    return 201, agent_map(call, profile)
+    return 201, agent_map(profile, await presences(call))
 
 
 async def _find(call: Call) -> AgentProfile:
@@ -117,7 +130,7 @@ async def _find(call: Call) -> AgentProfile:
 
 
 async def get_agent(call: Call) -> tuple[int, dict]:
-    return 200, agent_map(call, await _find(call))
+    return 200, agent_map(await _find(call), await presences(call))
 
 
 async def update_agent(call: Call) -> tuple[int, dict]:
@@ -128,11 +141,12 @@ async def update_agent(call: Call) -> tuple[int, dict]:
         profile = await _saved(call, replace(profile, **changes, updated_at=int(time.time() * 1000)), create=False)
     except NotFound:
         raise Problem("not_found", f"no agent {profile.user!r} in this tenant") from None
-    return 200, agent_map(call, profile)
+    return 200, agent_map(profile, await presences(call))
 
 
 async def list_agents(call: Call) -> tuple[int, dict]:
-    return 200, {"agents": [agent_map(call, a) for a in await call.services.store.agents(call.tenant)]}
+    live = await presences(call)
+    return 200, {"agents": [agent_map(a, live) for a in await call.services.store.agents(call.tenant)]}
 
 
 OPERATIONS = (
