@@ -91,6 +91,14 @@ class Stats:
         self.customer_contexts: Counter[str] = Counter()  # customer contexts fetched for agents, by result: ok, unavailable
 
 
+def counter_by(name: str, doc: str, label: str, counts: Counter, keys: Iterable[object] = ()) -> CounterMetricFamily:
+    """A counter family with one label: every key of ``counts`` (sorted), and ``keys`` even at 0."""
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key in sorted({*counts, *keys}, key=str):
+        family.add_metric([str(key)], counts.get(key, 0))
+    return family
+
+
 class KefuCollector(Collector):
     """Reads ``Stats`` (and a few live gauges) when Prometheus scrapes."""
 
@@ -151,10 +159,7 @@ class KefuCollector(Collector):
             conns.add_metric([role], s.connections.get(role, 0))
         yield conns
         yield CounterMetricFamily("kefu_connections_opened", "WebSocket connections accepted.", value=s.connections_opened)
-        hs = CounterMetricFamily("kefu_handshakes_failed", "HTTP upgrades refused.", labels=["reason"])
-        for reason, n in sorted(s.handshakes_failed.items()):
-            hs.add_metric([reason], n)
-        yield hs
+        yield counter_by("kefu_handshakes_failed", "HTTP upgrades refused.", "reason", s.handshakes_failed)
 
         yield CounterMetricFamily("kefu_frames_received", "WebSocket messages received.", value=s.frames_in)
         yield CounterMetricFamily("kefu_frames_sent", "WebSocket frames queued to clients.", value=s.frames_out)
@@ -177,12 +182,7 @@ class KefuCollector(Collector):
         yield GaugeMetricFamily("kefu_store_pending_ops", "Write operations waiting for the store.", value=s.store_pending)
         yield GaugeMetricFamily("kefu_outbox_bytes", "Bytes queued in connection outboxes.", value=self._outbox_bytes())
         yield GaugeMetricFamily("kefu_connections_parked", "Quiet connections parked without a reader task.", value=self._parked())
-        parked_inputs = CounterMetricFamily(
-            "kefu_parked_inputs", "Input for parked connections: served in the parking lot, or handed to a new reader task.", labels=["how"]
-        )
-        for how in ("served", "reader"):
-            parked_inputs.add_metric([how], s.parked_inputs[how])
-        yield parked_inputs
+        yield counter_by("kefu_parked_inputs", "Input for parked connections: served in the parking lot, or handed to a new reader task.", "how", s.parked_inputs, ("served", "reader"))
         yield GaugeMetricFamily(
             "kefu_subscriptions", "Live (connection, conversation) subscriptions.", value=self._subscriptions()
         )
@@ -194,50 +194,20 @@ class KefuCollector(Collector):
         yield CounterMetricFamily("kefu_bus_stale_messages", "Messages from the bus already delivered on this node (dropped).", value=s.bus_stale)
         yield CounterMetricFamily("kefu_bus_gap_filled_messages", "Messages read from the store to fill a gap in what the bus brought (lost, or overtaken for longer than 20 ms), delivered in order.", value=s.bus_gap_filled)
         yield CounterMetricFamily("kefu_bus_resyncs", "Bus subscriptions re-established after a loss (each followed by a gap fill).", value=s.bus_resyncs)
-        refused = CounterMetricFamily(
-            "kefu_input_refused", "Inbound frames, bytes or connections refused or dropped, by reason.", labels=["reason"]
-        )
-        for reason, n in sorted(s.refused.items()):
-            refused.add_metric([reason], n)
-        yield refused
+        yield counter_by("kefu_input_refused", "Inbound frames, bytes or connections refused or dropped, by reason.", "reason", s.refused)
         yield GaugeMetricFamily(
             "kefu_preauth_bytes", "Bytes received from connections that have not authenticated yet.", value=s.preauth_bytes()
         )
-        strikes = CounterMetricFamily(
-            "kefu_address_strikes", "Connections closed for abuse, each a strike that halves its source address's connection rate for a while, by reason.", labels=["reason"]
-        )
-        for reason, n in sorted(s.address_strikes.items()):
-            strikes.add_metric([reason], n)
-        yield strikes
+        yield counter_by("kefu_address_strikes", "Connections closed for abuse, each a strike that halves its source address's connection rate for a while, by reason.", "reason", s.address_strikes)
         yield GaugeMetricFamily(
             "kefu_connect_limit_addresses", "Source addresses the per-address connection limit remembers (bounded by --connect-addresses).", value=s.connect_addresses()
         )
-        errors = CounterMetricFamily("kefu_errors", "Error frames sent, by code.", labels=["code"])
-        for code, n in sorted(s.errors.items()):
-            errors.add_metric([code], n)
-        yield errors
-        auth = CounterMetricFamily("kefu_auth_failures", "Authentication failures, by code.", labels=["code"])
-        for code, n in sorted(s.auth_failures.items()):
-            auth.add_metric([code], n)
-        yield auth
-        handoffs = CounterMetricFamily("kefu_bot_handoffs", "Conversations the bot handed to people, by reason.", labels=["reason"])
-        for reason, n in sorted(s.bot_handoffs.items()):
-            handoffs.add_metric([reason], n)
-        yield handoffs
-        outcomes = CounterMetricFamily(
-            "kefu_bot_conversations", "Bot conversations by outcome: contained (resolved or closed by the bot) or handed_off.", labels=["outcome"]
-        )
-        for outcome in ("contained", "handed_off"):
-            outcomes.add_metric([outcome], s.bot_conversations.get(outcome, 0))
-        yield outcomes
-        contexts = CounterMetricFamily("kefu_customer_contexts", "Customer contexts fetched for agents, by result: ok or unavailable (provider slow or failing).", labels=["result"])
-        for result in ("ok", "unavailable"):
-            contexts.add_metric([result], s.customer_contexts.get(result, 0))
-        yield contexts
-        closes = CounterMetricFamily("kefu_closes", "Server-initiated WebSocket closes, by close code.", labels=["code"])
-        for code, n in sorted(s.closes.items()):
-            closes.add_metric([str(code)], n)
-        yield closes
+        yield counter_by("kefu_errors", "Error frames sent, by code.", "code", s.errors)
+        yield counter_by("kefu_auth_failures", "Authentication failures, by code.", "code", s.auth_failures)
+        yield counter_by("kefu_bot_handoffs", "Conversations the bot handed to people, by reason.", "reason", s.bot_handoffs)
+        yield counter_by("kefu_bot_conversations", "Bot conversations by outcome: contained (resolved or closed by the bot) or handed_off.", "outcome", s.bot_conversations, ("contained", "handed_off"))
+        yield counter_by("kefu_customer_contexts", "Customer contexts fetched for agents, by result: ok or unavailable (provider slow or failing).", "result", s.customer_contexts, ("ok", "unavailable"))
+        yield counter_by("kefu_closes", "Server-initiated WebSocket closes, by close code.", "code", s.closes)
         refusals = CounterMetricFamily("kefu_http_refusals", "HTTP requests refused, by error code and status.", labels=["code", "status"])
         for (code, status), n in sorted(s.http_refusals.items()):
             refusals.add_metric([code, str(status)], n)

@@ -24,11 +24,11 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @asynccontextmanager
-async def cluster(tmp_path, n: int):
-    """``n`` gateway processes sharing a fresh PostgreSQL schema and a Redis channel of their own;
-    yields [(process, websocket url, metrics url)]."""
-    schema, channel = fresh_schema(), f"kefu:test:{secrets.token_hex(6)}"
-    shared = ("--store", PG_URL, "--store-schema", schema, "--bus", REDIS_URL, "--bus-channel", channel)
+async def cluster(tmp_path, n: int, *flags: str, schema: str | None = None, channel: str | None = None):
+    """``n`` gateway processes sharing a fresh PostgreSQL schema and a Redis channel of their own
+    (or the given ones), with ``flags`` for each; yields [(process, websocket url, metrics url)]."""
+    schema, channel = schema or fresh_schema(), channel or f"kefu:test:{secrets.token_hex(6)}"
+    shared = ("--store", PG_URL, "--store-schema", schema, "--bus", REDIS_URL, "--bus-channel", channel, *flags)
     try:
         async with AsyncExitStack() as stack:
             nodes = []

@@ -19,12 +19,11 @@ from gateway.app import serve
 from gateway.routing.redis_client import RedisClient
 
 from .conftest import make_config
-from .postgres import PG_URL, drop_schema, fresh_schema
+from .postgres import fresh_schema
 from .services import private_redis  # noqa: F401  (the fixture)
 from .support import connect, token
-from .test_process import gateway_process
+from .test_cluster import REDIS_URL, cluster
 
-REDIS_URL = "redis://127.0.0.1:6379"
 ROUTING = {"default": {"bot": "none", "grace_s": 1.0}, "tenants": {"botshop": {"bot": "builtin", "grace_s": 1.0}}}
 
 pytestmark = pytest.mark.timeout(120)
@@ -37,16 +36,11 @@ async def routed_cluster(tmp_path, n: int):
     schema, channel = fresh_schema(), f"kefu:test:{secrets.token_hex(6)}"
     path = tmp_path / "routing.json"
     path.write_text(json.dumps(ROUTING))
-    shared = ("--store", PG_URL, "--store-schema", schema, "--bus", REDIS_URL, "--bus-channel", channel,
-              "--routing", "on", "--routing-file", str(path), "--routing-lease-s", "1", "--routing-reply-timeout-s", "3")
+    routing = ("--routing", "on", "--routing-file", str(path), "--routing-lease-s", "1", "--routing-reply-timeout-s", "3")
     try:
-        async with AsyncExitStack() as stack:
-            nodes = []
-            for i in range(n):
-                nodes.append(await stack.enter_async_context(gateway_process(tmp_path / f"node{i}", *shared)))
+        async with cluster(tmp_path, n, *routing, schema=schema, channel=channel) as nodes:
             yield nodes
     finally:
-        drop_schema(schema)
         redis = RedisClient(REDIS_URL, "kefu-test-cleanup")
         await redis.call("DEL", *(f"{channel}:routing:{key}" for key in ("leader", "inbox", "agents")))
         await redis.aclose()
