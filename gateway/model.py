@@ -93,10 +93,10 @@ class Attachment:
     size: int  # bytes
     created_at: int
     name: str = ""  # the uploader's file name: shown, never trusted
-    width: int | None = None  # images: as displayed (after EXIF orientation)
+    width: int | None = None  # images: as displayed (after EXIF orientation); videos: the frame size
     height: int | None = None
     duration_ms: int | None = None  # video and voice, when it can be read
-    thumbnail_size: int | None = None  # bytes of the JPEG thumbnail (images), None without one
+    thumbnail_size: int | None = None  # bytes of the JPEG thumbnail (images, video posters), None without one
 
 
 # ---- write operations: what the store's writer applies, many to a transaction --------------------

@@ -45,11 +45,7 @@ def inspect_image(source: BinaryIO, *, max_pixels: int, thumbnail_edge: int) -> 
             orientation = im.getexif().get(_ORIENTATION, 1)
             im.draft("RGB", (thumbnail_edge, thumbnail_edge))  # JPEG only; other formats ignore it
             im.load()  # decodes everything: a truncated file raises here
-            shown = ImageOps.exif_transpose(im)
-            thumb = _flatten(shown)
-            thumb.thumbnail((thumbnail_edge, thumbnail_edge))
-            out = io.BytesIO()
-            thumb.save(out, "JPEG", quality=80, optimize=True)
+            thumbnail, thumb_width, thumb_height = jpeg_thumbnail(ImageOps.exif_transpose(im), thumbnail_edge)
     except MediaError:
         raise
     except Image.DecompressionBombError as exc:
@@ -59,7 +55,17 @@ def inspect_image(source: BinaryIO, *, max_pixels: int, thumbnail_edge: int) -> 
         raise MediaError("undecodable", f"the image does not decode: {exc}") from None
     if orientation in _SWAPS_AXES:
         width, height = height, width
-    return ImageFacts(width, height, out.getvalue(), thumb.width, thumb.height)
+    return ImageFacts(width, height, thumbnail, thumb_width, thumb_height)
+
+
+def jpeg_thumbnail(im: Image.Image, edge: int) -> tuple[bytes, int, int]:
+    """``im`` as a JPEG whose longer edge is at most ``edge`` (never enlarged), transparency
+    flattened onto white; with its width and height. Images and video posters alike."""
+    thumb = _flatten(im)
+    thumb.thumbnail((edge, edge))
+    out = io.BytesIO()
+    thumb.save(out, "JPEG", quality=80, optimize=True)
+    return out.getvalue(), thumb.width, thumb.height
 
 
 def _flatten(im: Image.Image) -> Image.Image:

@@ -1,6 +1,7 @@
-"""Test media made in the test run: Pillow images, WAVs from the ``wave`` module, and MP4/M4A
+"""Test media made in the test run: Pillow images, WAVs from the ``wave`` module, MP4/M4A
 containers built box by box (enough for a player's header parse and mutagen's duration; no codec
-data, which nothing here decodes). Also the hostile ones: bombs, truncations, disguises."""
+data, so nothing can decode a frame of them), and real videos encoded by PyAV. Also the hostile
+ones: bombs, truncations, disguises."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import struct
 import wave
 import zlib
 
+import av
 from PIL import Image
 
 ORIENTATION = 0x0112
@@ -90,6 +92,23 @@ def mp4(duration_ms: int = 10_000, *, brand: bytes = b"isom", media_bytes: int =
     moov = _box(b"moov", mvhd)
     mdat = _box(b"mdat", bytes(i % 251 for i in range(media_bytes)))
     return ftyp + moov + mdat
+
+
+def video(width: int = 64, height: int = 48, *, seconds: float = 1.5, fmt: str = "mp4", codec: str = "mpeg4",
+          colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    """A real video encoded by PyAV (FFmpeg always has mpeg4; WebM takes libvpx), 10 frames a
+    second of one ``colour``: a poster of it has that colour."""
+    out = io.BytesIO()
+    with av.open(out, "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        frame = av.VideoFrame.from_image(Image.new("RGB", (width, height), colour))
+        for _ in range(round(seconds * 10)):
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return out.getvalue()
 
 
 def m4a(duration_ms: int = 4_000) -> bytes:

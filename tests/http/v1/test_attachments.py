@@ -334,3 +334,50 @@ async def test_an_api_keys_rate_covers_the_media_calls(start_gateway) -> None:
             assert int(refused.headers["retry-after"]) >= 1
             async with http(gw, "alice") as alice_http:  # client tokens are not API keys: no key rate
                 assert (await alice_http.get(f"/v1/attachments/{att['id']}/content")).status_code == 200
+
+
+async def test_an_agent_sees_a_video_as_its_first_frame(gw: Running) -> None:
+    """A real MP4 (encoded by PyAV here): the recipient's message says it has a thumbnail and its
+    size, and the thumbnail is a JPEG of the first frame at the thumbnail size."""
+    with trio.fail_after(30):
+        async with connect(gw.url, token("alice"), resume={}) as shopper, connect(gw.url, token("bob", "agent"), resume={}) as agent, \
+                http(gw, "bob", "agent") as bob_http, http(gw) as anonymous:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            await agent.ok("join", conv=conv)
+            clip = samples.video(640, 480, seconds=1.0)
+            up = await upload(bob_http, conv, "video", clip, name="实物.mp4")
+            assert up.status_code == 201, up.text
+            video = up.json()
+            assert (video["width"], video["height"], video["duration_ms"]) == (640, 480, 1000) and video["thumbnail_url"]
+            await agent.ok("send", conv=conv, cmid="v", body={"kind": "video", "attachment": video["id"]})
+            got = (await shopper.next("msg", conv=conv, cmid="v"))["body"]
+            assert (got["thumbnail"], got["w"], got["h"], got["duration_ms"], got["type"]) == (True, 640, 480, 1000, "video/mp4")
+            async with http(gw, "alice") as alice_http:
+                shown = (await alice_http.get(f"/v1/attachments/{video['id']}")).json()
+            poster = await anonymous.get(relative(shown["thumbnail_url"]))
+            assert (poster.status_code, poster.headers["content-type"]) == (200, "image/jpeg")
+            still = Image.open(io.BytesIO(poster.content))
+            assert (still.format, still.size) == ("JPEG", (320, 240))
+            assert still.convert("RGB").getpixel((160, 120))[0] > 150  # the clip is red
+            whole = await anonymous.get(relative(shown["url"]))
+            assert whole.content == clip
+
+
+async def test_a_video_over_the_pixel_limit_has_no_poster(nursery, tmp_path) -> None:
+    """The frame size is read from the stream's header; over the image pixel limit no frame is
+    decoded: the video is stored and sent with its size, without a thumbnail."""
+    running = await nursery.start(serve, make_config(tmp_path, store="memory", media_image_pixels=64 * 48 - 1, **LIMITS))
+    try:
+        with trio.fail_after(30):
+            async with connect(running.url, token("alice"), resume={}) as shopper, http(running, "alice") as alice_http:
+                conv = (await shopper.ok("open"))["conv"]["id"]
+                video = (await upload(alice_http, conv, "video", samples.video(64, 48))).json()
+                assert (video["width"], video["height"], video["thumbnail_url"]) == (64, 48, None)
+                await shopper.ok("send", conv=conv, cmid="v", body={"kind": "video", "attachment": video["id"]})
+                got = (await shopper.ok("history", conv=conv))["messages"][-1]["body"]
+                assert (got["thumbnail"], got["w"], got["h"]) == (False, 64, 48)
+                problem(await alice_http.get(f"/v1/attachments/{video['id']}/content", params={"variant": "thumbnail"}), 404, "not_found")
+    finally:
+        running.node.stop()
+        with trio.fail_after(10):
+            await running.node.stopped()
