@@ -135,3 +135,27 @@ TEXT = "退货地址：上海市黄浦区人民大道 120 号\nreturn address\n"
 
 def truncated(data: bytes, keep: float = 0.5) -> bytes:
     return data[: int(len(data) * keep)]
+
+
+def avif(width: int = 64, height: int = 48) -> bytes:
+    """An AVIF, encoded by Pillow itself (libavif), the left half red and the right half blue."""
+    return _encoded(width, height, "AVIF")
+
+
+def heic(width: int = 64, height: int = 48, *, brand: bytes = b"heic") -> bytes:
+    """A HEIC (HEVC-coded HEIF, as an iPhone takes), encoded by pillow-heif; halves as in avif().
+    ``brand``: the ftyp box's major brand (``heix``: 10-bit HEVC, as some cameras write)."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    data = _encoded(width, height, "HEIF")
+    assert data[4:12] == b"ftypheic"
+    return data[:8] + brand + data[12:]
+
+
+def _encoded(width: int, height: int, fmt: str) -> bytes:
+    im = Image.new("RGB", (width, height), (255, 0, 0))
+    im.paste((0, 0, 255), (width // 2, 0, width, height))
+    out = io.BytesIO()
+    im.save(out, fmt, quality=90)
+    return out.getvalue()

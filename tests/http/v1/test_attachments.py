@@ -466,3 +466,30 @@ async def test_who_may_delete_an_attachment_is_the_authorization_table(gw: Runni
                 problem(await anonymous.delete(f"/v1/attachments/{att}"), 401, "unauthenticated")
                 problem(await reader.delete(f"/v1/attachments/{att}"), 403, "forbidden")  # a read key may not
                 assert (await alice_http.get(f"/v1/attachments/{att}")).status_code == 200
+
+
+@pytest.mark.parametrize("make, content_type", [(samples.heic, "image/heic"), (samples.avif, "image/avif")], ids=["heic", "avif"])
+async def test_an_iphone_heic_or_an_avif_photo_is_sent_with_a_jpeg_thumbnail(gw: Running, make, content_type: str) -> None:
+    """Files encoded here by pillow-heif and Pillow: sniffed from the bytes (sent as application/
+    octet-stream and named .jpg), decoded in the worker, the recipient sees a JPEG thumbnail."""
+    with trio.fail_after(30):
+        async with connect(gw.url, token("alice"), resume={}) as shopper, connect(gw.url, token("bob", "agent"), resume={}) as agent, \
+                http(gw, "alice") as alice_http, http(gw, "bob", "agent") as bob_http:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            await agent.ok("join", conv=conv)
+            photo = make(800, 600)
+            up = await upload(alice_http, conv, "image", photo, name="IMG_0001.jpg", **{"content-type": "image/jpeg"})
+            assert up.status_code == 201, up.text
+            image = up.json()
+            assert (image["content_type"], image["width"], image["height"]) == (content_type, 800, 600)
+            await shopper.ok("send", conv=conv, cmid="h", body={"kind": "image", "attachment": image["id"]})
+            got = (await agent.next("msg", conv=conv, cmid="h"))["body"]
+            assert (got["type"], got["w"], got["h"], got["thumbnail"]) == (content_type, 800, 600, True)
+            thumb = await bob_http.get(f"/v1/attachments/{image['id']}/content", params={"variant": "thumbnail"})
+            assert (thumb.status_code, thumb.headers["content-type"]) == (200, "image/jpeg")
+            still = Image.open(io.BytesIO(thumb.content))
+            assert (still.format, still.size) == ("JPEG", (320, 240))
+            rgb = still.convert("RGB")
+            assert rgb.getpixel((40, 120))[0] > 200 and rgb.getpixel((280, 120))[2] > 200  # red left, blue right
+            original = await bob_http.get(f"/v1/attachments/{image['id']}/content")
+            assert (original.content, original.headers["content-type"]) == (photo, content_type)
