@@ -93,10 +93,11 @@ class Attachment:
     size: int  # bytes
     created_at: int
     name: str = ""  # the uploader's file name: shown, never trusted
-    width: int | None = None  # images: as displayed (after EXIF orientation)
+    width: int | None = None  # images: as displayed (after EXIF orientation); videos: the frame size
     height: int | None = None
     duration_ms: int | None = None  # video and voice, when it can be read
-    thumbnail_size: int | None = None  # bytes of the JPEG thumbnail (images), None without one
+    thumbnail_size: int | None = None  # bytes of the JPEG thumbnail (images, video posters), None without one
+    deleted_at: int | None = None  # when it was deleted (its blobs removed); None while it exists
 
 
 # ---- write operations: what the store's writer applies, many to a transaction --------------------
@@ -235,9 +236,21 @@ class AddAttachment:
 
 @dataclass(frozen=True, slots=True)
 class DeleteAttachment:
-    """Forget an attachment's record; the result says whether there was one."""
+    """Forget an attachment's record (the cleanup of an upload that failed); the result says
+    whether there was one."""
 
     attachment_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkAttachmentDeleted:
+    """Mark an attachment deleted at ``deleted_at`` (its blobs are then removed). The record
+    stays, so that the messages that carried it keep a known id and its downloads can answer
+    that it is gone. The result is the Attachment as marked (one already deleted keeps its first
+    ``deleted_at``), or None when there is none."""
+
+    attachment_id: str
+    deleted_at: int
 
 
 # ---- the agent workspace (gateway.customers): small JSON records under a tenant, a kind and a key --
@@ -276,7 +289,7 @@ class DeleteRecord:
 WriteOp = (
     CreateConversation | AddParticipant | RemoveParticipant | AppendMessage | SetReceipt | SetStatus | SetTags
     | CreateApiKey | RevokeApiKey | SaveAgent | SaveTenantSettings
-    | AddAttachment | DeleteAttachment | PutRecords | DeleteRecord
+    | AddAttachment | DeleteAttachment | MarkAttachmentDeleted | PutRecords | DeleteRecord
 )
 
 

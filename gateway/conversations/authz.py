@@ -15,6 +15,10 @@ gets the same answer for another's conversation as for none (``not_found``, or `
 what no shopper may do at all), and so does everybody for another tenant's. A cell that cannot arise (the server itself is never a participant) is None.
 Actions that do not name a conversation (``open``, ``list``, ``status``, ``queues``) have only the
 ``same_tenant`` column.
+
+What is done to an uploaded file itself (deleting it) depends on who uploaded it, not on who is
+in its conversation now: :data:`ATTACHMENT_TABLE` has the relations ``uploader``, ``same_tenant``
+(not the uploader) and ``other_tenant`` (or no such attachment), under the same rules.
 """
 
 from __future__ import annotations
@@ -68,6 +72,16 @@ TABLE: dict[str, dict[str, tuple[str | None, str | None, str | None]]] = {
     # adding or removing someone else (assignment, transfer): the server's routing only
     "assign": {"shopper": (F, N, N), "agent": (F, F, N), "supervisor": (F, F, N), "bot": (F, F, N), SYSTEM: (X, A, N)},
 }
+
+UPLOADER = "uploader"
+ATTACHMENT_RELATIONS = (UPLOADER, SAME_TENANT, OTHER_TENANT)
+
+# action -> role -> (uploader, same_tenant, other_tenant), for an attachment (gateway.media)
+ATTACHMENT_TABLE: dict[str, dict[str, tuple[str | None, str | None, str | None]]] = {
+    # who sent a file may take it back; so may the tenant's supervisors and its backend (an admin
+    # API key), who answer for what the tenant keeps. A shopper learns nothing of others' files.
+    "delete_attachment": {"shopper": (A, N, N), "agent": (A, F, N), "supervisor": (A, A, N), "bot": (A, F, N), SYSTEM: (A, A, N)},
+}
 del A, F, N, X
 
 # What a refusal says, per action; the code comes from the table.
@@ -84,6 +98,10 @@ MESSAGES: dict[tuple[str, str], str] = {
     ("handoff", FORBIDDEN): "only the shopper or the conversation's bot asks for a handoff",
     ("update", FORBIDDEN): "only a supervisor, a participating agent or the system changes a conversation",
     ("assign", FORBIDDEN): "only the system adds or removes other participants",
+}
+ATTACHMENT_MESSAGES: dict[tuple[str, str], str] = {
+    ("delete_attachment", FORBIDDEN): "only its uploader or a supervisor of the tenant deletes an attachment",
+    ("delete_attachment", NOT_FOUND): "no such attachment",
 }
 NOT_A_MEMBER = "you are not a participant of this conversation: join it first"
 NO_SUCH_CONVERSATION = "no such conversation"
@@ -123,6 +141,22 @@ def refusal(action: str, code: str) -> RequestError:
     return RequestError(code, MESSAGES.get((action, code), NOT_A_MEMBER))
 
 
+def attachment_relation(tenant: str, user: str, attachment_tenant: str | None, uploader: str) -> str:
+    """How a principal relates to an attachment (``attachment_tenant`` None: there is none)."""
+    if attachment_tenant is None or attachment_tenant != tenant:
+        return OTHER_TENANT
+    return UPLOADER if user == uploader else SAME_TENANT
+
+
+def decide_attachment(action: str, role: str, rel: str) -> str:
+    """:data:`ATTACHMENT_TABLE`'s outcome: ``allow`` or an error code (``not_found``, ``forbidden``)."""
+    row = ATTACHMENT_TABLE[action].get(role)
+    if row is None:
+        return NOT_FOUND
+    outcome = row[ATTACHMENT_RELATIONS.index(rel)]
+    return FORBIDDEN if outcome is None else outcome
+
+
 def markdown() -> str:
     """The table as the Markdown of ``docs/authorization.md``."""
     lines = [
@@ -148,6 +182,22 @@ def markdown() -> str:
     lines.append("")
     lines.append("After access is granted, the conversation's state may still refuse: a closed conversation"
                  " takes no new messages or participants (`conversation_closed`).")
+    lines += [
+        "",
+        "## Attachments",
+        "",
+        "What is done to an uploaded file itself (`DELETE /v1/attachments/{id}`, docs/media.md) is decided by"
+        " who uploaded it: **uploader**, **same tenant** (not the uploader), **other tenant** (or no such"
+        " attachment). A shopper gets the same answer for another's file as for none. Fetching follows the"
+        " conversation instead (its participants and the tenant's supervisors; docs/media.md).",
+        "",
+        "| action | role | uploader | same tenant | other tenant |",
+        "|---|---|---|---|---|",
+    ]
+    for action, rows in ATTACHMENT_TABLE.items():
+        for role in ROLES:
+            cells = [f"`{c}`" if c is not None else "—" for c in rows[role]]
+            lines.append(f"| {action} | {role} | {' | '.join(cells)} |")
     lines.append("")
     return "\n".join(lines)
 

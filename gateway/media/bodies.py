@@ -1,9 +1,9 @@
 """Message bodies that carry an attachment: the server, not the sender, states the file's facts.
 
 A client sends ``{"kind": "image", "attachment": "<id>"}`` (envelope validation has checked the
-shape). Before the message is stored the attachment must exist in the same conversation and be of
-the message's kind (a ``file`` message may carry any attachment); then its facts, as read from the
-bytes at upload, replace whatever the sender wrote in their place.
+shape). Before the message is stored the attachment must exist, not deleted, in the same
+conversation and be of the message's kind (a ``file`` message may carry any attachment); then its
+facts, as read from the bytes at upload, replace whatever the sender wrote in their place.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def with_facts(body: dict[str, Any], attachment: Attachment | None, conv: Conver
     """``body`` with the attachment's facts; raises RequestError when it may not carry it."""
     if attachment is None or attachment.tenant != conv.tenant or attachment.conv_id != conv.id:
         raise RequestError("not_found", "no such attachment in this conversation: upload it to this conversation first")
+    if attachment.deleted_at is not None:
+        raise RequestError("not_found", f"attachment {attachment.id} was deleted")
     kind = body["kind"]
     if kind != "file" and attachment.kind != kind:
         raise RequestError("bad_request", f"attachment {attachment.id} is of kind {attachment.kind}, not {kind}")

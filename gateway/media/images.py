@@ -1,5 +1,9 @@
 """Image facts with Pillow: the size as displayed, and a thumbnail with EXIF orientation applied.
 
+Pillow reads JPEG, PNG, GIF, WebP and AVIF itself; HEIC through pillow-heif's opener, registered
+when this module is imported: in every process that decodes uploads (the inspection workers, and
+the gateway itself with ``--media-inspection threads``).
+
 The pixel count is checked from the header, before anything is decoded, so a small file that
 declares a huge image (a decompression bomb) costs nothing. Decoding then reads the whole file, so
 a truncated or corrupt image is refused too. JPEGs decode in draft mode at a reduced scale (DCT
@@ -12,9 +16,12 @@ import io
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import MediaError
+
+pillow_heif.register_heif_opener()
 
 THUMBNAIL_TYPE = "image/jpeg"
 _ORIENTATION = 0x0112
@@ -45,11 +52,9 @@ def inspect_image(source: BinaryIO, *, max_pixels: int, thumbnail_edge: int) -> 
             orientation = im.getexif().get(_ORIENTATION, 1)
             im.draft("RGB", (thumbnail_edge, thumbnail_edge))  # JPEG only; other formats ignore it
             im.load()  # decodes everything: a truncated file raises here
-            shown = ImageOps.exif_transpose(im)
-            thumb = _flatten(shown)
-            thumb.thumbnail((thumbnail_edge, thumbnail_edge))
-            out = io.BytesIO()
-            thumb.save(out, "JPEG", quality=80, optimize=True)
+            if im.width * im.height > max_pixels:  # a decoder (HEIF) may learn the true size only now
+                raise MediaError("decompression_bomb", f"the image decodes to {im.width}x{im.height} pixels; at most {max_pixels} are allowed")
+            thumbnail, thumb_width, thumb_height = jpeg_thumbnail(ImageOps.exif_transpose(im), thumbnail_edge)
     except MediaError:
         raise
     except Image.DecompressionBombError as exc:
@@ -59,7 +64,17 @@ def inspect_image(source: BinaryIO, *, max_pixels: int, thumbnail_edge: int) -> 
         raise MediaError("undecodable", f"the image does not decode: {exc}") from None
     if orientation in _SWAPS_AXES:
         width, height = height, width
-    return ImageFacts(width, height, out.getvalue(), thumb.width, thumb.height)
+    return ImageFacts(width, height, thumbnail, thumb_width, thumb_height)
+
+
+def jpeg_thumbnail(im: Image.Image, edge: int) -> tuple[bytes, int, int]:
+    """``im`` as a JPEG whose longer edge is at most ``edge`` (never enlarged), transparency
+    flattened onto white; with its width and height. Images and video posters alike."""
+    thumb = _flatten(im)
+    thumb.thumbnail((edge, edge))
+    out = io.BytesIO()
+    thumb.save(out, "JPEG", quality=80, optimize=True)
+    return out.getvalue(), thumb.width, thumb.height
 
 
 def _flatten(im: Image.Image) -> Image.Image:

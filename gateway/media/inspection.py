@@ -1,4 +1,5 @@
-"""What an upload is, decided from its bytes: kind rules, content type, image facts, duration.
+"""What an upload is, decided from its bytes: kind rules, content type, image facts, a video's
+poster, duration.
 
 :func:`inspect` is blocking and CPU-bound (Pillow decodes, mutagen parses); :class:`Inspector`
 runs it off the event loop, at most ``concurrency`` uploads at once however many arrive: in worker
@@ -22,6 +23,7 @@ from .images import inspect_image
 from .kinds import MediaLimits
 from .pool import InspectionPool, WorkerDied
 from .sniffing import content_type
+from .video import inspect_video
 
 log = logging.getLogger("kefu.media")
 
@@ -34,7 +36,7 @@ class Inspection:
     width: int | None = None
     height: int | None = None
     duration_ms: int | None = None
-    thumbnail: bytes | None = None  # a JPEG, for images
+    thumbnail: bytes | None = None  # a JPEG, for images and for videos with a decodable first frame
 
 
 def check_size(kind: str, size: int, limits: MediaLimits) -> None:
@@ -57,12 +59,25 @@ def inspect(kind: str, source: BinaryIO, size: int, limits: MediaLimits) -> Insp
     if kind == "image":
         facts = inspect_image(source, max_pixels=limits.image_pixels, thumbnail_edge=limits.thumbnail_edge)
         return Inspection(kind, found, size, facts.width, facts.height, thumbnail=facts.thumbnail)
-    if kind in ("video", "voice"):
+    if kind == "video":
+        video = inspect_video(source, max_pixels=limits.image_pixels, thumbnail_edge=limits.thumbnail_edge)
         ms = duration_ms(source)
-        if ms is not None and rule.max_duration_ms is not None and ms > rule.max_duration_ms:
-            raise MediaError("too_long", f"{kind} uploads may play at most {rule.max_duration_ms // 1000} s; this one plays {ms / 1000:.1f} s")
+        if ms is None and video is not None:
+            ms = video.duration_ms  # WebM, and MP4s mutagen cannot parse
+        _check_duration(kind, ms, rule.max_duration_ms)
+        if video is None:  # not a video PyAV can open: no poster, no size (still a video by its bytes)
+            return Inspection(kind, found, size, duration_ms=ms)
+        return Inspection(kind, found, size, video.width, video.height, duration_ms=ms, thumbnail=video.poster)
+    if kind == "voice":
+        ms = duration_ms(source)
+        _check_duration(kind, ms, rule.max_duration_ms)
         return Inspection(kind, found, size, duration_ms=ms)
     return Inspection(kind, found, size)
+
+
+def _check_duration(kind: str, ms: int | None, max_ms: int | None) -> None:
+    if ms is not None and max_ms is not None and ms > max_ms:
+        raise MediaError("too_long", f"{kind} uploads may play at most {max_ms // 1000} s; this one plays {ms / 1000:.1f} s")
 
 
 def inspect_job(job: tuple, source: BinaryIO) -> tuple:

@@ -12,7 +12,8 @@ from .errors import MediaError
 
 UPLOAD_KINDS = ("image", "video", "voice", "file")
 
-IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+# HEIC is what iPhones take photos in; AVIF what newer Android phones and browsers save.
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "image/heic", "image/avif"})
 VIDEO_TYPES = frozenset({"video/mp4", "video/quicktime", "video/webm"})
 # Browsers record voice as WebM (which filetype names video/webm) or Ogg; phones as M4A or AMR.
 VOICE_TYPES = frozenset({"audio/mp4", "audio/ogg", "audio/mpeg", "audio/wav", "audio/amr", "audio/aac", "video/webm"})

@@ -1,19 +1,20 @@
 """The media feature as the HTTP API uses it: upload into a conversation, see an attachment,
-sign its URLs, fetch it by token or by signed URL. Each call checks who may do it (access.py)
+sign its URLs, fetch it by token or by signed URL, delete it. Each call checks who may do it (access.py)
 before anything else, and counts refusals."""
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import AsyncIterable
 
 import trio
 
-from ..model import Attachment
+from ..model import Attachment, MarkAttachmentDeleted
 from ..store.base import StoreError
 from ..store.writer import Store
-from .access import check_download, check_upload
+from .access import check_delete, check_download, check_present, check_upload
 from .blobs import BlobStore, FilesystemBlobStore
 from .downloads import Download, plan_download
 from .errors import MediaError
@@ -21,7 +22,7 @@ from .inspection import Inspector
 from .kinds import MediaLimits
 from .signing import UrlSigner
 from .stats import MediaStats
-from .uploads import Uploads
+from .uploads import Uploads, blob_key, thumbnail_key
 
 log = logging.getLogger("kefu.media")
 
@@ -103,7 +104,7 @@ class Media:
         attachment = await self.store.get_attachment(attachment_id)
         member = tenant_wide or (attachment is not None and await self._member(attachment.conv_id, user))
         try:
-            return check_download(attachment, tenant, member=member, supervisor=role == "supervisor")
+            return check_present(check_download(attachment, tenant, member=member, supervisor=role == "supervisor"))
         except MediaError as exc:
             raise self._refused(exc) from None
 
@@ -114,9 +115,32 @@ class Media:
             attachment = await self.store.get_attachment(attachment_id)
             if attachment is None:
                 raise MediaError("not_found", "no such attachment")
+            check_present(attachment)
         except MediaError as exc:
             raise self._refused(exc) from None
         return attachment
+
+    async def delete(self, tenant: str, user: str, role: str, attachment_id: str) -> Attachment:
+        """Delete the attachment as ``user`` (its uploader, a supervisor, or the tenant's
+        backend: the authorization table decides): its record is marked deleted, then its blobs
+        are removed. Deleting a deleted attachment again succeeds (a retried request) and removes
+        whatever blob is left. Returns the attachment as marked."""
+        try:
+            attachment = check_delete(await self.store.get_attachment(attachment_id), tenant, user, role)
+        except MediaError as exc:
+            raise self._refused(exc) from None
+        with trio.CancelScope(shield=True):  # a client gone mid-way leaves no record unmarked with blobs half-removed
+            marked = await self.store.execute(MarkAttachmentDeleted(attachment.id, time.time_ns() // 1_000_000))
+            for key in (blob_key(attachment.id), thumbnail_key(attachment.id)):
+                try:
+                    await trio.to_thread.run_sync(self.blobs.delete, key)
+                except OSError as exc:  # the sweep removes it later: a deleted record's blobs are swept
+                    log.error("could not remove blob %s of deleted attachment %s: %s", key, attachment.id, exc)
+        if attachment.deleted_at is None:
+            self.stats.deletions[attachment.kind] += 1
+            log.info("attachment %s deleted: kind=%s tenant=%s by=%s role=%s uploader=%s",
+                     attachment.id, attachment.kind, tenant, user, role, attachment.uploader)
+        return marked
 
     def describe(self, attachment: Attachment, content_path: str) -> dict:
         """The attachment as the API shows it, with fresh signed URLs under ``content_path``

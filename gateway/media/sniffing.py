@@ -1,6 +1,8 @@
 """The content type of an upload, read from its bytes: never from its name or declared type.
 
-``filetype`` matches magic numbers for the binary formats. What it does not recognise is plain
+``filetype`` matches magic numbers for the binary formats (HEIC: the ``heic`` brand; the other
+brands of HEVC-coded HEIF, such as the ``heix`` of 10-bit photos, are read here from the ``ftyp``
+box). What it does not recognise is plain
 text only when it is UTF-8 with no NUL and no markup: an HTML or SVG page (which a browser could
 run as script from our origin) is no type at all, and so refused by every kind.
 """
@@ -19,6 +21,8 @@ TEXT_CHUNK = 64 * 1024
 
 # filetype's names, where the rest of Kefu uses the registered ones.
 _CANONICAL = {"audio/x-wav": "audio/wav"}
+# Major brands of HEIF files whose images are HEVC-coded (ISO/IEC 23008-12), beyond filetype's ``heic``.
+_HEIC_BRANDS = frozenset({b"heix", b"heim", b"heis", b"hevc", b"hevx"})
 # Markup a browser would render: refused even in an otherwise plain text.
 _MARKUP = re.compile(rb"<\s*(!doctype|html|head|body|script|svg|iframe|object|embed|meta|\?xml)", re.IGNORECASE)
 
@@ -27,7 +31,7 @@ def binary_type(head: bytes) -> str | None:
     """The MIME type filetype reads from the first bytes, or None."""
     kind = filetype.guess(head)
     if kind is None:
-        return None
+        return "image/heic" if head[4:8] == b"ftyp" and head[8:12] in _HEIC_BRANDS else None
     return _CANONICAL.get(kind.mime, kind.mime)
 
 

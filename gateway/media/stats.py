@@ -16,6 +16,7 @@ class MediaStats:
         self.refused: Counter[str] = Counter()  # refused uploads and downloads, by error code
         self.downloads: Counter[str] = Counter()  # by variant
         self.download_bytes = 0
+        self.deletions: Counter[str] = Counter()  # attachments deleted, by kind
         self.uploads_in_progress = 0
 
 
@@ -36,9 +37,13 @@ class MediaCollector(Collector):
         downloads = CounterMetricFamily("kefu_media_downloads", "Attachment downloads served, by variant.", labels=["variant"])
         for variant in sorted(s.downloads):
             downloads.add_metric([variant], s.downloads[variant])
+        deletions = CounterMetricFamily("kefu_media_deletions", "Attachments deleted (their blobs removed), by kind.", labels=["kind"])
+        for kind in sorted(s.deletions):
+            deletions.add_metric([kind], s.deletions[kind])
         yield uploads
         yield upload_bytes
         yield refused
         yield downloads
+        yield deletions
         yield CounterMetricFamily("kefu_media_download_bytes", "Bytes of attachments sent.", value=s.download_bytes)
         yield GaugeMetricFamily("kefu_media_uploads_in_progress", "Uploads being received or inspected.", value=s.uploads_in_progress)

@@ -160,8 +160,9 @@ class Uploads:
             await trio.to_thread.run_sync(self.blobs.delete, key)
 
     async def sweep(self, *, older_than_s: float = 3600.0, batch: int = 500) -> int:
-        """Remove blobs that no record refers to and that are older than ``older_than_s``: what a
-        crash between a blob's write and its record's leaves. Younger blobs are left alone, since
+        """Remove blobs that no record refers to, or whose record is marked deleted, and that are
+        older than ``older_than_s``: what a crash between a blob's write and its record's leaves,
+        or a deletion whose blob removal failed. Younger blobs are left alone, since
         their record may be being written (here or on another node sharing the blob store).
         Returns how many were removed."""
         cutoff = time.time() - older_than_s
@@ -175,7 +176,8 @@ class Uploads:
                 attachment_id = attachment_of(key)
                 if stored > cutoff or attachment_id is None:
                     continue
-                if await self.store.get_attachment(attachment_id) is None:
+                record = await self.store.get_attachment(attachment_id)
+                if record is None or record.deleted_at is not None:
                     await trio.to_thread.run_sync(self.blobs.delete, key)
                     removed += 1
-                    log.warning("removed blob %s: no attachment record refers to it", key)
+                    log.warning("removed blob %s: %s", key, "no attachment record refers to it" if record is None else "its attachment was deleted")

@@ -76,8 +76,9 @@ class StoreBackend(Protocol):
         SetStatus -> Conversation (updated); SetTags -> the tags as stored (unique, sorted);
         CreateApiKey and RevokeApiKey -> ApiKey; SaveAgent -> AgentProfile; SaveTenantSettings ->
         TenantSettings; AddAttachment -> Attachment (an existing id is a StoreError);
-        DeleteAttachment -> bool (was there); PutRecords -> int (records stored; all or none);
-        DeleteRecord -> bool (was there). A failing op's result is a StoreError instance.
+        DeleteAttachment -> bool (was there); MarkAttachmentDeleted -> Attachment as marked, or None
+        (no such attachment; an already deleted one keeps its first deleted_at); PutRecords -> int
+        (records stored; all or none); DeleteRecord -> bool (was there). A failing op's result is a StoreError instance.
         """
 
     def get_conversation(self, conv_id: str) -> Conversation | None: ...

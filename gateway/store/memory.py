@@ -14,6 +14,7 @@ from ..model import (
     AddAttachment,
     Attachment,
     DeleteAttachment,
+    MarkAttachmentDeleted,
     AddParticipant,
     AgentProfile,
     ApiKey,
@@ -87,6 +88,7 @@ class MemoryBackend:
             SetTags: self._set_tags,
             AddAttachment: self._add_attachment,
             DeleteAttachment: self._delete_attachment,
+            MarkAttachmentDeleted: self._mark_attachment_deleted,
             PutRecords: self._put_records,
             DeleteRecord: self._delete_record,
         }
@@ -213,6 +215,12 @@ class MemoryBackend:
 
     def _delete_attachment(self, op: DeleteAttachment) -> bool:
         return self._attachments.pop(op.attachment_id, None) is not None
+
+    def _mark_attachment_deleted(self, op: MarkAttachmentDeleted) -> Attachment | None:
+        attachment = self._attachments.get(op.attachment_id)
+        if attachment is not None and attachment.deleted_at is None:
+            attachment = self._attachments[op.attachment_id] = replace(attachment, deleted_at=op.deleted_at)
+        return attachment
 
     def _put_records(self, op: PutRecords) -> int:
         for r in op.records:  # check all before storing any

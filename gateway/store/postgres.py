@@ -42,14 +42,15 @@ from ..model import (
     AddParticipant,
     AgentProfile,
     ApiKey,
-    Appended,
     AppendMessage,
+    Appended,
     Attachment,
     Conversation,
     CreateApiKey,
     CreateConversation,
     DeleteAttachment,
     DeleteRecord,
+    MarkAttachmentDeleted,
     Page,
     Participant,
     PutRecords,
@@ -189,6 +190,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (tenant, kind, key)
         )""",
     ),
+    (
+        # Deleted attachments (gateway.media): the record stays, marked, so downloads answer 410.
+        "ALTER TABLE attachments ADD COLUMN deleted_at BIGINT",
+    ),
 )
 
 _CONVERSATION_COLUMNS = "id, tenant, customer, channel, status, created_at, subject, last_seq, stage, assignee, skill_group"
@@ -196,7 +201,7 @@ _C_CONVERSATION_COLUMNS = ", ".join(f"c.{name}" for name in _CONVERSATION_COLUMN
 _COLUMN_OF = {"group": "skill_group"}
 _MESSAGE_COLUMNS = "conv_id, seq, cmid, sender, sender_role, ts, body"
 _ATTACHMENT_COLUMNS = (
-    "id, tenant, conv_id, uploader, kind, content_type, size, created_at, name, width, height, duration_ms, thumbnail_size"
+    "id, tenant, conv_id, uploader, kind, content_type, size, created_at, name, width, height, duration_ms, thumbnail_size, deleted_at"
 )
 _SELECT_RECORDS = "SELECT tenant, kind, key, value, updated_at FROM workspace_records WHERE tenant = %s AND kind = %s"
 _SELECT_API_KEYS = "SELECT id, tenant, name, scopes, secret_hash, created_at, revoked_at FROM api_keys"
@@ -263,6 +268,7 @@ class PostgresBackend:
             SaveTenantSettings: self._save_settings,
             AddAttachment: self._add_attachment,
             DeleteAttachment: self._delete_attachment,
+            MarkAttachmentDeleted: self._mark_attachment_deleted,
             PutRecords: self._put_records,
             DeleteRecord: self._delete_record,
         }
@@ -528,7 +534,7 @@ class PostgresBackend:
         attachment = op.attachment
         self._require(seqs, attachment.conv_id)
         cur.execute(
-            f"INSERT INTO attachments ({_ATTACHMENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            f"INSERT INTO attachments ({_ATTACHMENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (id) DO NOTHING RETURNING id",
             astuple(attachment),
         )
@@ -539,6 +545,11 @@ class PostgresBackend:
     def _delete_attachment(self, cur: psycopg.Cursor, op: DeleteAttachment, seqs: _Seqs) -> bool:
         cur.execute("DELETE FROM attachments WHERE id = %s", (op.attachment_id,))
         return cur.rowcount > 0
+
+    def _mark_attachment_deleted(self, cur: psycopg.Cursor, op: MarkAttachmentDeleted, seqs: _Seqs) -> Attachment | None:
+        cur.execute("UPDATE attachments SET deleted_at = %s WHERE id = %s AND deleted_at IS NULL", (op.deleted_at, op.attachment_id))
+        rows = cur.execute(f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments WHERE id = %s", (op.attachment_id,)).fetchall()
+        return Attachment(*rows[0]) if rows else None
 
     def _put_records(self, cur: psycopg.Cursor, op: PutRecords, seqs: _Seqs) -> int:
         if not all(type(r) is Record for r in op.records):

@@ -22,6 +22,7 @@ from ..model import (
     AddAttachment,
     Attachment,
     DeleteAttachment,
+    MarkAttachmentDeleted,
     AddParticipant,
     AgentProfile,
     ApiKey,
@@ -178,6 +179,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (tenant, kind, key)
         ) WITHOUT ROWID""",
     ),
+    (
+        # Deleted attachments (gateway.media): the record stays, marked, so downloads answer 410.
+        "ALTER TABLE attachments ADD COLUMN deleted_at INTEGER",
+    ),
 )
 
 _DURABILITY = {
@@ -209,7 +214,7 @@ _CONVERSATION_COLUMNS = (
 _COLUMN_OF = {"group": "skill_group"}  # model field -> column, where they differ (GROUP is an SQL keyword)
 _MESSAGE_COLUMNS = "conv_id, seq, cmid, sender, sender_role, ts, body"
 _ATTACHMENT_COLUMNS = (
-    "id, tenant, conv_id, uploader, kind, content_type, size, created_at, name, width, height, duration_ms, thumbnail_size"
+    "id, tenant, conv_id, uploader, kind, content_type, size, created_at, name, width, height, duration_ms, thumbnail_size, deleted_at"
 )
 # Statements are built once: the sqlite3 statement cache is keyed by the SQL string.
 _SELECT_CONVERSATION = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
@@ -285,6 +290,7 @@ class SqliteBackend:
             SetTags: self._set_tags,
             AddAttachment: self._add_attachment,
             DeleteAttachment: self._delete_attachment,
+            MarkAttachmentDeleted: self._mark_attachment_deleted,
             PutRecords: self._put_records,
             DeleteRecord: self._delete_record,
         }
@@ -559,7 +565,7 @@ class SqliteBackend:
         if cur.execute("SELECT 1 FROM conversations WHERE id = ?", (attachment.conv_id,)).fetchone() is None:
             raise NotFound(f"conversation {attachment.conv_id!r} not found")
         cur.execute(
-            f"INSERT INTO attachments ({_ATTACHMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO attachments ({_ATTACHMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (id) DO NOTHING",
             astuple(attachment),
         )
@@ -570,6 +576,11 @@ class SqliteBackend:
     def _delete_attachment(self, cur: sqlite3.Cursor, op: DeleteAttachment, pending: _Pending) -> bool:
         cur.execute("DELETE FROM attachments WHERE id = ?", (op.attachment_id,))
         return cur.rowcount > 0
+
+    def _mark_attachment_deleted(self, cur: sqlite3.Cursor, op: MarkAttachmentDeleted, pending: _Pending) -> Attachment | None:
+        cur.execute("UPDATE attachments SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL", (op.deleted_at, op.attachment_id))
+        rows = cur.execute(f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments WHERE id = ?", (op.attachment_id,)).fetchall()
+        return Attachment(*rows[0]) if rows else None
 
     def _put_records(self, cur: sqlite3.Cursor, op: PutRecords, pending: _Pending) -> int:
         for r in op.records:  # check all before storing any

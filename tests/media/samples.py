@@ -1,6 +1,7 @@
-"""Test media made in the test run: Pillow images, WAVs from the ``wave`` module, and MP4/M4A
+"""Test media made in the test run: Pillow images, WAVs from the ``wave`` module, MP4/M4A
 containers built box by box (enough for a player's header parse and mutagen's duration; no codec
-data, which nothing here decodes). Also the hostile ones: bombs, truncations, disguises."""
+data, so nothing can decode a frame of them), and real videos encoded by PyAV. Also the hostile
+ones: bombs, truncations, disguises."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import struct
 import wave
 import zlib
 
+import av
 from PIL import Image
 
 ORIENTATION = 0x0112
@@ -92,6 +94,23 @@ def mp4(duration_ms: int = 10_000, *, brand: bytes = b"isom", media_bytes: int =
     return ftyp + moov + mdat
 
 
+def video(width: int = 64, height: int = 48, *, seconds: float = 1.5, fmt: str = "mp4", codec: str = "mpeg4",
+          colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    """A real video encoded by PyAV (FFmpeg always has mpeg4; WebM takes libvpx), 10 frames a
+    second of one ``colour``: a poster of it has that colour."""
+    out = io.BytesIO()
+    with av.open(out, "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        frame = av.VideoFrame.from_image(Image.new("RGB", (width, height), colour))
+        for _ in range(round(seconds * 10)):
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return out.getvalue()
+
+
 def m4a(duration_ms: int = 4_000) -> bytes:
     return mp4(duration_ms, brand=b"M4A ", media_bytes=1024)
 
@@ -116,3 +135,27 @@ TEXT = "退货地址：上海市黄浦区人民大道 120 号\nreturn address\n"
 
 def truncated(data: bytes, keep: float = 0.5) -> bytes:
     return data[: int(len(data) * keep)]
+
+
+def avif(width: int = 64, height: int = 48) -> bytes:
+    """An AVIF, encoded by Pillow itself (libavif), the left half red and the right half blue."""
+    return _encoded(width, height, "AVIF")
+
+
+def heic(width: int = 64, height: int = 48, *, brand: bytes = b"heic") -> bytes:
+    """A HEIC (HEVC-coded HEIF, as an iPhone takes), encoded by pillow-heif; halves as in avif().
+    ``brand``: the ftyp box's major brand (``heix``: 10-bit HEVC, as some cameras write)."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    data = _encoded(width, height, "HEIF")
+    assert data[4:12] == b"ftypheic"
+    return data[:8] + brand + data[12:]
+
+
+def _encoded(width: int, height: int, fmt: str) -> bytes:
+    im = Image.new("RGB", (width, height), (255, 0, 0))
+    im.paste((0, 0, 255), (width // 2, 0, width, height))
+    out = io.BytesIO()
+    im.save(out, fmt, quality=90)
+    return out.getvalue()

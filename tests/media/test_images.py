@@ -84,3 +84,32 @@ def test_undecodable_and_truncated_images_are_refused(data: bytes) -> None:
     with pytest.raises(MediaError) as info:
         facts(data)
     assert info.value.code == "undecodable"
+
+
+@pytest.mark.parametrize("make", [samples.heic, samples.avif], ids=["heic", "avif"])
+def test_heic_and_avif_photos_get_a_jpeg_thumbnail(make) -> None:
+    f = facts(make(640, 480), edge=32)
+    assert (f.width, f.height) == (640, 480)
+    thumb = Image.open(io.BytesIO(f.thumbnail)).convert("RGB")
+    assert (Image.open(io.BytesIO(f.thumbnail)).format, thumb.size) == ("JPEG", (32, 24))
+    assert thumb.getpixel((4, 12))[0] > 200 and thumb.getpixel((28, 12))[2] > 200  # red left, blue right
+
+
+@pytest.mark.parametrize("make", [samples.heic, samples.avif], ids=["heic", "avif"])
+def test_heic_and_avif_over_the_pixel_limit_are_refused_before_decoding(make) -> None:
+    with pytest.raises(MediaError) as info:
+        facts(make(64, 48), max_pixels=64 * 48 - 1)
+    assert info.value.code == "decompression_bomb" and "64x48" in info.value.message
+
+
+def test_avif_exif_orientation_is_applied() -> None:
+    im = Image.new("RGB", (64, 48), (255, 0, 0))
+    im.paste((0, 0, 255), (32, 0, 64, 48))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # taken sideways
+    out = io.BytesIO()
+    im.save(out, "AVIF", exif=exif, quality=90)
+    f = facts(out.getvalue(), edge=64)
+    assert (f.width, f.height) == (48, 64)
+    thumb = Image.open(io.BytesIO(f.thumbnail)).convert("RGB")
+    assert thumb.size == (48, 64) and thumb.getpixel((24, 4))[0] > 200 and thumb.getpixel((24, 60))[2] > 200  # red on top

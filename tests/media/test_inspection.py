@@ -27,6 +27,9 @@ def run(kind: str, data: bytes, limits: MediaLimits = LIMITS):
         ("image", samples.png(), "image/png"),
         ("image", samples.gif(), "image/gif"),
         ("image", samples.webp(), "image/webp"),
+        ("image", samples.heic(), "image/heic"),
+        ("image", samples.avif(), "image/avif"),
+        ("file", samples.heic(), "image/heic"),
         ("video", samples.mp4(10_000), "video/mp4"),
         ("video", samples.webm(), "video/webm"),
         ("voice", samples.wav(1.0), "audio/wav"),
@@ -69,6 +72,8 @@ def test_facts_of_each_kind() -> None:
         ("voice", samples.mp4(1_000), "unsupported_type"),  # a video is not a voice message
         ("image", samples.truncated(samples.jpeg(300, 300)), "undecodable"),
         ("image", samples.png_bomb(), "decompression_bomb"),
+        ("image", samples.truncated(samples.heic(300, 300)), "undecodable"),
+        ("image", samples.truncated(samples.avif(300, 300)), "undecodable"),
         ("voice", samples.wav(4.0), "too_long"),
         ("video", samples.mp4(25_000), "too_long"),
         ("file", b"x" * 50_001, "file_too_large"),

@@ -18,6 +18,9 @@ from . import samples
         (samples.png(), "image/png"),
         (samples.gif(), "image/gif"),
         (samples.webp(), "image/webp"),
+        (samples.avif(), "image/avif"),
+        (samples.heic(), "image/heic"),
+        (samples.heic(brand=b"heix"), "image/heic"),  # a brand filetype does not know, read from the ftyp box
         (samples.mp4(), "video/mp4"),
         (samples.mp4(brand=b"qt  "), "video/quicktime"),
         (samples.m4a(), "audio/mp4"),

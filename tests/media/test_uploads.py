@@ -20,7 +20,7 @@ from gateway.media.kinds import MediaLimits
 from gateway.media.stats import MediaStats
 from gateway.media.uploads import Uploads, attachment_of, blob_key, clean_name, thumbnail_key
 from gateway.metrics import Stats
-from gateway.model import OPEN, Conversation, CreateConversation, Participant
+from gateway.model import OPEN, Conversation, CreateConversation, MarkAttachmentDeleted, Participant
 from gateway.store import MemoryBackend, SqliteBackend
 from gateway.store.writer import Store
 
@@ -221,6 +221,20 @@ async def test_the_sweep_removes_old_blobs_without_a_record_only(setup: Setup) -
     with trio.fail_after(20):
         assert await setup.uploads.sweep(older_than_s=3600, batch=2) == 2
     assert sorted(setup.files()) == sorted(f"blobs/{k}" for k in (blob_key(kept.id), thumbnail_key(kept.id), blob_key(young), "other/not-ours"))
+
+
+async def test_the_sweep_removes_the_blobs_a_deletion_left(setup: Setup) -> None:
+    # A deletion marks the record, then removes the blobs; if the removal failed they are swept.
+    gone = await receive(setup, "image", samples.jpeg())
+    kept = await receive(setup, "image", samples.jpeg())
+    await setup.store.execute(MarkAttachmentDeleted(gone.id, 5_000))
+    hour_ago = time.time() - 3700
+    for att in (gone, kept):
+        for key in (blob_key(att.id), thumbnail_key(att.id)):
+            os.utime(setup.root / "blobs" / key, (hour_ago, hour_ago))
+    with trio.fail_after(20):
+        assert await setup.uploads.sweep(older_than_s=3600) == 2
+    assert sorted(setup.files()) == sorted(f"blobs/{k}" for k in (blob_key(kept.id), thumbnail_key(kept.id)))
 
 
 def test_attachment_of() -> None:

@@ -15,6 +15,7 @@ from gateway.model import (
     AddAttachment,
     Attachment,
     DeleteAttachment,
+    MarkAttachmentDeleted,
     CLOSED,
     OPEN,
     AddParticipant,
@@ -595,6 +596,18 @@ def test_an_attachment_record_is_deleted(backend: StoreBackend) -> None:
     assert apply_one(backend, DeleteAttachment("a1")) is True
     assert apply_one(backend, DeleteAttachment("a1")) is False
     assert backend.get_attachment("a1") is None
+
+
+def test_an_attachment_is_marked_deleted_once_and_its_record_stays(backend: StoreBackend) -> None:
+    create(backend, conversation("c1"), "shopper1")
+    apply_one(backend, AddAttachment(attachment("a1")))
+    apply_one(backend, AddAttachment(attachment("a2")))
+    marked = apply_one(backend, MarkAttachmentDeleted("a1", 5_000))
+    assert marked == attachment("a1", deleted_at=5_000)
+    assert apply_one(backend, MarkAttachmentDeleted("a1", 6_000)) == marked  # the first deletion's time stays
+    assert backend.get_attachment("a1") == marked
+    assert backend.get_attachment("a2") == attachment("a2")  # only the one named
+    assert apply_one(backend, MarkAttachmentDeleted("nope", 5_000)) is None
 
 
 def test_a_conversation_created_in_the_same_batch_takes_its_attachment(backend: StoreBackend) -> None:

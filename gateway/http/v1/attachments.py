@@ -10,6 +10,8 @@ key may call these, so they authenticate here. Every rule lives in gateway.media
 - ``GET /v1/attachments/{id}/content``: its bytes (``variant=original|thumbnail``), by token or
   API key, or with a signed URL's ``variant``, ``expires`` and ``sig`` and no credentials at all.
   Range requests are served (206/416), so a ``<video>`` seeks.
+- ``DELETE /v1/attachments/{id}``: its uploader, a supervisor of the tenant, or the tenant's
+  backend deletes it (204); from then on it answers ``410 attachment_deleted``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ..problems import MEDIA_TYPE, TITLES, Problem, respond
 
 UPLOAD_SCOPES = frozenset({"ingest", "bot"})
 READ_SCOPES = frozenset({"read", "bot", "ingest"})
+DELETE_SCOPES = UPLOAD_SCOPES  # the keys that upload may take back: the tenant's backend
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,17 @@ def routes(services: Any) -> list[Route]:
             return media_problem(exc, request, services)
         return JSONResponse(media.describe(attachment, _content_path(attachment.id)), headers={"cache-control": "no-store"})
 
+    async def delete(request: Request) -> Response:
+        media = _media(services)
+        try:
+            who = await caller(request, services, DELETE_SCOPES)
+            await media.delete(who.tenant, who.user, who.role, request.path_params["attachment_id"])
+        except Problem as problem:
+            return respond(problem, request.method, request.url.path, services.stats.http_refusals, services.refusal_log)
+        except MediaError as exc:
+            return media_problem(exc, request, services)
+        return Response(status_code=204)
+
     async def content(request: Request) -> Response:
         media = _media(services)
         attachment_id = request.path_params["attachment_id"]
@@ -164,6 +178,7 @@ def routes(services: Any) -> list[Route]:
     return [
         Route("/v1/conversations/{conv_id}/attachments", upload, methods=["POST"]),
         Route("/v1/attachments/{attachment_id}", show, methods=["GET"]),
+        Route("/v1/attachments/{attachment_id}", delete, methods=["DELETE"]),
         Route("/v1/attachments/{attachment_id}/content", content, methods=["GET", "HEAD"]),
     ]
 
@@ -215,8 +230,17 @@ OPENAPI_PATHS: dict[str, Any] = {
             "summary": "An attachment's facts and fresh signed URLs (participants, the tenant's supervisors, read/bot/ingest keys).",
             "security": _SECURITY,
             "parameters": [_ID],
-            "responses": {"200": {"description": "Success", "content": {"application/json": {"schema": _ATTACHMENT}}}, **_problem_responses(401, 403, 404)},
-        }
+            "responses": {"200": {"description": "Success", "content": {"application/json": {"schema": _ATTACHMENT}}}, **_problem_responses(401, 403, 404, 410)},
+        },
+        "delete": {
+            "operationId": "delete_attachment",
+            "x-kefu-scopes": ["admin", *sorted(DELETE_SCOPES)],
+            "x-kefu-client-token": "its uploader, or a supervisor of the tenant",
+            "summary": "Delete an attachment: its bytes and thumbnail are removed, later fetches answer 410 (its uploader, the tenant's supervisors, admin/ingest/bot keys).",
+            "security": _SECURITY,
+            "parameters": [_ID],
+            "responses": {"204": {"description": "Deleted (also when it already was)"}, **_problem_responses(401, 403, 404)},
+        },
     },
     "/v1/attachments/{attachment_id}/content": {
         "get": {
@@ -235,7 +259,7 @@ OPENAPI_PATHS: dict[str, Any] = {
             "responses": {
                 "200": {"description": "The whole", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
                 "206": {"description": "One range", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
-                **_problem_responses(401, 403, 404, 416),
+                **_problem_responses(401, 403, 404, 410, 416),
             },
         }
     },

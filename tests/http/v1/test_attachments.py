@@ -334,3 +334,162 @@ async def test_an_api_keys_rate_covers_the_media_calls(start_gateway) -> None:
             assert int(refused.headers["retry-after"]) >= 1
             async with http(gw, "alice") as alice_http:  # client tokens are not API keys: no key rate
                 assert (await alice_http.get(f"/v1/attachments/{att['id']}/content")).status_code == 200
+
+
+async def test_an_agent_sees_a_video_as_its_first_frame(gw: Running) -> None:
+    """A real MP4 (encoded by PyAV here): the recipient's message says it has a thumbnail and its
+    size, and the thumbnail is a JPEG of the first frame at the thumbnail size."""
+    with trio.fail_after(30):
+        async with connect(gw.url, token("alice"), resume={}) as shopper, connect(gw.url, token("bob", "agent"), resume={}) as agent, \
+                http(gw, "bob", "agent") as bob_http, http(gw) as anonymous:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            await agent.ok("join", conv=conv)
+            clip = samples.video(640, 480, seconds=1.0)
+            up = await upload(bob_http, conv, "video", clip, name="实物.mp4")
+            assert up.status_code == 201, up.text
+            video = up.json()
+            assert (video["width"], video["height"], video["duration_ms"]) == (640, 480, 1000) and video["thumbnail_url"]
+            await agent.ok("send", conv=conv, cmid="v", body={"kind": "video", "attachment": video["id"]})
+            got = (await shopper.next("msg", conv=conv, cmid="v"))["body"]
+            assert (got["thumbnail"], got["w"], got["h"], got["duration_ms"], got["type"]) == (True, 640, 480, 1000, "video/mp4")
+            async with http(gw, "alice") as alice_http:
+                shown = (await alice_http.get(f"/v1/attachments/{video['id']}")).json()
+            poster = await anonymous.get(relative(shown["thumbnail_url"]))
+            assert (poster.status_code, poster.headers["content-type"]) == (200, "image/jpeg")
+            still = Image.open(io.BytesIO(poster.content))
+            assert (still.format, still.size) == ("JPEG", (320, 240))
+            assert still.convert("RGB").getpixel((160, 120))[0] > 150  # the clip is red
+            whole = await anonymous.get(relative(shown["url"]))
+            assert whole.content == clip
+
+
+async def test_a_video_over_the_pixel_limit_has_no_poster(nursery, tmp_path) -> None:
+    """The frame size is read from the stream's header; over the image pixel limit no frame is
+    decoded: the video is stored and sent with its size, without a thumbnail."""
+    running = await nursery.start(serve, make_config(tmp_path, store="memory", media_image_pixels=64 * 48 - 1, **LIMITS))
+    try:
+        with trio.fail_after(30):
+            async with connect(running.url, token("alice"), resume={}) as shopper, http(running, "alice") as alice_http:
+                conv = (await shopper.ok("open"))["conv"]["id"]
+                video = (await upload(alice_http, conv, "video", samples.video(64, 48))).json()
+                assert (video["width"], video["height"], video["thumbnail_url"]) == (64, 48, None)
+                await shopper.ok("send", conv=conv, cmid="v", body={"kind": "video", "attachment": video["id"]})
+                got = (await shopper.ok("history", conv=conv))["messages"][-1]["body"]
+                assert (got["thumbnail"], got["w"], got["h"]) == (False, 64, 48)
+                problem(await alice_http.get(f"/v1/attachments/{video['id']}/content", params={"variant": "thumbnail"}), 404, "not_found")
+    finally:
+        running.node.stop()
+        with trio.fail_after(10):
+            await running.node.stopped()
+
+
+async def test_the_uploader_deletes_an_attachment_and_it_is_gone(sqlite_gw: Running) -> None:
+    """DELETE removes the file and its thumbnail and marks the record; every way of fetching it
+    then answers 410, the message that carried it stays in the history, and it cannot be sent again."""
+    gw = sqlite_gw
+    with trio.fail_after(30):
+        async with connect(gw.url, token("alice"), resume={}) as shopper, connect(gw.url, token("bob", "agent"), resume={}) as agent, \
+                http(gw, "alice") as alice_http, http(gw, "bob", "agent") as bob_http, http(gw) as anonymous:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            await agent.ok("join", conv=conv)
+            photo = (await upload(alice_http, conv, "image", samples.jpeg(400, 300), name="颜色.jpg")).json()
+            await shopper.ok("send", conv=conv, cmid="p", body={"kind": "image", "attachment": photo["id"]})
+            await agent.next("msg", conv=conv, cmid="p")
+            shown = (await bob_http.get(f"/v1/attachments/{photo['id']}")).json()
+            assert len(stored_files(gw)) == 2  # the file and its thumbnail
+
+            deleted = await alice_http.delete(f"/v1/attachments/{photo['id']}")
+            assert (deleted.status_code, deleted.content) == (204, b"")
+            assert stored_files(gw) == []
+            with sqlite3.connect(gw.data / "kefu.sqlite3") as db:
+                (deleted_at,) = db.execute("SELECT deleted_at FROM attachments WHERE id = ?", (photo["id"],)).fetchone()
+            assert deleted_at is not None and abs(deleted_at - time.time() * 1000) < 60_000
+
+            path = f"/v1/attachments/{photo['id']}"
+            problem(await bob_http.get(path), 410, "attachment_deleted")
+            problem(await bob_http.get(path + "/content"), 410, "attachment_deleted")
+            problem(await alice_http.get(path + "/content", params={"variant": "thumbnail"}), 410, "attachment_deleted")
+            problem(await anonymous.get(relative(shown["url"])), 410, "attachment_deleted")  # a signed URL from before
+            problem(await anonymous.get(relative(shown["thumbnail_url"])), 410, "attachment_deleted")
+
+            # The message stays, with the attachment's id and the facts it was sent with.
+            body = (await agent.ok("history", conv=conv))["messages"][-1]["body"]
+            assert (body["attachment"], body["name"], body["w"]) == (photo["id"], "颜色.jpg", 400)
+            refused = await shopper.request("send", conv=conv, cmid="again", body={"kind": "image", "attachment": photo["id"]})
+            assert (refused["t"], refused["code"]) == ("error", "not_found")
+
+            # A retried DELETE succeeds again; the deletion is counted once.
+            assert (await alice_http.delete(path)).status_code == 204
+            text = (await alice_http.get("/metrics")).text
+    assert 'kefu_media_deletions_total{kind="image"} 1.0' in text
+    assert 'kefu_media_refused_total{code="attachment_deleted"} 5.0' in text
+
+
+async def test_who_may_delete_an_attachment_is_the_authorization_table(gw: Running) -> None:
+    """Every cell of ATTACHMENT_TABLE over HTTP: each role as the uploader, as someone else of
+    the tenant, and from another tenant; and unknown ids, anonymous callers and key scopes."""
+    from gateway.conversations import authz
+    from gateway.http import keys
+
+    with trio.fail_after(60):
+        async with connect(gw.url, token("alice"), resume={}) as shopper:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            secret = await new_key(gw, scopes=("ingest",))
+            key_user = f"apikey:{keys.parse(secret)[0]}"
+            media = gw.node.media
+
+            async def stored(uploader: str) -> str:
+                async def body():
+                    yield samples.jpeg()
+                return (await media.upload("shop1", uploader, conv, "image", body(), tenant_wide=True)).id
+
+            for role, row in authz.ATTACHMENT_TABLE["delete_attachment"].items():
+                user = f"{role}-user"
+                for rel, outcome in zip(authz.ATTACHMENT_RELATIONS, row):
+                    uploader = (key_user if role == "system" else user) if rel == authz.UPLOADER else "someone-else"
+                    att = await stored(uploader)
+                    if role == "system":
+                        caller = client(gw, secret if rel != authz.OTHER_TENANT else await new_key(gw, tenant="shop2", scopes=("admin",)))
+                    else:
+                        caller = http(gw, user, role, tenant="shop2" if rel == authz.OTHER_TENANT else "shop1")
+                    async with caller as api:
+                        answer = await api.delete(f"/v1/attachments/{att}")
+                    if outcome == authz.ALLOW:
+                        assert answer.status_code == 204, (role, rel, answer.text)
+                    else:
+                        problem(answer, {"not_found": 404, "forbidden": 403}[outcome], outcome)
+                    assert ((await gw.node.store.get_attachment(att)).deleted_at is not None) == (outcome == authz.ALLOW), (role, rel)
+
+            att = await stored("alice")
+            async with http(gw, "alice") as alice_http, http(gw) as anonymous, client(gw, await new_key(gw, scopes=("read",))) as reader:
+                problem(await alice_http.delete("/v1/attachments/no-such-id"), 404, "not_found")
+                problem(await anonymous.delete(f"/v1/attachments/{att}"), 401, "unauthenticated")
+                problem(await reader.delete(f"/v1/attachments/{att}"), 403, "forbidden")  # a read key may not
+                assert (await alice_http.get(f"/v1/attachments/{att}")).status_code == 200
+
+
+@pytest.mark.parametrize("make, content_type", [(samples.heic, "image/heic"), (samples.avif, "image/avif")], ids=["heic", "avif"])
+async def test_an_iphone_heic_or_an_avif_photo_is_sent_with_a_jpeg_thumbnail(gw: Running, make, content_type: str) -> None:
+    """Files encoded here by pillow-heif and Pillow: sniffed from the bytes (sent as application/
+    octet-stream and named .jpg), decoded in the worker, the recipient sees a JPEG thumbnail."""
+    with trio.fail_after(30):
+        async with connect(gw.url, token("alice"), resume={}) as shopper, connect(gw.url, token("bob", "agent"), resume={}) as agent, \
+                http(gw, "alice") as alice_http, http(gw, "bob", "agent") as bob_http:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            await agent.ok("join", conv=conv)
+            photo = make(800, 600)
+            up = await upload(alice_http, conv, "image", photo, name="IMG_0001.jpg", **{"content-type": "image/jpeg"})
+            assert up.status_code == 201, up.text
+            image = up.json()
+            assert (image["content_type"], image["width"], image["height"]) == (content_type, 800, 600)
+            await shopper.ok("send", conv=conv, cmid="h", body={"kind": "image", "attachment": image["id"]})
+            got = (await agent.next("msg", conv=conv, cmid="h"))["body"]
+            assert (got["type"], got["w"], got["h"], got["thumbnail"]) == (content_type, 800, 600, True)
+            thumb = await bob_http.get(f"/v1/attachments/{image['id']}/content", params={"variant": "thumbnail"})
+            assert (thumb.status_code, thumb.headers["content-type"]) == (200, "image/jpeg")
+            still = Image.open(io.BytesIO(thumb.content))
+            assert (still.format, still.size) == ("JPEG", (320, 240))
+            rgb = still.convert("RGB")
+            assert rgb.getpixel((40, 120))[0] > 200 and rgb.getpixel((280, 120))[2] > 200  # red left, blue right
+            original = await bob_http.get(f"/v1/attachments/{image['id']}/content")
+            assert (original.content, original.headers["content-type"]) == (photo, content_type)

@@ -1,0 +1,93 @@
+"""A video's poster: its first frame, decoded with PyAV (FFmpeg), as a JPEG thumbnail.
+
+An agent's workspace shows a video as a still before it plays. Decoding is bounded: the frame
+size the stream declares is checked against the image pixel limit before any frame is decoded
+(the same rule as images, so a clip cannot be a decompression bomb), and at most
+:data:`MAX_PACKETS` packets are read, never the whole file. A video PyAV cannot open or decode
+simply has no poster: it is still a video (its bytes were sniffed as one), only not one we can
+show as a still. PyAV also reads durations mutagen cannot (WebM), from the container's header.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import av
+
+from .images import jpeg_thumbnail
+
+#: Packets of the video stream read while looking for a first frame: enough for a decoder that
+#: needs a few packets before it outputs one, never the whole file.
+MAX_PACKETS = 16
+#: How much FFmpeg may read to identify the streams (bytes), and how much of the media it may
+#: analyse (microseconds): the container's header is at the start of every file we accept.
+_OPEN_OPTIONS = {"probesize": str(1 << 20), "analyzeduration": str(1_000_000)}
+
+
+@dataclass(frozen=True, slots=True)
+class VideoFacts:
+    width: int | None  # the stream's frame size, when it declares one
+    height: int | None
+    duration_ms: int | None  # from the container (or the stream), when it states one
+    poster: bytes | None  # a JPEG of the first frame; None when it could not or may not be decoded
+    oversized: bool = False  # the frame size is over the pixel limit: no frame was decoded
+
+
+def inspect_video(source: BinaryIO, *, max_pixels: int, thumbnail_edge: int) -> VideoFacts | None:
+    """The facts PyAV reads from ``source``, or None when it cannot open it as a video."""
+    source.seek(0)
+    try:
+        container = av.open(source, "r", options=_OPEN_OPTIONS)
+    except (av.FFmpegError, ValueError, OSError, EOFError):
+        return None
+    try:
+        with container:
+            duration = _duration_ms(container)
+            stream = next(iter(container.streams.video), None)
+            if stream is None:
+                return VideoFacts(None, None, duration, None)
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if width <= 0 or height <= 0:
+                return VideoFacts(None, None, duration, None)
+            if width * height > max_pixels:
+                return VideoFacts(width, height, duration, None, oversized=True)
+            stream.thread_type = "SLICE"  # no frame threading: one frame in flight, its memory only
+            stream.codec_context.thread_count = 1
+            poster = _first_frame(container, stream, thumbnail_edge, max_pixels)
+            return VideoFacts(width, height, duration, poster)
+    except (av.FFmpegError, ValueError, OSError, EOFError, MemoryError):
+        return None
+
+
+def _first_frame(container, stream, thumbnail_edge: int, max_pixels: int) -> bytes | None:
+    for count, packet in enumerate(container.demux(stream), 1):
+        try:
+            frames = packet.decode()
+        except (av.FFmpegError, ValueError):
+            frames = []
+        for frame in frames:
+            if frame.width * frame.height > max_pixels:  # a stream whose frames outgrow its header
+                return None
+            return jpeg_thumbnail(frame.to_image(), thumbnail_edge)[0]
+        if count >= MAX_PACKETS:
+            return None
+    try:  # a very short clip: the decoder may still hold its only frame
+        for frame in stream.codec_context.decode(None):
+            if frame.width * frame.height <= max_pixels:
+                return jpeg_thumbnail(frame.to_image(), thumbnail_edge)[0]
+    except (av.FFmpegError, ValueError):
+        pass
+    return None
+
+
+def _duration_ms(container) -> int | None:
+    if container.duration is not None and container.duration > 0:  # in av.time_base units (µs)
+        return round(container.duration / 1000)
+    for stream in container.streams:
+        if stream.duration and stream.time_base:
+            seconds = float(stream.duration * stream.time_base)
+            if math.isfinite(seconds) and seconds > 0:
+                return round(seconds * 1000)
+    return None
