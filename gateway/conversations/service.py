@@ -351,7 +351,16 @@ class ConversationService:
             raise RequestError("unavailable", "server restarting: resend after reconnecting")
         attachment = await self.store.get_attachment(media_bodies.attachment_id(body))
         state = await self._in_tenant(who, conv_id, "send")
-        packed = env.pack(media_bodies.with_facts(body, attachment, state.conv))
+        try:
+            packed = env.pack(media_bodies.with_facts(body, attachment, state.conv))
+        except RequestError:
+            # the resend of a message stored before its file was deleted still gets its ack
+            stored = await self.store.find_message(state.conv.id, who.user, cmid)
+            if stored is None:
+                raise
+            self.stats.messages_duplicate += 1
+            done(Appended(stored, True))
+            return
         pending = self._submit_send(who, state, cmid, packed, done, origin)
         if pending is not None:
             await pending

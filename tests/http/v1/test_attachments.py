@@ -417,6 +417,8 @@ async def test_the_uploader_deletes_an_attachment_and_it_is_gone(sqlite_gw: Runn
             assert (body["attachment"], body["name"], body["w"]) == (photo["id"], "颜色.jpg", 400)
             refused = await shopper.request("send", conv=conv, cmid="again", body={"kind": "image", "attachment": photo["id"]})
             assert (refused["t"], refused["code"]) == ("error", "not_found")
+            resent = await shopper.request("send", conv=conv, cmid="p", body={"kind": "image", "attachment": photo["id"]})
+            assert (resent["t"], resent["dup"]) == ("ack", True)  # the resend of what was stored before
 
             # A retried DELETE succeeds again; the deletion is counted once.
             assert (await alice_http.delete(path)).status_code == 204
