@@ -4,7 +4,10 @@ of its latency with no uploads).
 
     python -m bench.media [--target sqlite] [--duration 10] [--uploaders 4] [--rate 50] [--out FILE]
 
-Three phases on one gateway (a subprocess, as bench/servers.py starts it, with its HTTP side on):
+Three phases on one gateway (a subprocess, as bench/servers.py starts it, with its HTTP side on;
+pinned to the first core with its inspection workers, the clients on the others, unless
+``--no-pin``: uploaders on the gateway's own core would measure this 2-core machine's scheduler,
+not the gateway):
 
 1. ``idle``: a shopper sends ``--rate`` text messages per second to an agent; ack and end-to-end
    latencies are recorded.
@@ -40,30 +43,18 @@ from trio_websocket import open_websocket_url
 from gateway.auth import mint_token
 
 from .measure import percentiles
-from .servers import CLK_TCK, SECRET, TENANT, Server, machine
+from .servers import SECRET, TENANT, Server, machine, proc_cpu
 
 
-def descendants_cpu_s(pid: int) -> float:
-    """utime + stime of every live process below ``pid``: the gateway's media inspection workers
-    and the fork server they come from (a worker that has ended is no longer counted)."""
-    children: dict[int, list[int]] = {}
-    seconds: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:  # ended meanwhile
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
-        seconds[int(entry)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    total, below = 0.0, list(children.get(pid, []))
-    while below:
-        child = below.pop()
-        total += seconds.get(child, 0.0)
-        below.extend(children.get(child, []))
-    return total
+def gateway_cpu_s(server: Server) -> float:
+    """utime + stime of the gateway process itself (the event loop and its threads)."""
+    return sum(proc_cpu(server.pid))
+
+
+def workers_cpu_s(server: Server) -> float:
+    """utime + stime of every live process below the gateway: its media inspection workers and
+    the fork server they come from (a worker that has ended is no longer counted)."""
+    return sum(sum(proc_cpu(pid)) for pid in server.tree()[1:])
 
 
 def free_port() -> int:
@@ -179,7 +170,7 @@ async def uploads(server: Server, http_url: str, conv: str, data: bytes, uploade
     counts = {"stored": 0, "bytes": 0}
     stop = trio.Event()
     other: dict[str, Any] = {}
-    cpu0, workers0, t0 = server.cpu_seconds(), descendants_cpu_s(server.pid), time.perf_counter()
+    cpu0, workers0, t0 = gateway_cpu_s(server), workers_cpu_s(server), time.perf_counter()
     async with trio.open_nursery() as nursery:
         for _ in range(uploaders):
             nursery.start_soon(upload_loop, http_url, conv, data, stop, counts)
@@ -187,8 +178,8 @@ async def uploads(server: Server, http_url: str, conv: str, data: bytes, uploade
             await trio.sleep(duration)
         else:
             other = await during()
-        cpu, seconds = server.cpu_seconds() - cpu0, time.perf_counter() - t0
-        workers = descendants_cpu_s(server.pid) - workers0
+        cpu, seconds = gateway_cpu_s(server) - cpu0, time.perf_counter() - t0
+        workers = workers_cpu_s(server) - workers0
         stop.set()
     mb = counts["bytes"] / 1e6
     return {
@@ -200,7 +191,14 @@ async def uploads(server: Server, http_url: str, conv: str, data: bytes, uploade
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
-    server = Server(args.target, extra_args=["--metrics-port", str(port), "--media-workers", str(args.workers), "--media-inspection", args.inspection])
+    cores = sorted(os.sched_getaffinity(0))
+    pinned = args.pin and len(cores) >= 2
+    server = Server(
+        args.target, cpus={cores[0]} if pinned else None,  # its inspection workers inherit the core
+        extra_args=["--metrics-port", str(port), "--media-workers", str(args.workers), "--media-inspection", args.inspection],
+    )
+    if pinned:  # the clients (uploaders, text senders) on the other cores, as the other benchmarks do
+        os.sched_setaffinity(0, set(cores[1:]))
     data = photo(args.width, args.height)
     with server:
         http_url = f"http://127.0.0.1:{port}"
@@ -245,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=2000)
     parser.add_argument("--height", type=int, default=1500)
     parser.add_argument("--out", help="write the results here (JSON)")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="do not pin the gateway (and its inspection workers) to one core and the clients to the others")
     args = parser.parse_args(argv)
     result = trio.run(run, args)
     text = json.dumps(result, indent=2, ensure_ascii=False)
