@@ -4,7 +4,11 @@ happening, and the gateway recovers by itself."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import socket
+import subprocess
 
 import httpx
 import pytest
@@ -101,3 +105,76 @@ async def test_readyz_and_metrics_say_when_redis_is_away(nursery, tmp_path, priv
         text, metrics = await wait_ready(running, 200)
         assert "bus: ok" in text and float(re.search(r"^kefu_bus_reconnects_total (\S+)", metrics, re.M).group(1)) >= 1
     running.node.stop()
+
+
+def postgresql(action: str) -> None:
+    """Act on the machine's own PostgreSQL cluster (the one the tests use), as .ci/run starts it;
+    ``restart`` in immediate mode: the server stops as a crash would, then starts again."""
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    mode = ["-m", "immediate"] if action in ("stop", "restart") else []
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action, *mode], check=True, timeout=60, capture_output=True)
+
+
+def postgresql_up() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+async def test_postgresql_restarted_mid_traffic_loses_and_repeats_nothing(nursery, tmp_path):
+    """The real thing, not a proxy: the machine's PostgreSQL crashes (immediate stop) and starts
+    again while a shopper sends; every send is acked exactly once, in order, or refused as
+    retryable and resent with its cmid; the store holds each once and the agent got each once."""
+    if shutil.which("pg_ctlcluster") is None or not os.path.isdir("/etc/postgresql"):
+        pytest.fail("PostgreSQL's pg_ctlcluster is not installed (Debian's postgresql package)")
+    schema = fresh_schema()
+    running = await nursery.start(serve, make_config(tmp_path, store=PG_URL, store_schema=schema))
+    try:
+        with trio.fail_after(50):
+            await wait_ready(running, 200)
+            async with connect(running.url, token("alice"), resume={}) as shopper, connect(running.url, token("bob", "agent"), resume={}) as agent:
+                conv = (await shopper.ok("open"))["conv"]["id"]
+                await agent.ok("join", conv=conv)
+                acked: dict[str, int] = {}
+                refused = 0
+
+                async def send_all() -> None:
+                    nonlocal refused
+                    for i in range(40):
+                        while f"m{i}" not in acked:  # a client resends the same cmid until acked
+                            reply = await shopper.request("send", conv=conv, cmid=f"m{i}", body=TEXT)
+                            if reply["t"] == "ack":
+                                acked[f"m{i}"] = reply["seq"]
+                            else:
+                                assert (reply["code"], reply["retryable"]) == ("unavailable", True), reply
+                                refused += 1
+                                await trio.sleep(0.05)
+                        await trio.sleep(0.01)
+
+                async with trio.open_nursery() as traffic:
+                    traffic.start_soon(send_all)
+                    while len(acked) < 10:
+                        await trio.sleep(0.01)
+                    await trio.to_thread.run_sync(postgresql, "restart")
+                assert list(acked.values()) == list(range(1, 41))
+                assert refused > 0  # the restart was felt, and answered retryably
+                got = [await agent.next("msg", conv=conv) for _ in range(40)]
+                assert [(m["seq"], m["cmid"]) for m in got] == [(s, c) for c, s in acked.items()]
+                assert [f for f in await agent.quiet(0.2) if f["t"] == "msg"] == []
+                await wait_ready(running, 200)
+        check = PostgresBackend(PG_URL, schema=schema)
+        check.open()
+        try:
+            stored = check.read_messages(conv, limit=100).messages
+            assert [(m.seq, m.cmid) for m in stored] == [(s, c) for c, s in acked.items()]  # each once
+        finally:
+            check.close()
+    finally:
+        if not postgresql_up():
+            await trio.to_thread.run_sync(postgresql, "start")
+        running.node.stop()
+        with trio.fail_after(10):
+            await running.node.stopped()
+        drop_schema(schema)
