@@ -35,6 +35,16 @@ async def ready(running) -> tuple[int, str, str]:
     return answer.status_code, answer.text, metrics
 
 
+def stored(schema: str, conv: str) -> list[tuple[int, str]]:
+    """(seq, cmid) of every message PostgreSQL holds for ``conv``, read afresh."""
+    check = PostgresBackend(PG_URL, schema=schema)
+    check.open()
+    try:
+        return [(m.seq, m.cmid) for m in check.read_messages(conv, limit=100).messages]
+    finally:
+        check.close()
+
+
 async def wait_ready(running, status: int) -> tuple[str, str]:
     while True:
         code, text, metrics = await ready(running)
@@ -78,13 +88,7 @@ async def test_postgresql_away_mid_traffic_refuses_sends_retryably_and_recovers(
                 assert [(m["seq"], m["cmid"]) for m in got] == [(s, c) for c, s in acked.items()]
                 text, metrics = await wait_ready(running, 200)
                 assert "kefu_store_up 1.0" in metrics
-        check = PostgresBackend(PG_URL, schema=schema)
-        check.open()
-        try:
-            stored = check.read_messages(conv, limit=100).messages
-            assert [(m.seq, m.cmid) for m in stored] == [(s, c) for c, s in acked.items()]  # each once
-        finally:
-            check.close()
+        assert stored(schema, conv) == [(s, c) for c, s in acked.items()]  # each once
     finally:
         running.node.stop()
         with trio.fail_after(10):
@@ -164,13 +168,7 @@ async def test_postgresql_restarted_mid_traffic_loses_and_repeats_nothing(nurser
                 assert [(m["seq"], m["cmid"]) for m in got] == [(s, c) for c, s in acked.items()]
                 assert [f for f in await agent.quiet(0.2) if f["t"] == "msg"] == []
                 await wait_ready(running, 200)
-        check = PostgresBackend(PG_URL, schema=schema)
-        check.open()
-        try:
-            stored = check.read_messages(conv, limit=100).messages
-            assert [(m.seq, m.cmid) for m in stored] == [(s, c) for c, s in acked.items()]  # each once
-        finally:
-            check.close()
+        assert stored(schema, conv) == [(s, c) for c, s in acked.items()]  # each once
     finally:
         if not postgresql_up():
             await trio.to_thread.run_sync(postgresql, "start")
