@@ -29,8 +29,8 @@ import logging
 import queue
 import threading
 import time
-from functools import partial
 from collections import deque
+from functools import partial
 from typing import Any, Callable, Protocol
 
 import outcome
