@@ -29,9 +29,13 @@ import io
 import json
 import os
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 from contextlib import AsyncExitStack
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -44,6 +48,8 @@ from gateway.auth import mint_token
 
 from .measure import percentiles
 from .servers import SECRET, TENANT, Server, machine, proc_cpu
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def gateway_cpu_s(server: Server) -> float:
@@ -166,21 +172,56 @@ async def upload_loop(http_url: str, conv: str, data: bytes, stop: trio.Event, c
                 counts[f"refused_{r.status_code}"] = counts.get(f"refused_{r.status_code}", 0) + 1
 
 
-async def uploads(server: Server, http_url: str, conv: str, data: bytes, uploaders: int, duration: float, during=None) -> dict[str, Any]:
+async def upload_load(http_url: str, conv: str, image: str, uploaders: int) -> dict[str, int]:
+    """The upload load as its own process runs it (``--load``): ``uploaders`` clients upload
+    ``image`` back to back until stdin closes; returns the counts."""
+    with open(image, "rb") as f:
+        data = f.read()
     counts = {"stored": 0, "bytes": 0}
     stop = trio.Event()
-    other: dict[str, Any] = {}
-    cpu0, workers0, t0 = gateway_cpu_s(server), workers_cpu_s(server), time.perf_counter()
+
+    async def until_stdin_closes() -> None:
+        await trio.to_thread.run_sync(sys.stdin.buffer.read)
+        stop.set()
+
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(until_stdin_closes)
         for _ in range(uploaders):
             nursery.start_soon(upload_loop, http_url, conv, data, stop, counts)
+    return counts
+
+
+def idle_priority() -> None:
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+async def uploads(server: Server, http_url: str, conv: str, image: str, uploaders: int, duration: float, during=None, *, priority: str = "idle") -> dict[str, Any]:
+    """Run the upload load for ``duration`` (or while ``during()`` runs) in a process of its own:
+    the text latency probe, in this process, then measures the gateway, not the wait for its own
+    event loop behind the uploaders' (in one process, the probe's p99 grew with the load generator's
+    work, not the gateway's). With ``priority`` "idle" the load runs under SCHED_IDLE, so that on
+    the clients' core the probe is never kept waiting behind it either; "normal" to compare."""
+    load = subprocess.Popen(
+        [sys.executable, "-m", "bench.media", "--load", http_url, conv, image, str(uploaders)],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=idle_priority if priority == "idle" else None,
+    )
+    other: dict[str, Any] = {}
+    try:
+        cpu0, workers0, t0 = gateway_cpu_s(server), workers_cpu_s(server), time.perf_counter()
         if during is None:
             await trio.sleep(duration)
         else:
             other = await during()
         cpu, seconds = gateway_cpu_s(server) - cpu0, time.perf_counter() - t0
         workers = workers_cpu_s(server) - workers0
-        stop.set()
+        out, _ = await trio.to_thread.run_sync(partial(load.communicate, b"", timeout=120))
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+    if load.returncode != 0:
+        raise RuntimeError(f"the upload load process exited with {load.returncode}")
+    counts = json.loads(out)
     mb = counts["bytes"] / 1e6
     return {
         **counts, "seconds": seconds, "uploads_per_s": counts["stored"] / seconds, "mb_per_s": mb / seconds,
@@ -195,12 +236,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     pinned = args.pin and len(cores) >= 2
     server = Server(
         args.target, cpus={cores[0]} if pinned else None,  # its inspection workers inherit the core
-        extra_args=["--metrics-port", str(port), "--media-workers", str(args.workers), "--media-inspection", args.inspection],
+        extra_args=["--metrics-port", str(port), "--media-workers", str(args.workers), "--media-inspection", args.inspection,
+                    *(["--media-dir", args.media_dir] if args.media_dir else [])],
     )
     if pinned:  # the clients (uploaders, text senders) on the other cores, as the other benchmarks do
         os.sched_setaffinity(0, set(cores[1:]))
     data = photo(args.width, args.height)
-    with server:
+    image = tempfile.NamedTemporaryFile(prefix="kefu-bench-photo-", suffix=".jpg")
+    image.write(data)
+    image.flush()
+    with server, image:
         http_url = f"http://127.0.0.1:{port}"
         async with AsyncExitStack() as stack:
             shopper = await live(server.url, "shopper-0", "shopper", stack)
@@ -212,10 +257,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 warm = await client.post(f"/v1/conversations/{conv}/attachments", params={"kind": "image"}, content=data)
                 assert warm.status_code == 201, warm.text  # the inspection workers have started
             idle = await text_latency(shopper, agent, conv, args.duration, args.rate)
-            alone = await uploads(server, http_url, conv, data, args.uploaders, args.duration)
+            alone = await uploads(server, http_url, conv, image.name, args.uploaders, args.duration, priority=args.load_priority)
             mixed = await uploads(
-                server, http_url, conv, data, args.uploaders, args.duration,
-                during=lambda: text_latency(shopper, agent, conv, args.duration, args.rate),
+                server, http_url, conv, image.name, args.uploaders, args.duration,
+                during=lambda: text_latency(shopper, agent, conv, args.duration, args.rate), priority=args.load_priority,
             )
         build = server.build()
     ratio = {}
@@ -226,6 +271,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
         "target": args.target, "build": build,
         "options": {"duration": args.duration, "uploaders": args.uploaders, "rate": args.rate, "workers": args.workers, "inspection": args.inspection,
+                    "load_priority": args.load_priority, "media_dir": args.media_dir or "(data dir)",
                     "image": f"{args.width}x{args.height}", "image_bytes": len(data)},
         "idle": idle, "uploads": alone, "mixed": mixed, "ack_latency_ratio": ratio,
         "within_2x": all(r is not None and r <= 2 for r in ratio.values()),
@@ -245,7 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the results here (JSON)")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not pin the gateway (and its inspection workers) to one core and the clients to the others")
+    parser.add_argument("--load-priority", default="idle", choices=("idle", "normal"),
+                        help="the upload load process's CPU scheduling: idle (SCHED_IDLE, the default: it never delays the latency probe) or normal")
+    parser.add_argument("--media-dir", default="", help="the gateway's --media-dir (default: in its data directory, on the store's disk)")
+    parser.add_argument("--load", nargs=4, metavar=("HTTP_URL", "CONV", "IMAGE", "UPLOADERS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.load:  # the upload load's own process (see uploads()): counts as JSON on stdout
+        http_url, conv, image, uploaders = args.load
+        print(json.dumps(trio.run(upload_load, http_url, conv, image, int(uploaders))))
+        return 0
     result = trio.run(run, args)
     text = json.dumps(result, indent=2, ensure_ascii=False)
     if args.out:
