@@ -87,6 +87,7 @@ class Config:
         choices=("processes", "threads"),
     )
     media_url_ttl_s: int = _opt(300, "Seconds a signed download URL stays valid.")
+    media_dir: str = _opt("", "Where attachments' blobs and upload spool files live (empty: DATA_DIR/media). Another disk than the store's keeps upload fsyncs from slowing its commits.")
     context_url: str = _opt("", "The shop's CRM: customer context from GET <url>/customers/<id>/context (docs/workspace.md); empty: the built-in provider fed by /v1/ingest.")
     context_timeout_s: float = _opt(2.0, "Seconds a customer-context fetch may take before the agent is told it is unavailable.")
     context_ttl_s: float = _opt(60.0, "Seconds the CRM's answer for a customer is cached.")

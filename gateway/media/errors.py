@@ -33,6 +33,7 @@ MEDIA_ERRORS: dict[str, MediaErrorCode] = {
         MediaErrorCode("bad_signature", 403, "The signed URL was altered or signed with another key."),
         MediaErrorCode("url_expired", 403, "The signed URL has expired: ask for a new one."),
         MediaErrorCode("range_not_satisfiable", 416, "The requested byte range starts past the end of the attachment."),
+        MediaErrorCode("storage_failed", 503, "The blob store could not store the upload (a full disk, an unreachable store): nothing was kept; retry later."),
         MediaErrorCode("busy", 503, "Too many uploads in progress or waiting to be inspected: retry shortly."),
     )
 }

@@ -12,11 +12,11 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
-from functools import partial
 from typing import BinaryIO
 
 import trio
 
+from .blobs import BlobStore
 from .durations import duration_ms
 from .errors import MediaError
 from .images import inspect_image
@@ -80,16 +80,49 @@ def _check_duration(kind: str, ms: int | None, max_ms: int | None) -> None:
         raise MediaError("too_long", f"{kind} uploads may play at most {max_ms // 1000} s; this one plays {ms / 1000:.1f} s")
 
 
+@dataclass(frozen=True, slots=True)
+class Keep:
+    """Where an upload that passes inspection is stored: its file under ``key`` and its
+    thumbnail under ``thumbnail_key``, in ``blobs`` (picklable: a worker process writes them)."""
+
+    blobs: BlobStore
+    key: str
+    thumbnail_key: str
+
+
+def keep(found: Inspection, source: BinaryIO, where: Keep) -> None:
+    """Store the inspected ``source`` and its thumbnail; on failure nothing stays (raises OSError)."""
+    source.seek(0)
+    where.blobs.put(where.key, source)
+    if found.thumbnail is not None:
+        try:
+            where.blobs.put(where.thumbnail_key, io.BytesIO(found.thumbnail))
+        except BaseException:
+            where.blobs.delete(where.key)
+            raise
+
+
 def inspect_job(job: tuple, source: BinaryIO) -> tuple:
-    """:func:`inspect` as a worker process runs it: ``job`` is (kind, size, limits); the reply is
-    ("ok", Inspection), ("refused", code, message) or ("failed", what went wrong)."""
-    kind, size, limits = job
+    """:func:`inspect`, then :func:`keep` when ``job`` says where, as a worker process (or a
+    thread) runs it: ``job`` is (kind, size, limits, Keep or None); the reply is ("ok",
+    Inspection), ("refused", code, message) or ("failed", code, what went wrong).
+
+    The blobs are written here rather than by the gateway because copying megabytes into the blob
+    store is work too: done in the gateway's threads, it took the event loop's core from it
+    (measured: docs/benchmarks.md, "Media: the event loop's core")."""
+    kind, size, limits, where = job
     try:
-        return ("ok", inspect(kind, source, size, limits))
+        found = inspect(kind, source, size, limits)
     except MediaError as exc:
         return ("refused", exc.code, exc.message)
     except Exception as exc:  # a bug or an unexpected decoder error: reported, the worker lives on
-        return ("failed", f"{type(exc).__name__}: {exc}")
+        return ("failed", "inspection_failed", f"{type(exc).__name__}: {exc}")
+    if where is not None:
+        try:
+            keep(found, source, where)
+        except Exception as exc:  # a full disk, an unreachable store
+            return ("failed", "storage_failed", f"{type(exc).__name__}: {exc}")
+    return ("ok", found)
 
 
 class Inspector:
@@ -105,23 +138,31 @@ class Inspector:
         self._max_waiting = max_waiting
         self.pool = InspectionPool(concurrency, inspect_job) if processes else None
 
-    async def inspect(self, kind: str, source: BinaryIO, size: int) -> Inspection:
+    async def inspect(self, kind: str, source: BinaryIO, size: int, where: Keep | None = None) -> Inspection:
+        """Inspect ``source``; with ``where``, also store it there once it passes (a refusal
+        stores nothing; a worker that dies may leave a blob, which the caller removes)."""
         if self._limiter.statistics().tasks_waiting >= self._max_waiting:
             raise MediaError("busy", "too many uploads are being processed; retry shortly")
+        job = (kind, size, self.limits, where)
         fd = _fileno(source) if self.pool is not None else None
         if fd is None:
-            return await trio.to_thread.run_sync(partial(inspect, kind, source, size, self.limits), limiter=self._limiter)
-        async with self._limiter:
-            try:
-                reply = await self.pool.run((kind, size, self.limits), fd)
-            except WorkerDied as exc:
-                log.error("media inspection worker died inspecting a %s upload of %d bytes (%s)", kind, size, exc)
-                raise MediaError("inspection_failed", "the process inspecting the upload died (it ran out of memory or crashed)") from None
+            reply = await trio.to_thread.run_sync(inspect_job, job, source, limiter=self._limiter)
+        else:
+            async with self._limiter:
+                try:
+                    reply = await self.pool.run(job, fd)
+                except WorkerDied as exc:
+                    log.error("media inspection worker died inspecting a %s upload of %d bytes (%s)", kind, size, exc)
+                    raise MediaError("inspection_failed", "the process inspecting the upload died (it ran out of memory or crashed)") from None
         if reply[0] == "ok":
             return reply[1]
         if reply[0] == "refused":
             raise MediaError(reply[1], reply[2])
-        log.error("media inspection failed on a %s upload of %d bytes: %s", kind, size, reply[1])
+        code, what = reply[1], reply[2]
+        if code == "storage_failed":
+            log.error("could not store a %s upload of %d bytes in the blob store: %s", kind, size, what)
+            raise MediaError(code, "the upload could not be stored; nothing was kept")
+        log.error("media inspection failed on a %s upload of %d bytes: %s", kind, size, what)
         raise MediaError("inspection_failed", "the upload could not be inspected")
 
     def close(self) -> None:

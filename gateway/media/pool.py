@@ -1,9 +1,11 @@
-"""Worker processes that inspect uploads, at a lower CPU priority than the gateway's event loop.
+"""Worker processes that inspect and store uploads, at a lower CPU priority than the gateway's event loop.
 
 Why processes: Pillow and mutagen hold the GIL for much of their work, so inspection in a thread
 competes with the event loop that carries every message (measured: text acks 6-9x slower while
 uploads ran). In a process of its own, niced (``WORKER_NICENESS``), inspection only uses CPU the
-event loop leaves over, and the kernel prefers the loop whenever both want a core.
+event loop leaves over, and the kernel prefers the loop whenever both want a core (``SCHED_IDLE``:
+see :func:`lower_priority`). The worker also writes the upload to the blob store, so that the
+gateway's own threads do not copy megabytes on the event loop's core.
 
 How: each worker inspects one upload at a time. The spool file goes to it as a file descriptor
 (``SCM_RIGHTS`` over the worker's socket pair): no byte is copied, the worker reads the same file.
@@ -61,10 +63,7 @@ def worker_context(work: Work) -> Any:
 def serve(conn: Connection, niceness: int, work: Work) -> None:
     """A worker's life: jobs from ``conn``, ``work``'s answers back, until the gateway closes its end."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the gateway, which stops its workers
-    try:
-        os.nice(niceness)
-    except OSError:  # not allowed here: run at the gateway's priority
-        pass
+    lower_priority(niceness)
     while True:
         try:
             job = conn.recv()
@@ -74,6 +73,22 @@ def serve(conn: Connection, niceness: int, work: Work) -> None:
         with os.fdopen(fd, "rb") as source:
             reply = work(job, source)
         conn.send(reply)
+
+
+def lower_priority(niceness: int) -> None:
+    """Make the calling process yield its core to the gateway: ``SCHED_IDLE`` where the kernel has
+    it, so that the event loop preempts a worker the moment it wakes (a niced worker still runs out
+    its time slice first: measured, text acks waited up to 7 ms behind one); and ``niceness`` too,
+    which is what counts where SCHED_IDLE is not available. Lowering one's own priority needs no
+    privilege; a refusal leaves the worker at the gateway's priority."""
+    try:
+        os.nice(niceness)
+    except OSError:
+        pass
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux
+        pass
 
 
 class Worker:

@@ -49,11 +49,10 @@ class Media:
         self.uploads = Uploads(store, blobs, Inspector(limits, concurrency=concurrency, processes=processes), spool_dir, self.stats)
 
     @classmethod
-    def in_data_dir(cls, store: Store, data_dir: str | Path, secret: str, **kwargs) -> Media:
-        """Blobs under ``data_dir/media/blobs``, uploads spooled in ``data_dir/media/spool``
-        (the same file system, so a blob's rename stays atomic), URLs signed with a key derived
-        from the token secret."""
-        root = Path(data_dir) / "media"
+    def in_directory(cls, store: Store, root: str | Path, secret: str, **kwargs) -> Media:
+        """Blobs under ``root/blobs``, uploads spooled in ``root/spool``, URLs signed with a key
+        derived from the token secret."""
+        root = Path(root)
         ttl_s = kwargs.pop("url_ttl_s", 300)
         return cls(store, FilesystemBlobStore(root / "blobs"), UrlSigner.derived_from(secret, ttl_s=ttl_s), root / "spool", **kwargs)
 

@@ -2,14 +2,14 @@
 
 The order is what keeps storage clean. The body goes to an anonymous temporary file (it has no
 name, so an interrupted upload or a crash leaves nothing); only an upload that passes inspection
-reaches the blob store, whose writes are atomic; its record is written only once its blobs are
-durable, and if the record cannot be written the blobs are removed again. That last step runs
-shielded from cancellation, so a client that goes away cannot leave a blob without its row.
+reaches the blob store (the inspection worker writes it there, atomically); its record is written
+only once its blobs are durable, and if the record cannot be written, or the worker died
+mid-way, the blobs are removed again. The record's write and that removal run shielded from
+cancellation, so a client that goes away cannot leave a blob without its row.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import secrets
@@ -24,7 +24,7 @@ from ..model import AddAttachment, Attachment, Conversation, DeleteAttachment
 from ..store.writer import Store
 from .blobs import BlobStore
 from .errors import MediaError
-from .inspection import Inspector, check_size
+from .inspection import Inspector, Keep, check_size
 from .stats import MediaStats
 
 log = logging.getLogger("kefu.media")
@@ -86,11 +86,16 @@ class Uploads:
             raise MediaError("busy", "too many uploads in progress; retry shortly")
         self.stats.uploads_in_progress += 1
         spool: BinaryIO = await trio.to_thread.run_sync(partial(tempfile.TemporaryFile, dir=self.spool_dir))
+        attachment_id = new_attachment_id()
+        where = Keep(self.blobs, blob_key(attachment_id), thumbnail_key(attachment_id))
+        recorded = False
+        blobs_written = False  # or maybe written: removed again unless the record is
         try:
             size = await self._spool(kind, body, spool)
-            found = await self.inspector.inspect(kind, spool, size)
+            blobs_written = True
+            found = await self.inspector.inspect(kind, spool, size, where)
             attachment = Attachment(
-                id=new_attachment_id(),
+                id=attachment_id,
                 tenant=conv.tenant,
                 conv_id=conv.id,
                 uploader=uploader,
@@ -105,18 +110,31 @@ class Uploads:
                 thumbnail_size=None if found.thumbnail is None else len(found.thumbnail),
             )
             with trio.CancelScope(shield=True):
-                await self._commit(attachment, spool, found.thumbnail)
+                await self.store.execute(AddAttachment(attachment))
+            recorded = True
         except MediaError as exc:
+            if exc.code not in ("inspection_failed", "storage_failed"):
+                blobs_written = False  # refused before anything was stored
             self.stats.refused[exc.code] += 1
             log.info("upload refused: %s (%s) kind=%s tenant=%s", exc.code, exc.message, kind, conv.tenant)
             raise
         finally:
             self.stats.uploads_in_progress -= 1
             with trio.CancelScope(shield=True):
+                if blobs_written and not recorded:
+                    await self._remove(where)
                 await trio.to_thread.run_sync(spool.close)
         self.stats.uploads[kind] += 1
         self.stats.upload_bytes[kind] += size
         return attachment
+
+    async def _remove(self, where: Keep) -> None:
+        """Remove what an upload that got no record may have stored (the sweep catches what this misses)."""
+        for key in (where.key, where.thumbnail_key):
+            try:
+                await trio.to_thread.run_sync(self.blobs.delete, key)
+            except OSError as exc:  # left for an operator and the sweep: logged with its key
+                log.error("could not remove blob %s of a failed upload: %s", key, exc)
 
     async def _spool(self, kind: str, body: AsyncIterable[bytes], spool: BinaryIO) -> int:
         size = 0
@@ -134,24 +152,6 @@ class Uploads:
             await trio.to_thread.run_sync(spool.write, b"".join(pending))
         await trio.to_thread.run_sync(spool.flush)
         return size
-
-    async def _commit(self, attachment: Attachment, spool: BinaryIO, thumbnail: bytes | None) -> None:
-        stored: list[str] = []
-        try:
-            spool.seek(0)
-            await trio.to_thread.run_sync(self.blobs.put, blob_key(attachment.id), spool)
-            stored.append(blob_key(attachment.id))
-            if thumbnail is not None:
-                await trio.to_thread.run_sync(self.blobs.put, thumbnail_key(attachment.id), io.BytesIO(thumbnail))
-                stored.append(thumbnail_key(attachment.id))
-            await self.store.execute(AddAttachment(attachment))
-        except BaseException:
-            for key in stored:
-                try:
-                    await trio.to_thread.run_sync(self.blobs.delete, key)
-                except OSError as exc:  # left for an operator: logged with its key
-                    log.error("could not remove blob %s of a failed upload: %s", key, exc)
-            raise
 
     async def discard(self, attachment: Attachment) -> None:
         """Remove an attachment's record, then its blobs (a reader never finds a record without bytes)."""

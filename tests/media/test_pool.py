@@ -1,5 +1,5 @@
 """Inspection in worker processes: the same facts and refusals as in a thread, at a lower CPU
-priority, and a worker that dies (as the kernel's OOM killer ends one: SIGKILL) fails only the
+priority, what passes stored by the worker, and a worker that dies (as the kernel's OOM killer ends one: SIGKILL) fails only the
 upload it held, over real HTTP too, leaving no file and no row, while the gateway carries on."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import trio
 
 from gateway.app import Running, serve
 from gateway.media.errors import MediaError
-from gateway.media.inspection import Inspector, inspect
+from gateway.media.blobs import FilesystemBlobStore
+from gateway.media.inspection import Inspector, Keep, inspect
 from gateway.media.kinds import MediaLimits
 from gateway.media.pool import WORKER_NICENESS, InspectionPool
 
@@ -71,6 +72,7 @@ async def test_a_worker_process_finds_the_same_facts_and_refusals_at_a_lower_pri
     [worker] = inspector.pool.idle
     assert worker.pid != os.getpid()
     assert niceness(worker.pid) == min(19, os.nice(0) + WORKER_NICENESS)
+    assert os.sched_getscheduler(worker.pid) == os.SCHED_IDLE  # the event loop preempts it on waking
     for kind, bad, code in [
         ("image", samples.EXE, "unsupported_type"),
         ("image", samples.png_bomb(), "decompression_bomb"),
@@ -82,6 +84,18 @@ async def test_a_worker_process_finds_the_same_facts_and_refusals_at_a_lower_pri
                 await inspect_file(inspector, kind, bad)
         assert info.value.code == code
     assert inspector.pool.started == 1 and inspector.pool.died == 0  # one worker did it all
+
+
+async def test_a_worker_process_stores_what_passes_and_nothing_else(inspector: Inspector, tmp_path: Path) -> None:
+    blobs = FilesystemBlobStore(tmp_path / "blobs")
+    data = samples.jpeg(64, 48)
+    with trio.fail_after(30), spooled(data) as f:
+        found = await inspector.inspect("image", f, len(data), Keep(blobs, "ab/x", "ab/x.thumb"))
+    assert blobs.read("ab/x", 0, len(data) + 1) == data
+    assert blobs.read("ab/x.thumb", 0, 1 << 20) == found.thumbnail
+    with pytest.raises(MediaError), trio.fail_after(30), spooled(samples.EXE) as f:
+        await inspector.inspect("image", f, len(samples.EXE), Keep(blobs, "cd/y", "cd/y.thumb"))
+    assert sorted(k for k, _ in blobs.keys()) == ["ab/x", "ab/x.thumb"]
 
 
 async def test_a_worker_that_dies_fails_only_the_upload_it_held(inspector: Inspector) -> None:

@@ -31,7 +31,7 @@ async def media(nursery, tmp_path: Path) -> Media:
     await nursery.start(store.run)
     for conv, users in ((CONV, ("alice", "bob")), (OTHER, ("carol",)), (ELSEWHERE, ("dave",))):
         await store.execute(CreateConversation(conv, tuple(Participant(conv.id, u, "shopper", 1) for u in users)))
-    return Media.in_data_dir(store, tmp_path, "secret-of-the-gateway", limits=MediaLimits(thumbnail_edge=40))
+    return Media.in_directory(store, tmp_path / "media", "secret-of-the-gateway", limits=MediaLimits(thumbnail_edge=40))
 
 
 async def body(data: bytes) -> AsyncIterator[bytes]:

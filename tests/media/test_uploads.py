@@ -173,6 +173,20 @@ async def test_a_record_that_cannot_be_written_takes_its_blobs_with_it(setup: Se
     assert setup.files() == []
 
 
+async def test_a_blob_store_that_cannot_write_refuses_the_upload_and_keeps_nothing(setup: Setup) -> None:
+    tmp = setup.root / "blobs" / ".tmp"  # where every blob is written first: a file there fails each put
+    tmp.rmdir()
+    tmp.write_bytes(b"")
+    with pytest.raises(MediaError) as info:
+        await receive(setup, "image", samples.jpeg())
+    assert info.value.code == "storage_failed" and setup.stats.refused["storage_failed"] == 1
+    assert setup.files() == ["blobs/.tmp"]
+    assert setup.stats.uploads["image"] == 0 and setup.stats.uploads_in_progress == 0
+    tmp.unlink()
+    tmp.mkdir()
+    assert (await receive(setup, "image", samples.jpeg())).width == 64  # the store writes again: so do uploads
+
+
 async def test_discard_removes_the_record_and_the_blobs(setup: Setup) -> None:
     att = await receive(setup, "image", samples.jpeg())
     await setup.uploads.discard(att)

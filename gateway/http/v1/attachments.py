@@ -85,7 +85,7 @@ def media_problem(exc: MediaError, request: Request, services: Any, headers: dic
         "detail": exc.message,
         "instance": request.url.path,
         "code": exc.code,
-        "retryable": exc.code == "busy",
+        "retryable": exc.code in ("busy", "storage_failed"),
     }
     return Response(json.dumps(doc, ensure_ascii=False).encode(), status_code=exc.status, media_type=MEDIA_TYPE, headers=headers)
 
