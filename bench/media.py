@@ -186,6 +186,7 @@ async def upload_load(http_url: str, conv: str, image: str, uploaders: int) -> d
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(until_stdin_closes)
+        print("ready", flush=True)  # the phase's clock starts now, not while this process starts up
         for _ in range(uploaders):
             nursery.start_soon(upload_loop, http_url, conv, data, stop, counts)
     return counts
@@ -207,6 +208,10 @@ async def uploads(server: Server, http_url: str, conv: str, image: str, uploader
     )
     other: dict[str, Any] = {}
     try:
+        assert load.stdin is not None and load.stdout is not None
+        ready = await trio.to_thread.run_sync(load.stdout.readline)
+        if ready.strip() != b"ready":
+            raise RuntimeError(f"the upload load process did not start: {ready!r}")
         cpu0, workers0, t0 = gateway_cpu_s(server), workers_cpu_s(server), time.perf_counter()
         if during is None:
             await trio.sleep(duration)
@@ -214,7 +219,9 @@ async def uploads(server: Server, http_url: str, conv: str, image: str, uploader
             other = await during()
         cpu, seconds = gateway_cpu_s(server) - cpu0, time.perf_counter() - t0
         workers = workers_cpu_s(server) - workers0
-        out, _ = await trio.to_thread.run_sync(partial(load.communicate, b"", timeout=120))
+        load.stdin.close()  # the load stops: its counts come back on stdout
+        out = await trio.to_thread.run_sync(load.stdout.read)
+        await trio.to_thread.run_sync(partial(load.wait, 120))
     finally:
         if load.poll() is None:
             load.kill()
