@@ -1,39 +1,60 @@
 """Who may upload to a conversation, who may fetch its attachments, and who may delete one.
 
-Uploading: a participant of the open conversation (the people who could send the message that
-will carry it). Fetching: the conversation's participants and the supervisors of its tenant.
-Deleting: its uploader, the tenant's supervisors and its backend, as the authorization table
-says (``gateway.conversations.authz.ATTACHMENT_TABLE``, docs/authorization.md). Users of another
-tenant learn nothing: to them every attachment is ``not_found``.
+Uploading is sending (the conversation table's ``send``: its participants, into the open
+conversation), and fetching is reading its history (``history``: its participants and the
+tenant's supervisors), so both answer what the conversation itself answers: a shopper learns
+nothing of a conversation that is not theirs (``not_found``), staff of the tenant are
+``forbidden``. A tenant's backend (an API key, ``tenant_wide``) may do both in any conversation
+of its tenant. Deleting: its uploader, the tenant's supervisors and its backend, as the
+authorization table says (``gateway.conversations.authz.ATTACHMENT_TABLE``, docs/authorization.md).
+Users of another tenant learn nothing: to them every attachment is ``not_found``.
 """
 
 from __future__ import annotations
 
-from ..conversations.authz import ALLOW, ATTACHMENT_MESSAGES, attachment_relation, decide_attachment
+from ..conversations.authz import (
+    ALLOW, ATTACHMENT_MESSAGES, NOT_FOUND, OTHER_TENANT, PARTICIPANT, SAME_TENANT, attachment_relation, decide, decide_attachment,
+)
 from ..model import OPEN, Attachment, Conversation
 from .errors import MediaError
 
 
-def check_upload(conv: Conversation | None, tenant: str, *, member: bool) -> Conversation:
-    """The conversation a user of ``tenant`` (a participant of it when ``member``) may upload
-    to; raises MediaError (not_found, forbidden)."""
-    if conv is None or conv.tenant != tenant:
+def conversation_outcome(action: str, conv_tenant: str | None, tenant: str, role: str, *, member: bool, tenant_wide: bool) -> str:
+    """The conversation table's outcome of ``action`` for a caller of ``tenant`` in ``role``
+    (a participant when ``member``; an API key acting for the tenant when ``tenant_wide``)."""
+    if conv_tenant is None or conv_tenant != tenant:
+        return NOT_FOUND
+    if tenant_wide:
+        return ALLOW
+    return decide(action, role, PARTICIPANT if member else SAME_TENANT)
+
+
+def check_upload(conv: Conversation | None, tenant: str, role: str, *, member: bool, tenant_wide: bool = False) -> Conversation:
+    """The conversation a caller may upload to (as it may ``send`` there); raises MediaError
+    (not_found, forbidden)."""
+    outcome = conversation_outcome("send", None if conv is None else conv.tenant, tenant, role, member=member, tenant_wide=tenant_wide)
+    if outcome == NOT_FOUND:
         raise MediaError("not_found", "no such conversation")
-    if not member:
+    if outcome != ALLOW:
         raise MediaError("forbidden", "only a participant may upload to a conversation")
+    assert conv is not None
     if conv.status != OPEN:
         raise MediaError("forbidden", "the conversation is closed")
     return conv
 
 
-def check_download(attachment: Attachment | None, tenant: str, *, member: bool, supervisor: bool) -> Attachment:
-    """The attachment a user of ``tenant`` may fetch: a participant of its conversation
-    (``member``) or a supervisor; raises MediaError (not_found, forbidden)."""
-    if attachment is None or attachment.tenant != tenant:
+def check_download(attachment: Attachment | None, tenant: str, role: str, *, member: bool, tenant_wide: bool = False) -> Attachment:
+    """The attachment a caller may fetch (as it may read its conversation's ``history``: a
+    participant, or a supervisor); raises MediaError (not_found, forbidden)."""
+    outcome = conversation_outcome(
+        "history", None if attachment is None else attachment.tenant, tenant, role, member=member, tenant_wide=tenant_wide
+    )
+    if outcome == NOT_FOUND:
         raise MediaError("not_found", "no such attachment")
-    if member or supervisor:
-        return attachment
-    raise MediaError("forbidden", "only the conversation's participants and the tenant's supervisors may fetch it")
+    if outcome != ALLOW:
+        raise MediaError("forbidden", "only the conversation's participants and the tenant's supervisors may fetch it")
+    assert attachment is not None
+    return attachment
 
 
 def check_delete(attachment: Attachment | None, tenant: str, user: str, role: str) -> Attachment:

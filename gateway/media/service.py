@@ -84,14 +84,15 @@ class Media:
         return exc
 
     async def upload(
-        self, tenant: str, user: str, conv_id: str, kind: str, body: AsyncIterable[bytes], *, name: str = "", tenant_wide: bool = False
+        self, tenant: str, user: str, role: str, conv_id: str, kind: str, body: AsyncIterable[bytes], *, name: str = "", tenant_wide: bool = False
     ) -> Attachment:
-        """Store ``body`` as an attachment of ``conv_id`` uploaded by ``user``. Only participants
-        may upload, unless ``tenant_wide`` (an API key acting for the whole tenant)."""
+        """Store ``body`` as an attachment of ``conv_id`` uploaded by ``user`` (in ``role``).
+        Only those who may send there may upload, or ``tenant_wide`` (an API key acting for the
+        whole tenant)."""
         conv = await self.store.get_conversation(conv_id)
-        member = tenant_wide or (conv is not None and await self._member(conv_id, user))
+        member = not tenant_wide and conv is not None and await self._member(conv_id, user)
         try:
-            check_upload(conv, tenant, member=member)
+            check_upload(conv, tenant, role, member=member, tenant_wide=tenant_wide)
         except MediaError as exc:
             raise self._refused(exc) from None
         assert conv is not None
@@ -101,9 +102,9 @@ class Media:
         """The attachment, if ``user`` may fetch it (a participant of its conversation, a
         supervisor of its tenant, or ``tenant_wide``: an API key of its tenant)."""
         attachment = await self.store.get_attachment(attachment_id)
-        member = tenant_wide or (attachment is not None and await self._member(attachment.conv_id, user))
+        member = not tenant_wide and attachment is not None and await self._member(attachment.conv_id, user)
         try:
-            return check_present(check_download(attachment, tenant, member=member, supervisor=role == "supervisor"))
+            return check_present(check_download(attachment, tenant, role, member=member, tenant_wide=tenant_wide))
         except MediaError as exc:
             raise self._refused(exc) from None
 

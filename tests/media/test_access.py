@@ -19,17 +19,26 @@ def code(call) -> str:
 
 
 def test_upload() -> None:
-    assert check_upload(CONV, "shop1", member=True) is CONV
-    assert code(lambda: check_upload(CONV, "shop1", member=False)) == "forbidden"
-    assert code(lambda: check_upload(CONV, "shop2", member=True)) == "not_found"  # another tenant learns nothing
-    assert code(lambda: check_upload(None, "shop1", member=True)) == "not_found"
+    for role in ("shopper", "agent", "bot"):
+        assert check_upload(CONV, "shop1", role, member=True) is CONV
+    assert check_upload(CONV, "shop1", "system", member=False, tenant_wide=True) is CONV  # the tenant's backend
+    assert code(lambda: check_upload(CONV, "shop1", "shopper", member=False)) == "not_found"  # not theirs: learns nothing
+    for role in ("agent", "supervisor", "bot"):
+        assert code(lambda: check_upload(CONV, "shop1", role, member=False)) == "forbidden"  # staff: join first
+    assert code(lambda: check_upload(CONV, "shop2", "supervisor", member=True)) == "not_found"  # another tenant learns nothing
+    assert code(lambda: check_upload(CONV, "shop2", "system", member=False, tenant_wide=True)) == "not_found"
+    assert code(lambda: check_upload(None, "shop1", "shopper", member=True)) == "not_found"
     closed = Conversation("c1", "shop1", "alice", "app", CLOSED, 1)
-    assert code(lambda: check_upload(closed, "shop1", member=True)) == "forbidden"
+    assert code(lambda: check_upload(closed, "shop1", "shopper", member=True)) == "forbidden"
 
 
 def test_download() -> None:
-    assert check_download(ATT, "shop1", member=True, supervisor=False) is ATT
-    assert check_download(ATT, "shop1", member=False, supervisor=True) is ATT
-    assert code(lambda: check_download(ATT, "shop1", member=False, supervisor=False)) == "forbidden"
-    assert code(lambda: check_download(ATT, "shop2", member=True, supervisor=True)) == "not_found"
-    assert code(lambda: check_download(None, "shop1", member=True, supervisor=True)) == "not_found"
+    for role in ("shopper", "agent", "bot", "supervisor"):
+        assert check_download(ATT, "shop1", role, member=True) is ATT
+    assert check_download(ATT, "shop1", "supervisor", member=False) is ATT
+    assert check_download(ATT, "shop1", "system", member=False, tenant_wide=True) is ATT
+    assert code(lambda: check_download(ATT, "shop1", "shopper", member=False)) == "not_found"  # as for the conversation
+    assert code(lambda: check_download(ATT, "shop1", "agent", member=False)) == "forbidden"
+    assert code(lambda: check_download(ATT, "shop2", "supervisor", member=True)) == "not_found"
+    assert code(lambda: check_download(ATT, "shop2", "system", member=False, tenant_wide=True)) == "not_found"
+    assert code(lambda: check_download(None, "shop1", "shopper", member=True)) == "not_found"

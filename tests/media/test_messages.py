@@ -17,7 +17,8 @@ async def body_of(data: bytes) -> AsyncIterator[bytes]:
 
 
 async def upload(gateway, conv: str, user: str, kind: str, data: bytes, name: str = ""):
-    return await gateway.node.media.upload("shop1", user, conv, kind, body_of(data), name=name)
+    role = "agent" if user == "bob" else "shopper"
+    return await gateway.node.media.upload("shop1", user, role, conv, kind, body_of(data), name=name)
 
 
 async def test_every_kind_is_sent_with_the_facts_of_its_file(gateway) -> None:

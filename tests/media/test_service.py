@@ -48,25 +48,28 @@ def code_of(exc_info) -> str:
 
 async def test_only_participants_upload_and_other_tenants_learn_nothing(media: Media) -> None:
     with trio.fail_after(20):
-        with pytest.raises(MediaError) as info:
-            await media.upload("shop1", "carol", "c1", "image", body(samples.jpeg()))
+        with pytest.raises(MediaError) as info:  # another shopper learns nothing of the conversation
+            await media.upload("shop1", "carol", "shopper", "c1", "image", body(samples.jpeg()))
+        assert code_of(info) == "not_found"
+        with pytest.raises(MediaError) as info:  # staff who have not joined
+            await media.upload("shop1", "eve", "agent", "c1", "image", body(samples.jpeg()))
         assert code_of(info) == "forbidden"
         with pytest.raises(MediaError) as info:
-            await media.upload("shop2", "dave", "c1", "image", body(samples.jpeg()))
+            await media.upload("shop2", "dave", "shopper", "c1", "image", body(samples.jpeg()))
         assert code_of(info) == "not_found"
         # An API key of the tenant acts for the whole tenant.
-        att = await media.upload("shop1", "key:crm", "c1", "image", body(samples.jpeg()), tenant_wide=True)
+        att = await media.upload("shop1", "key:crm", "system", "c1", "image", body(samples.jpeg()), tenant_wide=True)
         assert att.uploader == "key:crm"
-        assert media.stats.refused == {"forbidden": 1, "not_found": 1}
+        assert media.stats.refused == {"forbidden": 1, "not_found": 2}
 
 
 async def test_participants_and_supervisors_see_an_attachment_nobody_else(media: Media) -> None:
     with trio.fail_after(20):
-        att = await media.upload("shop1", "alice", "c1", "image", body(samples.jpeg()))
+        att = await media.upload("shop1", "alice", "shopper", "c1", "image", body(samples.jpeg()))
         assert await media.visible("shop1", "alice", "shopper", att.id) == att
         assert await media.visible("shop1", "bob", "agent", att.id) == att
         assert await media.visible("shop1", "sue", "supervisor", att.id) == att
-        for tenant, user, role, code in (("shop1", "carol", "shopper", "forbidden"), ("shop1", "eve", "agent", "forbidden"),
+        for tenant, user, role, code in (("shop1", "carol", "shopper", "not_found"), ("shop1", "eve", "agent", "forbidden"),
                                          ("shop2", "dave", "supervisor", "not_found"), ("shop2", "alice", "shopper", "not_found")):
             with pytest.raises(MediaError) as info:
                 await media.visible(tenant, user, role, att.id)
@@ -76,7 +79,7 @@ async def test_participants_and_supervisors_see_an_attachment_nobody_else(media:
 async def test_describe_signs_urls_that_open_the_right_variant(media: Media) -> None:
     with trio.fail_after(20):
         data = samples.jpeg(400, 300)
-        att = await media.upload("shop1", "alice", "c1", "image", body(data), name="颜色.jpg")
+        att = await media.upload("shop1", "alice", "shopper", "c1", "image", body(data), name="颜色.jpg")
         shown = media.describe(att, f"/v1/attachments/{att.id}/content")
         assert (shown["width"], shown["height"], shown["name"], shown["kind"]) == (400, 300, "颜色.jpg", "image")
         for field, variant in (("url", "original"), ("thumbnail_url", "thumbnail")):
@@ -99,7 +102,7 @@ async def test_describe_signs_urls_that_open_the_right_variant(media: Media) -> 
 async def test_downloads_with_ranges(media: Media) -> None:
     with trio.fail_after(20):
         data = samples.mp4(10_000, media_bytes=600_000)  # more than two read chunks
-        att = await media.upload("shop1", "alice", "c1", "video", body(data))
+        att = await media.upload("shop1", "alice", "shopper", "c1", "video", body(data))
         whole = await media.download(att, "original", None)
         assert whole.status == 200 and whole.headers["content-length"] == str(len(data))
         assert whole.headers["accept-ranges"] == "bytes" and whole.headers["content-type"] == "video/mp4"
@@ -119,7 +122,7 @@ async def test_downloads_with_ranges(media: Media) -> None:
 
 async def test_files_are_offered_as_downloads_never_rendered(media: Media) -> None:
     with trio.fail_after(20):
-        att = await media.upload("shop1", "alice", "c1", "file", body(samples.TEXT), name='a"b;c 发票.txt')
+        att = await media.upload("shop1", "alice", "shopper", "c1", "file", body(samples.TEXT), name='a"b;c 发票.txt')
         headers = (await media.download(att, "original", None)).headers
         assert headers["content-type"] == "text/plain"
         assert headers["x-content-type-options"] == "nosniff"
@@ -131,7 +134,7 @@ async def test_a_record_whose_bytes_are_gone_is_not_found_and_logged(media: Medi
     from gateway.media.uploads import blob_key
 
     with trio.fail_after(20):
-        att = await media.upload("shop1", "alice", "c1", "file", body(samples.pdf()))
+        att = await media.upload("shop1", "alice", "shopper", "c1", "file", body(samples.pdf()))
         media.blobs.delete(blob_key(att.id))
         with pytest.raises(MediaError) as info:
             await media.download(att, "original", None)

@@ -120,7 +120,7 @@ def routes(services: Any) -> list[Route]:
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 raise MediaError("file_too_large", f"{kind} uploads may be at most {limit} bytes")  # refused unread
             attachment = await media.upload(
-                who.tenant, who.user, request.path_params["conv_id"], kind, _body(request),
+                who.tenant, who.user, who.role, request.path_params["conv_id"], kind, _body(request),
                 name=request.query_params.get("name", ""), tenant_wide=who.tenant_wide,
             )
         except Problem as problem:

@@ -139,8 +139,8 @@ async def test_done_when_photo_video_voice_location_and_refusals(gw: Running) ->
 
             # 6. Another shopper's download of any of these is refused; both participants download each.
             for att, data in ((image, photo), (video, clip), (voice, samples.wav(3.2)), (doc, samples.pdf())):
-                problem(await carol_http.get(f"/v1/attachments/{att['id']}"), 403, "forbidden")
-                problem(await carol_http.get(f"/v1/attachments/{att['id']}/content"), 403, "forbidden")
+                problem(await carol_http.get(f"/v1/attachments/{att['id']}"), 404, "not_found")  # another shopper learns nothing
+                problem(await carol_http.get(f"/v1/attachments/{att['id']}/content"), 404, "not_found")
                 for participant in (alice_http, bob_http):
                     got = await participant.get(f"/v1/attachments/{att['id']}/content")
                     assert (got.status_code, got.content, got.headers["content-type"]) == (200, data, att["content_type"])
@@ -255,7 +255,9 @@ async def test_who_may_upload(gw: Running) -> None:
         async with connect(gw.url, token("alice"), resume={}) as shopper, http(gw, "carol") as carol_http, http(gw) as anonymous, \
                 http(gw, "alice", tenant="shop2") as other_tenant:
             conv = (await shopper.ok("open"))["conv"]["id"]
-            problem(await upload(carol_http, conv, "image", samples.jpeg()), 403, "forbidden")  # not a participant
+            problem(await upload(carol_http, conv, "image", samples.jpeg()), 404, "not_found")  # not hers: learns nothing
+            async with http(gw, "eve", "agent") as eve:
+                problem(await upload(eve, conv, "image", samples.jpeg()), 403, "forbidden")  # staff: join first
             problem(await upload(other_tenant, conv, "image", samples.jpeg()), 404, "not_found")
             problem(await upload(anonymous, conv, "image", samples.jpeg()), 401, "unauthenticated")
             async with httpx.AsyncClient(base_url=gw.http_url, headers={"authorization": "Bearer not-a-token"}) as forged:
@@ -443,7 +445,7 @@ async def test_who_may_delete_an_attachment_is_the_authorization_table(gw: Runni
             async def stored(uploader: str) -> str:
                 async def body():
                     yield samples.jpeg()
-                return (await media.upload("shop1", uploader, conv, "image", body(), tenant_wide=True)).id
+                return (await media.upload("shop1", uploader, "system", conv, "image", body(), tenant_wide=True)).id
 
             for role, row in authz.ATTACHMENT_TABLE["delete_attachment"].items():
                 user = f"{role}-user"
