@@ -38,6 +38,7 @@ from gateway.model import (
     WriteOp,
 )
 from gateway.store import MemoryBackend, SqliteBackend, StoreError
+from gateway.store import sqlite as sqlite_module
 from gateway.store.sqlite import MIGRATIONS
 
 
@@ -232,7 +233,7 @@ def test_the_wal_is_checkpointed_in_the_background(backend: SqliteBackend, path:
     (10,000 pages) would copy them: the checkpointer thread does it, without stalling the writer."""
     create(backend, "c1")
     size = path.stat().st_size
-    ops = [AppendMessage("c1", f"m{i}", "shopper1", "shopper", bytes(1000)) for i in range(400)]  # ~100 pages
+    ops = [AppendMessage("c1", f"m{i}", "shopper1", "shopper", bytes(1000)) for i in range(sqlite_module._CHECKPOINT_MIN_OPS)]
     assert all(isinstance(r, Appended) for r in backend.apply_batch(ops))
     deadline = time.monotonic() + 5
     while path.stat().st_size <= size:
@@ -242,6 +243,23 @@ def test_the_wal_is_checkpointed_in_the_background(backend: SqliteBackend, path:
     assert checkpointer is not None and checkpointer.is_alive()
     backend.close()
     assert not checkpointer.is_alive()
+
+
+def test_a_quiet_wal_is_not_checkpointed_every_interval(backend: SqliteBackend, path: Path) -> None:
+    """A few ops wait for more (or for _CHECKPOINT_MAX_AGE_S): each checkpoint that empties the
+    WAL costs the next commit an fsync of the new WAL header, on the event loop when it is quiet."""
+    create(backend, "c1")
+    for i in range(20):
+        assert isinstance(backend.apply_batch([AppendMessage("c1", f"q{i}", "shopper1", "shopper", b"x")])[0], Appended)
+    time.sleep(10 * sqlite_module._CHECKPOINT_INTERVAL_S)
+    assert backend.checkpoints == 0
+    ops = [AppendMessage("c1", f"m{i}", "shopper1", "shopper", b"y") for i in range(sqlite_module._CHECKPOINT_MIN_OPS)]
+    backend.apply_batch(ops)
+    deadline = time.monotonic() + 5
+    while backend.checkpoints == 0:
+        assert time.monotonic() < deadline, "no checkpoint after enough ops"
+        time.sleep(0.02)
+    assert backend.ops_since_checkpoint < sqlite_module._CHECKPOINT_MIN_OPS
 
 
 # ---- SqliteBackend and MemoryBackend agree on arbitrary op sequences ----------------------------
