@@ -69,7 +69,6 @@ class Stats:
         self.commit_latency = Histogram(LATENCY_BUCKETS)
         self.commit_batch = Histogram(BATCH_BUCKETS)
         self.store_pending = 0  # write ops submitted, not yet completed
-        self.inline_commit_pauses = 0  # inline commits so slow that commits went back to the writer thread
         self.slow_consumer_disconnects = 0
         self.parked_inputs: Counter[str] = Counter()  # input for parked connections, by how: served (in the lot), reader
         self.errors: Counter[str] = Counter()  # error frames by code
@@ -181,10 +180,6 @@ class KefuCollector(Collector):
         yield s.commit_latency.family("kefu_store_commit_latency_seconds", "One store transaction (group commit).")
         yield s.commit_batch.family("kefu_store_commit_batch_size", "Write operations per store transaction.")
         yield GaugeMetricFamily("kefu_store_pending_ops", "Write operations waiting for the store.", value=s.store_pending)
-        yield CounterMetricFamily(
-            "kefu_store_inline_pauses", "Commits on the event loop's thread so slow (over 2 ms: a busy disk) that commits went to the writer thread for a second.",
-            value=s.inline_commit_pauses,
-        )
         yield GaugeMetricFamily("kefu_outbox_bytes", "Bytes queued in connection outboxes.", value=self._outbox_bytes())
         yield GaugeMetricFamily("kefu_connections_parked", "Quiet connections parked without a reader task.", value=self._parked())
         yield counter_by("kefu_parked_inputs", "Input for parked connections: served in the parking lot, or handed to a new reader task.", "how", s.parked_inputs, ("served", "reader"))

@@ -12,9 +12,7 @@ GIL hand-over, a wakeup of the event loop), so a backend whose small commits are
 instead, which commits them itself, as one batch, while the writer thread is idle and the batch is
 small (``INLINE_BATCH``). Past that, or while the thread is still busy, they go to the thread, in
 order. And when nothing else is pending and the op before was a while ago (``QUIET_GAP_S``), such
-a backend's op (and any memory-backend op) is applied at once in ``submit``: no hop at all. An
-inline commit that turns out slow (``SLOW_INLINE_S``: the disk is busy) sends commits back to the
-thread for a while, so a busy disk never stalls the event loop for long.
+a backend's op (and any memory-backend op) is applied at once in ``submit``: no hop at all.
 
 Completions are handed to callbacks between ``hold()`` and ``release()`` of ``output`` (the
 transport's writer): the frames they queue are written once, at the end of the pass.
@@ -52,12 +50,6 @@ INLINE_BATCH = 8  # the most ops an inline-commit backend commits on the Trio th
 # applied or collected, is applied at once; closer together, ops are collected for the store task
 # and applied as one batch (measured from the end of an apply: a commit's own time is no quiet).
 QUIET_GAP_S = 50e-6
-# An inline commit (on the Trio thread) that took longer than this stalled every connection: the
-# disk was busy (measured: SQLite commits of 1-9 ms while uploads fsynced megabytes of blobs). For
-# the next INLINE_PAUSE_S, such a backend's commits all go to the writer thread, where a slow
-# commit delays only its own ops; then inline commits are tried again.
-SLOW_INLINE_S = 2e-3
-INLINE_PAUSE_S = 1.0
 
 
 class Output(Protocol):
@@ -107,7 +99,6 @@ class Store:
         self._inline: list[tuple[WriteOp, Callback]] = []
         self._wake = trio.Event()
         self._last_applied = 0.0  # when the last op was applied at once, or collected
-        self._inline_paused_until = 0.0  # a slow inline commit sends commits to the writer thread until then
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -190,7 +181,7 @@ class Store:
             self._queue.put((op, callback))
             return
         now = time.perf_counter()
-        if self._pending == 1 and now - self._last_applied >= QUIET_GAP_S and now >= self._inline_paused_until:
+        if self._pending == 1 and now - self._last_applied >= QUIET_GAP_S:
             # nothing else in flight, nothing just before: apply it now, no hop to any task
             self._apply_now([(op, callback)])
             return
@@ -281,7 +272,7 @@ class Store:
         backend whose writer thread is busy or whose batch is large, on the writer thread (the
         callbacks of a pass may collect more ops, which this applies too)."""
         while self._inline:
-            if on_thread and (self._in_thread or len(self._inline) > INLINE_BATCH or time.perf_counter() < self._inline_paused_until):
+            if on_thread and (self._in_thread or len(self._inline) > INLINE_BATCH):
                 collected, self._inline = self._inline, []
                 self._in_thread += len(collected)
                 for item in collected:
@@ -293,9 +284,6 @@ class Store:
     def _apply_now(self, batch: list[tuple[WriteOp, Callback]]) -> None:
         results, seconds = self._apply(self.backend.apply_batch, batch)
         self._last_applied = time.perf_counter()  # a submit right after this one is not quiet
-        if seconds > SLOW_INLINE_S and self._thread is not None:
-            self._inline_paused_until = self._last_applied + INLINE_PAUSE_S
-            self._stats.inline_commit_pauses += 1
         self._complete(batch, results, seconds)
 
     def _complete(self, batch: list, results: list[object], seconds: float) -> None:

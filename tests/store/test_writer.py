@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import trio
@@ -189,33 +188,6 @@ async def test_a_burst_on_an_inline_commit_backend_goes_to_the_writer_thread_in_
     assert any(name == "kefu-store-writer" and n > writer_module.INLINE_BATCH for name, n in backend.commits)  # the burst: to the thread
     assert backend.commits[-3:] == [(threading.current_thread().name, 1)] * 3
     assert len(backend.commits) < 500 / 10 + 3  # group commit held
-
-
-class SlowOnce(ThreadRecording):
-    """A commit that takes 5 ms when ``slow`` is set, as on a disk busy with other writes."""
-
-    slow = False
-
-    def apply_batch(self, ops):
-        if self.slow:
-            self.slow = False
-            time.sleep(0.005)
-        return super().apply_batch(ops)
-
-
-async def test_a_slow_inline_commit_sends_commits_to_the_writer_thread_for_a_while(nursery, tmp_path, monkeypatch):
-    monkeypatch.setattr(writer_module, "INLINE_PAUSE_S", 0.2)
-    backend = SlowOnce(tmp_path / "db.sqlite3")
-    store, stats = await started(nursery, backend)
-    here = threading.current_thread().name
-    backend.commits.clear()
-    backend.slow = True
-    seqs = [(await store.execute(append(i))).message.seq for i in range(3)]
-    assert backend.commits == [(here, 1), ("kefu-store-writer", 1), ("kefu-store-writer", 1)]
-    assert stats.inline_commit_pauses == 1
-    await trio.sleep(0.25)  # the pause is over: inline again
-    seqs.append((await store.execute(append(3))).message.seq)
-    assert backend.commits[-1] == (here, 1) and seqs == [1, 2, 3, 4]
 
 
 async def test_fsynced_commits_never_run_on_the_trio_thread(nursery, tmp_path):
