@@ -13,7 +13,7 @@ Users of another tenant learn nothing: to them every attachment is ``not_found``
 from __future__ import annotations
 
 from ..conversations.authz import (
-    ALLOW, ATTACHMENT_MESSAGES, NOT_FOUND, OTHER_TENANT, PARTICIPANT, SAME_TENANT, attachment_relation, decide, decide_attachment,
+    ALLOW, ATTACHMENT_MESSAGES, NOT_FOUND, PARTICIPANT, SAME_TENANT, attachment_relation, decide, decide_attachment,
 )
 from ..model import OPEN, Attachment, Conversation
 from .errors import MediaError

@@ -109,7 +109,7 @@ def inspect_job(job: tuple, source: BinaryIO) -> tuple:
 
     The blobs are written here rather than by the gateway because copying megabytes into the blob
     store is work too: done in the gateway's threads, it took the event loop's core from it
-    (measured: docs/benchmarks.md, "Media: the event loop's core")."""
+    (measured: docs/benchmarks.md, "2026-12-07 (third session): media, the event loop's core and the disk")."""
     kind, size, limits, where = job
     try:
         found = inspect(kind, source, size, limits)

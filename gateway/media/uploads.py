@@ -89,10 +89,10 @@ class Uploads:
         attachment_id = new_attachment_id()
         where = Keep(self.blobs, blob_key(attachment_id), thumbnail_key(attachment_id))
         recorded = False
-        blobs_written = False  # or maybe written: removed again unless the record is
+        maybe_stored = False  # blobs may exist under ``where``: removed again unless the record is written
         try:
             size = await self._spool(kind, body, spool)
-            blobs_written = True
+            maybe_stored = True
             found = await self.inspector.inspect(kind, spool, size, where)
             attachment = Attachment(
                 id=attachment_id,
@@ -114,14 +114,14 @@ class Uploads:
             recorded = True
         except MediaError as exc:
             if exc.code not in ("inspection_failed", "storage_failed"):
-                blobs_written = False  # refused before anything was stored
+                maybe_stored = False  # refused before anything was stored
             self.stats.refused[exc.code] += 1
             log.info("upload refused: %s (%s) kind=%s tenant=%s", exc.code, exc.message, kind, conv.tenant)
             raise
         finally:
             self.stats.uploads_in_progress -= 1
             with trio.CancelScope(shield=True):
-                if blobs_written and not recorded:
+                if maybe_stored and not recorded:
                     await self._remove(where)
                 await trio.to_thread.run_sync(spool.close)
         self.stats.uploads[kind] += 1
