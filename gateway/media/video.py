@@ -6,6 +6,11 @@ size the stream declares is checked against the image pixel limit before any fra
 :data:`MAX_PACKETS` packets are read, never the whole file. A video PyAV cannot open or decode
 simply has no poster: it is still a video (its bytes were sniffed as one), only not one we can
 show as a still. PyAV also reads durations mutagen cannot (WebM), from the container's header.
+
+A phone records portrait video as landscape frames with a rotation in the container (the MP4
+track's display matrix). The poster is turned upright, and the width and height reported are the
+upright ones, as an image's EXIF orientation is applied (a player shows the clip that way too).
+That rotation comes with the first decoded frame: a video without a poster keeps its coded size.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import av
+
+from PIL import Image
 
 from .images import jpeg_thumbnail
 
@@ -55,13 +62,26 @@ def inspect_video(source: BinaryIO, *, max_pixels: int, thumbnail_edge: int) -> 
                 return VideoFacts(width, height, duration, None, oversized=True)
             stream.thread_type = "SLICE"  # no frame threading: one frame in flight, its memory only
             stream.codec_context.thread_count = 1
-            poster = _first_frame(container, stream, thumbnail_edge, max_pixels)
+            frame = _first_frame(container, stream, max_pixels)
+            if frame is None:
+                return VideoFacts(width, height, duration, None)
+            rotation = round(getattr(frame, "rotation", 0) or 0) % 360  # counterclockwise, as FFmpeg's display matrix says
+            if rotation in (90, 270):
+                width, height = height, width
+            poster = jpeg_thumbnail(upright(frame.to_image(), rotation), thumbnail_edge)[0]
             return VideoFacts(width, height, duration, poster)
     except (av.FFmpegError, ValueError, OSError, EOFError, MemoryError):
         return None
 
 
-def _first_frame(container, stream, thumbnail_edge: int, max_pixels: int) -> bytes | None:
+def upright(image: Image.Image, rotation: int) -> Image.Image:
+    """``image`` turned by ``rotation`` degrees counterclockwise (0, 90, 180 or 270; others as 0)."""
+    turn = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}.get(rotation)
+    return image if turn is None else image.transpose(turn)
+
+
+def _first_frame(container, stream, max_pixels: int):
+    """The stream's first decodable frame within MAX_PACKETS packets, or None."""
     for count, packet in enumerate(container.demux(stream), 1):
         try:
             frames = packet.decode()
@@ -70,13 +90,13 @@ def _first_frame(container, stream, thumbnail_edge: int, max_pixels: int) -> byt
         for frame in frames:
             if frame.width * frame.height > max_pixels:  # a stream whose frames outgrow its header
                 return None
-            return jpeg_thumbnail(frame.to_image(), thumbnail_edge)[0]
+            return frame
         if count >= MAX_PACKETS:
             return None
     try:  # a very short clip: the decoder may still hold its only frame
         for frame in stream.codec_context.decode(None):
             if frame.width * frame.height <= max_pixels:
-                return jpeg_thumbnail(frame.to_image(), thumbnail_edge)[0]
+                return frame
     except (av.FFmpegError, ValueError):
         pass
     return None

@@ -95,20 +95,35 @@ def mp4(duration_ms: int = 10_000, *, brand: bytes = b"isom", media_bytes: int =
 
 
 def video(width: int = 64, height: int = 48, *, seconds: float = 1.5, fmt: str = "mp4", codec: str = "mpeg4",
-          colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+          colour: tuple[int, int, int] = (200, 30, 30), left: tuple[int, int, int] | None = None) -> bytes:
     """A real video encoded by PyAV (FFmpeg always has mpeg4; WebM takes libvpx), 10 frames a
-    second of one ``colour``: a poster of it has that colour."""
+    second of one ``colour``: a poster of it has that colour (its left half ``left``, if given)."""
     out = io.BytesIO()
     with av.open(out, "w", format=fmt) as container:
         stream = container.add_stream(codec, rate=10)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        frame = av.VideoFrame.from_image(Image.new("RGB", (width, height), colour))
+        picture = Image.new("RGB", (width, height), colour)
+        if left is not None:
+            picture.paste(left, (0, 0, width // 2, height))
+        frame = av.VideoFrame.from_image(picture)
         for _ in range(round(seconds * 10)):
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return out.getvalue()
+
+
+def rotated(clip: bytes, degrees: int) -> bytes:
+    """An MP4 from :func:`video` whose track says "show me turned ``degrees`` clockwise" (90 or
+    270), as a phone writes portrait video: the tkhd box's display matrix, in 16.16 fixed point."""
+    at = clip.index(b"tkhd")
+    version = clip[at + 4]
+    matrix = at + 8 + (32 if version == 1 else 20) + 16  # after version/flags, times and duration, then reserved..volume
+    one, w = 0x00010000, 0x40000000
+    minus = (-one) & 0xFFFFFFFF
+    values = {90: (0, one, 0, minus, 0, 0, 0, 0, w), 270: (0, minus, 0, one, 0, 0, 0, 0, w)}[degrees]
+    return clip[:matrix] + struct.pack(">9I", *values) + clip[matrix + 36:]
 
 
 def m4a(duration_ms: int = 4_000) -> bytes:

@@ -32,6 +32,20 @@ def test_a_real_clip_gets_its_first_frame_as_a_poster(fmt: str, codec: str, cont
     assert red > 150 and green < 80 and blue < 80  # the clip's colour
 
 
+@pytest.mark.parametrize("degrees, top", [(90, "left"), (270, "right")])
+def test_a_portrait_phone_clip_gets_an_upright_poster_and_its_upright_size(degrees: int, top: str) -> None:
+    # Landscape frames (left half blue, right half red) that the track says to show turned: a
+    # clockwise quarter turn brings the left half to the top, a counterclockwise one the right.
+    clip = samples.rotated(samples.video(64, 48, colour=(200, 30, 30), left=(30, 30, 200)), degrees)
+    found = run(clip)
+    assert (found.width, found.height) == (48, 64)
+    poster = Image.open(io.BytesIO(found.thumbnail)).convert("RGB")
+    assert poster.size == (24, 32)
+    upper, lower = poster.getpixel((12, 4)), poster.getpixel((12, 28))
+    blue, red = (upper, lower) if top == "left" else (lower, upper)
+    assert blue[2] > 150 and blue[0] < 80 and red[0] > 150 and red[2] < 80, (upper, lower)
+
+
 def test_webm_durations_come_from_pyav_where_mutagen_reads_none() -> None:
     # mutagen has no WebM reader: the 1.5 s is PyAV's, and it is held to the kind's limit too.
     clip = samples.video(seconds=1.5, fmt="webm", codec="libvpx")
