@@ -157,6 +157,14 @@ def decide_attachment(action: str, role: str, rel: str) -> str:
     return FORBIDDEN if outcome is None else outcome
 
 
+def table_rows(table: dict[str, dict[str, tuple[str | None, str | None, str | None]]]) -> list[str]:
+    """One Markdown row per action and role of ``table``: its outcomes, `—` where a case cannot arise."""
+    return [
+        f"| {action} | {role} | {' | '.join(f'`{c}`' if c is not None else '—' for c in rows[role])} |"
+        for action, rows in table.items() for role in ROLES
+    ]
+
+
 def markdown() -> str:
     """The table as the Markdown of ``docs/authorization.md``."""
     lines = [
@@ -175,10 +183,7 @@ def markdown() -> str:
         "| action | role | participant | same tenant | other tenant |",
         "|---|---|---|---|---|",
     ]
-    for action, rows in TABLE.items():
-        for role in ROLES:
-            cells = [f"`{c}`" if c is not None else "—" for c in rows[role]]
-            lines.append(f"| {action} | {role} | {' | '.join(cells)} |")
+    lines += table_rows(TABLE)
     lines.append("")
     lines.append("After access is granted, the conversation's state may still refuse: a closed conversation"
                  " takes no new messages or participants (`conversation_closed`).")
@@ -188,16 +193,14 @@ def markdown() -> str:
         "",
         "What is done to an uploaded file itself (`DELETE /v1/attachments/{id}`, docs/media.md) is decided by"
         " who uploaded it: **uploader**, **same tenant** (not the uploader), **other tenant** (or no such"
-        " attachment). A shopper gets the same answer for another's file as for none. Fetching follows the"
-        " conversation instead (its participants and the tenant's supervisors; docs/media.md).",
+        " attachment). A shopper gets the same answer for another's file as for none. Uploading and fetching"
+        " follow the conversation instead: uploading is `send` and fetching is `history` in the table above"
+        " (docs/media.md).",
         "",
         "| action | role | uploader | same tenant | other tenant |",
         "|---|---|---|---|---|",
     ]
-    for action, rows in ATTACHMENT_TABLE.items():
-        for role in ROLES:
-            cells = [f"`{c}`" if c is not None else "—" for c in rows[role]]
-            lines.append(f"| {action} | {role} | {' | '.join(cells)} |")
+    lines += table_rows(ATTACHMENT_TABLE)
     lines.append("")
     return "\n".join(lines)
 

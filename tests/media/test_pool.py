@@ -22,7 +22,7 @@ from gateway.media.pool import WORKER_NICENESS, InspectionPool
 from ..conftest import make_config
 from ..http.conftest import problem
 from ..http.v1.test_attachments import LIMITS as HTTP_LIMITS
-from ..http.v1.test_attachments import attachment_rows, http, stored_files, upload
+from ..http.v1.test_attachments import attachment_rows, http, sqlite_gw, stored_files, upload  # noqa: F401 (a fixture)
 from ..support import connect, token
 from . import samples
 
@@ -138,17 +138,8 @@ async def test_a_worker_found_dead_between_uploads_is_replaced_unnoticed(inspect
     assert pool.idle[0].pid != worker.pid
 
 
-@pytest.fixture
-async def gw(nursery, tmp_path) -> Running:
-    running = await nursery.start(serve, make_config(tmp_path, store="sqlite", **HTTP_LIMITS))
-    running.data = Path(tmp_path / "data")
-    yield running
-    running.node.stop()
-    with trio.fail_after(10):
-        await running.node.stopped()
-
-
-async def test_over_http_a_dead_worker_is_422_with_nothing_stored_and_the_gateway_carries_on(gw: Running) -> None:
+async def test_over_http_a_dead_worker_is_422_with_nothing_stored_and_the_gateway_carries_on(sqlite_gw: Running) -> None:
+    gw = sqlite_gw
     pool = gw.node.media.uploads.inspector.pool
     with trio.fail_after(30):
         async with connect(gw.url, token("alice"), resume={}) as shopper, http(gw, "alice") as api:
