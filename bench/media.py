@@ -2,21 +2,33 @@
 the latency of a text message on the same gateway while uploads run (which should stay within 2x
 of its latency with no uploads).
 
-    python -m bench.media [--target sqlite] [--duration 10] [--uploaders 4] [--rate 50] [--out FILE]
+    python -m bench.media [--target sqlite] [--duration 10] [--rounds 3] [--uploaders 4] [--rate 50] [--out FILE]
 
-Three phases on one gateway (a subprocess, as bench/servers.py starts it, with its HTTP side on;
-pinned to the first core with its inspection workers, the clients on the others, unless
-``--no-pin``: uploaders on the gateway's own core would measure this 2-core machine's scheduler,
-not the gateway):
+Phases on one gateway (a subprocess, as bench/servers.py starts it, with its HTTP side on), its
+processes placed by ``--placement`` (unless ``--no-pin``: uploaders on the gateway's own core
+would measure this 2-core machine's scheduler, not the gateway):
 
-1. ``idle``: a shopper sends ``--rate`` text messages per second to an agent; ack and end-to-end
-   latencies are recorded.
-2. ``uploads``: ``--uploaders`` clients upload a ``--width`` x ``--height`` JPEG (noise, so it
+- ``shared``: the gateway and its inspection workers on the first core, the clients (the text
+  probe and the upload load) on the others;
+- ``split``: the gateway and the text probe on the first core, its inspection workers
+  (``--media-cpus``) and the upload load on the others: the deployment that gives the workers
+  cores of their own.
+
+
+1. ``uploads``: ``--uploaders`` clients upload a ``--width`` x ``--height`` JPEG (noise, so it
    does not compress away) back to back; uploads/s, MB/s and the gateway's CPU seconds per MB:
    its own process (``server_cpu_s_per_mb``: the event loop and its threads) and its media
    inspection workers (``workers_cpu_s_per_mb``: the processes below it, with
    ``--inspection processes``, the gateway's default).
-3. ``mixed``: both at once; the same latencies, and their ratio to phase 1.
+2. ``--rounds`` rounds of two windows, ``idle`` and ``mixed``, in the order idle-mixed, then
+   mixed-idle, and so on (so a drift of the machine over the run weighs on both alike). In
+   ``idle`` a shopper sends ``--rate`` text messages per second to an agent, and ack and
+   end-to-end latencies are recorded; in ``mixed`` the uploads of phase 1 run meanwhile. The
+   ratio of the pooled mixed latencies to the pooled idle ones is the figure; each round's ratio
+   is beside it, and so is ``idle_p99_spread``, the largest idle window's p99 over the smallest:
+   what the same load gives twice on this machine, the noise any ratio is read against. Each
+   window also records the machine's steal time (``steal_s``: CPU time the hypervisor gave to
+   others while this guest wanted it), the other source of such noise on a virtual machine.
 
 Timings are results, never test outcomes: the smoke test (tests/bench/test_media_bench.py) runs
 this at tiny sizes and checks only counters and the JSON's shape.
@@ -113,9 +125,20 @@ async def live(url: str, user: str, role: str, stack) -> Link:
     return link
 
 
+def steal_s() -> float:
+    """The machine's steal time so far (all CPUs), in seconds; 0 where /proc/stat has none."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 async def text_latency(shopper: Link, agent: Link, conv: str, duration: float, rate: float) -> dict[str, Any]:
     """Send ``rate`` texts per second for ``duration``; ack latency (send -> durable ack) and
-    end-to-end latency (send -> the agent's ``msg``), in seconds."""
+    end-to-end latency (send -> the agent's ``msg``), as percentiles; the samples themselves (in
+    seconds) under ``samples``, for pooling windows (not written to the JSON)."""
     sent: dict[str, float] = {}
     acks: list[float] = []
     e2e: list[float] = []
@@ -151,7 +174,17 @@ async def text_latency(shopper: Link, agent: Link, conv: str, duration: float, r
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
     return {"sent": expected, "acked": len(acks), "delivered": len(e2e), "errors": errors,
-            "ack_latency": _ms(acks), "e2e_latency": _ms(e2e)}
+            "ack_latency": _ms(acks), "e2e_latency": _ms(e2e), "samples": {"ack": acks, "e2e": e2e}}
+
+
+def pooled(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One latency record for several windows of text_latency: counts summed, percentiles over
+    every sample; each window's own figures (without samples) under ``windows``."""
+    total: dict[str, Any] = {key: sum(w[key] for w in windows) for key in ("sent", "acked", "delivered", "errors")}
+    for key in ("ack", "e2e"):
+        total[f"{key}_latency"] = _ms([x for w in windows for x in w["samples"][key]])
+    total["windows"] = [{k: v for k, v in w.items() if k != "samples"} for w in windows]
+    return total
 
 
 def _ms(seconds: list[float]) -> dict[str, Any]:
@@ -192,19 +225,31 @@ async def upload_load(http_url: str, conv: str, image: str, uploaders: int) -> d
     return counts
 
 
-def idle_priority() -> None:
-    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+def load_placement(priority: str, cpus: set[int] | None):
+    """What the upload load process does before it starts: its scheduling policy and its CPUs."""
+
+    def place() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        if priority == "idle":
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+    return place
 
 
-async def uploads(server: Server, http_url: str, conv: str, image: str, uploaders: int, duration: float, during=None, *, priority: str = "idle") -> dict[str, Any]:
+async def uploads(
+    server: Server, http_url: str, conv: str, image: str, uploaders: int, duration: float, during=None, *, priority: str = "idle",
+    cpus: set[int] | None = None,
+) -> dict[str, Any]:
     """Run the upload load for ``duration`` (or while ``during()`` runs) in a process of its own:
     the text latency probe, in this process, then measures the gateway, not the wait for its own
     event loop behind the uploaders' (in one process, the probe's p99 grew with the load generator's
     work, not the gateway's). With ``priority`` "idle" the load runs under SCHED_IDLE, so that on
-    the clients' core the probe is never kept waiting behind it either; "normal" to compare."""
+    the clients' core the probe is never kept waiting behind it either; "normal" to compare. With
+    ``cpus`` it runs there rather than where this process does."""
     load = subprocess.Popen(
         [sys.executable, "-m", "bench.media", "--load", http_url, conv, image, str(uploaders)],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=idle_priority if priority == "idle" else None,
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=load_placement(priority, cpus),
     )
     other: dict[str, Any] = {}
     try:
@@ -212,13 +257,13 @@ async def uploads(server: Server, http_url: str, conv: str, image: str, uploader
         ready = await trio.to_thread.run_sync(load.stdout.readline)
         if ready.strip() != b"ready":
             raise RuntimeError(f"the upload load process did not start: {ready!r}")
-        cpu0, workers0, t0 = gateway_cpu_s(server), workers_cpu_s(server), time.perf_counter()
+        cpu0, workers0, steal0, t0 = gateway_cpu_s(server), workers_cpu_s(server), steal_s(), time.perf_counter()
         if during is None:
             await trio.sleep(duration)
         else:
             other = await during()
         cpu, seconds = gateway_cpu_s(server) - cpu0, time.perf_counter() - t0
-        workers = workers_cpu_s(server) - workers0
+        workers, steal = workers_cpu_s(server) - workers0, steal_s() - steal0
         load.stdin.close()  # the load stops: its counts come back on stdout
         out = await trio.to_thread.run_sync(load.stdout.read)
         await trio.to_thread.run_sync(partial(load.wait, 120))
@@ -233,21 +278,51 @@ async def uploads(server: Server, http_url: str, conv: str, image: str, uploader
     return {
         **counts, "seconds": seconds, "uploads_per_s": counts["stored"] / seconds, "mb_per_s": mb / seconds,
         "server_cpu_s": cpu, "server_cpu_s_per_mb": cpu / mb if mb else None,
-        "workers_cpu_s": workers, "workers_cpu_s_per_mb": workers / mb if mb else None, **({"latency": other} if other else {}),
+        "workers_cpu_s": workers, "workers_cpu_s_per_mb": workers / mb if mb else None, "steal_s": round(steal, 2),
+        **({"latency": other} if other else {}),
     }
+
+
+async def idle_window(measure) -> dict[str, Any]:
+    """A window of text messages with no uploads, with the machine's steal time meanwhile."""
+    steal0 = steal_s()
+    latency = await measure()
+    return {**latency, "steal_s": round(steal_s() - steal0, 2)}
+
+
+def summed(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mixed windows' upload figures as one (counts, seconds and CPU summed; rates from the
+    sums), with their text latencies pooled under ``latency``."""
+    total: dict[str, Any] = {key: sum(w.get(key, 0) for w in windows) for key in {k for w in windows for k in w if k.startswith("refused")}}
+    for key in ("stored", "bytes", "seconds", "server_cpu_s", "workers_cpu_s", "steal_s"):
+        total[key] = sum(w[key] for w in windows)
+    mb = total["bytes"] / 1e6
+    total.update(
+        uploads_per_s=total["stored"] / total["seconds"], mb_per_s=mb / total["seconds"],
+        server_cpu_s_per_mb=total["server_cpu_s"] / mb if mb else None, workers_cpu_s_per_mb=total["workers_cpu_s"] / mb if mb else None,
+        steal_s=round(total["steal_s"], 2), latency=pooled([w["latency"] for w in windows]),
+        windows=[{k: v for k, v in w.items() if k != "latency"} for w in windows],
+    )
+    return total
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     cores = sorted(os.sched_getaffinity(0))
     pinned = args.pin and len(cores) >= 2
+    split = pinned and args.placement == "split"
+    others = set(cores[1:])
     server = Server(
-        args.target, cpus={cores[0]} if pinned else None,  # its inspection workers inherit the core
+        args.target, cpus={cores[0]} if pinned else None,  # its inspection workers inherit the core, unless split
         extra_args=["--metrics-port", str(port), "--media-workers", str(args.workers), "--media-inspection", args.inspection,
-                    *(["--media-dir", args.media_dir] if args.media_dir else [])],
+                    *(["--media-dir", args.media_dir] if args.media_dir else []),
+                    *(["--media-cpus", ",".join(map(str, sorted(others)))] if split else [])],
     )
-    if pinned:  # the clients (uploaders, text senders) on the other cores, as the other benchmarks do
-        os.sched_setaffinity(0, set(cores[1:]))
+    if split:  # the text probe beside the gateway, the upload load beside the workers
+        os.sched_setaffinity(0, {cores[0]})
+    elif pinned:  # the clients (uploaders, text senders) on the other cores, as the other benchmarks do
+        os.sched_setaffinity(0, others)
+    load_cpus = others if split else None
     data = photo(args.width, args.height)
     image = tempfile.NamedTemporaryFile(prefix="kefu-bench-photo-", suffix=".jpg")
     image.write(data)
@@ -263,32 +338,49 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             async with httpx.AsyncClient(base_url=http_url, headers={"authorization": f"Bearer {token('shopper-0', 'shopper')}"}, timeout=60) as client:
                 warm = await client.post(f"/v1/conversations/{conv}/attachments", params={"kind": "image"}, content=data)
                 assert warm.status_code == 201, warm.text  # the inspection workers have started
-            idle = await text_latency(shopper, agent, conv, args.duration, args.rate)
-            alone = await uploads(server, http_url, conv, image.name, args.uploaders, args.duration, priority=args.load_priority)
-            mixed = await uploads(
-                server, http_url, conv, image.name, args.uploaders, args.duration,
-                during=lambda: text_latency(shopper, agent, conv, args.duration, args.rate), priority=args.load_priority,
-            )
+            alone = await uploads(server, http_url, conv, image.name, args.uploaders, args.duration, priority=args.load_priority, cpus=load_cpus)
+
+            def measure():
+                return text_latency(shopper, agent, conv, args.duration, args.rate)
+
+            idles, mixeds = [], []
+            for round_ in range(args.rounds):
+                for window in (("idle", "mixed") if round_ % 2 == 0 else ("mixed", "idle")):
+                    if window == "idle":
+                        idles.append(await idle_window(measure))
+                    else:
+                        mixeds.append(await uploads(server, http_url, conv, image.name, args.uploaders, args.duration,
+                                                    during=measure, priority=args.load_priority, cpus=load_cpus))
         build = server.build()
-    ratio = {}
+    idle, mixed = pooled(idles), summed(mixeds)
+    ratio, by_round = {}, []
     for key in ("p50_ms", "p99_ms"):
-        base, loaded = idle["ack_latency"].get(key), mixed["latency"]["ack_latency"].get(key)
-        ratio[key] = loaded / base if base and loaded else None
+        ratio[key] = latency_ratio(idle["ack_latency"], mixed["latency"]["ack_latency"], key)
+    for quiet, loaded in zip(idle["windows"], mixed["latency"]["windows"]):
+        by_round.append({key: latency_ratio(quiet["ack_latency"], loaded["ack_latency"], key) for key in ("p50_ms", "p99_ms")})
+    idle_p99 = [w["ack_latency"]["p99_ms"] for w in idle["windows"] if w["ack_latency"]["p99_ms"]]
     return {
         "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
         "target": args.target, "build": build,
-        "options": {"duration": args.duration, "uploaders": args.uploaders, "rate": args.rate, "workers": args.workers, "inspection": args.inspection,
-                    "load_priority": args.load_priority, "media_dir": args.media_dir or "(data dir)",
+        "options": {"duration": args.duration, "rounds": args.rounds, "uploaders": args.uploaders, "rate": args.rate, "workers": args.workers, "inspection": args.inspection,
+                    "load_priority": args.load_priority, "placement": args.placement if pinned else "unpinned", "media_dir": args.media_dir or "(data dir)",
                     "image": f"{args.width}x{args.height}", "image_bytes": len(data)},
-        "idle": idle, "uploads": alone, "mixed": mixed, "ack_latency_ratio": ratio,
+        "idle": idle, "uploads": alone, "mixed": mixed, "ack_latency_ratio": ratio, "ack_latency_ratio_by_round": by_round,
+        "idle_p99_spread": max(idle_p99) / min(idle_p99) if idle_p99 else None,
         "within_2x": all(r is not None and r <= 2 for r in ratio.values()),
     }
+
+
+def latency_ratio(base: dict[str, Any], loaded: dict[str, Any], key: str) -> float | None:
+    quiet, busy = base.get(key), loaded.get(key)
+    return busy / quiet if quiet and busy else None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.media", description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", default="sqlite", choices=("memory", "sqlite", "memory-pure", "sqlite-pure"))
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each phase")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each phase and window")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of an idle and a mixed window (alternating which comes first)")
     parser.add_argument("--uploaders", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="the gateway's --media-workers")
     parser.add_argument("--inspection", default="processes", choices=("processes", "threads"), help="the gateway's --media-inspection")
@@ -298,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the results here (JSON)")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not pin the gateway (and its inspection workers) to one core and the clients to the others")
+    parser.add_argument("--placement", default="shared", choices=("shared", "split"),
+                        help="shared: the inspection workers on the gateway's core; split: on the clients' cores, the text probe on the gateway's (see above)")
     parser.add_argument("--load-priority", default="idle", choices=("idle", "normal"),
                         help="the upload load process's CPU scheduling: idle (SCHED_IDLE, the default: it never delays the latency probe) or normal")
     parser.add_argument("--media-dir", default="", help="the gateway's --media-dir (default: in its data directory, on the store's disk)")

@@ -180,7 +180,8 @@ async def serve(
     node = Node(config, store, auth, stats=stats, bus=bus if bus is not None else make_bus(config))
     node.media = Media.in_directory(
         store, config.media_dir or Path(config.data_dir) / "media", config.secret()[0], limits=config.media_limits,
-        concurrency=config.media_workers, processes=config.media_inspection == "processes", url_ttl_s=config.media_url_ttl_s
+        concurrency=config.media_workers, processes=config.media_inspection == "processes", cpus=config.media_cpu_set,
+        url_ttl_s=config.media_url_ttl_s,
     )
     workspace = node.workspace
     workspace.wait_s = config.context_wait_s

@@ -86,6 +86,7 @@ class Config:
         "processes", "Where uploads are decoded and probed: worker processes at a lower CPU priority (the event loop keeps its core), or threads of the gateway process (they share its GIL).",
         choices=("processes", "threads"),
     )
+    media_cpus: str = _opt("", "CPUs the media inspection workers run on, as a list (1,3 or 2-7); empty: the gateway's own. Cores apart from the event loop's keep decoding from delaying messages (docs/operations.md).")
     media_url_ttl_s: int = _opt(300, "Seconds a signed download URL stays valid.")
     media_dir: str = _opt("", "Where attachments' blobs and upload spool files live (empty: DATA_DIR/media). Another disk than the store's keeps upload fsyncs from slowing its commits.")
     context_url: str = _opt("", "The shop's CRM: customer context from GET <url>/customers/<id>/context (docs/workspace.md); empty: the built-in provider fed by /v1/ingest.")
@@ -105,6 +106,11 @@ class Config:
             file_bytes=self.media_file_bytes,
             image_pixels=self.media_image_pixels,
         )
+
+    @property
+    def media_cpu_set(self) -> frozenset[int] | None:
+        """--media-cpus as CPU numbers (None: not set); ValueError when it is not a CPU list."""
+        return cpu_list(self.media_cpus) if self.media_cpus.strip() else None
 
     @property
     def limits(self) -> Limits:
@@ -144,6 +150,14 @@ class Config:
             )
         if self.routing_lease_s <= 0 or self.routing_reply_timeout_s <= 0:
             found.append("--routing-lease-s and --routing-reply-timeout-s must be positive")
+        try:
+            cpus = self.media_cpu_set
+        except ValueError as exc:
+            found.append(f"--media-cpus {self.media_cpus!r}: {exc}")
+        else:
+            present = os.cpu_count() or 0
+            if cpus is not None and present and max(cpus) >= present:
+                found.append(f"--media-cpus {self.media_cpus!r}: this machine's CPUs are 0-{present - 1}")
         return found
 
     def csv(self, name: str) -> frozenset[str] | None:
@@ -169,6 +183,20 @@ class Config:
             f.name: ("***" if f.metadata["secret"] and getattr(self, f.name) else _without_password(getattr(self, f.name)))
             for f in fields(self)
         }
+
+
+def cpu_list(text: str) -> frozenset[int]:
+    """CPU numbers from a list such as ``0,2-3`` (the format of taskset -c and cpuset files)."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ValueError(f"{part.strip()!r} is not a CPU number or range (expected a list such as 1,3 or 2-7)")
+        low, high = int(first), int(last) if dash else int(first)
+        if high < low:
+            raise ValueError(f"{part.strip()!r} is an empty range")
+        cpus.update(range(low, high + 1))
+    return frozenset(cpus)
 
 
 def _without_password(value: Any) -> Any:

@@ -3,6 +3,8 @@ URLs never shown."""
 
 from __future__ import annotations
 
+import os
+
 from gateway.config import Config
 
 
@@ -17,3 +19,13 @@ def test_the_defaults_are_one_process_on_sqlite_with_the_local_bus():
     config = Config()
     assert (config.store, config.bus, config.workers) == ("sqlite", "local", 1)
     assert not config.shared_store and not config.shared_bus and config.problems() == []
+
+
+def test_media_cpus_is_a_cpu_list_of_this_machine():
+    assert Config(media_cpus="1,3-4").media_cpu_set == {1, 3, 4} and Config().media_cpu_set is None
+    cpus = os.cpu_count() or 1
+    assert Config(media_cpus=f"0-{cpus - 1}").problems() == []
+    for bad, says in [("one", "not a CPU number"), ("2-", "not a CPU number"), ("3-1", "empty range"), ("0,,1", "not a CPU number"),
+                      (str(cpus), f"this machine's CPUs are 0-{cpus - 1}")]:
+        [problem] = Config(media_cpus=bad).problems()
+        assert problem.startswith(f"--media-cpus {bad!r}: ") and says in problem, problem

@@ -130,13 +130,15 @@ class Inspector:
     uploads waiting for a turn are refused as ``busy`` rather than queued without bound.
 
     With ``processes`` (the default) a source with a file descriptor (the spool file) is inspected
-    in a worker process; one without (an in-memory buffer) in a thread."""
+    in a worker process (on ``cpus``, when given); one without (an in-memory buffer) in a thread."""
 
-    def __init__(self, limits: MediaLimits, *, concurrency: int = 2, max_waiting: int = 32, processes: bool = True) -> None:
+    def __init__(
+        self, limits: MediaLimits, *, concurrency: int = 2, max_waiting: int = 32, processes: bool = True, cpus: frozenset[int] | None = None
+    ) -> None:
         self.limits = limits
         self._limiter = trio.CapacityLimiter(concurrency)
         self._max_waiting = max_waiting
-        self.pool = InspectionPool(concurrency, inspect_job) if processes else None
+        self.pool = InspectionPool(concurrency, inspect_job, cpus=cpus) if processes else None
 
     async def inspect(self, kind: str, source: BinaryIO, size: int, where: Keep | None = None) -> Inspection:
         """Inspect ``source``; with ``where``, also store it there once it passes (a refusal

@@ -4,7 +4,7 @@ Why processes: Pillow and mutagen hold the GIL for much of their work, so inspec
 competes with the event loop that carries every message (measured: text acks 6-9x slower while
 uploads ran). In a process of its own, niced (``WORKER_NICENESS``), inspection only uses CPU the
 event loop leaves over, and the kernel prefers the loop whenever both want a core (``SCHED_IDLE``:
-see :func:`lower_priority`). The worker also writes the upload to the blob store, so that the
+see :func:`lower_priority`), with an exception that ``cpus`` (:func:`keep_to`) avoids. The worker also writes the upload to the blob store, so that the
 gateway's own threads do not copy megabytes on the event loop's core.
 
 How: each worker inspects one upload at a time. The spool file goes to it as a file descriptor
@@ -60,10 +60,12 @@ def worker_context(work: Work) -> Any:
     return context
 
 
-def serve(conn: Connection, niceness: int, work: Work) -> None:
+def serve(conn: Connection, niceness: int, work: Work, cpus: frozenset[int] | None = None) -> None:
     """A worker's life: jobs from ``conn``, ``work``'s answers back, until the gateway closes its end."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the gateway, which stops its workers
     lower_priority(niceness)
+    if cpus:
+        keep_to(cpus)
     while True:
         try:
             job = conn.recv()
@@ -91,12 +93,26 @@ def lower_priority(niceness: int) -> None:
         pass
 
 
+def keep_to(cpus: frozenset[int]) -> None:
+    """Run the calling process on ``cpus`` only (which may lie outside the gateway's own).
+
+    Why: on a core it shares with the event loop, even a ``SCHED_IDLE`` worker delays the loop.
+    A worker that has slept (waiting for its next job, or for the disk) comes back with its
+    fair-scheduling lag reset, and the kernel may then pick it over the woken loop and let it run
+    to the next timer tick: perf showed the loop's wakeups up to 3 ms late on this account (see
+    docs/benchmarks.md). Cores of its own for the workers leave the loop's core to the loop."""
+    try:
+        os.sched_setaffinity(0, cpus)
+    except (AttributeError, OSError) as exc:  # not Linux, or a cpuset forbids them all: stay where it is
+        log.warning("media inspection worker %d could not be kept to CPUs %s: %s", os.getpid(), sorted(cpus), exc)
+
+
 class Worker:
     """One worker process and the gateway's end of its socket pair."""
 
-    def __init__(self, context: Any, niceness: int, work: Work) -> None:
+    def __init__(self, context: Any, niceness: int, work: Work, cpus: frozenset[int] | None = None) -> None:
         self.conn, child = context.Pipe(duplex=True)
-        self.process = context.Process(target=serve, args=(child, niceness, work), name="kefu-media-inspection", daemon=True)
+        self.process = context.Process(target=serve, args=(child, niceness, work, cpus), name="kefu-media-inspection", daemon=True)
         self.process.start()
         child.close()
         self.sent = False  # the current job was handed over (tests wait for it)
@@ -130,12 +146,14 @@ class Worker:
 
 
 class InspectionPool:
-    """At most ``size`` worker processes, each inspecting one upload at a time with ``work``."""
+    """At most ``size`` worker processes, each inspecting one upload at a time with ``work``, on
+    ``cpus`` (None: wherever the gateway runs)."""
 
-    def __init__(self, size: int, work: Work, *, niceness: int = WORKER_NICENESS) -> None:
+    def __init__(self, size: int, work: Work, *, niceness: int = WORKER_NICENESS, cpus: frozenset[int] | None = None) -> None:
         self.size = max(1, size)
         self.work = work
         self.niceness = niceness
+        self.cpus = cpus
         self.limiter = trio.CapacityLimiter(self.size)
         self.idle: list[Worker] = []
         self.busy: set[Worker] = set()
@@ -179,7 +197,7 @@ class InspectionPool:
         if self._context is None:
             self._context = worker_context(self.work)
         try:
-            worker = await trio.to_thread.run_sync(Worker, self._context, self.niceness, self.work)
+            worker = await trio.to_thread.run_sync(Worker, self._context, self.niceness, self.work, self.cpus)
         except OSError as exc:  # out of processes or memory: this upload fails, the next one tries again
             raise WorkerDied(f"could not start a worker: {exc}") from None
         self.started += 1

@@ -38,15 +38,17 @@ class Media:
         limits: MediaLimits = MediaLimits(),
         concurrency: int = 2,
         processes: bool = True,
+        cpus: frozenset[int] | None = None,
         stats: MediaStats | None = None,
     ) -> None:
-        """``concurrency`` uploads are inspected at once, in worker processes (``processes``) or threads."""
+        """``concurrency`` uploads are inspected at once, in worker processes (``processes``, on
+        ``cpus`` when given) or threads."""
         self.store = store
         self.blobs = blobs
         self.signer = signer
         self.limits = limits
         self.stats = stats or MediaStats()
-        self.uploads = Uploads(store, blobs, Inspector(limits, concurrency=concurrency, processes=processes), spool_dir, self.stats)
+        self.uploads = Uploads(store, blobs, Inspector(limits, concurrency=concurrency, processes=processes, cpus=cpus), spool_dir, self.stats)
 
     @classmethod
     def in_directory(cls, store: Store, root: str | Path, secret: str, **kwargs) -> Media:

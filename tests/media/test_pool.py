@@ -86,6 +86,26 @@ async def test_a_worker_process_finds_the_same_facts_and_refusals_at_a_lower_pri
     assert inspector.pool.started == 1 and inspector.pool.died == 0  # one worker did it all
 
 
+def allowed_cpus(pid: int) -> set[int]:
+    return set(os.sched_getaffinity(pid))
+
+
+async def test_workers_run_on_the_cpus_they_are_given_and_the_gateway_stays_where_it_is() -> None:
+    mine = allowed_cpus(0)
+    given = frozenset([max(mine)])  # one CPU (on a machine of several, not all the gateway's)
+    inspector = Inspector(LIMITS, concurrency=1, cpus=given)
+    try:
+        with trio.fail_after(30):
+            found = await inspect_file(inspector, "image", samples.jpeg(64, 48))
+        assert found.width == 64
+        [worker] = inspector.pool.idle
+        assert allowed_cpus(worker.pid) == given
+        assert os.sched_getscheduler(worker.pid) == os.SCHED_IDLE  # and still at the lower priority
+        assert allowed_cpus(0) == mine
+    finally:
+        inspector.close()
+
+
 async def test_a_worker_process_stores_what_passes_and_nothing_else(inspector: Inspector, tmp_path: Path) -> None:
     blobs = FilesystemBlobStore(tmp_path / "blobs")
     data = samples.jpeg(64, 48)
@@ -173,4 +193,16 @@ async def test_threads_remain_an_option(nursery, tmp_path) -> None:
             conv = (await shopper.ok("open"))["conv"]["id"]
             response = await upload(api, conv, "image", samples.jpeg(64, 48))
             assert response.status_code == 201 and response.json()["width"] == 64
+    running.node.stop()
+
+
+async def test_media_cpus_places_the_workers_of_a_served_gateway(nursery, tmp_path) -> None:
+    cpu = max(allowed_cpus(0))
+    running = await nursery.start(serve, make_config(tmp_path, media_cpus=str(cpu), **HTTP_LIMITS))
+    with trio.fail_after(30):
+        async with connect(running.url, token("alice"), resume={}) as shopper, http(running, "alice") as api:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            assert (await upload(api, conv, "image", samples.jpeg(64, 48))).status_code == 201
+    [worker] = running.node.media.uploads.inspector.pool.idle
+    assert allowed_cpus(worker.pid) == {cpu}
     running.node.stop()
