@@ -127,6 +127,7 @@ def postgresql_up() -> bool:
         return False
 
 
+@pytest.mark.alone  # the README's test command runs the others in parallel, and this one after them
 async def test_postgresql_restarted_mid_traffic_loses_and_repeats_nothing(nursery, tmp_path):
     """The real thing, not a proxy: the machine's PostgreSQL crashes (immediate stop) and starts
     again while a shopper sends; every send is acked exactly once, in order, or refused as
