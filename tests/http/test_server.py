@@ -1,6 +1,6 @@
-"""The HTTP listener (gateway/http/server.py) when file descriptors run out: it pauses accepting
-and logs, rather than spinning on the failing accept as the hand-written server did, and serves
-the waiting connections once descriptors are free again."""
+"""The HTTP listener (gateway/http/server.py): its read size, and what it does when file
+descriptors run out: it pauses accepting and logs, rather than spinning on the failing accept as
+the hand-written server did, and serves the waiting connections once descriptors are free again."""
 
 from __future__ import annotations
 
@@ -10,7 +10,17 @@ import resource
 
 import trio
 
+from gateway.http.server import READ_BYTES, read_size
+
 CLIENTS = 3
+
+
+def test_hypercorn_reads_bodies_in_large_pieces():
+    # the constant gateway/http/server.py sets must still exist in this Hypercorn and be the one it reads
+    from hypercorn.trio import tcp_server
+
+    assert read_size() == READ_BYTES == tcp_server.MAX_RECV
+    assert "MAX_RECV" in tcp_server.TCPServer._read_data.__code__.co_names
 
 
 async def test_out_of_file_descriptors_pauses_accepting_and_recovers(start_gateway, caplog):
