@@ -18,8 +18,9 @@ from ..model import Attachment
 from .blobs import BlobStore
 from .errors import MediaError
 from .images import THUMBNAIL_TYPE
+from .kinds import NEEDS_DISPLAY_COPY
 from .ranges import parse_range, unsatisfiable_content_range
-from .uploads import blob_key, thumbnail_key
+from .uploads import blob_key, display_key, thumbnail_key
 
 CHUNK = 256 * 1024
 _INLINE_KINDS = ("image", "video", "voice")
@@ -44,13 +45,26 @@ class Download:
             yield data
 
 
-def plan_download(attachment: Attachment, variant: str, range_header: str | None, blobs: BlobStore) -> Download:
+def has_display_copy(attachment: Attachment) -> bool:
+    """Whether ``variant=display`` is a JPEG made at upload rather than the original itself."""
+    return attachment.kind == "image" and attachment.content_type in NEEDS_DISPLAY_COPY
+
+
+def plan_download(attachment: Attachment, variant: str, range_header: str | None, blobs: BlobStore, display_size: int | None = None) -> Download:
     """What to send for ``variant`` of ``attachment``; raises MediaError (not_found,
-    range_not_satisfiable, whose 416 response needs ``unsatisfiable_headers``)."""
+    range_not_satisfiable, whose 416 response needs ``unsatisfiable_headers``).
+
+    ``display`` is what a browser can show: the original, or for a type browsers do not show
+    (HEIC) the JPEG made at upload, whose size the caller reads from the blob store
+    (``display_size``; None: it is missing)."""
     if variant == "thumbnail":
         if attachment.thumbnail_size is None:
             raise MediaError("not_found", "this attachment has no thumbnail")
         key, size, content_type = thumbnail_key(attachment.id), attachment.thumbnail_size, THUMBNAIL_TYPE
+    elif variant == "display" and has_display_copy(attachment):
+        if display_size is None:
+            raise MediaError("not_found", "this attachment has no display copy")
+        key, size, content_type = display_key(attachment.id), display_size, THUMBNAIL_TYPE
     else:
         key, size, content_type = blob_key(attachment.id), attachment.size, attachment.content_type
     headers = {
@@ -71,8 +85,13 @@ def plan_download(attachment: Attachment, variant: str, range_header: str | None
     return Download(206, headers, key, wanted.start, wanted.length, blobs)
 
 
-def unsatisfiable_headers(attachment: Attachment, variant: str) -> dict[str, str]:
-    size = attachment.thumbnail_size if variant == "thumbnail" else attachment.size
+def unsatisfiable_headers(attachment: Attachment, variant: str, display_size: int | None = None) -> dict[str, str]:
+    if variant == "thumbnail":
+        size = attachment.thumbnail_size
+    elif variant == "display" and has_display_copy(attachment):
+        size = display_size
+    else:
+        size = attachment.size
     return {"content-range": unsatisfiable_content_range(size or 0), "accept-ranges": "bytes"}
 
 
@@ -81,5 +100,7 @@ def _disposition(attachment: Attachment, variant: str) -> str:
     name = attachment.name or attachment.id
     if variant == "thumbnail":
         name = f"{name}.thumbnail.jpg"
+    elif variant == "display" and has_display_copy(attachment):
+        name = f"{name}.jpg"
     ascii_name = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\;' else "_" for ch in name)
     return f"{how}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"

@@ -35,10 +35,12 @@ class ImageFacts:
     thumbnail: bytes  # a JPEG whose longer edge is at most the limit
     thumbnail_width: int
     thumbnail_height: int
+    display: bytes | None = None  # with display=True: the whole image, upright, as a JPEG
 
 
-def inspect_image(source: BinaryIO, *, max_pixels: int, thumbnail_edge: int) -> ImageFacts:
-    """Decode ``source`` and make its thumbnail; raises MediaError (decompression_bomb, undecodable)."""
+def inspect_image(source: BinaryIO, *, max_pixels: int, thumbnail_edge: int, display: bool = False) -> ImageFacts:
+    """Decode ``source`` and make its thumbnail, and with ``display`` a JPEG of the whole image
+    (for formats browsers do not show); raises MediaError (decompression_bomb, undecodable)."""
     source.seek(0)
     try:
         with Image.open(source) as im:
@@ -50,11 +52,14 @@ def inspect_image(source: BinaryIO, *, max_pixels: int, thumbnail_edge: int) -> 
                     "decompression_bomb", f"the image is {width}x{height} pixels; at most {max_pixels} are allowed"
                 )
             orientation = im.getexif().get(_ORIENTATION, 1)
-            im.draft("RGB", (thumbnail_edge, thumbnail_edge))  # JPEG only; other formats ignore it
+            if not display:
+                im.draft("RGB", (thumbnail_edge, thumbnail_edge))  # JPEG only; other formats ignore it
             im.load()  # decodes everything: a truncated file raises here
             if im.width * im.height > max_pixels:  # a decoder (HEIF) may learn the true size only now
                 raise MediaError("decompression_bomb", f"the image decodes to {im.width}x{im.height} pixels; at most {max_pixels} are allowed")
-            thumbnail, thumb_width, thumb_height = jpeg_thumbnail(ImageOps.exif_transpose(im), thumbnail_edge)
+            upright = ImageOps.exif_transpose(im)
+            copy = jpeg(upright) if display else None
+            thumbnail, thumb_width, thumb_height = jpeg_thumbnail(upright, thumbnail_edge)
     except MediaError:
         raise
     except Image.DecompressionBombError as exc:
@@ -64,7 +69,7 @@ def inspect_image(source: BinaryIO, *, max_pixels: int, thumbnail_edge: int) -> 
         raise MediaError("undecodable", f"the image does not decode: {exc}") from None
     if orientation in _SWAPS_AXES:
         width, height = height, width
-    return ImageFacts(width, height, thumbnail, thumb_width, thumb_height)
+    return ImageFacts(width, height, thumbnail, thumb_width, thumb_height, copy)
 
 
 def jpeg_thumbnail(im: Image.Image, edge: int) -> tuple[bytes, int, int]:
@@ -75,6 +80,13 @@ def jpeg_thumbnail(im: Image.Image, edge: int) -> tuple[bytes, int, int]:
     out = io.BytesIO()
     thumb.save(out, "JPEG", quality=80, optimize=True)
     return out.getvalue(), thumb.width, thumb.height
+
+
+def jpeg(im: Image.Image) -> bytes:
+    """``im`` whole, as a JPEG (transparency flattened onto white)."""
+    out = io.BytesIO()
+    _flatten(im).save(out, "JPEG", quality=85)
+    return out.getvalue()
 
 
 def _flatten(im: Image.Image) -> Image.Image:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 import trio
@@ -20,7 +20,7 @@ from .blobs import BlobStore
 from .durations import duration_ms
 from .errors import MediaError
 from .images import inspect_image
-from .kinds import MediaLimits
+from .kinds import NEEDS_DISPLAY_COPY, MediaLimits
 from .pool import InspectionPool, WorkerDied
 from .sniffing import content_type
 from .video import inspect_video
@@ -37,6 +37,8 @@ class Inspection:
     height: int | None = None
     duration_ms: int | None = None
     thumbnail: bytes | None = None  # a JPEG, for images and for videos with a decodable first frame
+    display: bytes | None = None  # a JPEG of the whole image, for types browsers do not show (kinds.NEEDS_DISPLAY_COPY)
+    display_size: int | None = None  # its size, once stored (the bytes stay where they were made)
 
 
 def check_size(kind: str, size: int, limits: MediaLimits) -> None:
@@ -57,8 +59,8 @@ def inspect(kind: str, source: BinaryIO, size: int, limits: MediaLimits) -> Insp
         what = f"the bytes are {found}" if found else "the bytes are of no allowed type"
         raise MediaError("unsupported_type", f"{what}; {kind} uploads must be one of {', '.join(sorted(rule.content_types))}")
     if kind == "image":
-        facts = inspect_image(source, max_pixels=limits.image_pixels, thumbnail_edge=limits.thumbnail_edge)
-        return Inspection(kind, found, size, facts.width, facts.height, thumbnail=facts.thumbnail)
+        facts = inspect_image(source, max_pixels=limits.image_pixels, thumbnail_edge=limits.thumbnail_edge, display=found in NEEDS_DISPLAY_COPY)
+        return Inspection(kind, found, size, facts.width, facts.height, thumbnail=facts.thumbnail, display=facts.display)
     if kind == "video":
         video = inspect_video(source, max_pixels=limits.image_pixels, thumbnail_edge=limits.thumbnail_edge)
         ms = duration_ms(source)
@@ -82,24 +84,35 @@ def _check_duration(kind: str, ms: int | None, max_ms: int | None) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Keep:
-    """Where an upload that passes inspection is stored: its file under ``key`` and its
-    thumbnail under ``thumbnail_key``, in ``blobs`` (picklable: a worker process writes them)."""
+    """Where an upload that passes inspection is stored: its file under ``key``, its thumbnail
+    under ``thumbnail_key`` and its display copy under ``display_key``, in ``blobs`` (picklable: a
+    worker process writes them)."""
 
     blobs: BlobStore
     key: str
     thumbnail_key: str
+    display_key: str = ""
 
 
-def keep(found: Inspection, source: BinaryIO, where: Keep) -> None:
-    """Store the inspected ``source`` and its thumbnail; on failure nothing stays (raises OSError)."""
+def keep(found: Inspection, source: BinaryIO, where: Keep) -> Inspection:
+    """Store the inspected ``source``, its thumbnail and its display copy; on failure nothing
+    stays (raises OSError). Returns ``found`` with the display copy's size in place of its bytes."""
     source.seek(0)
     where.blobs.put(where.key, source)
-    if found.thumbnail is not None:
-        try:
+    stored = [where.key]
+    try:
+        if found.thumbnail is not None:
             where.blobs.put(where.thumbnail_key, io.BytesIO(found.thumbnail))
-        except BaseException:
-            where.blobs.delete(where.key)
-            raise
+            stored.append(where.thumbnail_key)
+        if found.display is not None:
+            if not where.display_key:
+                raise OSError("no key for the display copy")
+            where.blobs.put(where.display_key, io.BytesIO(found.display))
+    except BaseException:
+        for key in stored:
+            where.blobs.delete(key)
+        raise
+    return found if found.display is None else replace(found, display=None, display_size=len(found.display))
 
 
 def inspect_job(job: tuple, source: BinaryIO) -> tuple:
@@ -119,7 +132,7 @@ def inspect_job(job: tuple, source: BinaryIO) -> tuple:
         return ("failed", "inspection_failed", f"{type(exc).__name__}: {exc}")
     if where is not None:
         try:
-            keep(found, source, where)
+            found = keep(found, source, where)  # the display copy's megabytes stay here, not in the reply
         except Exception as exc:  # a full disk, an unreachable store
             return ("failed", "storage_failed", f"{type(exc).__name__}: {exc}")
     return ("ok", found)

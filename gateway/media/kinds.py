@@ -26,6 +26,10 @@ DOCUMENT_TYPES = frozenset({
     "text/plain",
 })
 
+# Image types most browsers cannot show (HEIC: Safari only): such an upload also gets a JPEG of the
+# whole image, its "display" variant, so that an agent's browser can open it.
+NEEDS_DISPLAY_COPY = frozenset({"image/heic"})
+
 MiB = 1024 * 1024
 
 

@@ -15,14 +15,14 @@ from ..model import Attachment, MarkAttachmentDeleted
 from ..store.base import StoreError
 from ..store.writer import Store
 from .access import check_delete, check_download, check_present, check_upload
-from .blobs import BlobStore, FilesystemBlobStore
-from .downloads import Download, plan_download
+from .blobs import BlobNotFound, BlobStore, FilesystemBlobStore
+from .downloads import Download, has_display_copy, plan_download
 from .errors import MediaError
 from .inspection import Inspector
 from .kinds import MediaLimits
 from .signing import UrlSigner
 from .stats import MediaStats
-from .uploads import Uploads, blob_key, thumbnail_key
+from .uploads import Uploads, blob_keys, display_key
 
 log = logging.getLogger("kefu.media")
 
@@ -133,7 +133,7 @@ class Media:
             raise self._refused(exc) from None
         with trio.CancelScope(shield=True):  # a client gone mid-way leaves no record unmarked with blobs half-removed
             marked = await self.store.execute(MarkAttachmentDeleted(attachment.id, time.time_ns() // 1_000_000))
-            for key in (blob_key(attachment.id), thumbnail_key(attachment.id)):
+            for key in blob_keys(attachment.id):
                 try:
                     await trio.to_thread.run_sync(self.blobs.delete, key)
                 except OSError as exc:  # the sweep removes it later: a deleted record's blobs are swept
@@ -161,16 +161,29 @@ class Media:
             "height": attachment.height,
             "duration_ms": attachment.duration_ms,
             "url": f"{content_path}?{original}",
+            "display_url": None,
             "thumbnail_url": None,
             "urls_expire_at": int(original.split("expires=", 1)[1].split("&", 1)[0]),
         }
+        if attachment.kind == "image":  # what an <img> shows: the original, or its JPEG copy (HEIC)
+            out["display_url"] = f"{content_path}?{self.signer.query(attachment.id, 'display')}"
         if attachment.thumbnail_size is not None:
             out["thumbnail_url"] = f"{content_path}?{self.signer.query(attachment.id, 'thumbnail')}"
         return out
 
+    async def display_size(self, attachment: Attachment) -> int | None:
+        """The size of an attachment's display copy (None when it has none, or it is missing)."""
+        if not has_display_copy(attachment):
+            return None
+        try:
+            return await trio.to_thread.run_sync(self.blobs.size, display_key(attachment.id))
+        except (BlobNotFound, OSError):
+            return None
+
     async def download(self, attachment: Attachment, variant: str, range_header: str | None) -> Download:
         try:
-            planned = plan_download(attachment, variant, range_header, self.blobs)
+            display = await self.display_size(attachment) if variant == "display" else None
+            planned = plan_download(attachment, variant, range_header, self.blobs, display)
             if not await trio.to_thread.run_sync(self.blobs.exists, planned.key):
                 # A record whose bytes are gone (removed by hand, a restored backup): an operator's problem.
                 log.error("attachment %s has a record but no blob %s", attachment.id, planned.key)

@@ -1,7 +1,7 @@
 """Short-lived signed download URLs, so a browser's ``<img>`` or ``<video>`` can fetch an
 attachment without sending a token.
 
-A signature is an HMAC-SHA256 over the attachment id, the variant (``original`` or ``thumbnail``)
+A signature is an HMAC-SHA256 over the attachment id, the variant (``original``, ``display``, ``thumbnail``)
 and the expiry time, under a key only the gateway holds. Anyone holding the URL may fetch that one
 variant until it expires; changing any part of it breaks the signature. Signatures are compared in
 constant time, and checked before the expiry so that a forged expiry is reported as forged.
@@ -17,7 +17,7 @@ from typing import Callable
 
 from .errors import MediaError
 
-VARIANTS = ("original", "thumbnail")
+VARIANTS = ("original", "thumbnail", "display")  # display: what a browser shows (downloads.plan_download)
 _CONTEXT = b"kefu.v1 media url\n"
 
 

@@ -46,11 +46,20 @@ def thumbnail_key(attachment_id: str) -> str:
     return f"{attachment_id[-2:]}/{attachment_id}.thumb"
 
 
+def display_key(attachment_id: str) -> str:
+    return f"{attachment_id[-2:]}/{attachment_id}.display"
+
+
+def blob_keys(attachment_id: str) -> tuple[str, str, str]:
+    """Every blob an attachment may have: its file, its thumbnail, its display copy."""
+    return blob_key(attachment_id), thumbnail_key(attachment_id), display_key(attachment_id)
+
+
 def attachment_of(key: str) -> str | None:
-    """The attachment id a blob key belongs to (its file or its thumbnail), or None for a key
-    these uploads did not make."""
+    """The attachment id a blob key belongs to (its file, its thumbnail or its display copy), or
+    None for a key these uploads did not make."""
     shard, _, name = key.partition("/")
-    attachment_id = name.removesuffix(".thumb")
+    attachment_id = name.removesuffix(".thumb").removesuffix(".display")
     if not attachment_id or "/" in attachment_id or shard != attachment_id[-2:]:
         return None
     return attachment_id
@@ -87,7 +96,7 @@ class Uploads:
         self.stats.uploads_in_progress += 1
         spool: BinaryIO = await trio.to_thread.run_sync(partial(tempfile.TemporaryFile, dir=self.spool_dir))
         attachment_id = new_attachment_id()
-        where = Keep(self.blobs, blob_key(attachment_id), thumbnail_key(attachment_id))
+        where = Keep(self.blobs, *blob_keys(attachment_id))
         recorded = False
         maybe_stored = False  # blobs may exist under ``where``: removed again unless the record is written
         try:
@@ -130,7 +139,7 @@ class Uploads:
 
     async def _remove(self, where: Keep) -> None:
         """Remove what an upload that got no record may have stored (the sweep catches what this misses)."""
-        for key in (where.key, where.thumbnail_key):
+        for key in (where.key, where.thumbnail_key, where.display_key):
             try:
                 await trio.to_thread.run_sync(self.blobs.delete, key)
             except OSError as exc:  # left for an operator and the sweep: logged with its key
@@ -156,7 +165,7 @@ class Uploads:
     async def discard(self, attachment: Attachment) -> None:
         """Remove an attachment's record, then its blobs (a reader never finds a record without bytes)."""
         await self.store.execute(DeleteAttachment(attachment.id))
-        for key in (blob_key(attachment.id), thumbnail_key(attachment.id)):
+        for key in blob_keys(attachment.id):
             await trio.to_thread.run_sync(self.blobs.delete, key)
 
     async def sweep(self, *, older_than_s: float = 3600.0, batch: int = 500) -> int:

@@ -18,7 +18,7 @@ from gateway.media.errors import MediaError
 from gateway.media.inspection import Inspector
 from gateway.media.kinds import MediaLimits
 from gateway.media.stats import MediaStats
-from gateway.media.uploads import Uploads, attachment_of, blob_key, clean_name, thumbnail_key
+from gateway.media.uploads import Uploads, attachment_of, blob_key, clean_name, display_key, thumbnail_key
 from gateway.metrics import Stats
 from gateway.model import OPEN, Conversation, CreateConversation, MarkAttachmentDeleted, Participant
 from gateway.store import MemoryBackend, SqliteBackend
@@ -164,11 +164,12 @@ async def test_an_upload_cancelled_mid_body_leaves_nothing(setup: Setup) -> None
     assert setup.files() == []
 
 
-async def test_a_record_that_cannot_be_written_takes_its_blobs_with_it(setup: Setup) -> None:
+@pytest.mark.parametrize("photo", [samples.jpeg, samples.heic], ids=["jpeg", "heic-with-a-display-copy"])
+async def test_a_record_that_cannot_be_written_takes_its_blobs_with_it(setup: Setup, photo) -> None:
     gone = Conversation("nope", "shop1", "alice", "app", OPEN, 1_000)  # no such conversation in the store
     with pytest.raises(Exception) as info:
         with trio.fail_after(20):
-            await setup.uploads.receive(gone, "alice", "image", chunks(samples.jpeg()))
+            await setup.uploads.receive(gone, "alice", "image", chunks(photo()))
     assert "not found" in str(info.value)
     assert setup.files() == []
 
@@ -227,13 +228,13 @@ async def test_the_sweep_removes_old_blobs_without_a_record_only(setup: Setup) -
     kept = await receive(setup, "image", samples.jpeg())  # a record, a blob and a thumbnail
     orphan = "0190f3c2a1b2c3d4e5f60718aa"  # a blob whose record was never written (a crash)
     young = "0190f3c2a1b2c3d4e5f60718bb"  # one whose record may be being written
-    for key in (blob_key(orphan), thumbnail_key(orphan), blob_key(young), "other/not-ours"):
+    for key in (blob_key(orphan), thumbnail_key(orphan), display_key(orphan), blob_key(young), "other/not-ours"):
         setup.blobs.put(key, io.BytesIO(b"x"))
     hour_ago = time.time() - 3700
-    for key in (blob_key(kept.id), thumbnail_key(kept.id), blob_key(orphan), thumbnail_key(orphan), "other/not-ours"):
+    for key in (blob_key(kept.id), thumbnail_key(kept.id), blob_key(orphan), thumbnail_key(orphan), display_key(orphan), "other/not-ours"):
         os.utime(setup.root / "blobs" / key, (hour_ago, hour_ago))
     with trio.fail_after(20):
-        assert await setup.uploads.sweep(older_than_s=3600, batch=2) == 2
+        assert await setup.uploads.sweep(older_than_s=3600, batch=2) == 3
     assert sorted(setup.files()) == sorted(f"blobs/{k}" for k in (blob_key(kept.id), thumbnail_key(kept.id), blob_key(young), "other/not-ours"))
 
 
@@ -254,5 +255,6 @@ async def test_the_sweep_removes_the_blobs_a_deletion_left(setup: Setup) -> None
 def test_attachment_of() -> None:
     assert attachment_of("18/0190f3c2a1b2c3d4e5f60718") == "0190f3c2a1b2c3d4e5f60718"
     assert attachment_of("18/0190f3c2a1b2c3d4e5f60718.thumb") == "0190f3c2a1b2c3d4e5f60718"
+    assert attachment_of("18/0190f3c2a1b2c3d4e5f60718.display") == "0190f3c2a1b2c3d4e5f60718"
     for foreign in ("other/not-ours", "0190f3c2a1b2c3d4e5f60718", "18/a/b18", "18/"):
         assert attachment_of(foreign) is None, foreign

@@ -7,7 +7,7 @@ key may call these, so they authenticate here. Every rule lives in gateway.media
 - ``POST /v1/conversations/{conv_id}/attachments?kind=image&name=photo.jpg``: the body is the
   file (its Content-Type is ignored: the bytes decide). 201 with the attachment.
 - ``GET /v1/attachments/{id}``: the attachment with fresh signed URLs.
-- ``GET /v1/attachments/{id}/content``: its bytes (``variant=original|thumbnail``), by token or
+- ``GET /v1/attachments/{id}/content``: its bytes (``variant=original|display|thumbnail``), by token or
   API key, or with a signed URL's ``variant``, ``expires`` and ``sig`` and no credentials at all.
   Range requests are served (206/416), so a ``<video>`` seeks.
 - ``DELETE /v1/attachments/{id}``: its uploader, a supervisor of the tenant, or the tenant's
@@ -169,7 +169,9 @@ def routes(services: Any) -> list[Route]:
         except Problem as problem:
             return respond(problem, request.method, request.url.path, services.stats.http_refusals, services.refusal_log)
         except MediaError as exc:
-            extra = unsatisfiable_headers(attachment, variant) if exc.code == "range_not_satisfiable" and attachment else None
+            extra = None
+            if exc.code == "range_not_satisfiable" and attachment:
+                extra = unsatisfiable_headers(attachment, variant, await media.display_size(attachment))
             return media_problem(exc, request, services, extra)
         if request.method == "HEAD":
             return Response(status_code=download.status, headers=download.headers)
@@ -198,7 +200,7 @@ _ATTACHMENT = {
         "size": {"type": "integer"}, "name": {"type": "string"}, "created_at": {"type": "integer"},
         "width": {"type": ["integer", "null"]}, "height": {"type": ["integer", "null"]},
         "duration_ms": {"type": ["integer", "null"]}, "url": {"type": "string"},
-        "thumbnail_url": {"type": ["string", "null"]}, "urls_expire_at": {"type": "integer"},
+        "display_url": {"type": ["string", "null"]}, "thumbnail_url": {"type": ["string", "null"]}, "urls_expire_at": {"type": "integer"},
     },
 }
 _SECURITY = [{"apiKey": []}, {"clientToken": []}]

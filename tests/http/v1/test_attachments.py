@@ -497,3 +497,24 @@ async def test_an_iphone_heic_or_an_avif_photo_is_sent_with_a_jpeg_thumbnail(gw:
             assert rgb.getpixel((40, 120))[0] > 200 and rgb.getpixel((280, 120))[2] > 200  # red left, blue right
             original = await bob_http.get(f"/v1/attachments/{image['id']}/content")
             assert (original.content, original.headers["content-type"]) == (photo, content_type)
+
+            # What a browser's <img> opens: for HEIC (which only Safari shows) a JPEG of the whole
+            # photo made at upload; for AVIF, which browsers show, the original itself.
+            async with http(gw) as anonymous:
+                shown = await anonymous.get(relative(image["display_url"]))  # a signed URL, no credentials
+                part = await anonymous.get(relative(image["display_url"]), headers={"range": "bytes=0-99"})
+            if content_type == "image/heic":
+                assert (shown.status_code, shown.headers["content-type"]) == (200, "image/jpeg")
+                whole = Image.open(io.BytesIO(shown.content))
+                assert (whole.format, whole.size) == ("JPEG", (800, 600))
+                rgb = whole.convert("RGB")
+                assert rgb.getpixel((100, 300))[0] > 200 and rgb.getpixel((700, 300))[2] > 200
+                assert shown.headers["content-disposition"].startswith('inline; filename="IMG_0001.jpg.jpg"')
+                assert len(stored_files(gw)) == 3  # the original, its thumbnail, its display copy
+            else:
+                assert (shown.content, shown.headers["content-type"]) == (photo, content_type)
+                assert len(stored_files(gw)) == 2
+            assert (part.status_code, part.content) == (206, shown.content[:100])
+            assert part.headers["content-range"] == f"bytes 0-99/{len(shown.content)}"
+            assert (await alice_http.delete(f"/v1/attachments/{image['id']}")).status_code == 204
+            assert stored_files(gw) == []  # the display copy goes with the rest
