@@ -106,3 +106,17 @@ async def test_a_bot_session_outlives_its_process_replayed_from_the_stored_messa
             context = (await agent.next("assigned"))["context"]
             # what the bot understood before the restart is in the session the new process rebuilt
             assert any(i.get("intent") == "shipping_time" for i in context["intents"])
+
+
+async def test_a_question_sent_before_the_greeting_arrives_is_answered_once_after_it(start_gateway):
+    """A shopper app that sends its first question as soon as ``open`` answers, before the bot's
+    greeting has arrived (on SQLite, where the bot's own writes take longest)."""
+    gw = await start_gateway(routing="on", store="sqlite")
+    with trio.fail_after(20):
+        for n in range(3):
+            async with connect(gw.url, token(f"shopper{n}"), resume={}) as shopper:
+                conv = (await shopper.ok("open"))["conv"]["id"]
+                await shopper.ok("send", conv=conv, cmid="q1", body={"kind": "text", "text": "什么时候发货?"})
+                said = [(await bot_says(shopper, conv))["text"] for _ in range(2)]
+                assert "发货" in said[1], said  # the greeting, then the answer
+                assert [f for f in await shopper.quiet(0.3) if f["t"] == "msg" and f["role"] == "bot"] == []
