@@ -23,7 +23,7 @@ import trio
 
 from ..conversations import authz
 from ..conversations.service import ConversationService, system
-from ..model import CLOSED, SYSTEM, AgentProfile, Conversation, Principal, StoredMessage
+from ..model import CLOSED, OPEN, SYSTEM, AgentProfile, Conversation, Principal, StoredMessage
 from ..protocol import envelope as env
 from ..protocol.errors import RequestError
 from .config import RoutingConfig, TenantRouting, parse_tenant
@@ -304,10 +304,18 @@ class RoutingService:
         self.serial.submit(m.conv_id, self._message_loaded, m)
 
     async def _message_loaded(self, m: StoredMessage) -> None:
-        """In the turn itself (the state loaded here is fresh now; a later step may not find it so)."""
+        """In the turn itself (the state loaded here is fresh now; a later step may not find it so).
+
+        A conversation still ``opened`` here was never started by routing: its ``opened`` input
+        was lost with a leader that died holding it, or is behind this message. It starts now, as
+        its customer opened it, so the shopper is greeted and answered rather than ignored (a
+        later ``opened`` finds it started and does nothing)."""
         state = await self.service.load(m.conv_id)
         if state is None:
             return
+        if state.conv.stage == OPENED and state.conv.status == OPEN:
+            conv = state.conv
+            await self._start(state, Principal(conv.tenant, conv.customer, "shopper", conv.channel))
         conv = state.conv
         if conv.stage == BOT and self.config.for_tenant(conv.tenant).bot == "builtin" and self.bots is not None:
             said = _shopper_text(m)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 import trio
 
+from gateway.model import Principal
+
 from ..support import connect, token
 
 
@@ -120,3 +122,32 @@ async def test_a_question_sent_before_the_greeting_arrives_is_answered_once_afte
                 said = [(await bot_says(shopper, conv))["text"] for _ in range(2)]
                 assert "发货" in said[1], said  # the greeting, then the answer
                 assert [f for f in await shopper.quiet(0.3) if f["t"] == "msg" and f["role"] == "bot"] == []
+
+
+async def test_the_routing_leader_starts_a_conversation_it_hears_of_first_by_a_message(start_gateway):
+    """A leader that died holding a conversation's ``opened`` input (or a message that overtook
+    it): the next leader hears of the conversation first by a shopper's message. It starts it
+    then, so the shopper is greeted and answered rather than ignored; the late ``opened`` after
+    that changes nothing."""
+    gw = await start_gateway(routing="on", store="sqlite")
+    service, routing = gw.node.service, gw.node.routing
+
+    async def bot_messages(conv: str) -> list:
+        return [m for m in (await service.store.read_messages(conv, limit=50)).messages if m.sender_role == "bot"]
+
+    with trio.fail_after(20):
+        async with connect(gw.url, token("alice"), resume={}) as alice:
+            service.hooks = None  # routing hears neither the open nor the message: as on a node that is not leading
+            try:
+                conv = (await alice.ok("open"))["conv"]["id"]
+                await alice.ok("send", conv=conv, cmid="q1", body={"kind": "text", "text": "什么时候发货?"})
+            finally:
+                service.hooks = routing
+            assert (await service.load(conv)).conv.stage == "opened" and await bot_messages(conv) == []
+            [stored] = (await service.store.read_messages(conv, limit=50)).messages
+            routing.message_elsewhere(stored)  # what the leader does with a forwarded shopper message
+            greeting, answer = (await alice.next("msg", conv=conv, role="bot")), (await alice.next("msg", conv=conv, role="bot"))
+            assert greeting["body"]["text"] and "发货" in answer["body"]["text"] and answer["cmid"] == f"re-{stored.seq}"
+            routing.opened_elsewhere(conv, Principal("shop1", "alice", "shopper", "app"))  # the late ``opened``
+            assert [f for f in await alice.quiet(0.5) if f["t"] == "msg" and f["role"] == "bot"] == []  # not greeted twice
+            assert (await service.load(conv)).conv.stage == "bot" and len(await bot_messages(conv)) == 2
