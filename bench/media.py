@@ -14,7 +14,6 @@ would measure this 2-core machine's scheduler, not the gateway):
   (``--media-cpus``) and the upload load on the others: the deployment that gives the workers
   cores of their own.
 
-
 1. ``uploads``: ``--uploaders`` clients upload a ``--width`` x ``--height`` JPEG (noise, so it
    does not compress away) back to back; uploads/s, MB/s and the gateway's CPU seconds per MB:
    its own process (``server_cpu_s_per_mb``: the event loop and its threads) and its media
