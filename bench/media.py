@@ -58,7 +58,7 @@ from trio_websocket import open_websocket_url
 from gateway.auth import mint_token
 
 from .measure import percentiles
-from .servers import SECRET, TENANT, Server, machine, proc_cpu
+from .servers import SECRET, TENANT, Server, machine, machine_steal_s, proc_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,16 +122,6 @@ async def live(url: str, user: str, role: str, stack) -> Link:
     assert hello["t"] == "hello", hello
     await link.call("resume", convs={})
     return link
-
-
-def steal_s() -> float:
-    """The machine's steal time so far (all CPUs), in seconds; 0 where /proc/stat has none."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()
-        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
 
 
 async def text_latency(shopper: Link, agent: Link, conv: str, duration: float, rate: float) -> dict[str, Any]:
@@ -256,13 +246,13 @@ async def uploads(
         ready = await trio.to_thread.run_sync(load.stdout.readline)
         if ready.strip() != b"ready":
             raise RuntimeError(f"the upload load process did not start: {ready!r}")
-        cpu0, workers0, steal0, t0 = gateway_cpu_s(server), workers_cpu_s(server), steal_s(), time.perf_counter()
+        cpu0, workers0, steal0, t0 = gateway_cpu_s(server), workers_cpu_s(server), machine_steal_s(), time.perf_counter()
         if during is None:
             await trio.sleep(duration)
         else:
             other = await during()
         cpu, seconds = gateway_cpu_s(server) - cpu0, time.perf_counter() - t0
-        workers, steal = workers_cpu_s(server) - workers0, steal_s() - steal0
+        workers, steal = workers_cpu_s(server) - workers0, machine_steal_s() - steal0
         load.stdin.close()  # the load stops: its counts come back on stdout
         out = await trio.to_thread.run_sync(load.stdout.read)
         await trio.to_thread.run_sync(partial(load.wait, 120))
@@ -284,9 +274,9 @@ async def uploads(
 
 async def idle_window(measure) -> dict[str, Any]:
     """A window of text messages with no uploads, with the machine's steal time meanwhile."""
-    steal0 = steal_s()
+    steal0 = machine_steal_s()
     latency = await measure()
-    return {**latency, "steal_s": round(steal_s() - steal0, 2)}
+    return {**latency, "steal_s": round(machine_steal_s() - steal0, 2)}
 
 
 def summed(windows: list[dict[str, Any]]) -> dict[str, Any]:

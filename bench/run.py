@@ -24,7 +24,7 @@ from typing import Any
 
 from . import measure, worker
 from .measure import add_checks, empty_checks, failed, merge_latencies, merge_series, percentiles
-from .servers import LABELS, SECRET, TARGETS, TENANT, Server, backing_cpu_seconds
+from .servers import LABELS, SECRET, TARGETS, TENANT, Server, backing_cpu_seconds, machine_steal_s
 
 GO_DELAY_S = 0.3
 
@@ -305,13 +305,25 @@ def loadavg() -> float:
         return float(f.read().split()[0])
 
 
-def _cpu_figures(cpu: float, seconds: float, accepted: int, delivered: int, busy: float | None = None,
-                 system: float | None = None, backing: float | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Window:
+    """What one measured window cost, in CPU seconds."""
+
+    cpu: float  # the server's (user + system)
+    busy: float  # the whole machine's busy core-seconds
+    system: float  # the server's in the kernel
+    backing: float | None  # PostgreSQL's and Redis's, for a postgres target (None otherwise)
+    steal: float  # the hypervisor gave to other guests while this one wanted it (noise)
+
+
+def _cpu_figures(window: Window, seconds: float, accepted: int, delivered: int) -> dict[str, Any]:
+    cpu, backing = window.cpu, window.backing
     return {
         # PostgreSQL's and Redis's CPU in the window, for a postgres target (None otherwise)
         "backing_cpu_us_per_delivery": round(backing / delivered * 1e6, 2) if backing is not None and delivered else None,
-        "server_sys_us_per_delivery": round(system / delivered * 1e6, 2) if system is not None and delivered else None,
-        "machine_busy_cores": round(busy / seconds, 2) if busy is not None and seconds else None,
+        "server_sys_us_per_delivery": round(window.system / delivered * 1e6, 2) if delivered else None,
+        "machine_busy_cores": round(window.busy / seconds, 2) if seconds else None,
+        "machine_steal_s": round(window.steal, 2),  # read a noisy window's figures with care
         "server_cpu_s": round(cpu, 3),
         "server_cpu_util": round(cpu / seconds, 3) if seconds else None,
         "cpu_us_per_delivery": round(cpu / delivered * 1e6, 2) if delivered else None,
@@ -319,10 +331,9 @@ def _cpu_figures(cpu: float, seconds: float, accepted: int, delivered: int, busy
     }
 
 
-def measure_window(pool: Pool, server: Server, profiler: Profiler, opts: Options, progress: Progress, duration: float) -> tuple[float, float, float]:
-    """Start the workers together, warm up, then measure ``duration`` seconds: the server's CPU
-    seconds, the machine's busy core-seconds and the server's system (kernel) CPU seconds in the
-    window (the profiler samples it too)."""
+def measure_window(pool: Pool, server: Server, profiler: Profiler, opts: Options, progress: Progress, duration: float) -> Window:
+    """Start the workers together, warm up, then measure ``duration`` seconds of CPU (the
+    profiler samples the server meanwhile)."""
     t_go = time.monotonic() + GO_DELAY_S
     m0 = t_go + opts.warmup
     m1 = m0 + duration
@@ -331,12 +342,11 @@ def measure_window(pool: Pool, server: Server, profiler: Profiler, opts: Options
     pool.pump(m0)
     backing = server.schema != ""  # PostgreSQL and Redis do part of the work: count their CPU too
     backing0 = backing_cpu_seconds() if backing else 0.0
-    (user0, sys0), busy0 = server.cpu_times(), machine_busy_s()
+    (user0, sys0), busy0, steal0 = server.cpu_times(), machine_busy_s(), machine_steal_s()
     profiler.start(server.pid, duration)
     pool.pump(m1)
-    (user1, sys1), busy1 = server.cpu_times(), machine_busy_s()
-    server.backing_cpu_s = backing_cpu_seconds() - backing0 if backing else None
-    return user1 + sys1 - user0 - sys0, busy1 - busy0, sys1 - sys0
+    (user1, sys1), busy1, steal1 = server.cpu_times(), machine_busy_s(), machine_steal_s()
+    return Window(user1 + sys1 - user0 - sys0, busy1 - busy0, sys1 - sys0, backing_cpu_seconds() - backing0 if backing else None, steal1 - steal0)
 
 
 def run_pairs(server: Server, opts: Options, progress: Progress, *, convs: int, window: int, senders: str,
@@ -350,7 +360,7 @@ def run_pairs(server: Server, opts: Options, progress: Progress, *, convs: int, 
     profiler = Profiler(opts, name, server.target)
     with Pool(specs, progress, opts.client_cpus) as pool:
         pool.expect("ready", 120, phase="connecting")
-        cpu, busy, system = measure_window(pool, server, profiler, opts, progress, duration)
+        measured = measure_window(pool, server, profiler, opts, progress, duration)
         done = pool.expect("done", 60, phase="draining")
     accepted = sum(d["accepted"] for d in done)
     delivered = sum(d["delivered"] for d in done)
@@ -364,7 +374,7 @@ def run_pairs(server: Server, opts: Options, progress: Progress, *, convs: int, 
         "params": {"convs": convs, "window": window, "senders": senders, "duration_s": duration, "warmup_s": opts.warmup, "procs": procs},
         "accepted_per_s": round(accepted / duration, 1),
         "delivered_per_s": round(delivered / duration, 1),
-        **_cpu_figures(cpu, duration, accepted, delivered, busy, system, server.backing_cpu_s),
+        **_cpu_figures(measured, duration, accepted, delivered),
         "generator_cpu_us_per_msg": round(sum(d["client_cpu_s"] for d in done) / accepted * 1e6, 2) if accepted else None,
         "ack_latency": percentiles(ack),
         "e2e_latency": percentiles(e2e),
@@ -420,7 +430,7 @@ def run_fanout(server: Server, opts: Options, progress: Progress) -> dict[str, A
         setup_start = time.monotonic()
         pool.expect("ready", 600, phase="connecting members")
         setup_s = time.monotonic() - setup_start
-        cpu, busy, system = measure_window(pool, server, profiler, opts, progress, duration)
+        measured = measure_window(pool, server, profiler, opts, progress, duration)
         done = pool.expect("done", 120, phase="draining")
     delivered = sum(d["delivered"] for d in done)
     accepted = sum(d["accepted"] for d in done)
@@ -437,7 +447,7 @@ def run_fanout(server: Server, opts: Options, progress: Progress) -> dict[str, A
         "setup_s": round(setup_s, 2),
         "messages_per_s": round(accepted / duration, 1),
         "deliveries_per_s": round(delivered / duration, 1),
-        **_cpu_figures(cpu, duration, accepted, delivered, busy, system, server.backing_cpu_s),
+        **_cpu_figures(measured, duration, accepted, delivered),
         "delivery_latency": percentiles(lat),
         "checks": checks,
         "failed": failed(checks),
@@ -594,7 +604,7 @@ def run_chat(server: Server, opts: Options, progress: Progress) -> dict[str, Any
         pool.expect("ready", 900, phase="connecting")
         setup_s = time.monotonic() - setup_start
         rss_ready = server.rss_bytes()
-        cpu, busy, system = measure_window(pool, server, profiler, opts, progress, duration)
+        measured = measure_window(pool, server, profiler, opts, progress, duration)
         rss_end = server.rss_bytes()
         done = pool.expect("done", 120 + 5 * opts.chat_think_s, phase="draining")
     accepted = sum(d["accepted"] for d in done)
@@ -612,7 +622,7 @@ def run_chat(server: Server, opts: Options, progress: Progress) -> dict[str, Any
         "setup_s": round(setup_s, 2),
         "accepted_per_s": round(accepted / duration, 1),
         "delivered_per_s": round(delivered / duration, 1),
-        **_cpu_figures(cpu, duration, accepted, delivered, busy, system, server.backing_cpu_s),
+        **_cpu_figures(measured, duration, accepted, delivered),
         "generator_cpu_us_per_msg": round(sum(d["client_cpu_s"] for d in done) / accepted * 1e6, 2) if accepted else None,
         "ack_latency": percentiles(ack),
         "e2e_latency": percentiles(e2e),

@@ -136,7 +136,6 @@ class Server:
     log_path: str = ""
     command: list[str] = field(default_factory=list)
     schema: str = ""  # the PostgreSQL schema of a postgres target
-    backing_cpu_s: float | None = None  # PostgreSQL's and Redis's CPU in the last measured window
 
     def start(self, timeout: float = 30.0) -> Server:
         kind, store = TARGETS[self.target]
@@ -300,6 +299,17 @@ def proc_cpu(pid: int) -> tuple[float, float]:
         return 0.0, 0.0
     # fields[0] is field 3 (state); utime and stime are fields 14 and 15
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def machine_steal_s() -> float:
+    """The machine's steal time so far (all CPUs), in seconds: CPU time the hypervisor gave to
+    other guests while this one wanted it. 0 where /proc/stat has none."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def backing_cpu_seconds() -> float:

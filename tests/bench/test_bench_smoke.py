@@ -31,7 +31,7 @@ TINY = [
     "--chat-shoppers", "40", "--chat-per-agent", "20", "--chat-rate", "100", "--chat-duration", "0.6", "--chat-think-s", "0.05",
 ]
 KEYS = {
-    "pairs": ["accepted_per_s", "delivered_per_s", "cpu_us_per_delivery", "cpu_s_per_1k_messages", "ack_latency", "e2e_latency"],
+    "pairs": ["accepted_per_s", "delivered_per_s", "cpu_us_per_delivery", "cpu_s_per_1k_messages", "ack_latency", "e2e_latency", "machine_steal_s"],
     "latency": ["ack_latency", "e2e_latency", "loopback_floor", "cpu_us_per_delivery"],
     "fanout": ["deliveries_per_s", "messages_per_s", "cpu_us_per_delivery", "delivery_latency"],
     "idle": ["rss_per_conn_bytes", "conns_per_s", "opened", "healthy", "all_healthy"],
