@@ -4,8 +4,9 @@ Why processes: Pillow and mutagen hold the GIL for much of their work, so inspec
 competes with the event loop that carries every message (measured: text acks 6-9x slower while
 uploads ran). In a process of its own, niced (``WORKER_NICENESS``), inspection only uses CPU the
 event loop leaves over, and the kernel prefers the loop whenever both want a core (``SCHED_IDLE``:
-see :func:`lower_priority`), with an exception that ``cpus`` (:func:`keep_to`) avoids. The worker also writes the upload to the blob store, so that the
-gateway's own threads do not copy megabytes on the event loop's core.
+see :func:`lower_priority`), with an exception that ``cpus`` (:func:`keep_to`) avoids. The worker
+also writes the upload to the blob store, so that the gateway's own threads do not copy megabytes
+on the event loop's core.
 
 How: each worker inspects one upload at a time. The spool file goes to it as a file descriptor
 (``SCM_RIGHTS`` over the worker's socket pair): no byte is copied, the worker reads the same file.
