@@ -313,10 +313,10 @@ class RoutingService:
         state = await self.service.load(m.conv_id)
         if state is None:
             return
-        if state.conv.stage == OPENED and state.conv.status == OPEN:
-            conv = state.conv
-            await self._start(state, Principal(conv.tenant, conv.customer, "shopper", conv.channel))
         conv = state.conv
+        if conv.stage == OPENED and conv.status == OPEN:
+            await self._start(state, Principal(conv.tenant, conv.customer, "shopper", conv.channel))
+            conv = state.conv  # now in the stage _start moved it to
         if conv.stage == BOT and self.config.for_tenant(conv.tenant).bot == "builtin" and self.bots is not None:
             said = _shopper_text(m)
             if said is not None:
