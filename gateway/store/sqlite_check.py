@@ -3,13 +3,13 @@
 
 A store damaged by a disk, a copy or a crash on a machine that lies about fsync must not be served
 in silence: SQLite opens a corrupted WAL without a word (it stops replaying at the first bad frame,
-dropping every commit after it), a corrupt index returns rows twice, and a conversation counter
-below its highest stored seq would hand out sequence numbers that clients have already seen.
+dropping every commit after it), and a corrupt index returns rows twice or misses some (the
+messages' primary key also gives each conversation's last seq, so a corrupt one could hand out
+sequence numbers clients have seen).
 
-The startup check is bounded in what it reads: the WAL's frame headers, ``PRAGMA quick_check``
-(every page, not the index contents) and one index-only scan for each conversation's highest seq.
-``kefu store check`` adds ``PRAGMA integrity_check``, which also compares every index with its
-table.
+The startup check is bounded in what it reads: the WAL's frame headers and ``PRAGMA quick_check``
+(every page, not the index contents). ``kefu store check`` adds ``PRAGMA integrity_check``, which
+also compares every index with its table; ``kefu store repair`` rebuilds the indexes.
 """
 
 from __future__ import annotations
@@ -22,13 +22,6 @@ from dataclasses import dataclass, field
 WAL_MAGIC = (0x377F0682, 0x377F0683)  # little-endian and big-endian checksums
 WAL_HEADER = 32
 FRAME_HEADER = 24
-
-_COUNTERS_BEHIND = (
-    "SELECT c.id, c.last_seq, m.top FROM conversations AS c"
-    " JOIN (SELECT conv_id, MAX(seq) AS top FROM messages GROUP BY conv_id) AS m ON m.conv_id = c.id"
-    " WHERE m.top > c.last_seq"
-)
-
 
 @dataclass
 class Report:
@@ -110,13 +103,6 @@ def check(path: str, *, full: bool = False) -> Report:
         rows = [row[0] for row in conn.execute(f"PRAGMA {pragma}(20)").fetchall()]
         if rows != ["ok"]:
             report.problems += [f"{pragma}: {row}" for row in rows]
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if {"conversations", "messages"} <= tables:
-            for conv_id, last_seq, top in conn.execute(_COUNTERS_BEHIND).fetchmany(20):
-                report.problems.append(
-                    f"conversation {conv_id}: counter {last_seq} is below its highest stored seq {top}"
-                    " (new messages would reuse sequence numbers clients have seen)"
-                )
     except sqlite3.DatabaseError as exc:
         report.problems.append(f"{path}: {exc}")
     finally:
@@ -125,20 +111,17 @@ def check(path: str, *, full: bool = False) -> Report:
 
 
 def repair(path: str) -> Report:
-    """Rebuild the indexes and raise every counter to its highest stored seq (never lower: a seq
-    once handed out is never reused), then check again in full. Messages lost from a damaged WAL
-    cannot be brought back; the report says what remains."""
+    """Rebuild the indexes (each conversation's last seq comes from the messages' primary key:
+    rebuilt from the rows, it is the highest seq stored, so no seq is handed out twice) and the
+    file, then check again in full. Messages lost from a damaged WAL cannot be brought back; the report says what
+    remains."""
     report = Report()
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("REINDEX")
         report.repaired.append("indexes rebuilt (REINDEX)")
-        conn.execute("BEGIN IMMEDIATE")
-        behind = conn.execute(_COUNTERS_BEHIND).fetchall()
-        for conv_id, last_seq, top in behind:
-            conn.execute("UPDATE conversations SET last_seq = ? WHERE id = ?", (top, conv_id))
-            report.repaired.append(f"conversation {conv_id}: counter {last_seq} -> {top}")
-        conn.execute("COMMIT")
+        conn.execute("VACUUM")  # pages the damage left unreachable are freed, the file is rewritten whole
+        report.repaired.append("file rewritten (VACUUM)")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except sqlite3.DatabaseError as exc:
         report.problems.append(f"repair failed: {exc}: restore from a backup, or salvage with the sqlite3 shell's .recover")

@@ -133,6 +133,32 @@ def test_a_database_of_an_older_schema_is_migrated_keeping_its_data(path: Path) 
         store.close()
 
 
+def test_a_store_of_the_counter_schema_numbers_on_from_its_highest_stored_seq(path: Path) -> None:
+    """Before schema 8 a conversation kept its last seq in a counter column, which damage could
+    leave behind its messages; now the highest stored message says it, whatever the counter said."""
+    with sqlite3.connect(path) as db:
+        for step in MIGRATIONS[:7]:
+            for statement in step:
+                db.execute(statement)
+        db.execute("INSERT INTO conversations (id, tenant, customer, channel, status, subject, created_at, last_seq) VALUES ('c1', 't1', 'u', 'app', 'open', '', 1, 1)")
+        db.executemany(
+            "INSERT INTO messages (conv_id, seq, cmid, sender, sender_role, ts, body) VALUES ('c1', ?, ?, 'u', 'shopper', 1, x'00')",
+            [(seq, f"m{seq}") for seq in (1, 2, 3)],
+        )
+        db.execute("PRAGMA user_version = 7")
+    store = SqliteBackend(path)
+    store.open()
+    try:
+        assert last_seq(store, "c1") == 3
+        assert append_seqs(store, "c1", ["m4"]) == [4]
+        assert [c.last_seq for c in store.list_conversations("t1")] == [4]
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(conversations)")]
+    assert "last_seq" not in columns and "stage" in columns
+
+
 def test_a_newer_schema_is_refused(path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
@@ -161,13 +187,11 @@ def test_failed_commit_leaves_nothing_and_numbering_intact(
 ) -> None:
     create(backend, "c1")
     append_seqs(backend, "c1", ["m1", "m2"])
-    save_last_seqs = backend._save_last_seqs
 
-    def save_then_fail(*args: object) -> None:
-        save_last_seqs(*args)  # type: ignore[arg-type]
+    def fail_to_commit(cur: sqlite3.Cursor) -> None:  # the batch's statements ran; the commit fails
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(backend, "_save_last_seqs", save_then_fail)
+    monkeypatch.setattr(backend, "_commit", fail_to_commit)
     with pytest.raises(sqlite3.OperationalError):
         backend.apply_batch([AppendMessage("c1", "m3", "shopper1", "shopper", b"x")])
     monkeypatch.undo()

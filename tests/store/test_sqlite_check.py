@@ -71,7 +71,18 @@ def test_a_corrupted_wal_frame_is_damage_and_serve_refuses(tmp_path: Path) -> No
     assert "refusing to serve a damaged store" in served.stderr and "kefu store repair" in served.stderr
 
 
-def test_a_counter_below_the_stored_seqs_is_found_and_repaired_without_reusing_a_seq(tmp_path: Path) -> None:
+def stale_message_index(path: Path, keep_up_to: int) -> None:
+    """Make the messages' primary key hold only the seqs up to ``keep_up_to``, as a lost write of
+    an index page leaves it: well-formed pages that quick_check passes, entries missing."""
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"CREATE INDEX stale ON messages (conv_id, seq) WHERE seq <= {keep_up_to}")
+        (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'stale'").fetchone()
+        conn.execute("PRAGMA writable_schema = ON")
+        conn.execute("DELETE FROM sqlite_master WHERE name = 'stale'")
+        conn.execute("UPDATE sqlite_master SET rootpage = ? WHERE name = 'sqlite_autoindex_messages_1'", (root,))
+
+
+def test_a_stale_message_index_is_found_and_repaired_without_reusing_a_seq(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     path = data / "kefu.sqlite3"
@@ -80,15 +91,15 @@ def test_a_counter_below_the_stored_seqs_is_found_and_repaired_without_reusing_a
     create(backend, "c1")
     assert append_seqs(backend, "c1", ["a", "b", "c", "d", "e"]) == [1, 2, 3, 4, 5]
     backend.close()
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE conversations SET last_seq = 2 WHERE id = 'c1'")
-    problems = sqlite_check.check(str(path)).problems
-    assert problems and "counter 2 is below its highest stored seq 5" in problems[0]
-    assert kefu("serve", "--data-dir", str(data), "--port", "0", "--metrics-port", "-1").returncode == 3
+    stale_message_index(path, keep_up_to=2)
+    with sqlite3.connect(path) as conn:  # the damage: the last seq read through the index is behind
+        assert conn.execute("SELECT max(seq) FROM messages WHERE conv_id = 'c1'").fetchone() == (2,)
 
+    checked = kefu("store", "check", "--data-dir", str(data))
+    assert checked.returncode == 3 and "missing from index sqlite_autoindex_messages_1" in checked.stdout
     result = kefu("store", "repair", "--data-dir", str(data))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "counter 2 -> 5" in result.stdout
+    assert "indexes rebuilt" in result.stdout
     backend = SqliteBackend(path)
     backend.open()
     try:
