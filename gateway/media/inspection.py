@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass, replace
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import trio
 
@@ -138,6 +138,33 @@ def inspect_job(job: tuple, source: BinaryIO) -> tuple:
     return ("ok", found)
 
 
+def display_job(job: tuple, source: BinaryIO) -> tuple:
+    """Make and store the display copy of an image stored without one (uploaded before Kefu made
+    display copies), as a worker runs it: ``job`` is (limits, BlobStore, key); the reply is ("ok",
+    its size), ("refused", code, message) or ("failed", code, what went wrong)."""
+    limits, blobs, key = job
+    try:
+        facts = inspect_image(source, max_pixels=limits.image_pixels, thumbnail_edge=limits.thumbnail_edge, display=True)
+    except MediaError as exc:
+        return ("refused", exc.code, exc.message)
+    except Exception as exc:
+        return ("failed", "inspection_failed", f"{type(exc).__name__}: {exc}")
+    assert facts.display is not None
+    try:
+        return ("ok", blobs.put(key, io.BytesIO(facts.display)))
+    except Exception as exc:
+        return ("failed", "storage_failed", f"{type(exc).__name__}: {exc}")
+
+
+JOBS = {"inspect": inspect_job, "display": display_job}
+
+
+def run_job(job: tuple, source: BinaryIO) -> tuple:
+    """What a worker process (or a thread) runs: ``job`` is (name in JOBS, that job's tuple)."""
+    name, args = job
+    return JOBS[name](args, source)
+
+
 class Inspector:
     """Runs :func:`inspect` off the event loop, ``concurrency`` at a time; more than ``max_waiting``
     uploads waiting for a turn are refused as ``busy`` rather than queued without bound.
@@ -151,34 +178,41 @@ class Inspector:
         self.limits = limits
         self._limiter = trio.CapacityLimiter(concurrency)
         self._max_waiting = max_waiting
-        self.pool = InspectionPool(concurrency, inspect_job, cpus=cpus) if processes else None
+        self.pool = InspectionPool(concurrency, run_job, cpus=cpus) if processes else None
 
     async def inspect(self, kind: str, source: BinaryIO, size: int, where: Keep | None = None) -> Inspection:
         """Inspect ``source``; with ``where``, also store it there once it passes (a refusal
         stores nothing; a worker that dies may leave a blob, which the caller removes)."""
+        return await self._run(("inspect", (kind, size, self.limits, where)), source, f"a {kind} upload of {size} bytes", "upload")
+
+    async def make_display_copy(self, source: BinaryIO, blobs: BlobStore, key: str) -> int:
+        """Make the display copy of the image in ``source`` and store it under ``key``; its size."""
+        return await self._run(("display", (self.limits, blobs, key)), source, f"the display copy {key}", "display copy")
+
+    async def _run(self, job: tuple, source: BinaryIO, what: str, noun: str) -> Any:
+        """Run ``job`` (see :func:`run_job`) on ``source``; ``what`` names it in logs, ``noun`` in errors."""
         if self._limiter.statistics().tasks_waiting >= self._max_waiting:
             raise MediaError("busy", "too many uploads are being processed; retry shortly")
-        job = (kind, size, self.limits, where)
         fd = _fileno(source) if self.pool is not None else None
         if fd is None:
-            reply = await trio.to_thread.run_sync(inspect_job, job, source, limiter=self._limiter)
+            reply = await trio.to_thread.run_sync(run_job, job, source, limiter=self._limiter)
         else:
             async with self._limiter:
                 try:
                     reply = await self.pool.run(job, fd)
                 except WorkerDied as exc:
-                    log.error("media inspection worker died inspecting a %s upload of %d bytes (%s)", kind, size, exc)
-                    raise MediaError("inspection_failed", "the process inspecting the upload died (it ran out of memory or crashed)") from None
+                    log.error("media inspection worker died on %s (%s)", what, exc)
+                    raise MediaError("inspection_failed", f"the process handling the {noun} died (it ran out of memory or crashed)") from None
         if reply[0] == "ok":
             return reply[1]
         if reply[0] == "refused":
             raise MediaError(reply[1], reply[2])
-        code, what = reply[1], reply[2]
+        code, failure = reply[1], reply[2]
         if code == "storage_failed":
-            log.error("could not store a %s upload of %d bytes in the blob store: %s", kind, size, what)
-            raise MediaError(code, "the upload could not be stored; nothing was kept")
-        log.error("media inspection failed on a %s upload of %d bytes: %s", kind, size, what)
-        raise MediaError("inspection_failed", "the upload could not be inspected")
+            log.error("could not store %s in the blob store: %s", what, failure)
+            raise MediaError(code, f"the {noun} could not be stored; nothing was kept")
+        log.error("media inspection failed on %s: %s", what, failure)
+        raise MediaError("inspection_failed", f"the {noun} could not be processed")
 
     def close(self) -> None:
         """Stop the worker processes (idle ones now, busy ones when their inspection ends)."""

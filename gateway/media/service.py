@@ -22,7 +22,7 @@ from .inspection import Inspector
 from .kinds import MediaLimits
 from .signing import UrlSigner
 from .stats import MediaStats
-from .uploads import Uploads, blob_keys, display_key
+from .uploads import Uploads, blob_key, blob_keys, display_key
 
 log = logging.getLogger("kefu.media")
 
@@ -49,6 +49,7 @@ class Media:
         self.limits = limits
         self.stats = stats or MediaStats()
         self.uploads = Uploads(store, blobs, Inspector(limits, concurrency=concurrency, processes=processes, cpus=cpus), spool_dir, self.stats)
+        self._making_display: dict[str, trio.Event] = {}  # attachment id -> set once its display copy is made (or failed)
 
     @classmethod
     def in_directory(cls, store: Store, root: str | Path, secret: str, **kwargs) -> Media:
@@ -180,9 +181,36 @@ class Media:
         except (BlobNotFound, OSError):
             return None
 
+    async def make_display_copy(self, attachment: Attachment) -> int | None:
+        """Make the display copy an image stored before Kefu made them lacks (a HEIC photo
+        uploaded before): on its first ``display`` download, in a worker like an upload, once
+        however many ask at the same time. Its size, or None when it cannot be made (logged)."""
+        making = self._making_display.get(attachment.id)
+        if making is not None:
+            await making.wait()
+            return await self.display_size(attachment)
+        self._making_display[attachment.id] = making = trio.Event()
+        try:
+            spool = await trio.to_thread.run_sync(self.uploads.spool_blob, blob_key(attachment.id))
+            try:
+                size = await self.uploads.inspector.make_display_copy(spool, self.blobs, display_key(attachment.id))
+            finally:
+                await trio.to_thread.run_sync(spool.close)
+        except (MediaError, BlobNotFound, OSError) as exc:
+            log.error("could not make the missing display copy of attachment %s: %s", attachment.id, getattr(exc, "message", exc))
+            return None
+        finally:
+            del self._making_display[attachment.id]
+            making.set()
+        self.stats.display_copies_made += 1
+        log.info("made the missing display copy of attachment %s (%d bytes)", attachment.id, size)
+        return size
+
     async def download(self, attachment: Attachment, variant: str, range_header: str | None) -> Download:
         try:
             display = await self.display_size(attachment) if variant == "display" else None
+            if display is None and variant == "display" and has_display_copy(attachment):
+                display = await self.make_display_copy(attachment)
             planned = plan_download(attachment, variant, range_header, self.blobs, display)
             if not await trio.to_thread.run_sync(self.blobs.exists, planned.key):
                 # A record whose bytes are gone (removed by hand, a restored backup): an operator's problem.

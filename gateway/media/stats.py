@@ -18,6 +18,7 @@ class MediaStats:
         self.download_bytes = 0
         self.deletions: Counter[str] = Counter()  # attachments deleted, by kind
         self.uploads_in_progress = 0
+        self.display_copies_made = 0  # made on first download, for images stored without one
 
 
 class MediaCollector(Collector):
@@ -46,4 +47,7 @@ class MediaCollector(Collector):
         yield downloads
         yield deletions
         yield CounterMetricFamily("kefu_media_download_bytes", "Bytes of attachments sent.", value=s.download_bytes)
+        yield CounterMetricFamily(
+            "kefu_media_display_copies_made", "Display copies made on first download, for images stored without one.", value=s.display_copies_made
+        )
         yield GaugeMetricFamily("kefu_media_uploads_in_progress", "Uploads being received or inspected.", value=s.uploads_in_progress)

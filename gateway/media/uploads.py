@@ -162,6 +162,22 @@ class Uploads:
         await trio.to_thread.run_sync(spool.flush)
         return size
 
+    def spool_blob(self, key: str) -> BinaryIO:
+        """A spool file holding the stored blob ``key`` (blocking): what a worker reads by its file
+        descriptor, whatever the blob store (raises BlobNotFound)."""
+        spool = tempfile.TemporaryFile(dir=self.spool_dir)
+        try:
+            offset = 0
+            while chunk := self.blobs.read(key, offset, _SPOOL_WRITE):
+                spool.write(chunk)
+                offset += len(chunk)
+            spool.flush()
+            spool.seek(0)
+        except BaseException:
+            spool.close()
+            raise
+        return spool
+
     async def discard(self, attachment: Attachment) -> None:
         """Remove an attachment's record, then its blobs (a reader never finds a record without bytes)."""
         await self.store.execute(DeleteAttachment(attachment.id))

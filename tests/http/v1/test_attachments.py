@@ -5,6 +5,7 @@ leaves no file and no row; a video played by Range requests; thumbnails and EXIF
 from __future__ import annotations
 
 import io
+import logging
 import sqlite3
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from PIL import Image
 
 from gateway.app import Running, serve
 from gateway.media.signing import UrlSigner
+from gateway.media.uploads import blob_key, display_key
 
 from ...conftest import make_config
 from ...media import samples
@@ -518,3 +520,42 @@ async def test_an_iphone_heic_or_an_avif_photo_is_sent_with_a_jpeg_thumbnail(gw:
             assert part.headers["content-range"] == f"bytes 0-99/{len(shown.content)}"
             assert (await alice_http.delete(f"/v1/attachments/{image['id']}")).status_code == 204
             assert stored_files(gw) == []  # the display copy goes with the rest
+
+
+async def test_a_heic_photo_stored_without_a_display_copy_gets_one_on_its_first_display_download(gw: Running, caplog: pytest.LogCaptureFixture) -> None:
+    """Photos uploaded before Kefu made display copies: the first ``display`` download makes the
+    copy in a worker, once however many ask at the same time; later downloads read it. One whose
+    original no longer decodes answers not_found and is logged."""
+    caplog.set_level(logging.INFO, logger="kefu.media")
+    with trio.fail_after(30):
+        async with connect(gw.url, token("alice"), resume={}) as shopper, http(gw, "alice") as alice_http, http(gw) as anonymous:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            image = (await upload(alice_http, conv, "image", samples.heic(800, 600))).json()
+            copy = gw.data / "media" / "blobs" / display_key(image["id"])
+            copy.unlink()  # as an upload of an earlier version left it
+            shown: list[httpx.Response] = []
+
+            async def fetch() -> None:
+                shown.append(await anonymous.get(relative(image["display_url"])))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(fetch)
+                nursery.start_soon(fetch)
+            assert [(r.status_code, r.headers["content-type"]) for r in shown] == [(200, "image/jpeg")] * 2
+            assert shown[0].content == shown[1].content == copy.read_bytes()
+            whole = Image.open(io.BytesIO(shown[0].content))
+            assert (whole.format, whole.size) == ("JPEG", (800, 600))
+            rgb = whole.convert("RGB")
+            assert rgb.getpixel((100, 300))[0] > 200 and rgb.getpixel((700, 300))[2] > 200
+            again = await anonymous.get(relative(image["display_url"]), headers={"range": "bytes=0-99"})
+            assert (again.status_code, again.content) == (206, shown[0].content[:100])
+            assert "kefu_media_display_copies_made_total 1.0" in (await alice_http.get("/metrics")).text
+
+            broken = (await upload(alice_http, conv, "image", samples.heic(64, 48))).json()
+            (gw.data / "media" / "blobs" / display_key(broken["id"])).unlink()
+            original = gw.data / "media" / "blobs" / blob_key(broken["id"])
+            original.write_bytes(original.read_bytes()[:200])  # damaged on disk since its upload
+            problem(await anonymous.get(relative(broken["display_url"])), 404, "not_found")
+            assert not (gw.data / "media" / "blobs" / display_key(broken["id"])).exists()
+            assert "kefu_media_display_copies_made_total 1.0" in (await alice_http.get("/metrics")).text
+    assert any(f"could not make the missing display copy of attachment {broken['id']}" in r.getMessage() for r in caplog.records)
