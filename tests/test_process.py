@@ -9,6 +9,7 @@ import sys
 import urllib.request
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
 
 from gateway.auth import Authenticator
@@ -43,6 +44,27 @@ async def gateway_process(data_dir, *extra: str):
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
+
+
+def test_the_cli_and_the_config_load_none_of_the_gateway_until_a_command_needs_it():
+    """``kefu --version`` and ``kefu token`` answer at once: building the parser (every option of
+    serve) imports neither Trio, the store, the HTTP app nor the media decoders."""
+    probe = (
+        "import sys, gateway.cli; gateway.cli.build_parser(); "
+        "print(sorted(m for m in ('trio', 'PIL', 'av', 'sqlite3', 'starlette', 'gateway.app', 'gateway.store', 'gateway.media.service') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_media_package_resolves_every_name_it_exports():
+    import gateway.media as media
+
+    assert media.Media.__module__ == "gateway.media.service"
+    for name in media.__all__:
+        getattr(media, name)  # AttributeError if a name is exported but not mapped to its module
+    with pytest.raises(AttributeError):
+        media.no_such_name
 
 
 async def test_version_and_token():

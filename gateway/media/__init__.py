@@ -9,17 +9,31 @@ filesystem default), uploads (the way in), access (who may upload, fetch and del
 (metrics), errors (the codes).
 """
 
-from .access import check_delete, check_download, check_present, check_upload
-from .blobs import BlobNotFound, BlobStore, FilesystemBlobStore
-from .downloads import Download
-from .errors import MEDIA_ERRORS, MediaError
-from .inspection import Inspection, Inspector, inspect
-from .kinds import UPLOAD_KINDS, MediaLimits
-from .ranges import ByteRange, parse_range
-from .service import Media
-from .signing import VARIANTS, UrlSigner
-from .stats import MediaCollector, MediaStats
-from .uploads import Uploads, blob_key, thumbnail_key
+from importlib import import_module
+from typing import Any
+
+# Imported on first use (PEP 562), so that ``gateway.config`` can read ``media.kinds`` without
+# loading Pillow, PyAV and the service: ``kefu --version`` and ``kefu token`` stay quick.
+_WHERE = {
+    "check_delete": "access", "check_download": "access", "check_present": "access", "check_upload": "access",
+    "BlobNotFound": "blobs", "BlobStore": "blobs", "FilesystemBlobStore": "blobs",
+    "Download": "downloads",
+    "MEDIA_ERRORS": "errors", "MediaError": "errors",
+    "Inspection": "inspection", "Inspector": "inspection", "inspect": "inspection",
+    "UPLOAD_KINDS": "kinds", "MediaLimits": "kinds",
+    "ByteRange": "ranges", "parse_range": "ranges",
+    "Media": "service",
+    "VARIANTS": "signing", "UrlSigner": "signing",
+    "MediaCollector": "stats", "MediaStats": "stats",
+    "Uploads": "uploads", "blob_key": "uploads", "thumbnail_key": "uploads",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+
 
 __all__ = [
     "MEDIA_ERRORS", "UPLOAD_KINDS", "VARIANTS", "BlobNotFound", "BlobStore", "ByteRange", "Download", "FilesystemBlobStore",
