@@ -7,13 +7,13 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import trio
 from prometheus_client import CollectorRegistry
 
 from . import __version__
 from .auth import Authenticator
+from .bots import BotDirectory
 from .bus import Bus, LocalBus
 from .bus.redis import RedisBus
 from .config import Config
@@ -87,76 +87,6 @@ def make_bus(config: Config) -> Bus:
     return LocalBus()
 
 
-class BotDirectory:
-    """The built-in bot of each tenant, fitted once per knowledge base (fitting is not per conversation),
-    and the product catalog the bots answer product questions from."""
-
-    def __init__(self, catalog: object | None = None) -> None:
-        self._bots: dict[str, object] = {}
-        # a gateway.bot.Catalog; a MemoryCatalog once a bot loads. The workspace's product ingest
-        # fills it (catalog.put(tenant, product)); bots read it on every product question.
-        self.catalog = catalog
-
-    async def preload(self, config: RoutingConfig) -> None:
-        """Fit every knowledge base a tenant's built-in bot uses, in a worker thread, before the
-        gateway takes connections (importing scikit-learn and fitting take seconds)."""
-        paths = {t.knowledge_base for t in (config.default, *config.tenants.values()) if t.bot == "builtin"}
-        for path in sorted(paths):
-            self._bots[path] = await trio.to_thread.run_sync(self._load, path)
-            log.info("bot knowledge base %s loaded", path or "(shipped sample shop)")
-
-    async def reload(self, path: str = "") -> object:
-        """Fit the knowledge base at ``path`` again (it changed) in a worker thread, then swap it
-        in: conversations keep being answered by the previous fit meanwhile, and the event loop
-        never waits for the fit."""
-        bot = await trio.to_thread.run_sync(self._load, path)
-        self._bots[path] = bot
-        log.info("bot knowledge base %s reloaded", path or "(shipped sample shop)")
-        return bot
-
-    async def install(self, key: str, kb: object) -> object:
-        """Serve the knowledge base ``kb`` (a gateway.bot.KnowledgeBase, from the REST API say)
-        under ``key`` (a tenant's ``knowledge_base`` setting): fitted in a worker thread, then
-        swapped in, the previous bot answering meanwhile."""
-        bots = bot_package()
-        if self.catalog is None:
-            self.catalog = bots.MemoryCatalog()
-        classifier = await trio.to_thread.run_sync(bots.IntentClassifier.fit, kb)
-        bot = self._bots[key] = bots.FaqBot(kb, classifier=classifier, catalog=self.catalog)
-        log.info("bot knowledge base %s installed (%d intents)", key, len(kb.intents))
-        return bot
-
-    def add_product(self, tenant: str, product: object) -> None:
-        """A product the shop pushed (gateway.customers.CatalogProduct), into the bots' catalog."""
-        bots = bot_package()
-        if self.catalog is None:
-            self.catalog = bots.MemoryCatalog()
-        try:
-            self.catalog.put(tenant, bots.Product.from_dict(product.bot_fields()))  # type: ignore[attr-defined]
-        except bots.CatalogError as exc:
-            log.warning("product not given to the bot: %s", exc)
-
-    def for_tenant(self, tenant: str, routing) -> object:
-        path = routing.knowledge_base or ""
-        bot = self._bots.get(path)
-        if bot is None:  # not preloaded (a tenant added since): fit now
-            bot = self._bots[path] = self._load(path)
-        return bot
-
-    def _load(self, path: str) -> object:
-        bots = bot_package()
-        if self.catalog is None:
-            self.catalog = bots.MemoryCatalog()
-        return bots.load_bot(path or None, catalog=self.catalog)
-
-
-def bot_package() -> Any:
-    """The built-in bot, imported on first use: scikit-learn loads only when a tenant uses it."""
-    from . import bot
-
-    return bot
-
-
 def make_authenticator(config: Config) -> Authenticator:
     secret, source = config.secret()
     tenant_secrets = {}
@@ -206,7 +136,7 @@ async def serve(
     )
     routing_config = RoutingConfig.load(config.routing_file) if config.routing_file else RoutingConfig()
     if config.routing == "on":
-        bots = BotDirectory()
+        bots = BotDirectory(store=store)
         node.workspace.catalog.on_product = bots.add_product  # the shop's ingested products answer product questions
         routing = RoutingService(node.service, routing_config, bots=bots)
         if config.shared_bus:  # one leader decides for the cluster (gateway.routing.cluster)

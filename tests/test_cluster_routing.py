@@ -12,6 +12,7 @@ import signal
 import urllib.request
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import httpx
 import pytest
 import trio
 
@@ -30,10 +31,10 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @asynccontextmanager
-async def routed_cluster(tmp_path, n: int):
+async def routed_cluster(tmp_path, n: int, schema: str | None = None):
     """``n`` gateway processes routing as one cluster (a 1 s lease); node 0 starts first and leads.
     Yields [(process, websocket url, metrics url)]."""
-    schema, channel = fresh_schema(), f"kefu:test:{secrets.token_hex(6)}"
+    schema, channel = schema or fresh_schema(), f"kefu:test:{secrets.token_hex(6)}"
     path = tmp_path / "routing.json"
     path.write_text(json.dumps(ROUTING))
     routing = ("--routing", "on", "--routing-file", str(path), "--routing-lease-s", "1", "--routing-reply-timeout-s", "3")
@@ -175,3 +176,46 @@ async def test_routing_stops_while_redis_is_away_and_resumes_by_itself(nursery, 
             assert (status["status"], status["max"]) == ("online", 2) and cluster.leading
     assert running.registry.get_sample_value("kefu_routing_forward_timeouts_total") >= 1
     running.node.stop()
+
+
+async def test_a_knowledge_base_put_on_a_node_that_does_not_lead_answers_on_every_node(tmp_path):
+    """The PUT is stored and handed to the leader, which fits it in the background; shoppers on
+    either node then get its answers."""
+    from gateway.http.keys import new_key
+    from gateway.model import CreateApiKey
+    from gateway.store.postgres import PostgresBackend
+
+    from .http.v1.test_bot_knowledge_base import SHOP
+    from .postgres import PG_URL
+
+    schema = fresh_schema()
+    async with routed_cluster(tmp_path, 2, schema) as nodes:
+        (_, url0, metrics0), (_, url1, metrics1) = nodes
+        assert [await trio.to_thread.run_sync(leads, m) for m in (metrics0, metrics1)] == [True, False]
+        record, secret = new_key("botshop", "test", ("admin",))
+
+        def create_key() -> None:
+            backend = PostgresBackend(PG_URL, schema=schema)
+            backend.open()
+            try:
+                backend.apply_batch([CreateApiKey(record)])
+            finally:
+                backend.close()
+
+        await trio.to_thread.run_sync(create_key)
+        with trio.fail_after(60):
+            async with connect(url0, token("gus", tenant="botshop"), resume={}) as shopper:  # the leader has used the sample since
+                conv = (await shopper.ok("open"))["conv"]["id"]
+                assert not (await bot_says(shopper, conv)).startswith("您好，这里是茶叶铺")
+            async with httpx.AsyncClient(base_url=metrics1.removesuffix("/metrics"), headers={"authorization": f"Bearer {secret}"}, timeout=30) as http:
+                put = await http.put("/v1/bot/knowledge-base", json=SHOP)
+                assert put.status_code == 200 and put.json()["source"] == "api", put.text
+            for url, user in ((url1, "erin"), (url0, "finn")):
+                async with connect(url, token(user, tenant="botshop"), resume={}) as shopper:
+                    while True:  # until the leader has fitted it: the sample shop answers meanwhile
+                        conv = (await shopper.ok("open"))["conv"]["id"]
+                        if (await bot_says(shopper, conv)).startswith("您好，这里是茶叶铺"):
+                            break
+                        await trio.sleep(0.2)
+                    await shopper.ok("send", conv=conv, cmid="q1", body={"kind": "text", "text": "开封后能放多久"})
+                    assert "18个月" in await bot_says(shopper, conv)

@@ -116,6 +116,30 @@ class KnowledgeBase:
         """Build from the parsed file. Raises KnowledgeBaseError naming the intent and field."""
         return _Parser(source).knowledge_base(data)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The knowledge base in the schema ``from_dict`` reads, every default written out."""
+
+        def texts(b: Bilingual) -> dict[str, str]:
+            return {"zh": b.zh, "en": b.en}
+
+        return {
+            "version": 1,
+            "name": self.name,
+            "bot": {
+                "greeting": texts(self.greeting), "fallback": texts(self.fallback), "clarify": texts(self.clarify),
+                "rephrase": texts(self.rephrase), "other": texts(self.other), "handoff": texts(self.handoff),
+                "suggestions": list(self.suggestions),
+            },
+            "intents": [
+                {
+                    "id": i.id, "title": texts(i.title), "category": i.category, "human_only": i.human_only, "catalog": i.catalog,
+                    "examples": {"zh": list(i.examples_zh), "en": list(i.examples_en)}, "answer": texts(i.answer),
+                    "quick_replies": list(i.quick_replies),
+                }
+                for i in self.intents
+            ],
+        }
+
     def intent(self, intent_id: str) -> Intent:
         for intent in self.intents:
             if intent.id == intent_id:

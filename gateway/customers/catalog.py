@@ -6,7 +6,7 @@ durable as workspace records (kind ``product``) and read back into memory per te
 (``load``) and kept current by ``put``. Memory is bounded by ``MAX_PRODUCTS`` per tenant.
 
 ``on_product(tenant, product)``, when set, hears of each product loaded or put: the gateway hands
-them to the built-in bot's catalog (``BotDirectory.add_product`` in gateway/app.py).
+them to the built-in bot's catalog (``BotDirectory.add_product`` in gateway/bots.py).
 """
 
 from __future__ import annotations

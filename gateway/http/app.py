@@ -61,6 +61,11 @@ class Services:
     def routing_from_file(self, tenant: str) -> bool:
         return tenant in self.routing_file.tenants
 
+    async def use_knowledge_base(self, tenant: str) -> None:
+        """A tenant's stored bot knowledge base changed: routing (when on) answers from it once fitted."""
+        if self.routing is not None:
+            await self.routing.use_knowledge_base(tenant)
+
     def configure_routing(self, tenant: str, routing: TenantRouting) -> None:
         """Stored settings changed: routing (when on) uses them at once."""
         if self.routing is not None:

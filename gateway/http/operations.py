@@ -69,6 +69,7 @@ class Operation:
     status: int = 200
     errors: tuple[int, ...] = field(default=())
     headers: tuple[tuple[str, str], ...] = ()  # request headers it reads: (name, description)  # statuses beyond the ones every call may get
+    max_body_bytes: int | None = None  # a body limit of its own (default: the gateway's --api-max-body-bytes)
 
     @property
     def operation_id(self) -> str:
@@ -153,7 +154,7 @@ def endpoint(op: Operation, services: Any) -> Callable[[Request], Awaitable[Resp
                 raise Problem("bad_request", "a query parameter is given more than once", status=422)
             if op.query is None and request.query_params:
                 raise Problem("bad_request", f"unknown query parameter `{next(iter(request.query_params))}`", status=422)
-            body = _validate(op.body, await read_json(request, services.max_body_bytes)) if op.body else None
+            body = _validate(op.body, await read_json(request, op.max_body_bytes or services.max_body_bytes)) if op.body else None
             status, payload = await op.handler(Call(services, key, dict(request.path_params), request.headers, query, body))
         except Problem as problem:
             return respond(problem, request.method, request.url.path, services.stats.http_refusals, services.refusal_log)
@@ -167,6 +168,8 @@ def endpoint(op: Operation, services: Any) -> Callable[[Request], Awaitable[Resp
             log.warning("%s %s: %s", request.method, request.url.path, exc)
             problem = Problem("unavailable", "storage unavailable: retry")
             return respond(problem, request.method, request.url.path, services.stats.http_refusals, services.refusal_log)
+        if status == 204:
+            return Response(status_code=204)
         return JSONResponse(payload, status_code=status)
 
     run.__name__ = op.operation_id

@@ -433,6 +433,9 @@ class Cluster:
         elif kind == "agent":
             self._term.start_soon(self._reload, raw, routing.reload_agent, args[0], args[1])
             return False
+        elif kind == "knowledge_base":
+            self._term.start_soon(self._reload, raw, routing.use_knowledge_base, args[0])
+            return False
         else:
             log.error("unknown routing input %r from %s", kind, node)
         return True

@@ -158,6 +158,8 @@ class RoutingService:
         self.engine = RoutingEngine(self.config)
         for held in (self.sessions, self.heard, self.contexts, self.resolved_at, self.announced, self._closing, self.left_messages):
             held.clear()
+        if self.bots is not None:  # knowledge bases stored while another node decided: read again
+            self.bots.forget_stored()
 
     def _forwarding(self) -> bool:
         """Another node decides: hand inputs to it."""
@@ -240,6 +242,14 @@ class RoutingService:
         """Another node stored new routing settings of ``tenant``: read them."""
         for stored in await self.service.store.tenant_settings(tenant):
             self.configure(stored.tenant, parse_tenant(json.loads(stored.routing), f"stored settings of {stored.tenant}"))
+
+    async def use_knowledge_base(self, tenant: str) -> None:
+        """A tenant stored or removed its bot's knowledge base (the REST API, after storing it):
+        its bot answers from it once fitted, here or on the node that decides."""
+        if self._forwarding():
+            self.cluster.forward("knowledge_base", tenant)
+        elif self.bots is not None:
+            await self.bots.use_stored(tenant)
 
     async def reload_agent(self, tenant: str, user: str) -> None:
         """Another node stored an agent's settings: read them."""
@@ -396,6 +406,7 @@ class RoutingService:
         await self.service.add_participant(system(state.conv.tenant), state, routing.bot_user, "bot", routing.bot_name)
         await self._move(state, "bot", routing.bot_user)
         if routing.bot == "builtin" and self.bots is not None:
+            await self.bots.ready_for(state.conv.tenant)
             bot = self.bots.for_tenant(state.conv.tenant, routing)
             customer = {"tenant": identity.tenant, "user": identity.user, "channel": identity.channel, "name": identity.name}
             now = time.time()
@@ -412,6 +423,7 @@ class RoutingService:
         if seq:
             self.heard[state.conv.id] = seq
         routing = self.config.for_tenant(state.conv.tenant)
+        await self.bots.ready_for(state.conv.tenant)
         bot = self.bots.for_tenant(state.conv.tenant, routing)
         session = self.sessions.get(state.conv.id)
         if session is None:  # started by a process gone since (a restart, another leader): replayed

@@ -103,7 +103,7 @@ async def test_a_changed_knowledge_base_is_refitted_in_a_worker_thread(tmp_path)
     import json
     import os
 
-    from gateway.app import BotDirectory
+    from gateway.bots import BotDirectory
     from gateway.routing.config import TenantRouting
 
     path = tmp_path / "faq.json"
@@ -129,7 +129,7 @@ async def test_a_changed_knowledge_base_is_refitted_in_a_worker_thread(tmp_path)
 
 
 async def test_a_knowledge_base_from_memory_is_installed_under_a_key():
-    from gateway.app import BotDirectory
+    from gateway.bots import BotDirectory
     from gateway.bot import KnowledgeBase
     from gateway.routing.config import TenantRouting
 

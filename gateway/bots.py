@@ -1,0 +1,154 @@
+"""The built-in bot of each tenant: which knowledge base it answers from, fitted once per knowledge
+base, and the knowledge bases tenants manage over the REST API.
+
+A tenant's bot answers from, in order: the knowledge base the tenant stored through the API
+(``PUT /v1/bot/knowledge-base``, kept in the store as one record), the file its routing settings
+name (``knowledge_base``), or the shipped sample shop. Fitting, and the first import of
+scikit-learn, run in a worker thread: the event loop never waits for them, and until a new fit is
+ready the previous bot answers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import trio
+
+from .model import Record
+from .routing.config import RoutingConfig
+
+log = logging.getLogger("kefu.bot")
+
+#: Where a tenant's knowledge base from the API is stored: one record (value: the JSON document).
+RECORD_KIND = "bot"
+RECORD_KEY = "knowledge_base"
+
+
+def bot_package() -> Any:
+    """The built-in bot, imported on first use: scikit-learn loads only when a tenant uses it."""
+    from . import bot
+
+    return bot
+
+
+def parse_knowledge_base(document: Any, source: str) -> Any:
+    """A gateway.bot.KnowledgeBase from a JSON document (blocking: the first call imports the bot);
+    raises gateway.bot.KnowledgeBaseError (a ValueError) naming the intent and field."""
+    return bot_package().KnowledgeBase.from_dict(document, source=source)
+
+
+def load_knowledge_base_file(path: str) -> Any:
+    """The knowledge base of a file (``""``: the shipped sample shop); blocking."""
+    bots = bot_package()
+    return bots.KnowledgeBase.load(path or bots.DEFAULT_KNOWLEDGE_BASE)
+
+
+def stored_key(tenant: str) -> str:
+    """The key the bot of a tenant's knowledge base from the API is kept under."""
+    return f"api:{tenant}"
+
+
+class BotDirectory:
+    """The bots of a gateway, by knowledge base, and the product catalog they answer from."""
+
+    def __init__(self, catalog: object | None = None, store: Any = None) -> None:
+        self._bots: dict[str, object] = {}  # by knowledge base: a file's path ("" the sample) or stored_key(tenant)
+        self._looked: dict[str, trio.Event] = {}  # tenants whose stored knowledge base was looked for (set: done)
+        self.store = store  # a gateway.store.Store: where knowledge bases from the API are
+        # a gateway.bot.Catalog; a MemoryCatalog once a bot loads. The workspace's product ingest
+        # fills it (catalog.put(tenant, product)); bots read it on every product question.
+        self.catalog = catalog
+
+    async def preload(self, config: RoutingConfig) -> None:
+        """Fit every knowledge base a tenant's built-in bot uses, in a worker thread, before the
+        gateway takes connections (importing scikit-learn and fitting take seconds)."""
+        paths = {t.knowledge_base for t in (config.default, *config.tenants.values()) if t.bot == "builtin"}
+        for path in sorted(paths):
+            self._bots[path] = await trio.to_thread.run_sync(self._load, path)
+            log.info("bot knowledge base %s loaded", path or "(shipped sample shop)")
+
+    async def reload(self, path: str = "") -> object:
+        """Fit the knowledge base at ``path`` again (it changed) in a worker thread, then swap it
+        in: conversations keep being answered by the previous fit meanwhile, and the event loop
+        never waits for the fit."""
+        bot = await trio.to_thread.run_sync(self._load, path)
+        self._bots[path] = bot
+        log.info("bot knowledge base %s reloaded", path or "(shipped sample shop)")
+        return bot
+
+    async def install(self, key: str, kb: object) -> object:
+        """Serve the knowledge base ``kb`` (a gateway.bot.KnowledgeBase) under ``key`` (a tenant's
+        ``knowledge_base`` setting, or ``stored_key(tenant)``): fitted in a worker thread, then
+        swapped in, the previous bot answering meanwhile."""
+        bots = await trio.to_thread.run_sync(bot_package)
+        if self.catalog is None:
+            self.catalog = bots.MemoryCatalog()
+        classifier = await trio.to_thread.run_sync(bots.IntentClassifier.fit, kb)
+        bot = self._bots[key] = bots.FaqBot(kb, classifier=classifier, catalog=self.catalog)
+        log.info("bot knowledge base %s installed (%d intents)", key, len(kb.intents))  # type: ignore[attr-defined]
+        return bot
+
+    async def ready_for(self, tenant: str) -> None:
+        """Before this process first uses a tenant's bot: serve the knowledge base the tenant
+        stored through the API, if any (one store read per tenant and process)."""
+        looked = self._looked.get(tenant)
+        if looked is not None:
+            await looked.wait()
+            return
+        self._looked[tenant] = looked = trio.Event()
+        try:
+            await self.use_stored(tenant)
+        finally:
+            looked.set()
+
+    def forget_stored(self) -> None:
+        """Look for every tenant's stored knowledge base again at its next use (a new term of
+        routing leadership: another node may have stored some meanwhile)."""
+        for tenant in [t for t, looked in self._looked.items() if looked.is_set()]:
+            del self._looked[tenant]
+            self._bots.pop(stored_key(tenant), None)
+
+    async def use_stored(self, tenant: str) -> object | None:
+        """Read the tenant's stored knowledge base again and serve it; None when it has none (its
+        bot answers from its file, or the sample, again) or it cannot be used (logged)."""
+        record: Record | None = await self.store.record(tenant, RECORD_KIND, RECORD_KEY) if self.store is not None else None
+        if record is None:
+            if self._bots.pop(stored_key(tenant), None) is not None:
+                log.info("bot of tenant %s answers from its file's knowledge base again", tenant)
+            return None
+        try:
+            kb = await trio.to_thread.run_sync(parse_knowledge_base, json.loads(record.value), f"the knowledge base of tenant {tenant}")
+        except ValueError as exc:  # stored by a version that read it differently: the file's answers instead
+            log.error("stored knowledge base of tenant %s not used: %s", tenant, exc)
+            self._bots.pop(stored_key(tenant), None)
+            return None
+        return await self.install(stored_key(tenant), kb)
+
+    def add_product(self, tenant: str, product: object) -> None:
+        """A product the shop pushed (gateway.customers.CatalogProduct), into the bots' catalog."""
+        bots = bot_package()
+        if self.catalog is None:
+            self.catalog = bots.MemoryCatalog()
+        try:
+            self.catalog.put(tenant, bots.Product.from_dict(product.bot_fields()))  # type: ignore[attr-defined]
+        except bots.CatalogError as exc:
+            log.warning("product not given to the bot: %s", exc)
+
+    def for_tenant(self, tenant: str, routing: Any) -> object:
+        """The tenant's bot: from its stored knowledge base, else its routing settings' file."""
+        bot = self._bots.get(stored_key(tenant))
+        if bot is not None:
+            return bot
+        path = routing.knowledge_base or ""
+        bot = self._bots.get(path)
+        if bot is None:  # not preloaded (a tenant added since): fit now
+            bot = self._bots[path] = self._load(path)
+        return bot
+
+    def _load(self, path: str) -> object:
+        bots = bot_package()
+        if self.catalog is None:
+            self.catalog = bots.MemoryCatalog()
+        return bots.load_bot(path or None, catalog=self.catalog)
