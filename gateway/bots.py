@@ -56,6 +56,7 @@ class BotDirectory:
     def __init__(self, catalog: object | None = None, store: Any = None) -> None:
         self._bots: dict[str, object] = {}  # by knowledge base: a file's path ("" the sample) or stored_key(tenant)
         self._looked: dict[str, trio.Event] = {}  # tenants whose stored knowledge base was looked for (set: done)
+        self._fitting: dict[str, trio.Lock] = {}  # one fit of a tenant's stored knowledge base at a time: the last stored wins
         self.store = store  # a gateway.store.Store: where knowledge bases from the API are
         # a gateway.bot.Catalog; a MemoryCatalog once a bot loads. The workspace's product ingest
         # fills it (catalog.put(tenant, product)); bots read it on every product question.
@@ -112,7 +113,14 @@ class BotDirectory:
 
     async def use_stored(self, tenant: str) -> object | None:
         """Read the tenant's stored knowledge base again and serve it; None when it has none (its
-        bot answers from its file, or the sample, again) or it cannot be used (logged)."""
+        bot answers from its file, or the sample, again) or it cannot be used (logged). Calls for
+        one tenant take turns, each reading the store when its turn comes, so two PUTs in quick
+        succession end with the later one served, whichever fit is faster."""
+        lock = self._fitting.setdefault(tenant, trio.Lock())
+        async with lock:
+            return await self._use_stored(tenant)
+
+    async def _use_stored(self, tenant: str) -> object | None:
         record: Record | None = await self.store.record(tenant, RECORD_KIND, RECORD_KEY) if self.store is not None else None
         if record is None:
             if self._bots.pop(stored_key(tenant), None) is not None:

@@ -4,6 +4,7 @@ in the background and answering shoppers over a real socket; after a restart too
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import trio
 
@@ -153,3 +154,26 @@ async def test_a_conversation_the_bot_is_serving_goes_on_with_the_new_knowledge_
             await dan.ok("send", conv=conv, cmid="q2", body={"kind": "text", "text": "茶叶保质期多久"})
             answer = await bot_says(dan, conv)
             assert answer["intent"] == "shelf_life" and "18个月" in answer["text"]
+
+
+async def test_of_two_puts_in_quick_succession_the_later_is_served_though_its_fit_is_quicker(start_gateway):
+    """A large knowledge base fits for a second or more; a small one PUT meanwhile fits at once.
+    Fits of one tenant take turns, each reading what is stored when its turn comes."""
+    large = {"name": "大店", "bot": {"greeting": {"zh": "大店欢迎您"}}, "intents": [
+        {"id": f"q{k}", "title": {"zh": f"问题{k}"}, "answer": {"zh": f"回答{k}"}, "examples": {"zh": [f"第{k}类问题的第{j}种问法是什么呢" for j in range(30)]}}
+        for k in range(50)
+    ]}
+    gw = await start_gateway(routing="on")
+    with trio.fail_after(60):
+        async with client(gw, await new_key(gw)) as http, client(gw, await new_key(gw)) as second:
+            async with connect(gw.url, token("ivan"), resume={}) as ivan:  # the tenant's bot in use before
+                conv = (await ivan.ok("open"))["conv"]["id"]
+                await bot_says(ivan, conv)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(http.put, "/v1/bot/knowledge-base", json=large))
+                while (await second.get("/v1/bot/knowledge-base")).json()["knowledge_base"]["name"] != "大店":
+                    await trio.sleep(0.01)  # stored; its fit has begun
+                assert (await second.put("/v1/bot/knowledge-base", json=SHOP)).status_code == 200
+            async with connect(gw.url, token("hana"), resume={}) as hana:
+                conv = (await hana.ok("open"))["conv"]["id"]
+                assert (await bot_says(hana, conv))["text"].startswith("您好，这里是茶叶铺")
