@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .. import variables
 from . import products
 from .catalog import Catalog
 from .classifier import IntentClassifier, IntentMatch
@@ -127,13 +128,16 @@ class FaqBot:
         *,
         waiting_since: float | None = None,
         product: str | None = None,
+        context: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> BotReply:
         """The bot's reply to the shopper's message ``text`` sent at ``now`` (epoch seconds).
 
         ``waiting_since``: when the shopper's oldest unanswered message was sent, if the caller
         knows of messages the bot did not see. ``product``: the product in view when the message
         was sent (the shopper's app puts it in the message), which from then on is the product
-        the conversation is about. Raises BotSessionError after a handoff: from then on the
+        the conversation is about. ``context``: the values of the answers' variables
+        (gateway.variables: {"customer": profile, "order": the newest, "product": in view}); only
+        needed when ``kb.uses_context``. Raises BotSessionError after a handoff: from then on the
         conversation belongs to people.
         """
         if session.handed_off:
@@ -165,7 +169,7 @@ class FaqBot:
             session.turns.append(Turn(BOT, notice, now))
             return BotReply(notice, [], intent.id if intent else None, top.score, reason, language)
         if intent is not None:
-            answer, product_id = self._answer(session, intent, text, language)
+            answer, product_id = self._answer(session, intent, text, language, context)
             session.turns.append(Turn(BOT, answer, now, answered=True))
             quick = self._titles(intent.quick_replies, language)
             return BotReply(answer, quick, intent.id, top.score, None, language, product=product_id)
@@ -179,9 +183,11 @@ class FaqBot:
         session.turns.append(Turn(BOT, ask, now, clarifying=True))
         return BotReply(ask, buttons, None, top.score, None, language, clarifying=True)
 
-    def _answer(self, session: BotSession, intent: Intent, text: str, language: str) -> tuple[str, str | None]:
+    def _answer(
+        self, session: BotSession, intent: Intent, text: str, language: str, context: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> tuple[str, str | None]:
         """The answer to a recognised question, from the catalog when it is about the product in
-        view; with the product id that answered."""
+        view, its variables filled from ``context``; with the product id that answered."""
         product = self.catalog.get(session.customer.tenant, session.product) if self.catalog and session.product else None
         if intent.catalog:
             if session.product is None:
@@ -190,6 +196,10 @@ class FaqBot:
                 return UNKNOWN_PRODUCT.in_language(language), None
             return products.answer(product, text, language), product.id
         answer = intent.answer.in_language(language)
+        if intent.answer_without_context is not None:
+            answer, missing = variables.fill(answer, context or {})
+            if missing:
+                answer = intent.answer_without_context.in_language(language)
         if intent.id == SIZE_GUIDE and product is not None and product.sizes:
             return f"{products.describe(product, ['sizes'], language)}\n{answer}", product.id
         return answer, None

@@ -15,12 +15,14 @@ from typing import Any
 
 import yaml
 
+from .. import variables
+
 SMALLTALK = "smalltalk"  # the category of greetings and thanks: never a "repeated question"
 
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _TOP_FIELDS = {"version", "name", "bot", "intents"}
 _BOT_FIELDS = {"greeting", "fallback", "clarify", "rephrase", "other", "handoff", "suggestions"}
-_INTENT_FIELDS = {"id", "title", "category", "human_only", "catalog", "examples", "answer", "quick_replies"}
+_INTENT_FIELDS = {"id", "title", "category", "human_only", "catalog", "examples", "answer", "answer_without_context", "quick_replies"}
 
 
 class KnowledgeBaseError(ValueError):
@@ -49,6 +51,9 @@ class Intent:
     human_only: bool = False
     category: str = ""
     catalog: bool = False  # answered from the catalog entry of the product in view (`answer` asks which)
+    # said instead of `answer` when the customer context cannot fill its variables
+    # ({order.status}: gateway.variables); required when `answer` has any
+    answer_without_context: Bilingual | None = None
 
     @property
     def examples(self) -> tuple[str, ...]:
@@ -134,11 +139,17 @@ class KnowledgeBase:
                 {
                     "id": i.id, "title": texts(i.title), "category": i.category, "human_only": i.human_only, "catalog": i.catalog,
                     "examples": {"zh": list(i.examples_zh), "en": list(i.examples_en)}, "answer": texts(i.answer),
+                    **({"answer_without_context": texts(i.answer_without_context)} if i.answer_without_context else {}),
                     "quick_replies": list(i.quick_replies),
                 }
                 for i in self.intents
             ],
         }
+
+    @property
+    def uses_context(self) -> bool:
+        """Whether an answer has variables: the bot then needs the customer context to answer."""
+        return any(variables.used(i.answer.zh) or variables.used(i.answer.en) for i in self.intents)
 
     def intent(self, intent_id: str) -> Intent:
         for intent in self.intents:
@@ -219,10 +230,18 @@ class _Parser:
         catalog = raw.get("catalog", False)
         if not isinstance(catalog, bool):
             raise self.fail(where, "field 'catalog' must be true or false")
+        answer = self.bilingual(raw, "answer", where)
+        without = self.bilingual(raw, "answer_without_context", where) if raw.get("answer_without_context") is not None else None
+        uses = variables.used(answer.zh) + variables.used(answer.en)
+        if uses and without is None:
+            raise self.fail(where, f"field 'answer' uses {{{uses[0]}}}: add 'answer_without_context', said when the customer's context cannot fill it")
+        if without is not None and (variables.used(without.zh) or variables.used(without.en)):
+            raise self.fail(where, "field 'answer_without_context' must not use variables")
         return Intent(
             id=intent_id,
             title=self.bilingual(raw, "title", where),
-            answer=self.bilingual(raw, "answer", where),
+            answer=answer,
+            answer_without_context=without,
             examples_zh=examples_zh,
             examples_en=examples_en,
             quick_replies=tuple(self.id_list(raw, "quick_replies", where)),

@@ -31,6 +31,7 @@ from ..protocol import envelope as env
 from ..protocol.errors import RequestError
 from . import hours as business_hours
 from . import replies as quick
+from .. import variables
 from .book import RecordBook, wall_clock
 from .catalog import CatalogStore
 from .context import BuiltinProvider, ContextProvider, ContextUnavailable
@@ -311,7 +312,7 @@ class WorkspaceService:
         if not found:
             raise RequestError("not_found", f"no quick reply {shortcut!r}")
         context = await self.context(state.conv)
-        text, missing = quick.fill(found[0]["text"], quick.values_from(context.get("context"), context.get("product")))
+        text, missing = variables.fill(found[0]["text"], variables.values_from(context.get("context"), context.get("product")))
         return {"shortcut": shortcut, "text": text, "missing": missing, "attachments": found[0]["attachments"], "context": context["status"]}
 
     # ---- the inbox ----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from ..conversations.service import ConversationService, system
 from ..model import CLOSED, OPEN, SYSTEM, AgentProfile, Conversation, Principal, StoredMessage
 from ..protocol import envelope as env
 from ..protocol.errors import RequestError
+from .. import variables
 from .config import RoutingConfig, TenantRouting, parse_tenant
 from .engine import Assignment, RoutingEngine, RoutingError
 from .lifecycle import ASSIGNED, BOT, OPENED, QUEUED, RESOLVED, IllegalTransition, next_stage
@@ -431,7 +432,8 @@ class RoutingService:
             self.sessions[state.conv.id] = session
             if answered:  # that process answered this message before it went: not twice
                 return
-        reply = bot.handle(session, text, at, product=product)
+        values = await self._answer_values(state.conv) if bot.kb.uses_context else None
+        reply = bot.handle(session, text, at, product=product, context=values)
         # the answer to message `seq` is stored under one cmid: carried out twice, it is stored once
         await self._post_bot(state, routing.bot_user, reply, f"re-{seq}" if seq else None)
         if reply.handoff is not None:  # the bot's notice (in the shopper's language) is posted above
@@ -440,6 +442,15 @@ class RoutingService:
             self.heard.pop(state.conv.id, None)
             facts = {key: str(packet.get(key) or "") for key in ("language", "intent", "category")}
             await self._handoff(state, {"reason": reply.handoff.code, "detail": reply.handoff.detail}, packet, facts)
+
+    async def _answer_values(self, conv: Conversation) -> dict[str, dict[str, Any]] | None:
+        """What fills the variables of the bot's answers ({order.status}, …): the customer's
+        context (profile, newest order) and the product in view, from the workspace; None when
+        there is none (the bot then says each answer's version for no context)."""
+        if self.workspace is None:
+            return None
+        about = await self.workspace.context(conv)
+        return variables.values_from(about.get("context"), about.get("product"))
 
     async def _replayed_session(self, state: ConvState, bot: Any, seq: int, at: float) -> tuple[Any, bool]:
         """The bot's session as the shopper's stored messages before ``seq`` left it (and whether

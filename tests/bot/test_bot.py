@@ -16,6 +16,7 @@ from gateway.bot import (
     BotSettings,
     Customer,
     FaqBot,
+    KnowledgeBase,
     load_bot,
     load_default_bot,
 )
@@ -239,3 +240,23 @@ def test_a_weak_guess_of_a_human_only_intent_asks_before_calling_a_person(shop_b
     assert shop_bot.settings.confidence_threshold <= reply.confidence < shop_bot.settings.human_only_threshold
     tapped = shop_bot.handle(session, "Complaints", T0 + 5)
     assert tapped.handoff.code == HUMAN_ONLY_INTENT and tapped.intent == "complaint"
+
+
+def test_an_answer_with_variables_is_filled_from_the_context_or_said_for_no_context():
+    kb = KnowledgeBase.from_dict({"intents": [
+        {"id": "order_status", "title": {"zh": "订单状态", "en": "Order status"},
+         "answer": {"zh": "{customer.name}，您的订单{order.id}：{order.status}", "en": "Order {order.id}: {order.status}"},
+         "answer_without_context": {"zh": "请发一下订单号", "en": "What is your order number?"},
+         "examples": {"zh": ["我的订单到哪了", "查订单", "订单状态"], "en": ["where is my order", "order status"]}},
+        {"id": "returns", "title": {"zh": "退货"}, "answer": {"zh": "七天无理由"}, "examples": {"zh": ["怎么退货", "能退吗", "想退掉"]}},
+    ]})
+    bot = FaqBot(kb)
+    context = {"customer": {"name": "王女士"}, "order": {"id": "A9", "status": "已发货"}, "product": {}}
+    reply = bot.handle(bot.start(ALICE, now=T0), "我的订单到哪了", T0 + 1, context=context)
+    assert (reply.intent, reply.answer) == ("order_status", "王女士，您的订单A9：已发货")
+    english = bot.handle(bot.start(ALICE, now=T0), "where is my order", T0 + 1, context=context)
+    assert english.answer == "Order A9: 已发货"
+    no_order = bot.handle(bot.start(ALICE, now=T0), "我的订单到哪了", T0 + 1, context={"customer": {"name": "王女士"}})
+    assert no_order.answer == "请发一下订单号"
+    assert bot.handle(bot.start(ALICE, now=T0), "我的订单到哪了", T0 + 1).answer == "请发一下订单号"
+    assert bot.handle(bot.start(ALICE, now=T0), "怎么退货", T0 + 1, context=context).answer == "七天无理由"

@@ -94,6 +94,10 @@ def test_json_file_loads(tmp_path):
         (lambda d: d.update(bot={"suggestions": ["nope"]}), "field 'bot': field 'suggestions' names unknown intent 'nope'"),
         (lambda d: d.update(intents=[]), "field 'intents': must be a non-empty list"),
         (lambda d: d.update(version=2), "field 'version': unsupported version 2"),
+        (lambda d: d["intents"][1].update(answer={"zh": "您的订单{order.id}可以退"}),
+         "intent 'returns': field 'answer' uses {order.id}: add 'answer_without_context'"),
+        (lambda d: d["intents"][1].update(answer={"zh": "{order.id}可以退"}, answer_without_context={"zh": "订单{order.id}"}),
+         "intent 'returns': field 'answer_without_context' must not use variables"),
     ],
 )
 def test_errors_name_the_intent_and_the_field(change, message):
@@ -113,3 +117,13 @@ def test_file_errors_say_which_file(tmp_path):
     text.write_text("", encoding="utf-8")
     with pytest.raises(KnowledgeBaseError, match=r"\.yaml, \.yml or \.json"):
         KnowledgeBase.load(text)
+
+
+def test_a_knowledge_base_writes_itself_out_as_it_reads_and_knows_when_it_needs_the_context():
+    kb = KnowledgeBase.load(DEFAULT_KNOWLEDGE_BASE)
+    assert KnowledgeBase.from_dict(kb.to_dict(), source=kb.source) == kb
+    assert not kb.uses_context and not KnowledgeBase.from_dict(MINIMAL).uses_context
+    with_order = broken(lambda d: d["intents"][1].update(answer={"zh": "订单{order.id}可退", "en": "Order {order.id} may be returned"}, answer_without_context={"zh": "请发订单号"}))
+    kb = KnowledgeBase.from_dict(with_order)
+    assert kb.uses_context and kb.intent("returns").answer_without_context.en == "请发订单号"
+    assert KnowledgeBase.from_dict(kb.to_dict()) == kb

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import trio
 
+from gateway import variables
 from gateway.customers import replies as quick
 
 from ..http.conftest import problem
@@ -21,10 +22,10 @@ REPLIES = [
 
 def test_variables_are_filled_and_a_missing_one_is_named_and_left_as_written():
     values = {"customer": {"name": "王女士"}, "order": {"id": "A1"}, "product": {}}
-    assert quick.fill("{customer.name}您好，订单 {order.id}", values) == ("王女士您好，订单 A1", [])
-    text, missing = quick.fill("{customer.name}，{product.title} 有货", values)
+    assert variables.fill("{customer.name}您好，订单 {order.id}", values) == ("王女士您好，订单 A1", [])
+    text, missing = variables.fill("{customer.name}，{product.title} 有货", values)
     assert (text, missing) == ("王女士，{product.title} 有货", ["product.title"])
-    assert quick.fill("{customer.phone}{unknown.x}", {"customer": {}}) == ("{customer.phone}{unknown.x}", ["customer.phone"])
+    assert variables.fill("{customer.phone}{unknown.x}", {"customer": {}}) == ("{customer.phone}{unknown.x}", ["customer.phone"])
 
 
 def test_search_by_shortcut_prefix_then_by_text_in_chinese_too():

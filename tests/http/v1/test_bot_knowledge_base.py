@@ -177,3 +177,29 @@ async def test_of_two_puts_in_quick_succession_the_later_is_served_though_its_fi
             async with connect(gw.url, token("hana"), resume={}) as hana:
                 conv = (await hana.ok("open"))["conv"]["id"]
                 assert (await bot_says(hana, conv))["text"].startswith("您好，这里是茶叶铺")
+
+
+async def test_the_bot_answers_where_an_order_is_from_the_customers_context(start_gateway):
+    """An answer with {order.id} and {order.status}: filled from the shop's pushed orders for a
+    shopper the shop knows; the answer written for no context for one it does not."""
+    orders = {"intents": [
+        {"id": "order_status", "title": {"zh": "订单状态"},
+         "answer": {"zh": "{customer.name}，您最近的订单{order.id}状态是：{order.status}。"},
+         "answer_without_context": {"zh": "请告诉我您的订单号，我帮您查一下。"},
+         "examples": {"zh": ["我的订单到哪了", "订单状态", "查一下我的订单", "订单发货了吗", "我买的东西到哪了"]}},
+        SHOP["intents"][1],
+    ]}
+    gw = await start_gateway(routing="on")
+    with trio.fail_after(60):
+        async with client(gw, await new_key(gw)) as http:
+            assert (await http.put("/v1/bot/knowledge-base", json=orders)).status_code == 200
+            assert (await http.put("/v1/ingest/customers/c1", json={"name": "王女士"})).status_code == 200
+            order = {"customer": "c1", "items": [{"product": "p1", "title": "衬衫", "quantity": 1}], "status": "已发货", "created_at": 1_700_000_000_000}
+            assert (await http.put("/v1/ingest/orders/A9", json=order)).status_code == 200
+        for user, customer, expected in (("jia", "c1", "王女士，您最近的订单A9状态是：已发货。"), ("yi", None, "请告诉我您的订单号，我帮您查一下。")):
+            async with connect(gw.url, token(user, **({"customer": customer} if customer else {})), resume={}) as shopper:
+                conv = (await shopper.ok("open"))["conv"]["id"]
+                await bot_says(shopper, conv)
+                await shopper.ok("send", conv=conv, cmid="q1", body={"kind": "text", "text": "我的订单到哪了"})
+                answer = await bot_says(shopper, conv)
+                assert (answer["intent"], answer["text"]) == ("order_status", expected)
