@@ -49,6 +49,69 @@ def test_bad_hours_are_refused_naming_the_field(bad, field):
     assert refused.value.code == "bad_request" and f"`{field}`" in refused.value.message
 
 
+# A Beijing shop in the Spring Festival of 2027 (10 February 2027 is a Wednesday): a lunch break on
+# weekdays, shorter Saturdays, closed on Sundays, three days of holiday and one Sunday worked to
+# make up for them (调休).
+FESTIVE = {
+    "utc_offset_min": 480,
+    "windows": [
+        {"days": [0, 1, 2, 3, 4], "open": "09:00", "close": "12:00"},
+        {"days": [0, 1, 2, 3, 4], "open": "13:30", "close": "18:00"},
+        {"days": [5], "open": "10:00", "close": "16:00"},
+    ],
+    "dates": {"2027-02-10": [], "2027-02-11": [], "2027-02-12": [], "2027-02-07": [{"open": "09:00", "close": "18:00"}]},
+}
+
+
+def at2027(month: int, day: int, hour: int, minute: int = 0) -> float:
+    return datetime(2027, month, day, hour, minute, tzinfo=BEIJING).timestamp()
+
+
+def test_a_lunch_break_weekend_hours_holidays_and_a_working_sunday():
+    checked = hours.check(FESTIVE)
+    assert checked == FESTIVE | {"dates": dict(sorted(FESTIVE["dates"].items()))}
+    # Monday 1 February: a lunch break
+    assert hours.is_open(checked, at2027(2, 1, 11, 59)) and not hours.is_open(checked, at2027(2, 1, 12, 0))
+    assert hours.back_at(checked, at2027(2, 1, 12, 30)) == at2027(2, 1, 13, 30)
+    assert "今天 13:30" in hours.back_text(checked, at2027(2, 1, 12, 30))
+    # Saturday: 10:00-16:00; Sunday closed, so Saturday evening is back on Monday
+    assert hours.is_open(checked, at2027(2, 6, 15, 59)) and not hours.is_open(checked, at2027(2, 6, 9, 59))
+    assert hours.back_at(checked, at2027(1, 30, 17)) == at2027(2, 1, 9)
+    # Sunday 7 February is worked (调休); the holiday runs Wednesday to Friday
+    assert hours.is_open(checked, at2027(2, 7, 9)) and not hours.is_open(checked, at2027(2, 7, 18))
+    assert hours.back_at(checked, at2027(2, 9, 18, 30)) == at2027(2, 13, 10)  # Tuesday evening: Saturday at 10:00
+    assert "2月13日 10:00" in hours.back_text(checked, at2027(2, 9, 18, 30))
+    assert not hours.is_open(checked, at2027(2, 11, 10))
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({**FESTIVE, "days": [0]}, "windows"),
+    ({**FESTIVE, "windows": []}, "windows"),
+    ({**FESTIVE, "windows": [{"days": [9], "open": "09:00", "close": "10:00"}]}, "windows.0.days"),
+    ({**FESTIVE, "windows": [{"days": [1], "open": "12:00", "close": "10:00"}]}, "windows.0.close"),
+    ({**FESTIVE, "dates": {"2027-02-30": []}}, "dates"),
+    ({**FESTIVE, "dates": {"2027-02-10": [{"open": "9"}]}}, "dates.2027-02-10.0.open"),
+    ({**FESTIVE, "dates": {"2027-02-10": [{"open": "09:00", "close": "10:00"}] * 5}}, "dates.2027-02-10"),
+    ({**FESTIVE, "dates": {f"2027-01-{d:02d}": [] for d in range(1, 32)} | {f"2028-{m:02d}-{d:02d}": [] for m in range(1, 13) for d in range(1, 29)} | {f"2029-{m:02d}-{d:02d}": [] for m in range(1, 13) for d in range(1, 10)}}, "dates"),
+])
+def test_bad_windows_and_dates_are_refused_naming_the_field(bad, field):
+    with pytest.raises(RequestError) as refused:
+        hours.check(bad)
+    assert refused.value.code == "bad_request" and f"`{field}`" in refused.value.message, refused.value.message
+
+
+async def test_hours_with_windows_and_dates_over_rest(desk):
+    gw = desk.gateway
+    gw.node.workspace.clock = lambda: at2027(2, 9, 18, 30)
+    with trio.fail_after(20):
+        put = await desk.put("/v1/business-hours", json=FESTIVE)
+        assert put.status_code == 200, put.text
+        assert put.json()["hours"]["windows"] == FESTIVE["windows"] and put.json()["back_at"] == int(at2027(2, 13, 10) * 1000)
+        problem(await desk.put("/v1/business-hours", json={**FESTIVE, "open": "09:00"}), 422, "bad_request")
+        problem(await desk.put("/v1/business-hours", json={**FESTIVE, "dates": {"tomorrow": []}}), 422, "bad_request")
+        assert (await desk.get("/v1/business-hours")).json()["hours"]["dates"]["2027-02-10"] == []
+
+
 async def test_after_hours_a_handoff_is_a_message_left_and_served_first_in_the_morning(desk):
     gw = desk.gateway
     now = [at(8, 17)]

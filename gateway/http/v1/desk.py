@@ -62,11 +62,27 @@ class NoteList(BaseModel):
     notes: list[Note]
 
 
+class SpanIn(Body):
+    open: str = Field(pattern=r"^\d\d:\d\d$")
+    close: str = Field(pattern=r"^\d\d:\d\d$")
+
+
+class WindowIn(SpanIn):
+    days: list[int] = Field(min_length=1, max_length=7, description="Weekdays, 0 = Monday.")
+
+
 class HoursIn(Body):
+    """One window on some weekdays (``days``, ``open``, ``close``), or several (``windows``: a lunch
+    break, other weekend hours); ``dates`` replace a weekday's windows on a date (holidays: [])."""
+
     utc_offset_min: int = Field(default=0, ge=-840, le=840, description="The tenant's time zone (Beijing: 480).")
     days: list[int] = Field(default=[0, 1, 2, 3, 4], min_length=1, max_length=7, description="Working weekdays, 0 = Monday.")
     open: str = Field(default="09:00", pattern=r"^\d\d:\d\d$")
     close: str = Field(default="18:00", pattern=r"^\d\d:\d\d$")
+    windows: list[WindowIn] | None = Field(default=None, min_length=1, max_length=20, description="Instead of days/open/close: several weekly windows.")
+    dates: dict[str, list[SpanIn]] | None = Field(
+        default=None, max_length=400, description="YYYY-MM-DD -> that date's windows, replacing its weekday's ([]: closed; a working weekend: its hours)."
+    )
 
 
 class Hours(BaseModel):
@@ -126,7 +142,7 @@ async def get_hours(call: Call) -> tuple[int, dict]:
 
 
 async def put_hours(call: Call) -> tuple[int, dict]:
-    await _workspace(call).set_hours(call.tenant, call.body.model_dump())
+    await _workspace(call).set_hours(call.tenant, call.body.model_dump(exclude_unset=True))
     return 200, await _hours_reply(call)
 
 
