@@ -157,15 +157,17 @@ class RoutingEngine:
     # ---- conversations ------------------------------------------------------------------------
 
     def enqueue(self, conv_id: str, tenant: str, customer: str, group: str, now: float, *, front: bool = False, language: str = "") -> list[Assignment]:
-        """Put a conversation in its group's queue (first in line when ``front``) and route. With
-        ``language``, agents who speak it are preferred while any of them can take it."""
+        """Put a conversation in its group's queue and route: at its end, or with ``front`` ahead of
+        every conversation that was not put in front, behind those that were (so several messages
+        left overnight are served in the order they were left). With ``language``, agents who speak
+        it are preferred while any of them can take it."""
         self._unassign(conv_id)
         if conv_id in self.waiting:
             self._remove_waiting(conv_id)
-        waiting = Waiting(conv_id, tenant, customer, group, now, language=language)
+        waiting = Waiting(conv_id, tenant, customer, group, now, language=language, ahead=front)
         queue = self.queues.setdefault((tenant, group), [])
         if front:
-            queue.insert(0, waiting)
+            queue.insert(next((i for i, w in enumerate(queue) if not w.ahead), len(queue)), waiting)
         else:
             queue.append(waiting)
         self.waiting[conv_id] = waiting

@@ -46,6 +46,7 @@ class Waiting:
     since: float  # when it started waiting (kept when it moves to the front after a requeue)
     preferred: str | None = None  # an agent asked for by name (transfer) — waits for them only
     language: str = ""  # the shopper's language, when known: agents who speak it are preferred
+    ahead: bool = False  # put ahead of the queue (a message left outside hours, a requeue): first come first among them
 
 
 class Strategy(Protocol):

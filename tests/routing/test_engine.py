@@ -112,6 +112,17 @@ def test_disconnected_agents_keep_their_conversations_for_the_grace_period():
     assert [w.conv_id for w in e.queued("t")][-1] == "c0"  # requeued ones are first in line
 
 
+def test_conversations_put_in_front_are_served_in_the_order_they_were_put_there():
+    """Messages left overnight go ahead of the day's queue, and among themselves first come first."""
+    e = engine()
+    e.enqueue("day", "t", "u0", "default", 0)
+    for i, conv in enumerate(("left-at-20h", "left-at-22h", "left-at-23h"), start=1):
+        e.enqueue(conv, "t", f"u{i}", "default", i, front=True)
+    e.enqueue("morning", "t", "u9", "default", 9)
+    assert [w.conv_id for w in e.queued("t")] == ["left-at-20h", "left-at-22h", "left-at-23h", "day", "morning"]
+    assert [a.conv_id for a in e.set_status("t", "ann", "online", 10, max_active=1)] == ["left-at-20h"]
+
+
 def test_lifecycle_table():
     assert next_stage("opened", "bot") == "bot"
     assert next_stage("bot", "handoff") == "queued"
