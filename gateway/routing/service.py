@@ -150,6 +150,7 @@ class RoutingService:
         # customer context of ``assigned``, business hours, the survey after ``resolve``.
         self.workspace: Any = None
         self.left_messages: dict[str, float] = {}  # conv -> when agents are back (a message left outside hours)
+        self.unqueued_reasons: dict[str, str] = {}  # conv -> why it went to a person, when it was assigned without queueing
         # Across processes (gateway.routing.cluster): the node holding the routing lease decides,
         # the others forward to it. None in one process: nothing below consults it then.
         self.cluster: Cluster | None = None
@@ -157,7 +158,7 @@ class RoutingService:
     def reset(self) -> None:
         """Forget every decision (a new term of leadership restores them from the store)."""
         self.engine = RoutingEngine(self.config)
-        for held in (self.sessions, self.heard, self.contexts, self.resolved_at, self.announced, self._closing, self.left_messages):
+        for held in (self.sessions, self.heard, self.contexts, self.resolved_at, self.announced, self._closing, self.left_messages, self.unqueued_reasons):
             held.clear()
         if self.bots is not None:  # knowledge bases stored while another node decided: read again
             self.bots.forget_stored()
@@ -515,6 +516,8 @@ class RoutingService:
         now = time.time()
         language = self.contexts.get(conv.id, {}).get("language") or ""
         assignments = self.engine.enqueue(conv.id, conv.tenant, conv.customer, group, now, front=front, language=language)
+        if any(a.conv_id == conv.id for a in assignments) and type(why.get("reason")) is str:
+            self.unqueued_reasons[conv.id] = why["reason"]  # no `queued` event says why: `assigned` will
         if not assignments:
             place, eta = self.engine.position(conv.id) or (1, None)
             language = self.contexts.get(conv.id, {}).get("language", "zh")
@@ -557,7 +560,11 @@ class RoutingService:
         await self._move(state, event, SYSTEM, assignee=a.agent, group=a.group)
         if previous and previous != a.agent:
             await self.service.remove_participant(system(a.tenant), state, previous, "agent")
-        await self._event(state, "assigned", f"您好，客服{a.agent_name}为您服务", agent=a.agent, agent_name=a.agent_name, waited_s=round(a.waited_s, 1))
+        reason = self.unqueued_reasons.pop(a.conv_id, None)
+        await self._event(
+            state, "assigned", f"您好，客服{a.agent_name}为您服务", agent=a.agent, agent_name=a.agent_name, waited_s=round(a.waited_s, 1),
+            **({"reason": reason} if reason else {}),
+        )
         context = self.contexts.get(a.conv_id) or await self._plain_context(state, {"reason": a.how})
         offer = {"t": "assigned", "conv": env.conversation_map(state.conv), "context": context, "how": a.how, "waited_ms": int(a.waited_s * 1000)}
         if self.workspace is not None:  # what the shop knows of the customer (or "pending": it follows)

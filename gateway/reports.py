@@ -1,0 +1,154 @@
+"""A tenant's customer-service report over a period: hot topics, response times, workload and
+satisfaction, computed from what is stored (conversations, their transcripts, tags and ratings).
+
+:func:`summarize` is a pure function of the conversations it is given (tests hand it transcripts);
+:func:`report` reads them from the store: the newest ``MAX_CONVERSATIONS`` created in the period
+(``truncated`` says when there were more), each transcript's first ``MAX_MESSAGES`` messages.
+What counts, read from the transcript the routing service writes:
+
+- **topics**: the intents of the bot's answers (each answered question once), most asked first;
+- **handoffs**: the ``reason`` of ``queued`` events, or of ``assigned`` ones when an agent was
+  free at once (the bot's handoff reasons, ``no_bot``, …);
+- **first response**: from a conversation's first ``queued`` (or ``assigned``) event to the first
+  agent message after it; **wait**: the ``waited_s`` of ``assigned`` events;
+- **agents**: per agent, conversations assigned to them, messages they sent, conversations they
+  resolved, and the first responses they gave;
+- **satisfaction**: the ratings shoppers gave (the last one per conversation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import msgpack
+
+from .model import Conversation, StoredMessage
+
+MAX_CONVERSATIONS = 2000
+MAX_MESSAGES = 500
+TOP = 20
+PAGE = 100  # conversations per store read
+
+
+@dataclass
+class Reviewed:
+    """One conversation as the report reads it."""
+
+    conv: Conversation
+    messages: list[StoredMessage]
+    tags: tuple[str, ...] = ()
+    csat: dict[str, Any] | None = None
+
+
+@dataclass
+class AgentWork:
+    assigned: int = 0
+    messages: int = 0
+    resolved: int = 0
+    first_responses_ms: list[int] = field(default_factory=list)
+
+
+def percentiles(values: list[int]) -> dict[str, int | None]:
+    """``count``, ``p50`` and ``p90`` (nearest rank) of ``values``; None when there are none."""
+    ordered = sorted(values)
+
+    def rank(p: int) -> int | None:
+        return ordered[max(0, math.ceil(len(ordered) * p / 100) - 1)] if ordered else None
+
+    return {"count": len(ordered), "p50": rank(50), "p90": rank(90)}
+
+
+def summarize(reviewed: Iterable[Reviewed], *, since: int, until: int, truncated: bool = False) -> dict[str, Any]:
+    topics: Counter[str] = Counter()
+    handoffs: Counter[str] = Counter()
+    tags: Counter[str] = Counter()
+    scores: Counter[int] = Counter()
+    first_responses: list[int] = []
+    waits: list[int] = []
+    agents: dict[str, AgentWork] = {}
+    conversations = with_bot = contained = 0
+    for item in reviewed:
+        conversations += 1
+        tags.update(item.tags)
+        if item.csat and type(item.csat.get("score")) is int:
+            scores[item.csat["score"]] += 1
+        queued_at: int | None = None  # when it first went to a person
+        answered_first = False
+        bot_answered = False
+        for m in item.messages:
+            body = msgpack.unpackb(m.body, raw=False)
+            if m.sender_role == "bot":
+                bot_answered = True
+                if type(body.get("intent")) is str and body["intent"]:
+                    topics[body["intent"]] += 1
+            elif m.sender_role == "agent":
+                work = agents.setdefault(m.sender, AgentWork())
+                work.messages += 1
+                if queued_at is not None and not answered_first:
+                    answered_first = True
+                    first_responses.append(m.ts - queued_at)
+                    work.first_responses_ms.append(m.ts - queued_at)
+            elif m.sender_role == "system" and body.get("kind") == "event":
+                event = body.get("event")
+                if event in ("queued", "assigned"):
+                    if queued_at is None:
+                        queued_at = m.ts
+                    if type(body.get("reason")) is str:  # on `assigned` only when it did not queue first
+                        handoffs[body["reason"]] += 1
+                if event == "assigned" and type(body.get("agent")) is str:
+                    agents.setdefault(body["agent"], AgentWork()).assigned += 1
+                    if isinstance(body.get("waited_s"), (int, float)):
+                        waits.append(round(body["waited_s"] * 1000))
+                elif event == "resolved" and type(body.get("by")) is str and body["by"] in agents:
+                    agents[body["by"]].resolved += 1
+        if bot_answered:
+            with_bot += 1
+            if queued_at is None:
+                contained += 1
+    responses = sum(scores.values())
+    return {
+        "since": since,
+        "until": until,
+        "conversations": conversations,
+        "truncated": truncated,
+        "topics": [{"intent": intent, "count": n} for intent, n in topics.most_common(TOP)],
+        "tags": [{"tag": tag, "count": n} for tag, n in tags.most_common(TOP)],
+        "bot": {"conversations": with_bot, "contained": contained},
+        "handoffs": dict(handoffs.most_common()),
+        "first_response_ms": percentiles(first_responses),
+        "wait_ms": percentiles(waits),
+        "agents": [
+            {"agent": user, "assigned": w.assigned, "messages": w.messages, "resolved": w.resolved, "first_response_ms": percentiles(w.first_responses_ms)}
+            for user, w in sorted(agents.items())
+        ],
+        "satisfaction": {
+            "responses": responses,
+            "average": round(sum(score * n for score, n in scores.items()) / responses, 2) if responses else None,
+            "by_score": {str(score): scores[score] for score in range(1, 6)},
+        },
+    }
+
+
+async def report(store: Any, workspace: Any, tenant: str, *, since: int, until: int) -> dict[str, Any]:
+    """The report of conversations created in [since, until) (ms since the epoch), read from
+    ``store`` (a gateway.store.Store) and ``workspace`` (ratings; None: none are counted)."""
+    reviewed: list[Reviewed] = []
+    before: int | None = until
+    before_id: str | None = None
+    truncated = False
+    while True:
+        page = await store.list_conversations(tenant, since=since, before=before, before_id=before_id, limit=PAGE)
+        for conv in page:
+            if len(reviewed) == MAX_CONVERSATIONS:
+                truncated = True
+                break
+            transcript = await store.read_messages(conv.id, after=0, limit=MAX_MESSAGES)
+            facts = await workspace.facts(tenant, conv.id) if workspace is not None else {}
+            reviewed.append(Reviewed(conv, transcript.messages, await store.tags(conv.id), facts.get("csat")))
+        if truncated or len(page) < PAGE:
+            break
+        before, before_id = page[-1].created_at, page[-1].id
+    return summarize(reviewed, since=since, until=until, truncated=truncated)
