@@ -58,7 +58,10 @@ def described(kb: Any, source: str, updated_at: int | None) -> dict:
 async def get_knowledge_base(call: Call) -> tuple[int, dict]:
     stored = await call.services.store.record(call.tenant, RECORD_KIND, RECORD_KEY)
     if stored is not None:
-        kb = await trio.to_thread.run_sync(parse_knowledge_base, json.loads(stored.value), f"the knowledge base of tenant {call.tenant}")
+        try:
+            kb = await trio.to_thread.run_sync(parse_knowledge_base, json.loads(stored.value), f"the knowledge base of tenant {call.tenant}")
+        except ValueError as exc:  # stored by a version that read it differently: the bot uses the file's (logged there)
+            raise Problem("internal", f"the stored knowledge base no longer loads ({exc}); PUT a corrected one or DELETE it") from None
         return 200, described(kb, "api", stored.updated_at)
     path = (await call.services.routing_settings(call.tenant)).knowledge_base
     kb = await trio.to_thread.run_sync(load_knowledge_base_file, path)

@@ -11,7 +11,9 @@ import trio
 from gateway.app import serve
 from gateway.bot import KnowledgeBase
 from gateway.bot.bot import DEFAULT_KNOWLEDGE_BASE
+from gateway.bots import RECORD_KEY, RECORD_KIND
 from gateway.http.v1.bot import MAX_BODY_BYTES
+from gateway.model import PutRecords, Record
 
 from ...conftest import make_config
 from ...support import connect, token
@@ -203,3 +205,17 @@ async def test_the_bot_answers_where_an_order_is_from_the_customers_context(star
                 await shopper.ok("send", conv=conv, cmid="q1", body={"kind": "text", "text": "我的订单到哪了"})
                 answer = await bot_says(shopper, conv)
                 assert (answer["intent"], answer["text"]) == ("order_status", expected)
+
+
+async def test_a_stored_knowledge_base_that_no_longer_loads_is_reported_and_the_file_answers(start_gateway, caplog):
+    """Stored by a version that read it differently (here: written straight into the store)."""
+    gw = await start_gateway(routing="on")
+    broken = Record("shop1", RECORD_KIND, RECORD_KEY, json.dumps({"intents": [{"id": "x"}]}), 1)
+    await gw.node.store.execute(PutRecords((broken,)))
+    with trio.fail_after(60):
+        async with client(gw, await new_key(gw)) as http:
+            assert "no longer loads" in problem(await http.get("/v1/bot/knowledge-base"), 500, "internal")["detail"]
+        async with connect(gw.url, token("kim"), resume={}) as kim:
+            conv = (await kim.ok("open"))["conv"]["id"]
+            assert (await bot_says(kim, conv))["text"] == KnowledgeBase.load(DEFAULT_KNOWLEDGE_BASE).greeting.zh  # the sample's
+    assert any("stored knowledge base of tenant shop1 not used" in r.getMessage() for r in caplog.records)
