@@ -101,6 +101,9 @@ class BotDirectory:
         self._looked[tenant] = looked = trio.Event()
         try:
             await self.use_stored(tenant)
+        except Exception:  # the store unwell, a fit that failed: the file's bot answers; looked for again next time
+            log.exception("stored knowledge base of tenant %s not read", tenant)
+            del self._looked[tenant]
         finally:
             looked.set()
 

@@ -1,0 +1,42 @@
+"""gateway.bots: a tenant's stored knowledge base that cannot be read now is looked for again."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+
+from gateway.bots import RECORD_KEY, RECORD_KIND, BotDirectory
+from gateway.model import Record
+from gateway.routing.config import TenantRouting
+from gateway.store import StoreError
+
+KB = {"intents": [{"id": "hours", "title": {"zh": "营业时间"}, "answer": {"zh": "每天9点到21点"}, "examples": {"zh": ["几点开门", "营业时间"]}}]}
+
+
+class FlakyStore:
+    """Answers the first read with the error a store gives while PostgreSQL restarts, then the record."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def record(self, tenant: str, kind: str, key: str) -> Record:
+        self.reads += 1
+        if self.reads == 1:
+            raise StoreError("storage unavailable")
+        assert (kind, key) == (RECORD_KIND, RECORD_KEY)
+        return Record(tenant, kind, key, json.dumps(KB), 1)
+
+
+async def test_a_knowledge_base_that_could_not_be_read_is_read_at_the_next_conversation(caplog):
+    store = FlakyStore()
+    bots = BotDirectory(store=store)
+    with trio.fail_after(60):
+        await bots.ready_for("shop1")  # the read fails: logged, the file's (here the sample's) bot answers
+        assert "not read" in caplog.text
+        sample = bots.for_tenant("shop1", TenantRouting())
+        await bots.ready_for("shop1")
+    served = bots.for_tenant("shop1", TenantRouting())
+    assert served is not sample and store.reads == 2
+    session = served.start({"tenant": "shop1", "user": "u"})
+    assert served.handle(session, "你们几点开门", 0.0).answer == "每天9点到21点"
