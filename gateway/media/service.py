@@ -196,8 +196,13 @@ class Media:
                 size = await self.uploads.inspector.make_display_copy(spool, self.blobs, display_key(attachment.id))
             finally:
                 await trio.to_thread.run_sync(spool.close)
-        except (MediaError, BlobNotFound, OSError) as exc:
-            log.error("could not make the missing display copy of attachment %s: %s", attachment.id, getattr(exc, "message", exc))
+        except MediaError as exc:
+            if exc.code == "busy":  # the workers have more than they can take: retry shortly (503), not a 404
+                raise
+            log.error("could not make the missing display copy of attachment %s: %s", attachment.id, exc.message)
+            return None
+        except (BlobNotFound, OSError) as exc:
+            log.error("could not make the missing display copy of attachment %s: %s", attachment.id, exc)
             return None
         finally:
             del self._making_display[attachment.id]
