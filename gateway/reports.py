@@ -7,12 +7,14 @@ satisfaction, computed from what is stored (conversations, their transcripts, ta
 What counts, read from the transcript the routing service writes:
 
 - **topics**: the intents of the bot's answers (each answered question once), most asked first;
+- **products**: the products shoppers asked about (in view when they wrote, or answered from the
+  catalog), by the number of conversations;
 - **handoffs**: the ``reason`` of ``queued`` events, or of ``assigned`` ones when an agent was
   free at once (the bot's handoff reasons, ``no_bot``, …);
 - **first response**: from a conversation's first ``queued`` (or ``assigned``) event to the first
   agent message after it; **wait**: the ``waited_s`` of ``assigned`` events;
 - **agents**: per agent, conversations assigned to them, messages they sent, conversations they
-  resolved, and the first responses they gave;
+  resolved, the first responses they gave, and the ratings of the conversations they served last;
 - **satisfaction**: the ratings shoppers gave (the last one per conversation).
 """
 
@@ -49,6 +51,7 @@ class AgentWork:
     messages: int = 0
     resolved: int = 0
     first_responses_ms: list[int] = field(default_factory=list)
+    scores: list[int] = field(default_factory=list)  # ratings of conversations they served last
 
 
 def percentiles(values: list[int]) -> dict[str, int | None]:
@@ -63,6 +66,7 @@ def percentiles(values: list[int]) -> dict[str, int | None]:
 
 def summarize(reviewed: Iterable[Reviewed], *, since: int, until: int, truncated: bool = False) -> dict[str, Any]:
     topics: Counter[str] = Counter()
+    products: Counter[str] = Counter()  # conversations asking about each product
     handoffs: Counter[str] = Counter()
     tags: Counter[str] = Counter()
     scores: Counter[int] = Counter()
@@ -78,12 +82,19 @@ def summarize(reviewed: Iterable[Reviewed], *, since: int, until: int, truncated
         queued_at: int | None = None  # when it first went to a person
         answered_first = False
         bot_answered = False
+        asked_about: set[str] = set()
+        served_by: str | None = None
         for m in item.messages:
             body = msgpack.unpackb(m.body, raw=False)
+            meta = body.get("meta")
+            if m.sender_role == "shopper" and type(meta) is dict and type(meta.get("product")) is str:
+                asked_about.add(meta["product"])  # the product in view when the shopper wrote
             if m.sender_role == "bot":
                 bot_answered = True
                 if type(body.get("intent")) is str and body["intent"]:
                     topics[body["intent"]] += 1
+                if type(body.get("product")) is str:
+                    asked_about.add(body["product"])  # answered from this product's catalog entry
             elif m.sender_role == "agent":
                 work = agents.setdefault(m.sender, AgentWork())
                 work.messages += 1
@@ -100,36 +111,45 @@ def summarize(reviewed: Iterable[Reviewed], *, since: int, until: int, truncated
                         handoffs[body["reason"]] += 1
                 if event == "assigned" and type(body.get("agent")) is str:
                     agents.setdefault(body["agent"], AgentWork()).assigned += 1
+                    served_by = body["agent"]
                     if isinstance(body.get("waited_s"), (int, float)):
                         waits.append(round(body["waited_s"] * 1000))
                 elif event == "resolved" and type(body.get("by")) is str and body["by"] in agents:
                     agents[body["by"]].resolved += 1
+        products.update(asked_about)
+        if served_by is not None and item.csat and type(item.csat.get("score")) is int:
+            agents[served_by].scores.append(item.csat["score"])
         if bot_answered:
             with_bot += 1
             if queued_at is None:
                 contained += 1
-    responses = sum(scores.values())
     return {
         "since": since,
         "until": until,
         "conversations": conversations,
         "truncated": truncated,
         "topics": [{"intent": intent, "count": n} for intent, n in topics.most_common(TOP)],
+        "products": [{"product": product, "conversations": n} for product, n in products.most_common(TOP)],
         "tags": [{"tag": tag, "count": n} for tag, n in tags.most_common(TOP)],
         "bot": {"conversations": with_bot, "contained": contained},
         "handoffs": dict(handoffs.most_common()),
         "first_response_ms": percentiles(first_responses),
         "wait_ms": percentiles(waits),
         "agents": [
-            {"agent": user, "assigned": w.assigned, "messages": w.messages, "resolved": w.resolved, "first_response_ms": percentiles(w.first_responses_ms)}
+            {
+                "agent": user, "assigned": w.assigned, "messages": w.messages, "resolved": w.resolved,
+                "first_response_ms": percentiles(w.first_responses_ms), "satisfaction": satisfaction(Counter(w.scores)),
+            }
             for user, w in sorted(agents.items())
         ],
-        "satisfaction": {
-            "responses": responses,
-            "average": round(sum(score * n for score, n in scores.items()) / responses, 2) if responses else None,
-            "by_score": {str(score): scores[score] for score in range(1, 6)},
-        },
+        "satisfaction": {**satisfaction(scores), "by_score": {str(score): scores[score] for score in range(1, 6)}},
     }
+
+
+def satisfaction(scores: Counter[int]) -> dict[str, Any]:
+    """``responses`` and their ``average`` (None without any) of ratings counted by score."""
+    responses = sum(scores.values())
+    return {"responses": responses, "average": round(sum(score * n for score, n in scores.items()) / responses, 2) if responses else None}
 
 
 async def report(store: Any, workspace: Any, tenant: str, *, since: int, until: int) -> dict[str, Any]:

@@ -25,12 +25,13 @@ class Report(BaseModel):
     conversations: int = Field(description=f"Conversations created in the period (at most the newest {reports.MAX_CONVERSATIONS} are read).")
     truncated: bool = Field(description="More conversations were created in the period than were read.")
     topics: list[dict] = Field(description="[{intent, count}]: the bot's answers by intent, most asked first.")
+    products: list[dict] = Field(description="[{product, conversations}]: the products shoppers asked about, by conversations.")
     tags: list[dict] = Field(description="[{tag, count}]: the conversations' tags, most used first.")
     bot: dict = Field(description="{conversations: the bot answered in, contained: of those, never queued for a person}.")
     handoffs: dict = Field(description="Reason of each queueing for a person -> count.")
     first_response_ms: dict = Field(description="{count, p50, p90}: from queued to the first agent message.")
     wait_ms: dict = Field(description="{count, p50, p90}: from queued to assigned.")
-    agents: list[dict] = Field(description="[{agent, assigned, messages, resolved, first_response_ms}].")
+    agents: list[dict] = Field(description="[{agent, assigned, messages, resolved, first_response_ms, satisfaction {responses, average}}].")
     satisfaction: dict = Field(description="{responses, average, by_score {1..5}}.")
 
 

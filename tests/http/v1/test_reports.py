@@ -37,7 +37,7 @@ async def test_a_report_of_a_handed_off_conversation_and_one_the_bot_handled(sta
             async with connect(gw.url, token("s2"), resume={}) as s2:
                 alone = (await s2.ok("open"))["conv"]["id"]
                 await bot_says(s2, alone)
-                await s2.ok("send", conv=alone, cmid="q1", body={"kind": "text", "text": "怎么退货"})
+                await s2.ok("send", conv=alone, cmid="q1", body={"kind": "text", "text": "怎么退货", "meta": {"product": "P1001"}})  # in view
                 assert (await bot_says(s2, alone))["intent"] == "returns"
             assert (await admin.put(f"/v1/conversations/{handed}/tags", json={"tags": ["物流"]})).status_code == 200
 
@@ -47,12 +47,14 @@ async def test_a_report_of_a_handed_off_conversation_and_one_the_bot_handled(sta
             assert report["conversations"] == 2 and report["truncated"] is False
             assert sorted((t["intent"], t["count"]) for t in report["topics"]) == [("returns", 1), ("shipping_time", 1)]
             assert report["tags"] == [{"tag": "物流", "count": 1}]
+            assert report["products"] == [{"product": "P1001", "conversations": 1}]
             assert report["bot"] == {"conversations": 2, "contained": 1}
             assert report["handoffs"] == {"asked_for_human": 1}
             assert report["first_response_ms"]["count"] == 1 and report["first_response_ms"]["p50"] >= 0
             assert report["wait_ms"]["count"] == 1
             [ann] = report["agents"]
             assert (ann["agent"], ann["assigned"], ann["messages"], ann["resolved"], ann["first_response_ms"]["count"]) == ("a1", 1, 1, 1, 1)
+            assert ann["satisfaction"] == {"responses": 1, "average": 4.0}
             assert report["satisfaction"] == {"responses": 1, "average": 4.0, "by_score": {"1": 0, "2": 0, "3": 0, "4": 1, "5": 0}}
 
             earlier = (await reader.get("/v1/reports/summary", params={"since": 0, "until": report["since"]})).json()
