@@ -15,6 +15,8 @@ What counts, read from the transcript the routing service writes:
   agent message after it; **wait**: the ``waited_s`` of ``assigned`` events;
 - **agents**: per agent, conversations assigned to them, messages they sent, conversations they
   resolved, the first responses they gave, and the ratings of the conversations they served last;
+- **conversion** (询单转化率): of the conversations an agent served last, those whose customer
+  placed an order (as the shop pushed it to /v1/ingest) within a day of the conversation's start;
 - **satisfaction**: the ratings shoppers gave (the last one per conversation).
 """
 
@@ -32,6 +34,7 @@ from .model import Conversation, StoredMessage
 MAX_CONVERSATIONS = 2000
 MAX_MESSAGES = 500
 TOP = 20
+CONVERSION_WINDOW_MS = 24 * 3600 * 1000  # an order placed within a day of the conversation's start counts
 PAGE = 100  # conversations per store read
 
 
@@ -43,6 +46,7 @@ class Reviewed:
     messages: list[StoredMessage]
     tags: tuple[str, ...] = ()
     csat: dict[str, Any] | None = None
+    orders_at: tuple[int, ...] = ()  # when the customer's orders were placed (ms), as the shop pushed them
 
 
 @dataclass
@@ -52,6 +56,8 @@ class AgentWork:
     resolved: int = 0
     first_responses_ms: list[int] = field(default_factory=list)
     scores: list[int] = field(default_factory=list)  # ratings of conversations they served last
+    served: int = 0  # conversations they served last
+    converted: int = 0  # of those, followed by an order within CONVERSION_WINDOW_MS
 
 
 def percentiles(values: list[int]) -> dict[str, int | None]:
@@ -117,8 +123,13 @@ def summarize(reviewed: Iterable[Reviewed], *, since: int, until: int, truncated
                 elif event == "resolved" and type(body.get("by")) is str and body["by"] in agents:
                     agents[body["by"]].resolved += 1
         products.update(asked_about)
-        if served_by is not None and item.csat and type(item.csat.get("score")) is int:
-            agents[served_by].scores.append(item.csat["score"])
+        if served_by is not None:
+            work = agents[served_by]
+            work.served += 1
+            start = item.conv.created_at
+            work.converted += any(start <= at < start + CONVERSION_WINDOW_MS for at in item.orders_at)
+            if item.csat and type(item.csat.get("score")) is int:
+                work.scores.append(item.csat["score"])
         if bot_answered:
             with_bot += 1
             if queued_at is None:
@@ -139,11 +150,18 @@ def summarize(reviewed: Iterable[Reviewed], *, since: int, until: int, truncated
             {
                 "agent": user, "assigned": w.assigned, "messages": w.messages, "resolved": w.resolved,
                 "first_response_ms": percentiles(w.first_responses_ms), "satisfaction": satisfaction(Counter(w.scores)),
+                "conversion": conversion(w.served, w.converted),
             }
             for user, w in sorted(agents.items())
         ],
+        "conversion": conversion(sum(w.served for w in agents.values()), sum(w.converted for w in agents.values())),
         "satisfaction": {**satisfaction(scores), "by_score": {str(score): scores[score] for score in range(1, 6)}},
     }
+
+
+def conversion(served: int, converted: int) -> dict[str, Any]:
+    """Conversations an agent served, how many were followed by the customer's order, the rate."""
+    return {"served": served, "converted": converted, "rate": round(converted / served, 3) if served else None}
 
 
 def satisfaction(scores: Counter[int]) -> dict[str, Any]:
@@ -166,9 +184,18 @@ async def report(store: Any, workspace: Any, tenant: str, *, since: int, until: 
                 truncated = True
                 break
             transcript = await store.read_messages(conv.id, after=0, limit=MAX_MESSAGES)
-            facts = await workspace.facts(tenant, conv.id) if workspace is not None else {}
-            reviewed.append(Reviewed(conv, transcript.messages, await store.tags(conv.id), facts.get("csat")))
+            facts, orders_at = ({}, ()) if workspace is None else (await workspace.facts(tenant, conv.id), await orders_of(workspace, conv))
+            reviewed.append(Reviewed(conv, transcript.messages, await store.tags(conv.id), facts.get("csat"), orders_at))
         if truncated or len(page) < PAGE:
             break
         before, before_id = page[-1].created_at, page[-1].id
     return summarize(reviewed, since=since, until=until, truncated=truncated)
+
+
+async def orders_of(workspace: Any, conv: Conversation) -> tuple[int, ...]:
+    """When the conversation's customer placed the orders the shop pushed (/v1/ingest/orders)."""
+    customer = await workspace.customer_of(conv)
+    placed: list[int] = []
+    for cid in (customer["id"], *customer.get("absorbed", [])):
+        placed += [order.get("created_at", 0) for _, order in await workspace.book.list(conv.tenant, "order", prefix=f"{cid}/")]
+    return tuple(placed)

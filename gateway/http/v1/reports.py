@@ -31,7 +31,8 @@ class Report(BaseModel):
     handoffs: dict = Field(description="Reason of each queueing for a person -> count.")
     first_response_ms: dict = Field(description="{count, p50, p90}: from queued to the first agent message.")
     wait_ms: dict = Field(description="{count, p50, p90}: from queued to assigned.")
-    agents: list[dict] = Field(description="[{agent, assigned, messages, resolved, first_response_ms, satisfaction {responses, average}}].")
+    agents: list[dict] = Field(description="[{agent, assigned, messages, resolved, first_response_ms, satisfaction {responses, average}, conversion}].")
+    conversion: dict = Field(description="{served, converted, rate}: conversations agents served followed by the customer's order within a day.")
     satisfaction: dict = Field(description="{responses, average, by_score {1..5}}.")
 
 

@@ -3,9 +3,14 @@ real gateway stored of a bot conversation handed to an agent and one the bot han
 
 from __future__ import annotations
 
+import time
+
 import trio
 
-from gateway.reports import Reviewed, percentiles, summarize
+import msgpack
+
+from gateway.model import Conversation, StoredMessage
+from gateway.reports import CONVERSION_WINDOW_MS, Reviewed, percentiles, summarize
 
 from ...customers.conftest import desk, events  # noqa: F401  (desk: the fixture)
 from ...customers.test_context import settled
@@ -40,6 +45,8 @@ async def test_a_report_of_a_handed_off_conversation_and_one_the_bot_handled(sta
                 await s2.ok("send", conv=alone, cmid="q1", body={"kind": "text", "text": "怎么退货", "meta": {"product": "P1001"}})  # in view
                 assert (await bot_says(s2, alone))["intent"] == "returns"
             assert (await admin.put(f"/v1/conversations/{handed}/tags", json={"tags": ["物流"]})).status_code == 200
+            order = {"customer": "c1", "items": [{"product": "P1001", "quantity": 1}], "status": "paid", "created_at": int(time.time() * 1000)}
+            assert (await admin.put("/v1/ingest/orders/A1", json=order)).status_code == 200  # c1 bought after talking to a1
 
             got = await reader.get("/v1/reports/summary")
             assert got.status_code == 200, got.text
@@ -55,6 +62,7 @@ async def test_a_report_of_a_handed_off_conversation_and_one_the_bot_handled(sta
             [ann] = report["agents"]
             assert (ann["agent"], ann["assigned"], ann["messages"], ann["resolved"], ann["first_response_ms"]["count"]) == ("a1", 1, 1, 1, 1)
             assert ann["satisfaction"] == {"responses": 1, "average": 4.0}
+            assert ann["conversion"] == report["conversion"] == {"served": 1, "converted": 1, "rate": 1.0}
             assert report["satisfaction"] == {"responses": 1, "average": 4.0, "by_score": {"1": 0, "2": 0, "3": 0, "4": 1, "5": 0}}
 
             earlier = (await reader.get("/v1/reports/summary", params={"since": 0, "until": report["since"]})).json()
@@ -93,3 +101,15 @@ async def test_a_conversation_that_waited_in_the_queue_is_reported_once_with_its
     assert report["wait_ms"]["count"] == 1 and report["wait_ms"]["p50"] >= 200
     assert report["first_response_ms"]["count"] == 1 and report["first_response_ms"]["p50"] >= report["wait_ms"]["p50"]
     assert [(a["agent"], a["assigned"], a["messages"], a["resolved"]) for a in report["agents"]] == [("b1", 1, 1, 0)]
+    assert report["conversion"] == {"served": 1, "converted": 0, "rate": 0.0}  # a shopper the shop does not know
+
+
+def test_an_order_counts_for_the_conversation_only_within_a_day_of_its_start():
+    conv = Conversation("c", "t", "u", "app", "open", 1_000)
+    assigned = StoredMessage("c", 1, "e1", "system", "system", 1_000, msgpack.packb({"kind": "event", "event": "assigned", "agent": "a1"}))
+
+    def converted(*orders_at: int) -> int:
+        return summarize([Reviewed(conv, [assigned], orders_at=orders_at)], since=0, until=10**13)["conversion"]["converted"]
+
+    assert converted(1_000) == 1 and converted(1_000 + CONVERSION_WINDOW_MS - 1) == 1
+    assert converted(999) == 0 and converted(1_000 + CONVERSION_WINDOW_MS) == 0 and converted() == 0
