@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import time
 
-import trio
-
 import msgpack
+import trio
 
 from gateway.model import Conversation, StoredMessage
 from gateway.reports import CONVERSION_WINDOW_MS, Reviewed, percentiles, summarize
