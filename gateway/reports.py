@@ -1,9 +1,10 @@
 """A tenant's customer-service report over a period: hot topics, response times, workload and
 satisfaction, computed from what is stored (conversations, their transcripts, tags and ratings).
 
-:func:`summarize` is a pure function of the conversations it is given (tests hand it transcripts);
-:func:`report` reads them from the store: the newest ``MAX_CONVERSATIONS`` created in the period
-(``truncated`` says when there were more), each transcript's first ``MAX_MESSAGES`` messages.
+:class:`Summary` adds conversations up one at a time (tests hand it transcripts). :func:`report`
+reads them from the store, dropping each transcript once it is added: the newest
+``MAX_CONVERSATIONS`` created in the period (``truncated`` says when there were more), each
+transcript's first ``MAX_MESSAGES`` messages.
 What counts, read from the transcript the routing service writes:
 
 - **topics**: the intents of the bot's answers (each answered question once), most asked first;
@@ -34,6 +35,7 @@ from .model import Conversation, StoredMessage
 MAX_CONVERSATIONS = 2000
 MAX_MESSAGES = 500
 TOP = 20
+PRODUCTS_A_CONVERSATION = 20  # products counted per conversation at most (its first ones)
 CONVERSION_WINDOW_MS = 24 * 3600 * 1000  # an order placed within a day of the conversation's start counts
 PAGE = 100  # conversations per store read
 
@@ -71,20 +73,33 @@ def percentiles(values: list[int]) -> dict[str, int | None]:
 
 
 def summarize(reviewed: Iterable[Reviewed], *, since: int, until: int, truncated: bool = False) -> dict[str, Any]:
-    topics: Counter[str] = Counter()
-    products: Counter[str] = Counter()  # conversations asking about each product
-    handoffs: Counter[str] = Counter()
-    tags: Counter[str] = Counter()
-    scores: Counter[int] = Counter()
-    first_responses: list[int] = []
-    waits: list[int] = []
-    agents: dict[str, AgentWork] = {}
-    conversations = with_bot = contained = 0
+    summary = Summary()
     for item in reviewed:
-        conversations += 1
-        tags.update(item.tags)
+        summary.add(item)
+    return summary.result(since=since, until=until, truncated=truncated)
+
+
+class Summary:
+    """The report's figures, one conversation at a time: a transcript is read, added and dropped,
+    so a report holds one transcript and the counters, however many conversations it reads."""
+
+    def __init__(self) -> None:
+        self.topics: Counter[str] = Counter()
+        self.products: Counter[str] = Counter()  # conversations asking about each product
+        self.handoffs: Counter[str] = Counter()
+        self.tags: Counter[str] = Counter()
+        self.scores: Counter[int] = Counter()
+        self.first_responses: list[int] = []
+        self.waits: list[int] = []
+        self.agents: dict[str, AgentWork] = {}
+        self.conversations = self.with_bot = self.contained = 0
+
+    def add(self, item: Reviewed) -> None:
+        agents = self.agents
+        self.conversations += 1
+        self.tags.update(item.tags)
         if item.csat and type(item.csat.get("score")) is int:
-            scores[item.csat["score"]] += 1
+            self.scores[item.csat["score"]] += 1
         queued_at: int | None = None  # when it first went to a person
         answered_first = False
         bot_answered = False
@@ -93,20 +108,20 @@ def summarize(reviewed: Iterable[Reviewed], *, since: int, until: int, truncated
         for m in item.messages:
             body = msgpack.unpackb(m.body, raw=False)
             meta = body.get("meta")
-            if m.sender_role == "shopper" and type(meta) is dict and type(meta.get("product")) is str:
+            if m.sender_role == "shopper" and type(meta) is dict and type(meta.get("product")) is str and len(asked_about) < PRODUCTS_A_CONVERSATION:
                 asked_about.add(meta["product"])  # the product in view when the shopper wrote
             if m.sender_role == "bot":
                 bot_answered = True
                 if type(body.get("intent")) is str and body["intent"]:
-                    topics[body["intent"]] += 1
-                if type(body.get("product")) is str:
+                    self.topics[body["intent"]] += 1
+                if type(body.get("product")) is str and len(asked_about) < PRODUCTS_A_CONVERSATION:
                     asked_about.add(body["product"])  # answered from this product's catalog entry
             elif m.sender_role == "agent":
                 work = agents.setdefault(m.sender, AgentWork())
                 work.messages += 1
                 if queued_at is not None and not answered_first:
                     answered_first = True
-                    first_responses.append(m.ts - queued_at)
+                    self.first_responses.append(m.ts - queued_at)
                     work.first_responses_ms.append(m.ts - queued_at)
             elif m.sender_role == "system" and body.get("kind") == "event":
                 event = body.get("event")
@@ -114,15 +129,15 @@ def summarize(reviewed: Iterable[Reviewed], *, since: int, until: int, truncated
                     if queued_at is None:
                         queued_at = m.ts
                     if type(body.get("reason")) is str:  # on `assigned` only when it did not queue first
-                        handoffs[body["reason"]] += 1
+                        self.handoffs[body["reason"]] += 1
                 if event == "assigned" and type(body.get("agent")) is str:
                     agents.setdefault(body["agent"], AgentWork()).assigned += 1
                     served_by = body["agent"]
                     if isinstance(body.get("waited_s"), (int, float)):
-                        waits.append(round(body["waited_s"] * 1000))
+                        self.waits.append(round(body["waited_s"] * 1000))
                 elif event == "resolved" and type(body.get("by")) is str and body["by"] in agents:
                     agents[body["by"]].resolved += 1
-        products.update(asked_about)
+        self.products.update(asked_about)
         if served_by is not None:
             work = agents[served_by]
             work.served += 1
@@ -131,32 +146,35 @@ def summarize(reviewed: Iterable[Reviewed], *, since: int, until: int, truncated
             if item.csat and type(item.csat.get("score")) is int:
                 work.scores.append(item.csat["score"])
         if bot_answered:
-            with_bot += 1
+            self.with_bot += 1
             if queued_at is None:
-                contained += 1
-    return {
-        "since": since,
-        "until": until,
-        "conversations": conversations,
-        "truncated": truncated,
-        "topics": [{"intent": intent, "count": n} for intent, n in topics.most_common(TOP)],
-        "products": [{"product": product, "conversations": n} for product, n in products.most_common(TOP)],
-        "tags": [{"tag": tag, "count": n} for tag, n in tags.most_common(TOP)],
-        "bot": {"conversations": with_bot, "contained": contained},
-        "handoffs": dict(handoffs.most_common()),
-        "first_response_ms": percentiles(first_responses),
-        "wait_ms": percentiles(waits),
-        "agents": [
-            {
-                "agent": user, "assigned": w.assigned, "messages": w.messages, "resolved": w.resolved,
-                "first_response_ms": percentiles(w.first_responses_ms), "satisfaction": satisfaction(Counter(w.scores)),
-                "conversion": conversion(w.served, w.converted),
-            }
-            for user, w in sorted(agents.items())
-        ],
-        "conversion": conversion(sum(w.served for w in agents.values()), sum(w.converted for w in agents.values())),
-        "satisfaction": {**satisfaction(scores), "by_score": {str(score): scores[score] for score in range(1, 6)}},
-    }
+                self.contained += 1
+
+    def result(self, *, since: int, until: int, truncated: bool) -> dict[str, Any]:
+        agents = self.agents
+        return {
+            "since": since,
+            "until": until,
+            "conversations": self.conversations,
+            "truncated": truncated,
+            "topics": [{"intent": intent, "count": n} for intent, n in self.topics.most_common(TOP)],
+            "products": [{"product": product, "conversations": n} for product, n in self.products.most_common(TOP)],
+            "tags": [{"tag": tag, "count": n} for tag, n in self.tags.most_common(TOP)],
+            "bot": {"conversations": self.with_bot, "contained": self.contained},
+            "handoffs": dict(self.handoffs.most_common()),
+            "first_response_ms": percentiles(self.first_responses),
+            "wait_ms": percentiles(self.waits),
+            "agents": [
+                {
+                    "agent": user, "assigned": w.assigned, "messages": w.messages, "resolved": w.resolved,
+                    "first_response_ms": percentiles(w.first_responses_ms), "satisfaction": satisfaction(Counter(w.scores)),
+                    "conversion": conversion(w.served, w.converted),
+                }
+                for user, w in sorted(agents.items())
+            ],
+            "conversion": conversion(sum(w.served for w in agents.values()), sum(w.converted for w in agents.values())),
+            "satisfaction": {**satisfaction(self.scores), "by_score": {str(score): self.scores[score] for score in range(1, 6)}},
+        }
 
 
 def conversion(served: int, converted: int) -> dict[str, Any]:
@@ -173,23 +191,23 @@ def satisfaction(scores: Counter[int]) -> dict[str, Any]:
 async def report(store: Any, workspace: Any, tenant: str, *, since: int, until: int) -> dict[str, Any]:
     """The report of conversations created in [since, until) (ms since the epoch), read from
     ``store`` (a gateway.store.Store) and ``workspace`` (ratings; None: none are counted)."""
-    reviewed: list[Reviewed] = []
+    summary = Summary()
     before: int | None = until
     before_id: str | None = None
     truncated = False
     while True:
         page = await store.list_conversations(tenant, since=since, before=before, before_id=before_id, limit=PAGE)
         for conv in page:
-            if len(reviewed) == MAX_CONVERSATIONS:
+            if summary.conversations == MAX_CONVERSATIONS:
                 truncated = True
                 break
             transcript = await store.read_messages(conv.id, after=0, limit=MAX_MESSAGES)
             facts, orders_at = ({}, ()) if workspace is None else (await workspace.facts(tenant, conv.id), await orders_of(workspace, conv))
-            reviewed.append(Reviewed(conv, transcript.messages, await store.tags(conv.id), facts.get("csat"), orders_at))
+            summary.add(Reviewed(conv, transcript.messages, await store.tags(conv.id), facts.get("csat"), orders_at))
         if truncated or len(page) < PAGE:
             break
         before, before_id = page[-1].created_at, page[-1].id
-    return summarize(reviewed, since=since, until=until, truncated=truncated)
+    return summary.result(since=since, until=until, truncated=truncated)
 
 
 async def orders_of(workspace: Any, conv: Conversation) -> tuple[int, ...]:

@@ -112,3 +112,12 @@ def test_an_order_counts_for_the_conversation_only_within_a_day_of_its_start():
 
     assert converted(1_000) == 1 and converted(1_000 + CONVERSION_WINDOW_MS - 1) == 1
     assert converted(999) == 0 and converted(1_000 + CONVERSION_WINDOW_MS) == 0 and converted() == 0
+
+
+def test_a_conversation_counts_for_at_most_twenty_products():
+    """A report holds its counters whatever the transcripts say: a shopper naming products in
+    every message counts for the first twenty of them."""
+    conv = Conversation("c", "t", "u", "app", "open", 1_000)
+    said = [StoredMessage("c", i, f"m{i}", "u", "shopper", 1_000 + i, msgpack.packb({"kind": "text", "text": "?", "meta": {"product": f"P{i}"}})) for i in range(1, 31)]
+    products = summarize([Reviewed(conv, said)], since=0, until=10**13)["products"]
+    assert sorted(p["product"] for p in products) == sorted(f"P{i}" for i in range(1, 21))
