@@ -18,7 +18,9 @@ What counts, read from the transcript the routing service writes:
   resolved, the first responses they gave, and the ratings of the conversations they served last;
 - **conversion** (询单转化率): of the conversations an agent served last, those whose customer
   placed an order (as the shop pushed it to /v1/ingest) within a day of the conversation's start;
-- **satisfaction**: the ratings shoppers gave (the last one per conversation).
+- **satisfaction**: the ratings shoppers gave (the last one per conversation);
+- **days**: per day of the tenant's calendar (by the conversation's start), conversations, those
+  that went to a person, those the bot handled alone, first responses and ratings.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 import msgpack
@@ -62,6 +65,15 @@ class AgentWork:
     converted: int = 0  # of those, followed by an order within CONVERSION_WINDOW_MS
 
 
+@dataclass
+class DayFigures:
+    conversations: int = 0
+    to_person: int = 0  # went to a person (queued or assigned)
+    contained: int = 0  # the bot spoke and no person was needed
+    first_responses_ms: list[int] = field(default_factory=list)
+    scores: Counter[int] = field(default_factory=Counter)
+
+
 def percentiles(values: list[int]) -> dict[str, int | None]:
     """``count``, ``p50`` and ``p90`` (nearest rank) of ``values``; None when there are none."""
     ordered = sorted(values)
@@ -72,8 +84,8 @@ def percentiles(values: list[int]) -> dict[str, int | None]:
     return {"count": len(ordered), "p50": rank(50), "p90": rank(90)}
 
 
-def summarize(reviewed: Iterable[Reviewed], *, since: int, until: int, truncated: bool = False) -> dict[str, Any]:
-    summary = Summary()
+def summarize(reviewed: Iterable[Reviewed], *, since: int, until: int, truncated: bool = False, utc_offset_min: int = 0) -> dict[str, Any]:
+    summary = Summary(utc_offset_min)
     for item in reviewed:
         summary.add(item)
     return summary.result(since=since, until=until, truncated=truncated)
@@ -83,7 +95,10 @@ class Summary:
     """The report's figures, one conversation at a time: a transcript is read, added and dropped,
     so a report holds one transcript and the counters, however many conversations it reads."""
 
-    def __init__(self) -> None:
+    def __init__(self, utc_offset_min: int = 0) -> None:
+        self.utc_offset_min = utc_offset_min
+        self.zone = timezone(timedelta(minutes=utc_offset_min))  # the days of ``days`` are the tenant's
+        self.days: dict[str, DayFigures] = {}
         self.topics: Counter[str] = Counter()
         self.products: Counter[str] = Counter()  # conversations asking about each product
         self.handoffs: Counter[str] = Counter()
@@ -149,6 +164,14 @@ class Summary:
             self.with_bot += 1
             if queued_at is None:
                 self.contained += 1
+        day = self.days.setdefault(datetime.fromtimestamp(item.conv.created_at / 1000, self.zone).date().isoformat(), DayFigures())
+        day.conversations += 1
+        day.to_person += queued_at is not None
+        day.contained += bot_answered and queued_at is None
+        if answered_first:
+            day.first_responses_ms.append(self.first_responses[-1])
+        if item.csat and type(item.csat.get("score")) is int:
+            day.scores[item.csat["score"]] += 1
 
     def result(self, *, since: int, until: int, truncated: bool) -> dict[str, Any]:
         agents = self.agents
@@ -174,6 +197,12 @@ class Summary:
             ],
             "conversion": conversion(sum(w.served for w in agents.values()), sum(w.converted for w in agents.values())),
             "satisfaction": {**satisfaction(self.scores), "by_score": {str(score): self.scores[score] for score in range(1, 6)}},
+            "utc_offset_min": self.utc_offset_min,
+            "days": [
+                {"day": name, "conversations": d.conversations, "to_person": d.to_person, "contained": d.contained,
+                 "first_response_ms": percentiles(d.first_responses_ms), "satisfaction": satisfaction(d.scores)}
+                for name, d in sorted(self.days.items())
+            ],
         }
 
 
@@ -188,10 +217,11 @@ def satisfaction(scores: Counter[int]) -> dict[str, Any]:
     return {"responses": responses, "average": round(sum(score * n for score, n in scores.items()) / responses, 2) if responses else None}
 
 
-async def report(store: Any, workspace: Any, tenant: str, *, since: int, until: int) -> dict[str, Any]:
+async def report(store: Any, workspace: Any, tenant: str, *, since: int, until: int, utc_offset_min: int = 0) -> dict[str, Any]:
     """The report of conversations created in [since, until) (ms since the epoch), read from
-    ``store`` (a gateway.store.Store) and ``workspace`` (ratings; None: none are counted)."""
-    summary = Summary()
+    ``store`` (a gateway.store.Store) and ``workspace`` (ratings and orders; None: none are
+    counted), with its days in the time zone ``utc_offset_min``."""
+    summary = Summary(utc_offset_min)
     before: int | None = until
     before_id: str | None = None
     truncated = False

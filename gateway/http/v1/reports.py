@@ -17,6 +17,7 @@ WEEK_MS = 7 * 24 * 3600 * 1000
 class ReportQuery(Query):
     since: int | None = Field(default=None, ge=0, description="Conversations created at or after (ms since the epoch; default: a week before `until`).")
     until: int | None = Field(default=None, ge=0, description="Conversations created before (ms since the epoch; default: now).")
+    utc_offset_min: int | None = Field(default=None, ge=-840, le=840, description="The time zone of `days` (default: the business hours', else UTC).")
 
 
 class Report(BaseModel):
@@ -34,6 +35,8 @@ class Report(BaseModel):
     agents: list[dict] = Field(description="[{agent, assigned, messages, resolved, first_response_ms, satisfaction {responses, average}, conversion}].")
     conversion: dict = Field(description="{served, converted, rate}: conversations agents served followed by the customer's order within a day.")
     satisfaction: dict = Field(description="{responses, average, by_score {1..5}}.")
+    days: list[dict] = Field(description="[{day, conversations, to_person, contained, first_response_ms, satisfaction}] per day of the tenant's calendar.")
+    utc_offset_min: int = Field(description="The time zone of `days`.")
 
 
 async def get_summary(call: Call) -> tuple[int, dict]:
@@ -42,7 +45,11 @@ async def get_summary(call: Call) -> tuple[int, dict]:
     if since >= until:
         raise Problem("bad_request", "`since` must be before `until`", status=422)
     workspace = getattr(call.services.node, "workspace", None)
-    return 200, await reports.report(call.services.store, workspace, call.tenant, since=since, until=until)
+    offset = call.query.utc_offset_min
+    if offset is None:
+        hours = await workspace.hours(call.tenant) if workspace is not None else None
+        offset = hours["utc_offset_min"] if hours else 0
+    return 200, await reports.report(call.services.store, workspace, call.tenant, since=since, until=until, utc_offset_min=offset)
 
 
 OPERATIONS = (

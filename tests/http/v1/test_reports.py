@@ -4,6 +4,7 @@ real gateway stored of a bot conversation handed to an agent and one the bot han
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 
 import msgpack
 import trio
@@ -63,6 +64,10 @@ async def test_a_report_of_a_handed_off_conversation_and_one_the_bot_handled(sta
             assert ann["satisfaction"] == {"responses": 1, "average": 4.0}
             assert ann["conversion"] == report["conversion"] == {"served": 1, "converted": 1, "rate": 1.0}
             assert report["satisfaction"] == {"responses": 1, "average": 4.0, "by_score": {"1": 0, "2": 0, "3": 0, "4": 1, "5": 0}}
+            [today] = report["days"]  # no business hours: the days are UTC's
+            assert report["utc_offset_min"] == 0 and today["day"] == datetime.now(timezone.utc).date().isoformat()
+            assert (today["conversations"], today["to_person"], today["contained"], today["first_response_ms"]["count"]) == (2, 1, 1, 1)
+            assert today["satisfaction"] == {"responses": 1, "average": 4.0}
 
             earlier = (await reader.get("/v1/reports/summary", params={"since": 0, "until": report["since"]})).json()
             assert earlier["conversations"] == 0 and earlier["topics"] == [] and earlier["satisfaction"]["average"] is None
@@ -96,6 +101,10 @@ async def test_a_conversation_that_waited_in_the_queue_is_reported_once_with_its
             assert "reason" not in (await events(shopper, conv, "assigned"))[0]  # the queued event said why
             await agent.ok("send", conv=conv, cmid="r1", body={"kind": "text", "text": "您好"})
             report = (await desk.get("/v1/reports/summary")).json()
+            always = {"utc_offset_min": 480, "days": [0, 1, 2, 3, 4, 5, 6], "open": "00:00", "close": "24:00"}
+            assert (await desk.put("/v1/business-hours", json=always)).status_code == 200
+            assert (await desk.get("/v1/reports/summary")).json()["utc_offset_min"] == 480  # the business hours' zone
+            assert (await desk.get("/v1/reports/summary", params={"utc_offset_min": -300})).json()["utc_offset_min"] == -300
     assert report["handoffs"] == {"no_bot": 1} and report["bot"] == {"conversations": 0, "contained": 0}
     assert report["wait_ms"]["count"] == 1 and report["wait_ms"]["p50"] >= 200
     assert report["first_response_ms"]["count"] == 1 and report["first_response_ms"]["p50"] >= report["wait_ms"]["p50"]
@@ -121,3 +130,10 @@ def test_a_conversation_counts_for_at_most_twenty_products():
     said = [StoredMessage("c", i, f"m{i}", "u", "shopper", 1_000 + i, msgpack.packb({"kind": "text", "text": "?", "meta": {"product": f"P{i}"}})) for i in range(1, 31)]
     products = summarize([Reviewed(conv, said)], since=0, until=10**13)["products"]
     assert sorted(p["product"] for p in products) == sorted(f"P{i}" for i in range(1, 21))
+
+
+def test_days_are_the_tenants_days():
+    late = int(datetime(2026, 12, 7, 23, 30, tzinfo=timezone.utc).timestamp() * 1000)  # 07:30 on the 8th in Beijing
+    conv = Conversation("c", "t", "u", "app", "open", late)
+    assert [d["day"] for d in summarize([Reviewed(conv, [])], since=0, until=10**13)["days"]] == ["2026-12-07"]
+    assert [d["day"] for d in summarize([Reviewed(conv, [])], since=0, until=10**13, utc_offset_min=480)["days"]] == ["2026-12-08"]
