@@ -96,7 +96,8 @@ class BotDirectory:
         stored through the API, if any (one store read per tenant and process)."""
         looked = self._looked.get(tenant)
         if looked is not None:
-            await looked.wait()
+            if not looked.is_set():  # another conversation of the tenant is reading it: wait for that
+                await looked.wait()
             return
         self._looked[tenant] = looked = trio.Event()
         try:
