@@ -165,7 +165,7 @@ class FaqBot:
         reason = self._handoff_reason(session, text, top, intent)
         if reason is not None:
             session.handoff, session.handoff_at = reason, now
-            notice = (intent.answer if intent and intent.human_only else self.kb.handoff).in_language(language)
+            notice = self._said(intent, language, context) if intent and intent.human_only else self.kb.handoff.in_language(language)
             session.turns.append(Turn(BOT, notice, now))
             return BotReply(notice, [], intent.id if intent else None, top.score, reason, language)
         if intent is not None:
@@ -183,6 +183,16 @@ class FaqBot:
         session.turns.append(Turn(BOT, ask, now, clarifying=True))
         return BotReply(ask, buttons, None, top.score, None, language, clarifying=True)
 
+    @staticmethod
+    def _said(intent: Intent, language: str, context: Mapping[str, Mapping[str, Any]] | None) -> str:
+        """The intent's answer, its variables filled from ``context``, or its answer for no context."""
+        answer = intent.answer.in_language(language)
+        if intent.answer_without_context is not None:
+            answer, missing = variables.fill(answer, context or {})
+            if missing:
+                answer = intent.answer_without_context.in_language(language)
+        return answer
+
     def _answer(
         self, session: BotSession, intent: Intent, text: str, language: str, context: Mapping[str, Mapping[str, Any]] | None = None
     ) -> tuple[str, str | None]:
@@ -191,15 +201,11 @@ class FaqBot:
         product = self.catalog.get(session.customer.tenant, session.product) if self.catalog and session.product else None
         if intent.catalog:
             if session.product is None:
-                return intent.answer.in_language(language), None  # asks which product
+                return self._said(intent, language, context), None  # asks which product
             if product is None:
                 return UNKNOWN_PRODUCT.in_language(language), None
             return products.answer(product, text, language), product.id
-        answer = intent.answer.in_language(language)
-        if intent.answer_without_context is not None:
-            answer, missing = variables.fill(answer, context or {})
-            if missing:
-                answer = intent.answer_without_context.in_language(language)
+        answer = self._said(intent, language, context)
         if intent.id == SIZE_GUIDE and product is not None and product.sizes:
             return f"{products.describe(product, ['sizes'], language)}\n{answer}", product.id
         return answer, None

@@ -260,3 +260,16 @@ def test_an_answer_with_variables_is_filled_from_the_context_or_said_for_no_cont
     assert no_order.answer == "请发一下订单号"
     assert bot.handle(bot.start(ALICE, now=T0), "我的订单到哪了", T0 + 1).answer == "请发一下订单号"
     assert bot.handle(bot.start(ALICE, now=T0), "怎么退货", T0 + 1, context=context).answer == "七天无理由"
+
+
+def test_a_person_only_intents_notice_is_filled_from_the_context_too():
+    kb = KnowledgeBase.from_dict({"intents": [
+        {"id": "complaint", "human_only": True, "title": {"zh": "投诉"},
+         "answer": {"zh": "{customer.name}，非常抱歉，马上为您转接专人处理"}, "answer_without_context": {"zh": "非常抱歉，马上为您转接专人处理"},
+         "examples": {"zh": ["我要投诉", "投诉你们", "太差了我要投诉"]}},
+        {"id": "returns", "title": {"zh": "退货"}, "answer": {"zh": "七天无理由"}, "examples": {"zh": ["怎么退货", "能退吗", "想退掉"]}},
+    ]})
+    bot = FaqBot(kb)
+    reply = bot.handle(bot.start(ALICE, now=T0), "我要投诉", T0 + 1, context={"customer": {"name": "王女士"}})
+    assert reply.handoff is not None and reply.answer == "王女士，非常抱歉，马上为您转接专人处理"
+    assert bot.handle(bot.start(ALICE, now=T0), "我要投诉", T0 + 1).answer == "非常抱歉，马上为您转接专人处理"
