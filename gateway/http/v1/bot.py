@@ -40,6 +40,21 @@ class KnowledgeBaseIn(Body):
     )
 
 
+class TryIn(Body):
+    text: str = Field(min_length=1, max_length=500, description="A shopper's question.")
+
+
+class TryOut(BaseModel):
+    intent: str | None = Field(description="The intent recognised (null: not confident enough).")
+    confidence: float
+    matches: list[dict] = Field(description="[{intent, score}]: the best three guesses.")
+    answer: str | None = Field(description="What the bot would say (answers with variables: their version for no context).")
+    quick_replies: list[str]
+    clarifying: bool = Field(description="The bot would ask which of `quick_replies` was meant.")
+    handoff: str | None = Field(description="The reason it would hand the shopper to a person, if it would.")
+    language: str
+
+
 class KnowledgeBaseOut(BaseModel):
     knowledge_base: dict = Field(description="The knowledge base in force, every default written out.")
     source: Literal["api", "file", "default"] = Field(description="Stored through this API, the routing settings' file, or the shipped sample.")
@@ -80,6 +95,25 @@ async def put_knowledge_base(call: Call) -> tuple[int, dict]:
     return 200, described(kb, "api", record.updated_at)
 
 
+async def try_bot(call: Call) -> tuple[int, dict]:
+    """How this tenant's bot would answer a question, as a shopper opening a conversation would
+    be answered: for shop staff editing the knowledge base (the answer is not sent anywhere)."""
+    routing = call.services.routing
+    if routing is None or routing.bots is None:
+        raise Problem("conflict", "routing is off on this gateway: no bot runs here (--routing on)", status=409)
+    await routing.bots.ready_for(call.tenant)
+    bot = routing.bots.for_tenant(call.tenant, routing.config.for_tenant(call.tenant))
+    now = time.time()
+    session = bot.start({"tenant": call.tenant, "user": "kefu-try", "channel": "web"}, now=now)
+    matches = bot.classifier.classify(call.body.text)
+    reply = bot.handle(session, call.body.text, now)
+    return 200, {
+        "intent": reply.intent, "confidence": round(reply.confidence, 3), "matches": [{"intent": m.intent, "score": round(m.score, 3)} for m in matches],
+        "answer": reply.answer, "quick_replies": list(reply.quick_replies), "clarifying": reply.clarifying,
+        "handoff": reply.handoff.code if reply.handoff is not None else None, "language": reply.language,
+    }
+
+
 async def delete_knowledge_base(call: Call) -> tuple[int, None]:
     await call.services.store.execute(DeleteRecord(call.tenant, RECORD_KIND, RECORD_KEY))
     await call.services.use_knowledge_base(call.tenant)
@@ -92,5 +126,6 @@ OPERATIONS = (
         "PUT", "/v1/bot/knowledge-base", put_knowledge_base, "Replace this tenant's bot knowledge base (checked, stored, fitted in the background).",
         frozenset(), body=KnowledgeBaseIn, response=KnowledgeBaseOut, max_body_bytes=MAX_BODY_BYTES,
     ),
+    Operation("POST", "/v1/bot/try", try_bot, "How this tenant's bot would answer a question (nothing is sent).", frozenset({"read"}), body=TryIn, response=TryOut, errors=(409,)),
     Operation("DELETE", "/v1/bot/knowledge-base", delete_knowledge_base, "Forget the stored knowledge base: the routing settings' file (or the sample) again.", frozenset(), status=204),
 )

@@ -219,3 +219,25 @@ async def test_a_stored_knowledge_base_that_no_longer_loads_is_reported_and_the_
             conv = (await kim.ok("open"))["conv"]["id"]
             assert (await bot_says(kim, conv))["text"] == KnowledgeBase.load(DEFAULT_KNOWLEDGE_BASE).greeting.zh  # the sample's
     assert any("stored knowledge base of tenant shop1 not used" in r.getMessage() for r in caplog.records)
+
+
+async def test_staff_try_a_question_on_the_bot_without_a_conversation(start_gateway):
+    gw = await start_gateway(routing="on")
+    with trio.fail_after(60):
+        async with client(gw, await new_key(gw)) as admin, client(gw, await new_key(gw, scopes=("read",))) as reader:
+            assert (await admin.put("/v1/bot/knowledge-base", json=SHOP)).status_code == 200
+            tried = await reader.post("/v1/bot/try", json={"text": "这茶开封后能放多久"})
+            assert tried.status_code == 200, tried.text
+            got = tried.json()
+            assert (got["intent"], got["handoff"], got["clarifying"]) == ("shelf_life", None, False) and "18个月" in got["answer"]
+            assert got["matches"][0] == {"intent": "shelf_life", "score": got["confidence"]}
+            assert (await reader.post("/v1/bot/try", json={"text": "转人工"})).json()["handoff"] == "asked_for_human"
+            unclear = (await reader.post("/v1/bot/try", json={"text": "嗯"})).json()
+            assert unclear["intent"] is None and unclear["quick_replies"]
+            problem(await reader.post("/v1/bot/try", json={"text": ""}), 422, "bad_request")
+            problem(await reader.post("/v1/bot/try", json={"text": "x" * 501}), 422, "bad_request")
+        assert await gw.node.store.list_conversations("shop1") == []  # nothing was opened or sent
+
+
+async def test_trying_the_bot_where_routing_is_off_says_so(api):
+    problem(await api.post("/v1/bot/try", json={"text": "什么时候发货"}), 409, "conflict")
