@@ -57,6 +57,7 @@ class BotDirectory:
         self._bots: dict[str, object] = {}  # by knowledge base: a file's path ("" the sample) or stored_key(tenant)
         self._looked: dict[str, trio.Event] = {}  # tenants whose stored knowledge base was looked for (set: done)
         self._fitting: dict[str, trio.Lock] = {}  # one fit of a tenant's stored knowledge base at a time: the last stored wins
+        self._served: dict[str, str] = {}  # tenant -> the stored knowledge base (its JSON) its bot answers from
         self.store = store  # a gateway.store.Store: where knowledge bases from the API are
         # a gateway.bot.Catalog; a MemoryCatalog once a bot loads. The workspace's product ingest
         # fills it (catalog.put(tenant, product)); bots read it on every product question.
@@ -113,13 +114,16 @@ class BotDirectory:
         routing leadership: another node may have stored some meanwhile)."""
         for tenant in [t for t, looked in self._looked.items() if looked.is_set()]:
             del self._looked[tenant]
+            self._served.pop(tenant, None)
             self._bots.pop(stored_key(tenant), None)
 
     async def use_stored(self, tenant: str) -> object | None:
         """Read the tenant's stored knowledge base again and serve it; None when it has none (its
         bot answers from its file, or the sample, again) or it cannot be used (logged). Calls for
         one tenant take turns, each reading the store when its turn comes, so two PUTs in quick
-        succession end with the later one served, whichever fit is faster."""
+        succession end with the later one served, whichever fit is faster; a turn that finds the
+        knowledge base it would fit served already does not fit it again (a burst of PUTs costs
+        at most two fits)."""
         lock = self._fitting.setdefault(tenant, trio.Lock())
         async with lock:
             return await self._use_stored(tenant)
@@ -127,16 +131,21 @@ class BotDirectory:
     async def _use_stored(self, tenant: str) -> object | None:
         record: Record | None = await self.store.record(tenant, RECORD_KIND, RECORD_KEY) if self.store is not None else None
         if record is None:
+            self._served.pop(tenant, None)
             if self._bots.pop(stored_key(tenant), None) is not None:
                 log.info("bot of tenant %s answers from its file's knowledge base again", tenant)
             return None
+        if self._served.get(tenant) == record.value and stored_key(tenant) in self._bots:
+            return self._bots[stored_key(tenant)]  # a PUT queued behind the fit that served it already: no second fit
         try:
             kb = await trio.to_thread.run_sync(parse_knowledge_base, json.loads(record.value), f"the knowledge base of tenant {tenant}")
         except ValueError as exc:  # stored by a version that read it differently: the file's answers instead
             log.error("stored knowledge base of tenant %s not used: %s", tenant, exc)
             self._bots.pop(stored_key(tenant), None)
             return None
-        return await self.install(stored_key(tenant), kb)
+        bot = await self.install(stored_key(tenant), kb)
+        self._served[tenant] = record.value
+        return bot
 
     def add_product(self, tenant: str, product: object) -> None:
         """A product the shop pushed (gateway.customers.CatalogProduct), into the bots' catalog."""

@@ -40,3 +40,34 @@ async def test_a_knowledge_base_that_could_not_be_read_is_read_at_the_next_conve
     assert served is not sample and store.reads == 2
     session = served.start({"tenant": "shop1", "user": "u"})
     assert served.handle(session, "你们几点开门", 0.0).answer == "每天9点到21点"
+
+
+class CountingStore:
+    """The store as a burst of PUTs leaves it: one record, read by every queued turn."""
+
+    def __init__(self) -> None:
+        self.value = json.dumps(KB)
+
+    async def record(self, tenant: str, kind: str, key: str) -> Record:
+        return Record(tenant, kind, key, self.value, 1)
+
+
+async def test_a_burst_of_puts_costs_at_most_two_fits(monkeypatch):
+    bots = BotDirectory(store=CountingStore())
+    fits = []
+    install = bots.install
+
+    async def counted(key, kb):
+        fits.append(key)
+        return await install(key, kb)
+
+    monkeypatch.setattr(bots, "install", counted)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(bots.use_stored, "shop1")
+    assert len(fits) == 1  # the first turn fitted it; the four behind it found it served
+    bots.store.value = json.dumps({**KB, "name": "改过的"})
+    with trio.fail_after(60):
+        await bots.use_stored("shop1")
+    assert len(fits) == 2  # a changed one is fitted
