@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 import subprocess
+from functools import partial
 
 import httpx
 import pytest
@@ -16,7 +17,8 @@ import trio
 
 from gateway.app import serve
 from gateway.bus.redis import RedisBus
-from gateway.store import PostgresBackend
+from gateway.model import AppendMessage
+from gateway.store import PostgresBackend, StoreError
 
 from .conftest import make_config
 from .postgres import PG_URL, drop_schema, fresh_schema
@@ -109,6 +111,53 @@ async def test_readyz_and_metrics_say_when_redis_is_away(nursery, tmp_path, priv
         text, metrics = await wait_ready(running, 200)
         assert "bus: ok" in text and float(re.search(r"^kefu_bus_reconnects_total (\S+)", metrics, re.M).group(1)) >= 1
     running.node.stop()
+
+
+class CommitAnswerLost:
+    """PostgreSQL that commits a batch and then loses the connection before it answers, as an
+    immediate stop can: once, for the batch holding the message ``cmid``. The gateway hears a
+    failure, though the message is stored."""
+
+    def __init__(self, inner: PostgresBackend, cmid: str) -> None:
+        self.inner, self.cmid, self.lost = inner, cmid, False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def apply_batch(self, ops):
+        results = self.inner.apply_batch(ops)
+        if not self.lost and any(type(op) is AppendMessage and op.cmid == self.cmid for op in ops):
+            self.lost = True
+            raise StoreError("PostgreSQL write failed: consuming input failed: server closed the connection unexpectedly")
+        return results
+
+
+async def test_a_message_whose_commit_answer_was_lost_is_delivered_once_when_resent(nursery, tmp_path):
+    """The send is refused as retryable, the client resends it with its cmid, the store finds it
+    stored and the gateway acks it then: the agent must get it then too (it never had), once."""
+    schema = fresh_schema()
+    backend = CommitAnswerLost(PostgresBackend(PG_URL, schema=schema), "m2")
+    running = await nursery.start(partial(serve, make_config(tmp_path, store=PG_URL, store_schema=schema), backend=backend))
+    try:
+        with trio.fail_after(30):
+            async with connect(running.url, token("alice"), resume={}) as shopper, connect(running.url, token("bob", "agent"), resume={}) as agent:
+                conv = (await shopper.ok("open"))["conv"]["id"]
+                await agent.ok("join", conv=conv)
+                assert (await shopper.request("send", conv=conv, cmid="m1", body=TEXT))["seq"] == 1
+                refused = await shopper.request("send", conv=conv, cmid="m2", body=TEXT)
+                assert (refused["t"], refused["code"], refused["retryable"]) == ("error", "unavailable", True)
+                assert (await shopper.request("send", conv=conv, cmid="m2", body=TEXT))["seq"] == 2  # stored after all
+                assert (await shopper.request("send", conv=conv, cmid="m3", body=TEXT))["seq"] == 3
+                got = [await agent.next("msg", conv=conv) for _ in range(3)]
+                assert [(m["seq"], m["cmid"]) for m in got] == [(1, "m1"), (2, "m2"), (3, "m3")]
+                assert (await shopper.request("send", conv=conv, cmid="m2", body=TEXT))["seq"] == 2  # resent again
+                assert [f for f in await agent.quiet(0.2) if f["t"] == "msg"] == []  # delivered once
+        assert stored(schema, conv) == [(1, "m1"), (2, "m2"), (3, "m3")]
+    finally:
+        running.node.stop()
+        with trio.fail_after(10):
+            await running.node.stopped()
+        drop_schema(schema)
 
 
 def postgresql(action: str) -> None:

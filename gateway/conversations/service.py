@@ -392,12 +392,14 @@ class ConversationService:
             stats.ack_latency.observe(time.perf_counter() - received)
             if result.duplicate:
                 stats.messages_duplicate += 1
+                m = result.message
                 if self.ordered:  # the process that stored it may have died before publishing it
-                    m = result.message
-                    try:
-                        self.bus.publish_message(self.node_id, conv_id, m.seq, env.message_frame(m), origin)
-                    except BusError as exc:
-                        self._publish_failed(exc)
+                    self._publish_message(state, m, origin)
+                elif m.seq > state.last_seq:
+                    # Past everything delivered here: its first commit went through but its answer
+                    # was lost (the database dropped the connection after committing), so it was
+                    # refused as retryable and never announced. Announce it now, once.
+                    self._announce(state, m, origin)
             else:
                 m = result.message
                 stats.messages_accepted += 1
@@ -409,14 +411,7 @@ class ConversationService:
                         for sent in waiting:
                             sent.ack()
                     origins[(conv_id, m.seq)] = SentHere(origin, partial(done, result), time.monotonic())  # type: ignore[arg-type]
-                try:
-                    self.bus.publish_message(self.node_id, conv_id, m.seq, env.message_frame(m), origin)
-                except BusError as exc:
-                    self._publish_failed(exc)
-                if self.hooks is not None:
-                    self.hooks.on_message(state, m)
-                for watcher in self.watchers:
-                    watcher.on_message(state, m)
+                self._announce(state, m, origin)
             self.hub.release(state)
 
         state.inflight += 1
@@ -424,6 +419,17 @@ class ConversationService:
         if self.store.overloaded:
             return self.store.wait_capacity()
         return None
+
+    def _publish_message(self, state: ConvState, m: StoredMessage, origin: str | None) -> None:
+        self._publish(self.bus.publish_message, self.node_id, state.conv.id, m.seq, env.message_frame(m), origin)
+
+    def _announce(self, state: ConvState, m: StoredMessage, origin: str | None) -> None:
+        """A message newly stored: to its subscribers (through the bus), routing and the watchers."""
+        self._publish_message(state, m, origin)
+        if self.hooks is not None:
+            self.hooks.on_message(state, m)
+        for watcher in self.watchers:
+            watcher.on_message(state, m)
 
     async def _resend_or_refuse(self, who: Principal, state: ConvState, cmid: str, done: Done) -> None:
         """A send the conversation no longer takes (closed, or the sender left) may still be the
@@ -465,13 +471,15 @@ class ConversationService:
         m = result.message
         if result.duplicate:
             self.stats.messages_duplicate += 1
+            if self.ordered or m.seq > state.last_seq:  # stored by a commit whose answer was lost: as in send
+                self._publish_message(state, m, None)
+                if not self.ordered:
+                    for watcher in self.watchers:
+                        watcher.on_message(state, m)
             self.hub.release(state)
             return result
         self.stats.messages_accepted += 1
-        try:
-            self.bus.publish_message(self.node_id, state.conv.id, m.seq, env.message_frame(m), None)
-        except BusError as exc:
-            self._publish_failed(exc)
+        self._publish_message(state, m, None)
         for watcher in self.watchers:
             watcher.on_message(state, m)
         self.hub.release(state)
