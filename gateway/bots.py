@@ -85,10 +85,8 @@ class BotDirectory:
         ``knowledge_base`` setting, or ``stored_key(tenant)``): fitted in a worker thread, then
         swapped in, the previous bot answering meanwhile."""
         bots = await trio.to_thread.run_sync(bot_package)
-        if self.catalog is None:
-            self.catalog = bots.MemoryCatalog()
         classifier = await trio.to_thread.run_sync(bots.IntentClassifier.fit, kb)
-        bot = self._bots[key] = bots.FaqBot(kb, classifier=classifier, catalog=self.catalog)
+        bot = self._bots[key] = bots.FaqBot(kb, classifier=classifier, catalog=self._catalog(bots))
         log.info("bot knowledge base %s installed (%d intents)", key, len(kb.intents))  # type: ignore[attr-defined]
         return bot
 
@@ -150,10 +148,8 @@ class BotDirectory:
     def add_product(self, tenant: str, product: object) -> None:
         """A product the shop pushed (gateway.customers.CatalogProduct), into the bots' catalog."""
         bots = bot_package()
-        if self.catalog is None:
-            self.catalog = bots.MemoryCatalog()
         try:
-            self.catalog.put(tenant, bots.Product.from_dict(product.bot_fields()))  # type: ignore[attr-defined]
+            self._catalog(bots).put(tenant, bots.Product.from_dict(product.bot_fields()))  # type: ignore[attr-defined]
         except bots.CatalogError as exc:
             log.warning("product not given to the bot: %s", exc)
 
@@ -170,6 +166,10 @@ class BotDirectory:
 
     def _load(self, path: str) -> object:
         bots = bot_package()
+        return bots.load_bot(path or None, catalog=self._catalog(bots))
+
+    def _catalog(self, bots: Any) -> Any:
+        """The one catalog every bot of the gateway reads (an in-memory one until a shop's is set)."""
         if self.catalog is None:
             self.catalog = bots.MemoryCatalog()
-        return bots.load_bot(path or None, catalog=self.catalog)
+        return self.catalog

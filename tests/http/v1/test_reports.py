@@ -86,7 +86,6 @@ def test_a_summary_of_nothing_is_empty_not_an_error():
     empty = summarize([], since=0, until=1)
     assert empty["conversations"] == 0 and empty["agents"] == [] and empty["first_response_ms"]["p50"] is None
     assert summarize(iter(()), since=0, until=1, truncated=True)["truncated"] is True
-    assert Reviewed.__dataclass_fields__.keys() >= {"conv", "messages", "tags", "csat"}
 
 
 async def test_a_conversation_that_waited_in_the_queue_is_reported_once_with_its_reason(desk):
