@@ -155,6 +155,21 @@ class Hooks(Protocol):
     def on_closed(self, state: ConvState) -> None: ...
 
 
+class Watcher:
+    """What else is told of a conversation's life (the workspace's inbox, webhooks): called on the
+    node where it happened, once, after it is durable; must not block. Override what you need."""
+
+    def on_opened(self, state: ConvState) -> None: ...
+
+    def on_message(self, state: ConvState, m: StoredMessage) -> None: ...
+
+    def on_receipt(self, state: ConvState, user: str, kind: str, seq: int) -> None: ...
+
+    def on_closed(self, state: ConvState) -> None: ...
+
+    def on_rated(self, state: ConvState, csat: dict[str, Any]) -> None: ...
+
+
 Done = Callable[[Any], None]
 
 
@@ -174,7 +189,7 @@ class ConversationService:
         self.history_page = self.limits.history_page
         self.reply_bytes = reply_bytes
         self.hooks: Hooks | None = None
-        self.watchers: list[Any] = []  # others told of each durable message and raised receipt (``on_message``, ``on_receipt``): the workspace's inbox
+        self.watchers: list[Watcher] = []  # the workspace's inbox, webhooks
         self.accepting = True  # False while the node drains: writes are refused as unavailable
         self.ordered = bool(getattr(bus, "crosses_processes", False))  # the node orders deliveries (Node.on_message)
 
@@ -233,6 +248,8 @@ class ConversationService:
         log.info("conversation %s opened", conv.id, extra={"tenant": who.tenant, "user": who.user})
         if self.hooks is not None:
             self.hooks.on_opened(state, who)
+        for watcher in self.watchers:
+            watcher.on_opened(state)
         return Opened(conv, [me], state)
 
     async def join(self, who: Principal, conv: Conv, on_member: Callable[[ConvState], None] | None = None) -> Joined:
@@ -325,9 +342,13 @@ class ConversationService:
             conv = await self.store.execute(SetStatus(state.conv.id, **changes))
         finally:
             state.inflight -= 1
+        was = state.conv.status
         state.conv = conv
         self._publish(self.bus.publish_conversation, self.node_id, conv)
         self._publish_event(conv.id, env.event_frame({"t": "conv", "conv": env.conversation_map(conv), "by": by}), None)
+        if conv.status == CLOSED and was != CLOSED:  # by its people, or by routing once a resolved one stays quiet
+            for watcher in self.watchers:
+                watcher.on_closed(state)
         self.hub.release(state)
         return conv
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import msgpack
 import trio
 
-from ..conversations.service import ConversationService, system
+from ..conversations.service import ConversationService, Watcher, system
 from ..model import OPEN, Conversation, Principal, StoredMessage
 from ..protocol import envelope as env
 from ..protocol.errors import RequestError
@@ -50,7 +50,7 @@ INBOX_LIMIT = 200
 WAITING_SCAN = 50  # messages read back to find when the shopper started waiting
 
 
-class WorkspaceService:
+class WorkspaceService(Watcher):
     def __init__(
         self, service: ConversationService, *, clock: Callable[[], float] = wall_clock, provider: ContextProvider | None = None,
         wait_s: float = 0.2, timeout_s: float = 3.0, survey_ttl_s: float = SURVEY_TTL_S,
@@ -451,6 +451,8 @@ class WorkspaceService:
         await self._change_facts(who.tenant, state.conv.id, lambda facts: facts.update(csat=csat))
         if state.conv.assignee:
             self.service.notify_user(who.tenant, state.conv.assignee, {"t": "rated", "conv": state.conv.id, **csat})
+        for watcher in self.service.watchers:
+            watcher.on_rated(state, csat)
         return csat
 
     # ---- protocol requests --------------------------------------------------------------------
