@@ -30,6 +30,7 @@ from .store.writer import Store
 from .http.app import Services, build_app
 from .http.limits import KeyRates
 from .http.server import serve_http
+from .webhooks import WebhookCollector, Webhooks
 
 log = logging.getLogger("kefu")
 
@@ -118,8 +119,14 @@ async def serve(
     workspace.timeout_s = config.context_timeout_s + 1.0  # the provider's own deadline comes first
     if config.context_url:
         workspace.provider = HttpProvider(config.context_url, workspace.book, workspace.directory, timeout_s=config.context_timeout_s, ttl_s=config.context_ttl_s)
+    node.webhooks = Webhooks(
+        store, allow_private=config.webhooks_allow_private == "yes", timeout_s=config.webhooks_timeout_s, max_pending=config.webhooks_max_pending,
+        max_pending_bytes=config.webhooks_max_pending_bytes,
+    )
+    node.service.watchers.append(node.webhooks)
     registry = CollectorRegistry()
     registry.register(MediaCollector(node.media.stats))
+    registry.register(WebhookCollector(node.webhooks.stats))
     build = {"version": __version__, **IMPLEMENTATIONS}
     registry.register(
         KefuCollector(
@@ -148,6 +155,7 @@ async def serve(
     async with trio.open_nursery() as nursery:
         port = await nursery.start(node.run)
         nursery.start_soon(node.media.run)
+        await nursery.start(node.webhooks.run)
         metrics_port = None
         if config.metrics_port >= 0:
             app = build_app(Services(node, auth, registry, routing_config, config.api_max_body_bytes, KeyRates(config.api_rate_per_second, max(2.0, 2 * config.api_rate_per_second))))

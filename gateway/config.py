@@ -93,6 +93,13 @@ class Config:
     context_timeout_s: float = _opt(2.0, "Seconds a customer-context fetch may take before the agent is told it is unavailable.")
     context_ttl_s: float = _opt(60.0, "Seconds the CRM's answer for a customer is cached.")
     context_wait_s: float = _opt(0.2, "Seconds an assignment waits for the customer context before sending it on (`pending`, then a `customer_context` event).")
+    webhooks_allow_private: str = _opt(
+        "no", "Send webhooks to loopback, private and link-local addresses too (a receiver on the gateway's own network); no keeps them from reaching its neighbours.",
+        choices=("no", "yes"),
+    )
+    webhooks_timeout_s: float = _opt(5.0, "Seconds a webhook receiver has to answer before the delivery is tried again later.")
+    webhooks_max_pending: int = _opt(10_000, "Webhook events waiting for their receivers, at most; more are dropped (counted and logged).")
+    webhooks_max_pending_bytes: int = _opt(64 * 1024 * 1024, "Bytes the webhook events waiting for their receivers may hold; more are dropped.")
     log_format: str = _opt("text", "Log format.", choices=("text", "json"))
     log_level: str = _opt("info", "Log level.", choices=("debug", "info", "warning", "error"))
 

@@ -35,6 +35,7 @@ from .transport.ws_handlers import RequestHandlers
 if TYPE_CHECKING:
     from .media.service import Media
     from .routing.service import RoutingService
+    from .webhooks import Webhooks
 
 log = logging.getLogger("kefu.node")
 
@@ -78,6 +79,7 @@ class Node:
         self.handlers.workspace = self.workspace
         self.handlers.register(self.workspace.requests())
         self.media: Media | None = None  # uploads and downloads (the HTTP API's): set by the app
+        self.webhooks: Webhooks | None = None  # events to the tenants' backends: set by the app
         self.draining = False
         #: True when the bus crosses processes (Redis): deliveries are ordered and gap-filled here
         self.ordered = bool(getattr(self.bus, "crosses_processes", False))

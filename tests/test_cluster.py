@@ -16,6 +16,7 @@ from trio_websocket import ConnectionClosed, HandshakeError
 from .postgres import PG_URL, drop_schema, fresh_schema
 from .support import connect, token
 from .test_process import gateway_process
+from .webhooks.conftest import receiver  # noqa: F401  (the fixture)
 
 REDIS_URL = "redis://127.0.0.1:6379"
 TEXT = {"kind": "text", "text": "在吗？"}
@@ -228,3 +229,44 @@ async def test_a_draining_node_moves_its_clients_without_an_error_they_must_see(
             assert sorted(every) == list(range(1, 81))
             for member in (shopper, agent):
                 assert len(member.frames) == len(set(member.frames)) and member.held() == every
+
+
+async def test_each_event_reaches_a_webhook_once_from_the_node_where_it_happened(tmp_path, receiver):  # noqa: F811
+    """A webhook created through one node; a shopper on the other, an agent on the first: every
+    event comes once (each node sends only its own), and all of them come."""
+    import httpx
+
+    from gateway.http.keys import new_key
+    from gateway.model import CreateApiKey
+    from gateway.store.postgres import PostgresBackend
+
+    schema = fresh_schema()
+    async with cluster(tmp_path, 2, "--webhooks-allow-private", "yes", schema=schema) as nodes:
+        (_, url0, metrics0), (_, url1, _) = nodes
+        record, secret = new_key("shop1", "test", ("admin",))
+
+        def create_key() -> None:
+            backend = PostgresBackend(PG_URL, schema=schema)
+            backend.open()
+            try:
+                backend.apply_batch([CreateApiKey(record)])
+            finally:
+                backend.close()
+
+        await trio.to_thread.run_sync(create_key)
+        with trio.fail_after(60):
+            async with httpx.AsyncClient(base_url=metrics0.removesuffix("/metrics"), headers={"authorization": f"Bearer {secret}"}) as http:
+                created = await http.post("/v1/webhooks", json={"url": receiver.url + "/events", "events": ["*"]})
+                assert created.status_code == 201, created.text
+            async with connect(url1, token("s1"), resume={}) as shopper, connect(url0, token("a1", "agent"), resume={}) as agent:
+                conv = (await shopper.ok("open"))["conv"]["id"]
+                await agent.ok("join", conv=conv)
+                await shopper.ok("send", conv=conv, cmid="m1", body=TEXT)
+                await agent.next("msg", conv=conv)
+                await agent.ok("send", conv=conv, cmid="r1", body={"kind": "text", "text": "在的，请讲"})
+                await shopper.next("msg", conv=conv, seq=2)
+                await shopper.ok("close", conv=conv)
+            await receiver.wait_for(4)
+            await trio.sleep(1.0)  # nothing comes twice
+    assert sorted(receiver.events()) == ["conversation.closed", "conversation.opened", "message.created", "message.created"]
+    assert sorted(r.doc["data"]["message"]["sender"] for r in receiver.got if r.doc["event"] == "message.created") == ["a1", "s1"]

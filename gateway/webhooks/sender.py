@@ -1,0 +1,361 @@
+"""Webhooks: each event of a tenant POSTed to the URLs its backend subscribed, signed, retried.
+
+A shop's backend learns what happened without holding a WebSocket: a message written, a
+conversation assigned, resolved or rated. Subscriptions are records of the store (kind
+``webhook``), so every node of a cluster sees them; a node reads a tenant's again after
+``cache_s`` (its own changes at once). Each event is sent by the node where it happened, once.
+
+Delivery is at least once while the gateway runs, not across restarts: events wait in memory
+(``max_pending`` of them holding at most ``max_pending_bytes``, beyond which new ones are dropped,
+counted and logged: memory stays bounded whatever the receivers do), ``concurrency``
+POSTs are in flight at a time, and a POST that times out, cannot connect, or is answered 408,
+429 or 5xx is tried again after each of ``retry_after_s``. Any other answer but 2xx ends it. Hosts
+are resolved and refused when they are not public, unless ``allow_private`` (a receiver on the
+gateway's own network), so a webhook cannot be aimed at the gateway's neighbours or a cloud's
+metadata service.
+
+The data path only appends to a deque: a tenant with no webhooks costs one dict lookup a message.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import json
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+import httpx
+import trio
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .. import __version__
+from ..conversations.service import Watcher
+from ..hub import ConvState
+from ..model import Conversation, StoredMessage
+from ..store.base import StoreError
+from .payloads import ALL, is_public, message_event, new_event_id, payload, signature
+
+log = logging.getLogger("kefu.webhooks")
+
+RECORD_KIND = "webhook"
+RETRY_AFTER_S = (1.0, 10.0, 60.0, 300.0, 1800.0)  # five more tries, the last about 36 min after the first
+RETRY_STATUSES = frozenset({408, 429})
+ADDRESS_CACHE_S = 60.0
+LOG_DROPS_EVERY_S = 10.0
+MAX_ANSWER_BYTES = 64 * 1024  # of a receiver's answer read (and then ignored)
+EVENT_BYTES = 1024  # what an event is charged beyond its message's body, until its payload is made
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: str
+    url: str
+    events: frozenset[str]
+    secret: str
+
+    def wants(self, event: str) -> bool:
+        return ALL in self.events or event in self.events
+
+    @classmethod
+    def from_record(cls, key: str, value: str) -> Subscription:
+        doc = json.loads(value)
+        return cls(key, doc["url"], frozenset(doc["events"]), doc["secret"])
+
+
+@dataclass(slots=True)
+class Delivery:
+    event_id: str
+    event: str
+    tenant: str
+    webhook: Subscription
+    body: bytes
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One POST's result: ``status`` (None: no answer); when not delivered, ``reason`` (a code:
+    timeout, unreachable, status_4xx, status_5xx, private_address, unresolvable, not_running),
+    ``detail`` for the log, and whether to try again."""
+
+    delivered: bool
+    status: int | None = None
+    reason: str | None = None
+    detail: str = ""
+    retry: bool = False
+
+
+class WebhookStats:
+    def __init__(self) -> None:
+        self.deliveries: Counter[str] = Counter()  # by outcome: delivered, retried, failed, dropped
+        self.failures: Counter[str] = Counter()  # attempts that did not deliver, by reason
+        self.pending = 0
+        self.pending_bytes = 0  # what they hold: events as estimated, deliveries their bodies
+
+
+class Webhooks(Watcher):
+    def __init__(
+        self,
+        store: Any,
+        *,
+        allow_private: bool = False,
+        timeout_s: float = 5.0,
+        retry_after_s: tuple[float, ...] = RETRY_AFTER_S,
+        max_pending: int = 10_000,
+        max_pending_bytes: int = 64 * 1024 * 1024,
+        concurrency: int = 4,
+        cache_s: float = 5.0,
+    ) -> None:
+        self.store = store  # gateway.store.writer.Store: records of kind ``webhook``
+        self.allow_private = allow_private
+        self.timeout_s = timeout_s
+        self.retry_after_s = retry_after_s
+        self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self.concurrency = concurrency
+        self.cache_s = cache_s
+        self.stats = WebhookStats()
+        self._subscriptions: dict[str, tuple[float, tuple[Subscription, ...]]] = {}  # tenant -> (good until, subscriptions)
+        self._events: deque[tuple[str, str, dict[str, Any], int]] = deque()  # (tenant, event, data, at ms), not yet matched
+        self._ready: deque[Delivery] = deque()
+        self._later: list[tuple[float, int, Delivery]] = []  # (due, tiebreak, delivery): retries waiting
+        self._later_n = 0
+        self._work = trio.Event()  # set when _events or _ready gained something
+        self._later_changed = trio.Event()
+        self._addresses: dict[str, tuple[float, Outcome | None]] = {}  # host -> (good until, why refused or None)
+        self._dropped_logged = 0.0
+        self._client: httpx.AsyncClient | None = None
+
+    # ---- events in (the data path: no I/O, no await) ------------------------------------------
+
+    def on_opened(self, state: ConvState) -> None:
+        self._emit(state.conv, "conversation.opened", {})
+
+    def on_closed(self, state: ConvState) -> None:
+        self._emit(state.conv, "conversation.closed", {})
+
+    def on_rated(self, state: ConvState, csat: dict[str, Any]) -> None:
+        self._emit(state.conv, "conversation.rated", {"rating": csat})
+
+    def on_message(self, state: ConvState, m: StoredMessage) -> None:
+        conv = state.conv
+        if self._none_for(conv.tenant):
+            return
+        name, message = message_event(m)
+        self._emit(conv, name, {"message": message}, EVENT_BYTES + 2 * len(m.body))  # JSON may escape
+
+    def _none_for(self, tenant: str) -> bool:
+        cached = self._subscriptions.get(tenant)
+        return cached is not None and not cached[1] and cached[0] > time.monotonic()
+
+    def _emit(self, conv: Conversation, event: str, data: dict[str, Any], cost: int = EVENT_BYTES) -> None:
+        if self._none_for(conv.tenant):
+            return
+        stats = self.stats
+        if stats.pending >= self.max_pending or stats.pending_bytes + cost > self.max_pending_bytes:
+            self._drop(event, conv.tenant)
+            return
+        stats.pending += 1
+        stats.pending_bytes += cost
+        data["conversation"] = conversation_json(conv)
+        self._events.append((conv.tenant, event, data, int(time.time() * 1000), cost))
+        self._work.set()
+
+    def _drop(self, event: str, tenant: str) -> None:
+        self.stats.deliveries["dropped"] += 1
+        now = time.monotonic()
+        if now - self._dropped_logged >= LOG_DROPS_EVERY_S:
+            self._dropped_logged = now
+            log.warning("webhook event %s of %s dropped: %d events already wait (receivers slow or down)", event, tenant, self.stats.pending)
+
+    # ---- subscriptions ------------------------------------------------------------------------
+
+    async def subscriptions(self, tenant: str) -> tuple[Subscription, ...]:
+        cached = self._subscriptions.get(tenant)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        records = await self.store.records(tenant, RECORD_KIND)
+        found = []
+        for record in records:
+            try:
+                found.append(Subscription.from_record(record.key, record.value))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("webhook %s of %s is unreadable, skipped: %s", record.key, tenant, exc)
+        subs = tuple(found)
+        self._subscriptions[tenant] = (time.monotonic() + self.cache_s, subs)
+        return subs
+
+    def forget(self, tenant: str) -> None:
+        """The tenant's webhooks changed here: read them again before the next event."""
+        self._subscriptions.pop(tenant, None)
+
+    # ---- delivery -----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        limits = httpx.Limits(max_connections=self.concurrency * 2, max_keepalive_connections=self.concurrency)
+        headers = {"user-agent": f"kefu-webhooks/{__version__}", "content-type": "application/json"}
+        async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits, headers=headers, follow_redirects=False) as client:
+            self._client = client
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._retry_when_due)
+                    for _ in range(self.concurrency):
+                        nursery.start_soon(self._deliver_forever)
+                    task_status.started()
+            finally:
+                self._client = None
+
+    async def _next(self) -> Delivery:
+        """The next delivery to attempt, matching waiting events to subscriptions first."""
+        while True:
+            if self._ready:
+                return self._ready.popleft()
+            if self._events:
+                tenant, event, data, at, cost = self._events.popleft()
+                self.stats.pending_bytes -= cost
+                try:
+                    subs = [s for s in await self.subscriptions(tenant) if s.wants(event)]
+                except StoreError as exc:
+                    log.error("webhooks of %s could not be read (%s): event %s dropped", tenant, exc, event)
+                    subs = []
+                    self.stats.deliveries["dropped"] += 1
+                self.stats.pending += len(subs) - 1
+                if subs:
+                    event_id = new_event_id()
+                    body = payload(event_id, event, tenant, data, now_ms=at)
+                    self.stats.pending_bytes += len(body) * len(subs)  # one body, shared: counted per delivery
+                    self._ready.extend(Delivery(event_id, event, tenant, s, body) for s in subs)
+                continue
+            if self._work.is_set():  # every idle worker waits on the same event: one set wakes them all
+                self._work = trio.Event()
+            await self._work.wait()
+
+    async def _deliver_forever(self) -> None:
+        while True:
+            delivery = await self._next()
+            outcome = await self.attempt(delivery)
+            delivery.attempts += 1
+            if outcome.delivered:
+                self.stats.deliveries["delivered"] += 1
+                self.stats.pending -= 1
+                self.stats.pending_bytes -= len(delivery.body)
+                continue
+            self.stats.failures[outcome.reason or "unknown"] += 1
+            if outcome.retry and delivery.attempts <= len(self.retry_after_s):
+                self.stats.deliveries["retried"] += 1
+                due = time.monotonic() + self.retry_after_s[delivery.attempts - 1]
+                self._later_n += 1
+                heapq.heappush(self._later, (due, self._later_n, delivery))
+                self._later_changed.set()
+                continue
+            self.stats.deliveries["failed"] += 1
+            self.stats.pending -= 1
+            self.stats.pending_bytes -= len(delivery.body)
+            log.warning(
+                "webhook %s of %s gave up on %s after %d attempts: %s", delivery.webhook.id, delivery.tenant, delivery.event,
+                delivery.attempts, outcome.detail or outcome.reason,
+            )
+
+    async def _retry_when_due(self) -> None:
+        while True:
+            self._later_changed = trio.Event()
+            if self._later:
+                with trio.move_on_at(trio.current_time() + max(0.0, self._later[0][0] - time.monotonic())):
+                    await self._later_changed.wait()
+            else:
+                await self._later_changed.wait()
+            now = time.monotonic()
+            while self._later and self._later[0][0] <= now:
+                self._ready.append(heapq.heappop(self._later)[2])
+                self._work.set()
+
+    async def attempt(self, delivery: Delivery) -> Outcome:
+        """POST one delivery once (also what ``ping`` does): never raises for the receiver's faults."""
+        client = self._client
+        if client is None:
+            return Outcome(False, reason="not_running", detail="the webhook sender is not running", retry=True)
+        refused = await self._refused_host(delivery.webhook.url)
+        if refused is not None:
+            return refused
+        headers = {
+            "kefu-event": delivery.event,
+            "kefu-delivery": delivery.event_id,
+            "kefu-signature": signature(delivery.webhook.secret, delivery.body, int(time.time())),
+        }
+        try:
+            with trio.fail_after(self.timeout_s + 1):
+                async with client.stream("POST", delivery.webhook.url, content=delivery.body, headers=headers) as response:
+                    status = response.status_code
+                    read = 0
+                    async for chunk in response.aiter_raw():  # read a little, so the connection can be reused
+                        read += len(chunk)
+                        if read > MAX_ANSWER_BYTES:
+                            break
+        except (trio.TooSlowError, httpx.TimeoutException):
+            return Outcome(False, reason="timeout", detail=f"no answer within {self.timeout_s:g} s", retry=True)
+        except httpx.HTTPError as exc:
+            return Outcome(False, reason="unreachable", detail=f"{type(exc).__name__}: {exc}", retry=True)
+        if 200 <= status < 300:
+            return Outcome(True, status)
+        retry = status in RETRY_STATUSES or status >= 500
+        return Outcome(False, status, "status_5xx" if status >= 500 else "status_4xx", f"answered {status}", retry)
+
+    async def _refused_host(self, url: str) -> Outcome | None:
+        """Why the URL's host may not be sent to (None: it may), resolved at most once a minute."""
+        if self.allow_private:
+            return None
+        host = urlsplit(url).hostname or ""
+        cached = self._addresses.get(host)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        why = None
+        try:
+            infos = await trio.socket.getaddrinfo(host, None, type=trio.socket.SOCK_STREAM)
+        except OSError as exc:
+            why = Outcome(False, reason="unresolvable", detail=f"{host} does not resolve: {exc}", retry=True)
+        else:
+            for info in infos:
+                address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+                if not is_public(address):
+                    why = Outcome(False, reason="private_address", detail=f"{host} is {address}, not a public address (--webhooks-allow-private)")
+                    break
+        self._addresses[host] = (time.monotonic() + ADDRESS_CACHE_S, why)
+        return why
+
+    def ping(self, tenant: str, webhook: Subscription) -> Delivery:
+        """A ``ping`` event for ``webhook``, to be sent with ``attempt`` (a receiver's setup check)."""
+        event_id = new_event_id()
+        return Delivery(event_id, "ping", tenant, webhook, payload(event_id, "ping", tenant, {"webhook": webhook.id}))
+
+
+def conversation_json(conv: Conversation) -> dict[str, Any]:
+    return {
+        "id": conv.id, "customer": conv.customer, "channel": conv.channel, "status": conv.status, "stage": conv.stage,
+        "assignee": conv.assignee or None, "group": conv.group or None, "subject": conv.subject, "created_at": conv.created_at,
+    }
+
+
+class WebhookCollector(Collector):
+    def __init__(self, stats: WebhookStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterable[Metric]:
+        deliveries = CounterMetricFamily(
+            "kefu_webhook_deliveries", "Webhook deliveries by outcome: delivered, retried (an attempt failed, another is due), failed (given up), dropped (too many waiting).",
+            labels=["outcome"],
+        )
+        for outcome in ("delivered", "retried", "failed", "dropped"):
+            deliveries.add_metric([outcome], self.stats.deliveries[outcome])
+        failures = CounterMetricFamily("kefu_webhook_attempt_failures", "Webhook POSTs that did not deliver, by reason.", labels=["reason"])
+        for reason in sorted(self.stats.failures):
+            failures.add_metric([reason], self.stats.failures[reason])
+        yield deliveries
+        yield failures
+        yield GaugeMetricFamily("kefu_webhook_pending", "Webhook events and deliveries waiting or in flight.", value=self.stats.pending)
+        yield GaugeMetricFamily("kefu_webhook_pending_bytes", "Bytes they hold (at most --webhooks-max-pending-bytes, and one event's more).", value=self.stats.pending_bytes)
