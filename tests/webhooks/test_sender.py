@@ -216,3 +216,40 @@ async def test_the_bytes_waiting_are_bounded_too(start_gateway, receiver):
                     await trio.sleep(0.05)
     assert await metric(gw, "kefu_webhook_pending_bytes") == 0
     assert len(receiver.got) == 20 - dropped and all(r.doc["data"]["message"]["body"]["text"] == text for r in receiver.got)
+
+
+async def test_an_external_bot_hears_through_a_webhook_and_answers_and_hands_off_over_rest(start_gateway, receiver, tmp_path):
+    """A bot service with no WebSocket: it hears shoppers' messages from a webhook, answers as the
+    tenant's bot user with a `bot` key (the event id as the idempotency key), and hands the
+    conversation over when asked for a person: the online agent gets it."""
+    path = tmp_path / "routing.json"
+    path.write_text(json.dumps({"default": {"bot": "external", "bot_user": "helper-bot"}}))
+    gw = await start_gateway(routing="on", routing_file=str(path), webhooks_allow_private="yes")
+    async with client(gw, await new_key(gw)) as admin, client(gw, await new_key(gw, scopes=("bot",))) as bot:
+        await subscribe(admin, receiver.url + "/bot", ["message.created"])
+        async with connect(gw.url, token("a1", "agent"), resume={}) as agent, connect(gw.url, token("s1"), resume={}) as shopper:
+            await agent.ok("status", status="online")
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            await shopper.ok("send", conv=conv, cmid="q1", body={"kind": "text", "text": "运费怎么算"})
+            heard = 0
+            for question, answer in (("运费怎么算", "满99元包邮"), ("转人工", None)):
+                while True:  # the bot service's loop: shoppers' messages only (its own come back too)
+                    event = (await receiver.wait_for(heard + 1))[heard].doc
+                    heard += 1
+                    if event["data"]["message"]["role"] == "shopper":
+                        break
+                assert event["data"]["message"]["body"]["text"] == question
+                if answer is not None:
+                    posted = await bot.post(f"/v1/conversations/{conv}/messages", headers={"idempotency-key": event["id"]},
+                                            json={"sender": {"role": "bot", "user": "helper-bot"}, "body": {"kind": "text", "text": answer}})
+                    assert posted.status_code == 201, posted.text
+                    assert (await shopper.next("msg", conv=conv, role="bot"))["body"]["text"] == answer
+                    await shopper.ok("send", conv=conv, cmid="q2", body={"kind": "text", "text": "转人工"})
+                else:
+                    moved = await bot.post(f"/v1/conversations/{conv}/handoff", json={"bot": "helper-bot", "reason": "顾客要人工", "context": {"topic": "运费"}})
+                    assert moved.status_code == 200, moved.text
+            offer = await agent.next("assigned")
+            assert offer["conv"]["id"] == conv
+            assert offer["context"] == {"topic": "运费", "handoff": {"reason": "bot_request", "detail": "顾客要人工"}}  # the bot's context, and why
+        refused = await bot.post(f"/v1/conversations/{conv}/handoff", json={"bot": "someone-else"})
+        assert refused.status_code == 403, refused.text  # only the conversation's bot hands it over

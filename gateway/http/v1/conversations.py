@@ -112,6 +112,12 @@ class TransferIn(Body):
     note: str = Field(default="", max_length=1000, description="For the next agent.")
 
 
+class HandoffIn(Body):
+    bot: str = Field(min_length=1, max_length=128, description="The bot user handing over (the tenant's `bot_user`, a participant).")
+    reason: str = Field(default="", max_length=200, description="Why, for the agent (stored with the handoff).")
+    context: dict[str, Any] | None = Field(default=None, description="What the bot learnt, shown to the agent with the transcript.")
+
+
 async def list_conversations(call: Call) -> tuple[int, dict]:
     q = call.query
     if q.status is not None and q.status not in (OPEN, CLOSED):  # the model allows only these
@@ -192,9 +198,22 @@ async def transfer(call: Call) -> tuple[int, dict]:
     return 200, env.conversation_map(state.conv) | {"last_seq": state.last_seq}
 
 
+async def handoff(call: Call) -> tuple[int, dict]:
+    """What an external bot's WebSocket ``handoff`` does, for a bot that works over HTTP (webhooks in,
+    REST out): the conversation leaves the bot for the queue, with the bot's context."""
+    body = call.body
+    bot = Principal(call.tenant, body.bot, "bot", "", body.bot)
+    fields: dict[str, Any] = {"conv": call.path["conv_id"], "reason": body.reason}
+    if body.context is not None:
+        fields["context"] = body.context
+    await _routing(call).request(bot, "handoff", fields)
+    state = await call.services.conversations.access(system(call.tenant), call.path["conv_id"], "history")
+    return 200, env.conversation_map(state.conv) | {"last_seq": state.last_seq}
+
+
 def _routing(call: Call) -> Any:
     if call.services.routing is None:
-        raise Problem("forbidden", "routing is off on this gateway (--routing off): nothing to resolve or transfer")
+        raise Problem("forbidden", "routing is off on this gateway (--routing off): nothing to resolve, transfer or hand off")
     return call.services.routing
 
 
@@ -218,5 +237,6 @@ OPERATIONS = (
     Operation("POST", "/v1/conversations/{conv_id}/messages", post_message, "Post a message as the system (ingest) or as a bot (bot); delivered with the next seq.", frozenset({"ingest", "bot"}), body=MessageIn, response=MessageOut, status=201, errors=(404, 409),
               headers=(("Idempotency-Key", "Posting again with the same key answers the stored message (200, `duplicate`) instead of posting twice."),)),
     Operation("POST", "/v1/conversations/{conv_id}/resolve", resolve, "Resolve: the service ends; the shopper's next message reopens it.", frozenset({"bot"}), response=ConversationOut, errors=(404,)),
+    Operation("POST", "/v1/conversations/{conv_id}/handoff", handoff, "As the conversation's bot, hand it to a person: it joins the queue with the bot's context.", frozenset({"bot"}), body=HandoffIn, response=ConversationOut, errors=(404,)),
     Operation("POST", "/v1/conversations/{conv_id}/transfer", transfer, "Transfer to an agent (online, with room) or to a skill group's queue.", frozenset({"bot"}), body=TransferIn, response=ConversationOut, errors=(404,)),
 )
