@@ -81,7 +81,7 @@ class Delivery:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """One POST's result: ``status`` (None: no answer); when not delivered, ``reason`` (a code:
-    timeout, unreachable, status_4xx, status_5xx, private_address, unresolvable, not_running),
+    timeout, unreachable, status_3xx, status_4xx, status_5xx, private_address, unresolvable, not_running),
     ``detail`` for the log, and whether to try again."""
 
     delivered: bool
@@ -304,7 +304,7 @@ class Webhooks(Watcher):
         if 200 <= status < 300:
             return Outcome(True, status)
         retry = status in RETRY_STATUSES or status >= 500
-        return Outcome(False, status, "status_5xx" if status >= 500 else "status_4xx", f"answered {status}", retry)
+        return Outcome(False, status, f"status_{min(status // 100, 5)}xx", f"answered {status}", retry)  # 3xx: redirects are not followed
 
     async def _refused_host(self, url: str) -> Outcome | None:
         """Why the URL's host may not be sent to (None: it may), resolved at most once a minute."""

@@ -46,7 +46,7 @@ class WebhookList(BaseModel):
 class PingOut(BaseModel):
     delivered: bool = Field(description="The receiver answered 2xx.")
     status: int | None = Field(description="The receiver's HTTP status (null: no answer).")
-    reason: str | None = Field(description="Why it was not delivered: timeout, unreachable, status_4xx, status_5xx, private_address, unresolvable.")
+    reason: str | None = Field(description="Why it was not delivered: timeout, unreachable, status_3xx, status_4xx, status_5xx, private_address, unresolvable.")
     detail: str
 
 
