@@ -24,6 +24,7 @@ from .conftest import make_config
 from .postgres import PG_URL, drop_schema, fresh_schema
 from .services import TcpProxy, private_redis  # noqa: F401  (the fixture)
 from .support import connect, token
+from .webhooks.conftest import receiver  # noqa: F401  (the fixture)
 
 TEXT = {"kind": "text", "text": "还在吗"}
 
@@ -153,6 +154,42 @@ async def test_a_message_whose_commit_answer_was_lost_is_delivered_once_when_res
                 assert (await shopper.request("send", conv=conv, cmid="m2", body=TEXT))["seq"] == 2  # resent again
                 assert [f for f in await agent.quiet(0.2) if f["t"] == "msg"] == []  # delivered once
         assert stored(schema, conv) == [(1, "m1"), (2, "m2"), (3, "m3")]
+    finally:
+        running.node.stop()
+        with trio.fail_after(10):
+            await running.node.stopped()
+        drop_schema(schema)
+
+
+async def test_a_rest_post_whose_commit_answer_was_lost_is_delivered_and_told_once_when_retried(nursery, tmp_path, receiver):  # noqa: F811
+    """The server-side twin of the test above: a backend's POST with an Idempotency-Key is refused
+    as retryable, its retry finds the message stored (200, duplicate): the members get it then,
+    once, and so does a webhook."""
+    from .http.conftest import client, new_key
+
+    schema = fresh_schema()
+    backend = CommitAnswerLost(PostgresBackend(PG_URL, schema=schema), "p2")
+    config = make_config(tmp_path, store=PG_URL, store_schema=schema, webhooks_allow_private="yes")
+    running = await nursery.start(partial(serve, config, backend=backend))
+    try:
+        with trio.fail_after(30):
+            async with client(running, await new_key(running)) as api, connect(running.url, token("bob", "agent"), resume={}) as agent:
+                hook = await api.post("/v1/webhooks", json={"url": receiver.url + "/messages", "events": ["message.created"]})
+                assert hook.status_code == 201, hook.text
+                async with connect(running.url, token("alice"), resume={}) as shopper:
+                    conv = (await shopper.ok("open"))["conv"]["id"]
+                await agent.ok("join", conv=conv)
+                notice = {"sender": {"role": "system"}, "body": {"kind": "text", "text": "您的订单已发货"}}
+                refused = await api.post(f"/v1/conversations/{conv}/messages", headers={"idempotency-key": "p2"}, json=notice)
+                assert refused.status_code == 503 and refused.json()["retryable"] is True, refused.text
+                retried = await api.post(f"/v1/conversations/{conv}/messages", headers={"idempotency-key": "p2"}, json=notice)
+                assert retried.status_code == 200 and retried.json()["duplicate"] is True and retried.json()["seq"] == 1, retried.text
+                assert (await agent.next("msg", conv=conv))["cmid"] == "p2"
+                again = await api.post(f"/v1/conversations/{conv}/messages", headers={"idempotency-key": "p2"}, json=notice)
+                assert again.status_code == 200 and again.json()["duplicate"] is True
+                assert [f for f in await agent.quiet(0.3) if f["t"] == "msg"] == []  # delivered once
+        assert [r.doc["data"]["message"]["cmid"] for r in receiver.got] == ["p2"]  # told once
+        assert stored(schema, conv) == [(1, "p2")]
     finally:
         running.node.stop()
         with trio.fail_after(10):
