@@ -26,3 +26,19 @@ def fresh_backend(**kwargs) -> PostgresBackend:
 def drop_schema(schema: str) -> None:
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def create_api_key(schema: str, tenant: str, scopes: tuple[str, ...] = ("admin",)) -> str:
+    """An API key of ``tenant`` written into the store in ``schema``, as ``kefu apikey create``
+    does for a cluster's shared store (blocking); returns its secret."""
+    from gateway.http.keys import new_key
+    from gateway.model import CreateApiKey
+
+    record, secret = new_key(tenant, "test", scopes)
+    backend = PostgresBackend(PG_URL, schema=schema)
+    backend.open()
+    try:
+        backend.apply_batch([CreateApiKey(record)])
+    finally:
+        backend.close()
+    return secret

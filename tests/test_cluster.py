@@ -13,7 +13,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError
 
-from .postgres import PG_URL, drop_schema, fresh_schema
+from .postgres import PG_URL, create_api_key, drop_schema, fresh_schema
 from .support import connect, token
 from .test_process import gateway_process
 from .webhooks.conftest import receiver  # noqa: F401  (the fixture)
@@ -236,24 +236,10 @@ async def test_each_event_reaches_a_webhook_once_from_the_node_where_it_happened
     event comes once (each node sends only its own), and all of them come."""
     import httpx
 
-    from gateway.http.keys import new_key
-    from gateway.model import CreateApiKey
-    from gateway.store.postgres import PostgresBackend
-
     schema = fresh_schema()
     async with cluster(tmp_path, 2, "--webhooks-allow-private", "yes", schema=schema) as nodes:
         (_, url0, metrics0), (_, url1, _) = nodes
-        record, secret = new_key("shop1", "test", ("admin",))
-
-        def create_key() -> None:
-            backend = PostgresBackend(PG_URL, schema=schema)
-            backend.open()
-            try:
-                backend.apply_batch([CreateApiKey(record)])
-            finally:
-                backend.close()
-
-        await trio.to_thread.run_sync(create_key)
+        secret = await trio.to_thread.run_sync(create_api_key, schema, "shop1")
         with trio.fail_after(60):
             async with httpx.AsyncClient(base_url=metrics0.removesuffix("/metrics"), headers={"authorization": f"Bearer {secret}"}) as http:
                 created = await http.post("/v1/webhooks", json={"url": receiver.url + "/events", "events": ["*"]})

@@ -181,28 +181,14 @@ async def test_routing_stops_while_redis_is_away_and_resumes_by_itself(nursery, 
 async def test_a_knowledge_base_put_on_a_node_that_does_not_lead_answers_on_every_node(tmp_path):
     """The PUT is stored and handed to the leader, which fits it in the background; shoppers on
     either node then get its answers."""
-    from gateway.http.keys import new_key
-    from gateway.model import CreateApiKey
-    from gateway.store.postgres import PostgresBackend
-
     from .http.v1.test_bot_knowledge_base import SHOP
-    from .postgres import PG_URL
+    from .postgres import create_api_key
 
     schema = fresh_schema()
     async with routed_cluster(tmp_path, 2, schema) as nodes:
         (_, url0, metrics0), (_, url1, metrics1) = nodes
         assert [await trio.to_thread.run_sync(leads, m) for m in (metrics0, metrics1)] == [True, False]
-        record, secret = new_key("botshop", "test", ("admin",))
-
-        def create_key() -> None:
-            backend = PostgresBackend(PG_URL, schema=schema)
-            backend.open()
-            try:
-                backend.apply_batch([CreateApiKey(record)])
-            finally:
-                backend.close()
-
-        await trio.to_thread.run_sync(create_key)
+        secret = await trio.to_thread.run_sync(create_api_key, schema, "botshop")
         with trio.fail_after(60):
             async with connect(url0, token("gus", tenant="botshop"), resume={}) as shopper:  # the leader has used the sample since
                 conv = (await shopper.ok("open"))["conv"]["id"]
