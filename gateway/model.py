@@ -144,6 +144,17 @@ class SetStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class RecallMessage:
+    """Replace a stored message's body: a recall (its sender takes it back, or a supervisor
+    removes it). Its seq, sender and time stay, so the sequence stays gap-free. The result is the
+    message as now stored; NotFound when the conversation has no such seq."""
+
+    conv_id: str
+    seq: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class SetTags:
     """Replace a conversation's tags (labels a workspace files it under). The result is the tags
     as stored: unique, sorted."""
@@ -287,7 +298,7 @@ class DeleteRecord:
 
 
 WriteOp = (
-    CreateConversation | AddParticipant | RemoveParticipant | AppendMessage | SetReceipt | SetStatus | SetTags
+    CreateConversation | AddParticipant | RemoveParticipant | AppendMessage | RecallMessage | SetReceipt | SetStatus | SetTags
     | CreateApiKey | RevokeApiKey | SaveAgent | SaveTenantSettings
     | AddAttachment | DeleteAttachment | MarkAttachmentDeleted | PutRecords | DeleteRecord
 )

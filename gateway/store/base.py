@@ -72,7 +72,7 @@ class StoreBackend(Protocol):
 
         Results: CreateConversation -> Conversation; AddParticipant -> Participant (adding an existing
         participant returns the stored one); RemoveParticipant -> bool (was there);
-        AppendMessage -> Appended; SetReceipt -> Receipt (as stored, the max of old and new);
+        AppendMessage -> Appended; RecallMessage -> StoredMessage (as now stored); SetReceipt -> Receipt (as stored, the max of old and new);
         SetStatus -> Conversation (updated); SetTags -> the tags as stored (unique, sorted);
         CreateApiKey and RevokeApiKey -> ApiKey; SaveAgent -> AgentProfile; SaveTenantSettings ->
         TenantSettings; AddAttachment -> Attachment (an existing id is a StoreError);

@@ -36,6 +36,7 @@ from ..model import (
     RemoveParticipant,
     SetReceipt,
     SetStatus,
+    RecallMessage,
     SetTags,
     StoredMessage,
     WriteOp,
@@ -86,6 +87,7 @@ class MemoryBackend:
             SaveAgent: self._save_agent,
             SaveTenantSettings: self._save_settings,
             SetTags: self._set_tags,
+            RecallMessage: self._recall,
             AddAttachment: self._add_attachment,
             DeleteAttachment: self._delete_attachment,
             MarkAttachmentDeleted: self._mark_attachment_deleted,
@@ -159,6 +161,15 @@ class MemoryBackend:
         messages.append(message)
         self._by_cmid[key] = message
         return Appended(message)
+
+    def _recall(self, op: RecallMessage) -> StoredMessage:
+        messages = self._require(op.conv_id)
+        if not 1 <= op.seq <= len(messages):
+            raise NotFound(f"conversation {op.conv_id!r} has no message {op.seq}")
+        old = messages[op.seq - 1]
+        new = StoredMessage(old.conv_id, old.seq, old.cmid, old.sender, old.sender_role, old.ts, bytes(op.body))
+        messages[op.seq - 1] = self._by_cmid[(old.conv_id, old.sender, old.cmid)] = new
+        return new
 
     def _set_receipt(self, op: SetReceipt) -> Receipt:
         new = op.receipt

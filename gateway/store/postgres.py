@@ -62,6 +62,7 @@ from ..model import (
     SaveTenantSettings,
     SetReceipt,
     SetStatus,
+    RecallMessage,
     SetTags,
     StoredMessage,
     TenantSettings,
@@ -219,7 +220,7 @@ _Seqs = dict[str, int]
 def _conv_of(op: WriteOp) -> str | None:
     """The existing conversation an op writes to (its row is locked for the batch), if any."""
     kind = type(op)
-    if kind is AppendMessage or kind is SetStatus or kind is RemoveParticipant or kind is SetTags:
+    if kind is AppendMessage or kind is SetStatus or kind is RemoveParticipant or kind is SetTags or kind is RecallMessage:
         return op.conv_id  # type: ignore[union-attr]
     if kind is AddParticipant:
         return op.participant.conv_id  # type: ignore[union-attr]
@@ -262,6 +263,7 @@ class PostgresBackend:
             SetReceipt: self._set_receipt,
             SetStatus: self._set_status,
             SetTags: self._set_tags,
+            RecallMessage: self._recall,
             CreateApiKey: self._create_api_key,
             RevokeApiKey: self._revoke_api_key,
             SaveAgent: self._save_agent,
@@ -471,6 +473,17 @@ class PostgresBackend:
             cur.execute(f"UPDATE conversations SET {columns} WHERE id = %s", (*changes.values(), op.conv_id))
         row = cur.execute(f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = %s", (op.conv_id,)).fetchone()
         return replace(Conversation(*row), last_seq=last_seq)
+
+    def _recall(self, cur: psycopg.Cursor, op: RecallMessage, seqs: _Seqs) -> StoredMessage:
+        self._require(seqs, op.conv_id)
+        row = cur.execute(
+            f"UPDATE messages SET body = %s WHERE conv_id = %s AND seq = %s RETURNING {_MESSAGE_COLUMNS}", (bytes(op.body), op.conv_id, op.seq)
+        ).fetchone()
+        if row is None:
+            if 0 < op.seq <= (seqs.get(op.conv_id) or 0):  # appended by this batch, not inserted yet: again with savepoints
+                raise _OpFailed()
+            raise NotFound(f"conversation {op.conv_id!r} has no message {op.seq}")
+        return StoredMessage(*row)
 
     def _set_tags(self, cur: psycopg.Cursor, op: SetTags, seqs: _Seqs) -> tuple[str, ...]:
         self._require(seqs, op.conv_id)

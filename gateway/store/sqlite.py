@@ -44,6 +44,7 @@ from ..model import (
     RemoveParticipant,
     SetReceipt,
     SetStatus,
+    RecallMessage,
     SetTags,
     StoredMessage,
     WriteOp,
@@ -310,6 +311,7 @@ class SqliteBackend:
             SaveAgent: self._save_agent,
             SaveTenantSettings: self._save_settings,
             SetTags: self._set_tags,
+            RecallMessage: self._recall,
             AddAttachment: self._add_attachment,
             DeleteAttachment: self._delete_attachment,
             MarkAttachmentDeleted: self._mark_attachment_deleted,
@@ -496,6 +498,13 @@ class SqliteBackend:
             return Appended(StoredMessage(*stored.fetchone()), duplicate=True)
         pending[op.conv_id] = seq
         return Appended(StoredMessage(*row))
+
+    def _recall(self, cur: sqlite3.Cursor, op: RecallMessage, pending: _Pending) -> StoredMessage:
+        cur.execute("UPDATE messages SET body = ? WHERE conv_id = ? AND seq = ?", (bytes(op.body), op.conv_id, op.seq))
+        if cur.rowcount == 0:
+            raise NotFound(f"conversation {op.conv_id!r} has no message {op.seq}")
+        row = cur.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conv_id = ? AND seq = ?", (op.conv_id, op.seq)).fetchone()
+        return StoredMessage(*row)
 
     def _set_receipt(self, cur: sqlite3.Cursor, op: SetReceipt, pending: _Pending) -> Receipt:
         new = op.receipt

@@ -25,6 +25,7 @@ from gateway.model import (
     CreateConversation,
     Participant,
     Receipt,
+    RecallMessage,
     RemoveParticipant,
     SetReceipt,
     SetStatus,
@@ -368,6 +369,7 @@ def test_append_to_conversation_created_in_the_same_batch(backend: StoreBackend)
         SetReceipt(Receipt("nope", "agent1", "read", 1)),
         SetStatus("nope", CLOSED),
         SetTags("nope", ("vip",)),
+        RecallMessage("nope", 1, b"gone"),
     ],
     ids=lambda op: type(op).__name__,
 )
@@ -476,6 +478,28 @@ def test_find_message(backend: StoreBackend) -> None:
     assert backend.find_message("c1", "u2", "m1") is None
     assert backend.find_message("c1", "u1", "m2") is None
     assert backend.find_message("nope", "u1", "m1") is None
+
+
+def test_a_recall_replaces_the_body_and_keeps_everything_else(backend: StoreBackend) -> None:
+    create(backend, conversation("c1"))
+    first = appended(apply_one(backend, append("c1", "m1", sender="u1", body=b"my phone is 138..."))).message
+    apply_one(backend, append("c1", "m2", sender="u2"))
+    recalled = apply_one(backend, RecallMessage("c1", 1, b"recalled"))
+    assert recalled == StoredMessage("c1", 1, "m1", "u1", "shopper", first.ts, b"recalled")
+    assert backend.read_messages("c1").messages[0] == recalled
+    assert backend.read_messages("c1").messages[1].body == b"hi"
+    assert backend.find_message("c1", "u1", "m1") == recalled
+    assert appended(apply_one(backend, append("c1", "m1", sender="u1"))).duplicate  # a resend finds the recalled one
+    assert backend.get_conversation("c1").last_seq == 2  # nothing renumbered
+    assert isinstance(apply_one(backend, RecallMessage("c1", 3, b"x")), NotFound)
+    assert isinstance(apply_one(backend, RecallMessage("c1", 0, b"x")), NotFound)
+
+
+def test_a_recall_in_the_batch_that_appended_the_message(backend: StoreBackend) -> None:
+    create(backend, conversation("c1"))
+    results = backend.apply_batch([append("c1", "m1", body=b"oops"), RecallMessage("c1", 1, b"recalled"), append("c1", "m2")])
+    assert [type(r) for r in results] == [Appended, StoredMessage, Appended]
+    assert [m.body for m in backend.read_messages("c1").messages] == [b"recalled", b"hi"]
 
 
 # ---- receipts ------------------------------------------------------------------------------------
