@@ -65,6 +65,9 @@ TABLE: dict[str, dict[str, tuple[str | None, str | None, str | None]]] = {
     "take": {"shopper": (F, F, F), "agent": (A, A, N), "supervisor": (A, A, N), "bot": (F, F, N), SYSTEM: (X, F, N)},
     "transfer": {"shopper": (F, F, F), "agent": (A, A, N), "supervisor": (A, A, N), "bot": (F, F, N), SYSTEM: (X, A, N)},
     "resolve": {"shopper": (A, N, N), "agent": (A, A, N), "supervisor": (A, A, N), "bot": (A, F, N), SYSTEM: (X, A, N)},
+    # taking a message back: its sender (a short while after sending), or a supervisor or the
+    # tenant's backend (moderation, any message); the service checks the sender and the time
+    "recall": {"shopper": (A, N, N), "agent": (A, F, N), "supervisor": (A, A, N), "bot": (A, F, N), SYSTEM: (X, A, N)},
     # asking routing for a human: the shopper, or the conversation's bot handing over
     "handoff": {"shopper": (A, N, N), "agent": (F, F, N), "supervisor": (F, F, N), "bot": (A, F, N), SYSTEM: (X, F, N)},
     # stage, assignee, group, tags: the server's routing, a supervisor, or an agent serving it
@@ -96,6 +99,7 @@ MESSAGES: dict[tuple[str, str], str] = {
     ("transfer", FORBIDDEN): "only the assigned agent or a supervisor transfers a conversation",
     ("resolve", FORBIDDEN): "only the assigned agent, the bot, the customer or a supervisor resolves a conversation",
     ("handoff", FORBIDDEN): "only the shopper or the conversation's bot asks for a handoff",
+    ("recall", FORBIDDEN): "only a participant recalls a message (their own), or a supervisor",
     ("update", FORBIDDEN): "only a supervisor, a participating agent or the system changes a conversation",
     ("assign", FORBIDDEN): "only the system adds or removes other participants",
 }

@@ -15,6 +15,7 @@ Public API (``svc = ConversationService(store, hub, bus, stats, node_id=...)``):
     svc.send(who, conv_id, cmid, body, done, origin=None)      -> None | Awaitable[None]
     await svc.send_attachment(who, conv_id, cmid, body, done, origin=None)   (send of an uploaded file)
     await svc.post(who, conv, body, cmid=None)                 -> Appended(message, duplicate)
+    await svc.recall(who, conv, seq)                           -> StoredMessage (as now stored)
     svc.receipt(who, conv_id, kind, seq, done)                 -> None | Awaitable[None]
     svc.typing(who, conv_id, on)                               -> None | Awaitable[None]
     await svc.list(who, status=None, cursor=None, limit=50, mine=False, before=None, **filters) -> Listing
@@ -49,6 +50,8 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Awaitable, Callable, Iterable, Protocol
 
+import msgpack
+
 from ..bus import Bus, BusError
 from ..hub import ConvState, Hub, SentHere
 from ..metrics import Stats
@@ -66,6 +69,7 @@ from ..model import (
     Participant,
     Principal,
     Receipt,
+    RecallMessage,
     RemoveParticipant,
     SetReceipt,
     SetStatus,
@@ -93,6 +97,8 @@ Conv = str | ConvState
 
 
 MAX_ORIGINS = 100_000  # sent messages whose echo is awaited, across processes (Hub.origins)
+RECALL_WINDOW_MS = 2 * 60 * 1000  # how long after sending its sender may recall a message (as WeChat allows)
+RECALLED = "recalled"  # the kind of a recalled message's body
 
 
 def now_ms() -> int:
@@ -189,6 +195,7 @@ class ConversationService:
         self.history_page = self.limits.history_page
         self.reply_bytes = reply_bytes
         self.hooks: Hooks | None = None
+        self.recall_window_ms = RECALL_WINDOW_MS
         self.watchers: list[Watcher] = []  # the workspace's inbox, webhooks
         self.accepting = True  # False while the node drains: writes are refused as unavailable
         self.ordered = bool(getattr(bus, "crosses_processes", False))  # the node orders deliveries (Node.on_message)
@@ -505,6 +512,44 @@ class ConversationService:
             watcher.on_message(state, m)
         self.hub.release(state)
         return result
+
+    async def recall(self, who: Principal, conv: Conv, seq: int) -> StoredMessage:
+        """Take message ``seq`` back: its body is replaced by ``{"kind": "recalled", "by", "at"}``
+        in the store (seq, sender and time stay), and a system event ``recalled`` naming the seq is
+        appended, so every member learns of it live or on resume. Its sender may recall it within
+        ``recall_window_ms``; a supervisor or the tenant's backend any message. Recalling a
+        recalled message changes nothing."""
+        _seq_field("seq", seq)
+        state = await self.access(who, conv, "recall")
+        page = await self.store.read_messages(state.conv.id, after=seq - 1, limit=1) if seq > 0 else None
+        if page is None or not page.messages or page.messages[0].seq != seq:
+            raise RequestError("not_found", f"conversation {state.conv.id} has no message {seq}")
+        m = page.messages[0]
+        body = msgpack.unpackb(m.body, raw=False)
+        if type(body) is not dict:
+            body = {}
+        if body.get("kind") == RECALLED:
+            return m
+        if body.get("kind") == "event" and m.sender_role == SYSTEM:
+            raise RequestError("bad_request", "a conversation's events cannot be recalled")
+        if who.role not in ("supervisor", SYSTEM):
+            if m.sender != who.user:
+                raise RequestError("forbidden", "you can recall only your own messages")
+            if now_ms() - m.ts > self.recall_window_ms:
+                raise RequestError("forbidden", f"a message can be recalled within {self.recall_window_ms // 60_000} minutes of sending")
+        if not self.accepting:
+            raise RequestError("unavailable", "server restarting")
+        at = now_ms()
+        state.inflight += 1
+        try:
+            recalled = await self.store.execute(RecallMessage(state.conv.id, seq, env.pack({"kind": RECALLED, "by": who.user, "at": at})))
+        finally:
+            state.inflight -= 1
+        self.hub.release(state)
+        log.info("message %d of %s recalled by %s (%s)", seq, state.conv.id, who.user, who.role, extra={"tenant": state.conv.tenant})
+        event = {"kind": "event", "event": RECALLED, "seq": seq, "by": who.user, "role": who.role, "text": "一条消息已撤回"}
+        await self._post(state, SYSTEM, SYSTEM, event, f"recall-{seq}")
+        return recalled
 
     def receipt(self, who: Principal, conv_id: str, kind: str, seq: int, done: Done) -> Awaitable[None] | None:
         """Raise ``who``'s cumulative receipt; ``done`` gets the stored ``Receipt`` or a

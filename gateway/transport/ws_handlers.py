@@ -90,6 +90,7 @@ class RequestHandlers:
             "join": self.join,
             "leave": self.leave,
             "close": self.close,
+            "recall": self.recall,
             "list": self.list,
             "history": self.history,
             "resume": self.resume,
@@ -377,6 +378,11 @@ class RequestHandlers:
     async def close(self, conn: Connection, req: dict[str, Any]) -> None:
         conv = await self.service.close(conn.identity, _conv_id(req))
         self.ok(conn, req, conv=env.conversation_map(conv))
+
+    async def recall(self, conn: Connection, req: dict[str, Any]) -> None:
+        conv_id = _conv_id(req)
+        m = await self.service.recall(conn.identity, conv_id, env.need_int(req, "seq", minimum=1))
+        self.ok(conn, req, conv=conv_id, seq=m.seq)
 
     async def list(self, conn: Connection, req: dict[str, Any]) -> None:
         limit = env.need_int(req, "limit", optional=True, minimum=1) or 50

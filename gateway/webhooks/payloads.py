@@ -1,8 +1,8 @@
 """What a webhook says and how it is signed: events, payloads, signatures, URLs. No I/O.
 
-Every stored message becomes one event: ``message.created`` for what people and bots write, and
+Every stored message becomes one event: ``message.created`` for what people and bots write,
 ``conversation.<event>`` for routing's system events (``assigned``, ``resolved``…), which are
-stored in the transcript too. Opening, closing and a satisfaction rating are events of their own.
+stored in the transcript too, and ``message.recalled`` for the event a recall appends. Opening, closing and a satisfaction rating are events of their own.
 
 A delivery is signed as Stripe's are: ``kefu-signature: t=<unix seconds>,v1=<hex>``, the hex being
 HMAC-SHA256 under the webhook's secret of ``"<t>." + body``. The receiver recomputes it, compares
@@ -28,6 +28,7 @@ from ..model import StoredMessage
 SYSTEM_EVENTS = ("queued", "assigned", "requeued", "transferred", "resolved", "survey")
 EVENTS = (
     "message.created",
+    "message.recalled",
     "conversation.opened",
     "conversation.closed",
     "conversation.rated",
@@ -95,8 +96,11 @@ def message_event(m: StoredMessage) -> tuple[str, dict[str, Any]]:
     """The event a stored message is, and the message as JSON (its body decoded)."""
     body = msgpack.unpackb(m.body, raw=False)
     name = "message.created"
-    if m.sender_role == "system" and type(body) is dict and body.get("kind") == "event" and body.get("event") in SYSTEM_EVENTS:
-        name = f"conversation.{body['event']}"
+    if m.sender_role == "system" and type(body) is dict and body.get("kind") == "event":
+        if body.get("event") in SYSTEM_EVENTS:
+            name = f"conversation.{body['event']}"
+        elif body.get("event") == "recalled":  # its body names the seq taken back
+            name = "message.recalled"
     return name, {"seq": m.seq, "cmid": m.cmid, "sender": m.sender, "role": m.sender_role, "ts": m.ts, "body": body}
 
 

@@ -102,6 +102,13 @@ async def _act(svc, action: str, who: Principal, conv: str) -> None:
         await svc.update(who, conv, group="vip")
     elif action == "assign":
         await svc.add_participant(who, conv, "carol", "agent", "Carol")
+    elif action == "recall":
+        await svc.access(who, conv, "recall")  # refused here as the table says; then the service's own rules
+        seq = 1  # the system's welcome: a supervisor or the backend may recall anyone's message
+        if who.role not in ("supervisor", "system"):  # everyone else only their own
+            sent = await completed(lambda done: svc.send(who, conv, "r-1", TEXT, done))
+            seq = sent.message.seq
+        assert (await svc.recall(who, conv, seq)).seq == seq
     elif action in ROUTING:
         await _routing_request(svc, action, who, conv)
     else:  # pragma: no cover - a new action needs a line here

@@ -198,6 +198,15 @@ async def transfer(call: Call) -> tuple[int, dict]:
     return 200, env.conversation_map(state.conv) | {"last_seq": state.last_seq}
 
 
+async def recall_message(call: Call) -> tuple[int, dict]:
+    """Moderation by the tenant's backend: any message taken back, whoever sent it and whenever."""
+    seq = call.path["seq"]
+    if not (seq.isascii() and seq.isdigit()) or len(seq) > 18:
+        raise Problem("bad_request", "the seq in the path must be a positive integer", status=422)
+    m = await call.services.conversations.recall(system(call.tenant), call.path["conv_id"], int(seq))
+    return 200, _jsonable(env.message_map(m)) | {"duplicate": False}
+
+
 async def handoff(call: Call) -> tuple[int, dict]:
     """What an external bot's WebSocket ``handoff`` does, for a bot that works over HTTP (webhooks in,
     REST out): the conversation leaves the bot for the queue, with the bot's context."""
@@ -236,6 +245,8 @@ OPERATIONS = (
     Operation("GET", "/v1/conversations/{conv_id}/messages", transcript, "The transcript, a page at a time.", READ, query=TranscriptQuery, response=Transcript, errors=(404,)),
     Operation("POST", "/v1/conversations/{conv_id}/messages", post_message, "Post a message as the system (ingest) or as a bot (bot); delivered with the next seq.", frozenset({"ingest", "bot"}), body=MessageIn, response=MessageOut, status=201, errors=(404, 409),
               headers=(("Idempotency-Key", "Posting again with the same key answers the stored message (200, `duplicate`) instead of posting twice."),)),
+    Operation("POST", "/v1/conversations/{conv_id}/messages/{seq}/recall", recall_message,
+              "Recall a message (moderation): its body becomes `recalled`, and a `recalled` event tells the members.", frozenset(), response=MessageOut, errors=(404,)),
     Operation("POST", "/v1/conversations/{conv_id}/resolve", resolve, "Resolve: the service ends; the shopper's next message reopens it.", frozenset({"bot"}), response=ConversationOut, errors=(404,)),
     Operation("POST", "/v1/conversations/{conv_id}/handoff", handoff, "As the conversation's bot, hand it to a person: it joins the queue with the bot's context.", frozenset({"bot"}), body=HandoffIn, response=ConversationOut, errors=(404,)),
     Operation("POST", "/v1/conversations/{conv_id}/transfer", transfer, "Transfer to an agent (online, with room) or to a skill group's queue.", frozenset({"bot"}), body=TransferIn, response=ConversationOut, errors=(404,)),
