@@ -167,12 +167,15 @@ class Webhooks(Watcher):
         self._events.append((conv.tenant, event, data, int(time.time() * 1000), cost))
         self._work.set()
 
-    def _drop(self, event: str, tenant: str) -> None:
+    def _drop(self, event: str, tenant: str, why: str = "") -> None:
+        """Count a dropped event; log one line per ``LOG_DROPS_EVERY_S`` at most (a flood of drops
+        must not become a flood of log lines)."""
         self.stats.deliveries["dropped"] += 1
         now = time.monotonic()
         if now - self._dropped_logged >= LOG_DROPS_EVERY_S:
             self._dropped_logged = now
-            log.warning("webhook event %s of %s dropped: %d events already wait (receivers slow or down)", event, tenant, self.stats.pending)
+            why = why or f"{self.stats.pending} events already wait (receivers slow or down)"
+            log.warning("webhook event %s of %s dropped: %s (one line per %g s at most)", event, tenant, why, LOG_DROPS_EVERY_S)
 
     # ---- subscriptions ------------------------------------------------------------------------
 
@@ -221,10 +224,9 @@ class Webhooks(Watcher):
                 self.stats.pending_bytes -= cost
                 try:
                     subs = [s for s in await self.subscriptions(tenant) if s.wants(event)]
-                except StoreError as exc:
-                    log.error("webhooks of %s could not be read (%s): event %s dropped", tenant, exc, event)
+                except StoreError as exc:  # the store is away: so are new messages, mostly
                     subs = []
-                    self.stats.deliveries["dropped"] += 1
+                    self._drop(event, tenant, f"its webhooks could not be read ({exc})")
                 self.stats.pending += len(subs) - 1
                 if subs:
                     event_id = new_event_id()
