@@ -14,7 +14,8 @@ are resolved and refused when they are not public, unless ``allow_private`` (a r
 gateway's own network), so a webhook cannot be aimed at the gateway's neighbours or a cloud's
 metadata service.
 
-The data path only appends to a deque: a tenant with no webhooks costs one dict lookup a message.
+The data path only appends to a deque, and only what some webhook of the tenant wants: a message
+nobody subscribed to costs one dict lookup.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from prometheus_client.registry import Collector
 from .. import __version__
 from ..conversations.service import Watcher
 from ..hub import ConvState
-from ..model import Conversation, StoredMessage
+from ..model import SYSTEM, Conversation, StoredMessage
 from ..store.base import StoreError
 from .payloads import ALL, is_public, message_event, new_event_id, payload, signature
 
@@ -121,7 +122,8 @@ class Webhooks(Watcher):
         self.concurrency = concurrency
         self.cache_s = cache_s
         self.stats = WebhookStats()
-        self._subscriptions: dict[str, tuple[float, tuple[Subscription, ...]]] = {}  # tenant -> (good until, subscriptions)
+        # tenant -> (good until, subscriptions, the events any of them wants)
+        self._subscriptions: dict[str, tuple[float, tuple[Subscription, ...], frozenset[str]]] = {}
         self._events: deque[tuple[str, str, dict[str, Any], int]] = deque()  # (tenant, event, data, at ms), not yet matched
         self._ready: deque[Delivery] = deque()
         self._later: list[tuple[float, int, Delivery]] = []  # (due, tiebreak, delivery): retries waiting
@@ -145,17 +147,23 @@ class Webhooks(Watcher):
 
     def on_message(self, state: ConvState, m: StoredMessage) -> None:
         conv = state.conv
-        if self._none_for(conv.tenant):
+        # what people and bots write is message.created; the system's messages may be any event
+        if not self._may_want(conv.tenant, "message.created" if m.sender_role != SYSTEM else None):
             return
         name, message = message_event(m)
         self._emit(conv, name, {"message": message}, EVENT_BYTES + 2 * len(m.body))  # JSON may escape
 
-    def _none_for(self, tenant: str) -> bool:
+    def _may_want(self, tenant: str, event: str | None) -> bool:
+        """Whether a webhook of ``tenant`` may want ``event`` (None: any event): True while its
+        webhooks are not known here (the event goes on, to find out)."""
         cached = self._subscriptions.get(tenant)
-        return cached is not None and not cached[1] and cached[0] > time.monotonic()
+        if cached is None or cached[0] <= time.monotonic():
+            return True
+        wanted = cached[2]
+        return bool(wanted) if event is None else ALL in wanted or event in wanted
 
     def _emit(self, conv: Conversation, event: str, data: dict[str, Any], cost: int = EVENT_BYTES) -> None:
-        if self._none_for(conv.tenant):
+        if not self._may_want(conv.tenant, event):
             return
         stats = self.stats
         if stats.pending >= self.max_pending or stats.pending_bytes + cost > self.max_pending_bytes:
@@ -191,7 +199,7 @@ class Webhooks(Watcher):
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("webhook %s of %s is unreadable, skipped: %s", record.key, tenant, exc)
         subs = tuple(found)
-        self._subscriptions[tenant] = (time.monotonic() + self.cache_s, subs)
+        self._subscriptions[tenant] = (time.monotonic() + self.cache_s, subs, frozenset(e for sub in subs for e in sub.events))
         return subs
 
     def forget(self, tenant: str) -> None:
