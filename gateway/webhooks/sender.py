@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
-import httpx
+import ssl
+
 import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -40,6 +41,7 @@ from ..conversations.service import Watcher
 from ..hub import ConvState
 from ..model import SYSTEM, Conversation, StoredMessage
 from ..store.base import StoreError
+from .client import Client, Unreachable
 from .payloads import ALL, is_public, message_event, new_event_id, payload, signature
 
 log = logging.getLogger("kefu.webhooks")
@@ -49,7 +51,7 @@ RETRY_AFTER_S = (1.0, 10.0, 60.0, 300.0, 1800.0)  # five more tries, the last ab
 RETRY_STATUSES = frozenset({408, 429})
 ADDRESS_CACHE_S = 60.0
 LOG_DROPS_EVERY_S = 10.0
-MAX_ANSWER_BYTES = 64 * 1024  # of a receiver's answer read (and then ignored)
+MAX_ANSWER_BYTES = 64 * 1024  # of a receiver's answer read (and then ignored); past it the connection is not kept
 EVENT_BYTES = 1024  # what an event is charged beyond its message's body, until its payload is made
 
 
@@ -112,7 +114,9 @@ class Webhooks(Watcher):
         max_pending_bytes: int = 64 * 1024 * 1024,
         concurrency: int = 4,
         cache_s: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl_context``: whom https receivers must be certified by (default: the system's CAs)."""
         self.store = store  # gateway.store.writer.Store: records of kind ``webhook``
         self.allow_private = allow_private
         self.timeout_s = timeout_s
@@ -132,7 +136,8 @@ class Webhooks(Watcher):
         self._later_changed = trio.Event()
         self._addresses: dict[str, tuple[float, Outcome | None]] = {}  # host -> (good until, why refused or None)
         self._dropped_logged = 0.0
-        self._client: httpx.AsyncClient | None = None
+        self._ssl_context = ssl_context
+        self._client: Client | None = None
 
     # ---- events in (the data path: no I/O, no await) ------------------------------------------
 
@@ -209,18 +214,18 @@ class Webhooks(Watcher):
     # ---- delivery -----------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        limits = httpx.Limits(max_connections=self.concurrency * 2, max_keepalive_connections=self.concurrency)
         headers = {"user-agent": f"kefu-webhooks/{__version__}", "content-type": "application/json"}
-        async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits, headers=headers, follow_redirects=False) as client:
-            self._client = client
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._retry_when_due)
-                    for _ in range(self.concurrency):
-                        nursery.start_soon(self._deliver_forever)
-                    task_status.started()
-            finally:
-                self._client = None
+        client = self._client = Client(ssl_context=self._ssl_context, max_idle=self.concurrency, max_answer_bytes=MAX_ANSWER_BYTES, headers=headers)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._retry_when_due)
+                for _ in range(self.concurrency):
+                    nursery.start_soon(self._deliver_forever)
+                task_status.started()
+        finally:
+            self._client = None
+            with trio.CancelScope(shield=True):
+                await client.aclose()
 
     async def _next(self) -> Delivery:
         """The next delivery to attempt, matching waiting events to subscriptions first."""
@@ -299,18 +304,11 @@ class Webhooks(Watcher):
             "kefu-signature": signature(delivery.webhook.secret, delivery.body, int(time.time())),
         }
         try:
-            with trio.fail_after(self.timeout_s + 1):
-                async with client.stream("POST", delivery.webhook.url, content=delivery.body, headers=headers) as response:
-                    status = response.status_code
-                    read = 0
-                    async for chunk in response.aiter_raw():  # read a little, so the connection can be reused
-                        read += len(chunk)
-                        if read > MAX_ANSWER_BYTES:
-                            break
-        except (trio.TooSlowError, httpx.TimeoutException):
+            status = await client.post(delivery.webhook.url, delivery.body, headers, self.timeout_s)
+        except trio.TooSlowError:
             return Outcome(False, reason="timeout", detail=f"no answer within {self.timeout_s:g} s", retry=True)
-        except httpx.HTTPError as exc:
-            return Outcome(False, reason="unreachable", detail=f"{type(exc).__name__}: {exc}", retry=True)
+        except Unreachable as exc:
+            return Outcome(False, reason="unreachable", detail=str(exc), retry=True)
         if 200 <= status < 300:
             return Outcome(True, status)
         retry = status in RETRY_STATUSES or status >= 500
