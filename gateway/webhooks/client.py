@@ -23,7 +23,7 @@ class Unreachable(Exception):
     """No answer could be had: the connection failed, broke, or the answer was not HTTP."""
 
 
-class Connection:
+class HttpConnection:
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.h11 = h11.Connection(h11.CLIENT)
@@ -69,7 +69,7 @@ class Client:
         self.max_idle_total = max_idle_total
         self.max_answer_bytes = max_answer_bytes
         self.headers = list((headers or {}).items())
-        self._idle: dict[tuple[str, str, int], deque[Connection]] = {}
+        self._idle: dict[tuple[str, str, int], deque[HttpConnection]] = {}
         self._idle_count = 0
 
     async def post(self, url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> int:
@@ -109,7 +109,7 @@ class Client:
                 await conn.close()
                 return status
 
-    async def _connect(self, scheme: str, host: str, port: int) -> Connection:
+    async def _connect(self, scheme: str, host: str, port: int) -> HttpConnection:
         try:
             stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
         except OSError as exc:
@@ -122,16 +122,16 @@ class Client:
                 await trio.aclose_forcefully(stream)
                 raise Unreachable(f"TLS with {host}:{port} failed: {exc}") from None
             stream = tls
-        return Connection(stream)
+        return HttpConnection(stream)
 
-    def _take(self, origin: tuple[str, str, int]) -> Connection | None:
+    def _take(self, origin: tuple[str, str, int]) -> HttpConnection | None:
         idle = self._idle.get(origin)
         if not idle:
             return None
         self._idle_count -= 1
         return idle.pop()
 
-    def _give_back(self, origin: tuple[str, str, int], conn: Connection) -> bool:
+    def _give_back(self, origin: tuple[str, str, int], conn: HttpConnection) -> bool:
         """Keep ``conn`` for the origin's next POST; False when enough are kept already."""
         idle = self._idle.setdefault(origin, deque())
         if len(idle) >= self.max_idle or self._idle_count >= self.max_idle_total:
