@@ -24,6 +24,8 @@ class Unreachable(Exception):
 
 
 class HttpConnection:
+    """One connection to a receiver, kept alive between POSTs while both sides allow it."""
+
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.h11 = h11.Connection(h11.CLIENT)
@@ -69,17 +71,18 @@ class Client:
         self.max_idle_total = max_idle_total
         self.max_answer_bytes = max_answer_bytes
         self.headers = list((headers or {}).items())
-        self._idle: dict[tuple[str, str, int], deque[HttpConnection]] = {}
+        self._idle: dict[tuple[str, str, int, str], deque[HttpConnection]] = {}
         self._idle_count = 0
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> int:
+    async def post(self, url: str, body: bytes, headers: dict[str, str], timeout_s: float, *, address: str | None = None) -> int:
         """POST ``body`` to ``url``; returns the status. Raises trio.TooSlowError past ``timeout_s``
         and Unreachable when there is no answer. A kept-alive connection the receiver had closed
-        is replaced once, transparently."""
+        is replaced once, transparently. ``address``: connect there rather than where the URL's
+        host resolves now (the Host header and TLS still name the host)."""
         parts = urlsplit(url)
         scheme, host = parts.scheme, parts.hostname or ""
         port = parts.port or (443 if scheme == "https" else 80)
-        origin = (scheme, host, port)
+        origin = (scheme, host, port, address or "")
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host_header = host if parts.port is None else f"{host}:{parts.port}"
         if ":" in host and not host.startswith("["):
@@ -93,7 +96,7 @@ class Client:
                 conn = self._take(origin)
                 fresh = conn is None
                 if conn is None:
-                    conn = await self._connect(scheme, host, port)
+                    conn = await self._connect(scheme, host, port, address)
                 try:
                     status, reusable = await conn.exchange(request, body, self.max_answer_bytes)
                 except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError, Unreachable) as exc:
@@ -109,9 +112,9 @@ class Client:
                 await conn.close()
                 return status
 
-    async def _connect(self, scheme: str, host: str, port: int) -> HttpConnection:
+    async def _connect(self, scheme: str, host: str, port: int, address: str | None) -> HttpConnection:
         try:
-            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+            stream: trio.abc.Stream = await trio.open_tcp_stream(address or host, port)
         except OSError as exc:
             raise Unreachable(f"cannot connect to {host}:{port}: {exc}") from None
         if scheme == "https":
@@ -124,14 +127,14 @@ class Client:
             stream = tls
         return HttpConnection(stream)
 
-    def _take(self, origin: tuple[str, str, int]) -> HttpConnection | None:
+    def _take(self, origin: tuple[str, str, int, str]) -> HttpConnection | None:
         idle = self._idle.get(origin)
         if not idle:
             return None
         self._idle_count -= 1
         return idle.pop()
 
-    def _give_back(self, origin: tuple[str, str, int], conn: HttpConnection) -> bool:
+    def _give_back(self, origin: tuple[str, str, int, str], conn: HttpConnection) -> bool:
         """Keep ``conn`` for the origin's next POST; False when enough are kept already."""
         idle = self._idle.setdefault(origin, deque())
         if len(idle) >= self.max_idle or self._idle_count >= self.max_idle_total:

@@ -134,7 +134,7 @@ class Webhooks(Watcher):
         self._later_n = 0
         self._work = trio.Event()  # set when _events or _ready gained something
         self._later_changed = trio.Event()
-        self._addresses: dict[str, tuple[float, Outcome | None]] = {}  # host -> (good until, why refused or None)
+        self._addresses: dict[str, tuple[float, Outcome | None, str | None]] = {}  # host -> (good until, why refused, the checked address)
         self._dropped_logged = 0.0
         self._ssl_context = ssl_context
         self._client: Client | None = None
@@ -295,7 +295,7 @@ class Webhooks(Watcher):
         client = self._client
         if client is None:
             return Outcome(False, reason="not_running", detail="the webhook sender is not running", retry=True)
-        refused = await self._refused_host(delivery.webhook.url)
+        refused, address = await self._checked_address(delivery.webhook.url)
         if refused is not None:
             return refused
         headers = {
@@ -304,7 +304,7 @@ class Webhooks(Watcher):
             "kefu-signature": signature(delivery.webhook.secret, delivery.body, int(time.time())),
         }
         try:
-            status = await client.post(delivery.webhook.url, delivery.body, headers, self.timeout_s)
+            status = await client.post(delivery.webhook.url, delivery.body, headers, self.timeout_s, address=address)
         except trio.TooSlowError:
             return Outcome(False, reason="timeout", detail=f"no answer within {self.timeout_s:g} s", retry=True)
         except Unreachable as exc:
@@ -314,15 +314,19 @@ class Webhooks(Watcher):
         retry = status in RETRY_STATUSES or status >= 500
         return Outcome(False, status, f"status_{min(status // 100, 5)}xx", f"answered {status}", retry)  # 3xx: redirects are not followed
 
-    async def _refused_host(self, url: str) -> Outcome | None:
-        """Why the URL's host may not be sent to (None: it may), resolved at most once a minute."""
+    async def _checked_address(self, url: str) -> tuple[Outcome | None, str | None]:
+        """Where the URL's host may be reached: (None, an address it resolved to, all of them
+        checked public), or (why not, None); resolved at most once a minute. The POST then
+        connects to that very address, so a name that resolves to something else a moment later
+        (DNS rebinding) cannot aim it elsewhere. (None, None) with ``allow_private``: the client
+        resolves the name itself."""
         if self.allow_private:
-            return None
+            return None, None
         host = urlsplit(url).hostname or ""
         cached = self._addresses.get(host)
         if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        why = None
+            return cached[1], cached[2]
+        why, checked = None, None
         try:
             infos = await trio.socket.getaddrinfo(host, None, type=trio.socket.SOCK_STREAM)
         except OSError as exc:
@@ -333,8 +337,11 @@ class Webhooks(Watcher):
                 if not is_public(address):
                     why = Outcome(False, reason="private_address", detail=f"{host} is {address}, not a public address (--webhooks-allow-private)")
                     break
-        self._addresses[host] = (time.monotonic() + ADDRESS_CACHE_S, why)
-        return why
+                checked = checked or str(address)
+        if why is not None:
+            checked = None
+        self._addresses[host] = (time.monotonic() + ADDRESS_CACHE_S, why, checked)
+        return why, checked
 
     def ping(self, tenant: str, webhook: Subscription) -> Delivery:
         """A ``ping`` event for ``webhook``, to be sent with ``attempt`` (a receiver's setup check)."""

@@ -113,3 +113,14 @@ async def test_nobody_listening_is_unreachable():
         port = s.getsockname()[1]
     with pytest.raises(Unreachable, match="cannot connect"):
         await Client().post(f"http://127.0.0.1:{port}/", b"{}", {}, 5)
+
+
+async def test_a_checked_address_is_where_it_connects_whatever_the_name(nursery):
+    """The sender resolves and checks a receiver's name, then has the client connect to that very
+    address: the name is only the Host header (and TLS's), so resolving it again cannot redirect."""
+    server = Scripted([])
+    port = await serve(nursery, server)
+    status = await Client().post(f"http://receiver.shop.invalid:{port}/hook", b"{}", {}, 5, address="127.0.0.1")
+    assert status == 200 and f"host: receiver.shop.invalid:{port}".encode() in server.heads[0]
+    with pytest.raises(Unreachable):  # without the address the name is resolved, and .invalid never is
+        await Client().post(f"http://receiver.shop.invalid:{port}/hook", b"{}", {}, 5)
