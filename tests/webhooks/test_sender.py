@@ -253,3 +253,20 @@ async def test_an_external_bot_hears_through_a_webhook_and_answers_and_hands_off
             assert offer["context"] == {"topic": "运费", "handoff": {"reason": "bot_request", "detail": "顾客要人工"}}  # the bot's context, and why
         refused = await bot.post(f"/v1/conversations/{conv}/handoff", json={"bot": "someone-else"})
         assert refused.status_code == 403, refused.text  # only the conversation's bot hands it over
+
+
+async def test_a_receiver_that_answers_too_late_is_tried_again(start_gateway, receiver):
+    gw = await start_gateway(webhooks_allow_private="yes", webhooks_timeout_s=0.3)
+    gw.node.webhooks.retry_after_s = (0.05, 0.05, 0.05, 0.05)
+    receiver.hold = trio.Event()  # answers wait until it is set
+    async with client(gw, await new_key(gw)) as api:
+        await subscribe(api, receiver.url + "/slow", ["conversation.opened"])
+        async with connect(gw.url, token("s1"), resume={}) as shopper:
+            await shopper.ok("open")
+        await receiver.wait_for(2)  # the first attempt timed out; the second came
+        receiver.hold.set()
+        with trio.fail_after(10):
+            while await metric(gw, "kefu_webhook_deliveries_total", outcome="delivered") < 1:
+                await trio.sleep(0.05)
+    assert await metric(gw, "kefu_webhook_attempt_failures_total", reason="timeout") >= 1
+    assert len({r.doc["id"] for r in receiver.got}) == 1  # the same event each time
