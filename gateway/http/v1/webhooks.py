@@ -1,7 +1,7 @@
 """``/v1/webhooks``: where a tenant's events are POSTed (docs/api.md#webhooks).
 
-A webhook is a URL and the events it wants. Its signing secret is shown once, at creation; to
-change it, create a new webhook and delete the old one. ``ping`` sends one signed test event at
+A webhook is a URL and the events it wants, changed with PATCH. Its signing secret is shown once,
+at creation; to change it, create a new webhook and delete the old one. ``ping`` sends one signed test event at
 once and says what the receiver answered, so a shop can check its endpoint while setting it up.
 """
 
@@ -25,6 +25,12 @@ class WebhookIn(Body):
     url: str = Field(min_length=1, max_length=2000, description="http:// or https:// URL the events are POSTed to.")
     events: list[str] = Field(min_length=1, max_length=len(EVENTS) + 1, description=f"Any of {', '.join(EVENTS)}; or `*` for all.")
     description: str = Field(default="", max_length=200)
+
+
+class WebhookChange(Body):
+    url: str | None = Field(default=None, min_length=1, max_length=2000)
+    events: list[str] | None = Field(default=None, min_length=1, max_length=len(EVENTS) + 1)
+    description: str | None = Field(default=None, max_length=200)
 
 
 class WebhookOut(BaseModel):
@@ -82,6 +88,28 @@ async def list_webhooks(call: Call) -> tuple[int, dict]:
     return 200, {"webhooks": [webhook_map(r.key, json.loads(r.value)) for r in records]}
 
 
+async def change_webhook(call: Call) -> tuple[int, dict]:
+    """Change a webhook's URL, events or description; its secret and id stay."""
+    webhooks = sender(call)
+    record = await call.services.store.record(call.tenant, RECORD_KIND, call.path["webhook_id"])
+    if record is None:
+        raise Problem("not_found", "no such webhook in this tenant")
+    doc = json.loads(record.value)
+    body = call.body
+    try:
+        if body.url is not None:
+            doc["url"] = check_url(body.url, allow_private=webhooks.allow_private)
+        if body.events is not None:
+            doc["events"] = list(check_events(body.events))
+    except WebhookError as exc:
+        raise Problem("bad_request", str(exc), status=422) from None
+    if body.description is not None:
+        doc["description"] = body.description
+    await call.services.store.execute(PutRecords((Record(call.tenant, RECORD_KIND, record.key, json.dumps(doc, ensure_ascii=False), int(time.time() * 1000)),)))
+    webhooks.forget(call.tenant)
+    return 200, webhook_map(record.key, doc)
+
+
 async def delete_webhook(call: Call) -> tuple[int, None]:
     if not await call.services.store.execute(DeleteRecord(call.tenant, RECORD_KIND, call.path["webhook_id"])):
         raise Problem("not_found", "no such webhook in this tenant")
@@ -102,6 +130,8 @@ OPERATIONS = (
     Operation("POST", "/v1/webhooks", create_webhook, "Subscribe a URL to this tenant's events; the response shows its signing secret, once.", frozenset(),
               body=WebhookIn, response=WebhookCreated, status=201, errors=(409,)),
     Operation("GET", "/v1/webhooks", list_webhooks, "List this tenant's webhooks (never their secrets).", frozenset(), response=WebhookList),
+    Operation("PATCH", "/v1/webhooks/{webhook_id}", change_webhook, "Change a webhook's URL, events or description (its secret stays).", frozenset(),
+              body=WebhookChange, response=WebhookOut, errors=(404,)),
     Operation("DELETE", "/v1/webhooks/{webhook_id}", delete_webhook, "Delete a webhook: no more events are sent to it.", frozenset(), status=204, errors=(404,)),
     Operation("POST", "/v1/webhooks/{webhook_id}/ping", ping_webhook, "Send one signed `ping` event to the webhook now and say what its receiver answered.",
               frozenset(), response=PingOut, errors=(404,)),

@@ -30,10 +30,19 @@ async def test_a_webhook_is_created_listed_pinged_and_deleted(start_gateway, rec
         failed = (await api.post(f"/v1/webhooks/{hook['id']}/ping")).json()
         assert failed == {"delivered": False, "status": 500, "reason": "status_5xx", "detail": "answered 500"}
 
+        changed = await api.patch(f"/v1/webhooks/{hook['id']}", json={"events": ["*"], "description": "客服事件"})
+        assert changed.status_code == 200 and changed.json()["events"] == ["*"] and changed.json()["url"] == hook["url"], changed.text
+        problem(await api.patch(f"/v1/webhooks/{hook['id']}", json={"events": ["nope"]}), 422, "bad_request")
+        problem(await api.patch(f"/v1/webhooks/{hook['id']}", json={"secret": "mine"}), 422, "bad_request")  # not changeable
+        receiver.answers = []
+        assert (await api.post(f"/v1/webhooks/{hook['id']}/ping")).json()["delivered"] is True
+        assert verify(hook["secret"], receiver.got[-1].body, receiver.got[-1].headers["kefu-signature"])  # the secret stayed
+        assert (await api.get("/v1/webhooks")).json()["webhooks"][0]["description"] == "客服事件"
         assert (await api.delete(f"/v1/webhooks/{hook['id']}")).status_code == 204
         assert (await api.get("/v1/webhooks")).json() == {"webhooks": []}
         problem(await api.delete(f"/v1/webhooks/{hook['id']}"), 404, "not_found")
         problem(await api.post(f"/v1/webhooks/{hook['id']}/ping"), 404, "not_found")
+        problem(await api.patch(f"/v1/webhooks/{hook['id']}", json={"description": "x"}), 404, "not_found")
 
 
 async def test_bad_webhooks_are_refused_naming_the_problem(start_gateway):
