@@ -128,7 +128,7 @@ class Webhooks(Watcher):
         self.stats = WebhookStats()
         # tenant -> (good until, subscriptions, the events any of them wants)
         self._subscriptions: dict[str, tuple[float, tuple[Subscription, ...], frozenset[str]]] = {}
-        self._events: deque[tuple[str, str, dict[str, Any], int]] = deque()  # (tenant, event, data, at ms), not yet matched
+        self._events: deque[tuple[str, str, dict[str, Any], int, int]] = deque()  # (tenant, event, data, at ms, bytes charged), not yet matched
         self._ready: deque[Delivery] = deque()
         self._later: list[tuple[float, int, Delivery]] = []  # (due, tiebreak, delivery): retries waiting
         self._later_n = 0
@@ -257,9 +257,7 @@ class Webhooks(Watcher):
             outcome = await self.attempt(delivery)
             delivery.attempts += 1
             if outcome.delivered:
-                self.stats.deliveries["delivered"] += 1
-                self.stats.pending -= 1
-                self.stats.pending_bytes -= len(delivery.body)
+                self._finished(delivery, "delivered")
                 continue
             self.stats.failures[outcome.reason or "unknown"] += 1
             if outcome.retry and delivery.attempts <= len(self.retry_after_s):
@@ -269,13 +267,16 @@ class Webhooks(Watcher):
                 heapq.heappush(self._later, (due, self._later_n, delivery))
                 self._later_changed.set()
                 continue
-            self.stats.deliveries["failed"] += 1
-            self.stats.pending -= 1
-            self.stats.pending_bytes -= len(delivery.body)
+            self._finished(delivery, "failed")
             log.warning(
                 "webhook %s of %s gave up on %s after %d attempts: %s", delivery.webhook.id, delivery.tenant, delivery.event,
                 delivery.attempts, outcome.detail or outcome.reason,
             )
+
+    def _finished(self, delivery: Delivery, outcome: str) -> None:
+        self.stats.deliveries[outcome] += 1
+        self.stats.pending -= 1
+        self.stats.pending_bytes -= len(delivery.body)
 
     async def _retry_when_due(self) -> None:
         while True:
