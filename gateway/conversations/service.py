@@ -528,7 +528,8 @@ class ConversationService:
         body = msgpack.unpackb(m.body, raw=False)
         if type(body) is not dict:
             body = {}
-        if body.get("kind") == RECALLED:
+        if body.get("kind") == RECALLED:  # again: its event too (idempotent), in case the first stopped between the two writes
+            await self._post(state, SYSTEM, SYSTEM, recalled_event(seq, str(body.get("by", "")), str(body.get("role", ""))), f"recall-{seq}")
             return m
         if body.get("kind") == "event" and m.sender_role == SYSTEM:
             raise RequestError("bad_request", "a conversation's events cannot be recalled")
@@ -542,13 +543,12 @@ class ConversationService:
         at = now_ms()
         state.inflight += 1
         try:
-            recalled = await self.store.execute(RecallMessage(state.conv.id, seq, env.pack({"kind": RECALLED, "by": who.user, "at": at})))
+            recalled = await self.store.execute(RecallMessage(state.conv.id, seq, env.pack({"kind": RECALLED, "by": who.user, "role": who.role, "at": at})))
         finally:
             state.inflight -= 1
         self.hub.release(state)
         log.info("message %d of %s recalled by %s (%s)", seq, state.conv.id, who.user, who.role, extra={"tenant": state.conv.tenant})
-        event = {"kind": "event", "event": RECALLED, "seq": seq, "by": who.user, "role": who.role, "text": "一条消息已撤回"}
-        await self._post(state, SYSTEM, SYSTEM, event, f"recall-{seq}")
+        await self._post(state, SYSTEM, SYSTEM, recalled_event(seq, who.user, who.role), f"recall-{seq}")
         return recalled
 
     def receipt(self, who: Principal, conv_id: str, kind: str, seq: int, done: Done) -> Awaitable[None] | None:
@@ -720,6 +720,11 @@ class ConversationService:
         """Durable already: clients get it on resume. Other nodes' caches may lag until reloaded."""
         self.stats.bus_publish_failures += 1
         log.error("bus publish failed: %s", exc)
+
+
+def recalled_event(seq: int, by: str, role: str) -> dict[str, Any]:
+    """The system event that tells a conversation's members that message ``seq`` was taken back."""
+    return {"kind": "event", "event": RECALLED, "seq": seq, "by": by, "role": role, "text": "一条消息已撤回"}
 
 
 def _seq_field(name: str, value: int | None) -> None:

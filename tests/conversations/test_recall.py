@@ -78,3 +78,23 @@ async def test_the_tenants_backend_recalls_over_rest_and_a_webhook_is_told(start
         assert [m["body"]["kind"] for m in transcript] == ["recalled", "event"]
         (told,) = await receiver.wait_for(1)
     assert told.doc["event"] == "message.recalled" and told.doc["data"]["message"]["body"]["seq"] == 1
+
+
+async def test_a_recall_retried_after_only_its_first_write_adds_the_missing_event_once(gateway):
+    """The gateway stopped between replacing the body and appending the event: the retried recall
+    finds the body recalled and appends the event, once."""
+    from gateway.model import RecallMessage
+    from gateway.protocol import envelope as env
+
+    async with connect(gateway.url, token("s1"), resume={}) as shopper, connect(gateway.url, token("a1", "agent"), resume={}) as agent:
+        conv = (await shopper.ok("open"))["conv"]["id"]
+        await agent.ok("join", conv=conv)
+        await shopper.ok("send", conv=conv, cmid="m1", body=PHONE)
+        await agent.next("msg", conv=conv, seq=1)
+        await gateway.node.store.execute(RecallMessage(conv, 1, env.pack({"kind": "recalled", "by": "s1", "role": "shopper", "at": 1})))
+        assert [f for f in await agent.quiet(0.2) if f["t"] == "msg"] == []  # nobody was told
+        await shopper.ok("recall", conv=conv, seq=1)
+        event = (await agent.next("msg", conv=conv, seq=2))["body"]
+        assert (event["event"], event["seq"], event["by"], event["role"]) == ("recalled", 1, "s1", "shopper")
+        await shopper.ok("recall", conv=conv, seq=1)
+        assert [f for f in await agent.quiet(0.2) if f["t"] == "msg"] == []  # once
