@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import ssl
 from collections import deque
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import h11
 import trio
 
 READ_BYTES = 64 * 1024
+URL_SAFE = "/%:@!$&'()*+,;=-._~?"  # what stays as it is in a path or query (RFC 3986); "%" keeps encoded URLs as given
 
 
 class Unreachable(Exception):
@@ -83,7 +84,10 @@ class Client:
         scheme, host = parts.scheme, parts.hostname or ""
         port = parts.port or (443 if scheme == "https" else 80)
         origin = (scheme, host, port, address or "")
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # the request line is ASCII: a Chinese path is sent percent-encoded, an IDN host in punycode
+        target = quote(parts.path or "/", safe=URL_SAFE) + (f"?{quote(parts.query, safe=URL_SAFE)}" if parts.query else "")
+        if not host.isascii():
+            host = host.encode("idna").decode("ascii")
         host_header = host if parts.port is None else f"{host}:{parts.port}"
         if ":" in host and not host.startswith("["):
             host_header = f"[{host}]" + ("" if parts.port is None else f":{parts.port}")

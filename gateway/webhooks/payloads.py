@@ -66,6 +66,8 @@ def check_url(url: str, *, allow_private: bool) -> str:
     unless ``allow_private`` (names are checked when they are resolved, at each delivery)."""
     if len(url) > MAX_URL_CHARS:
         raise WebhookError(f"the URL is longer than {MAX_URL_CHARS} characters")
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise WebhookError("the URL must not hold spaces or control characters (percent-encode them)")
     try:
         parts = urlsplit(url)
         parts.port  # raises on a port that is not a number

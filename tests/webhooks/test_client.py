@@ -124,3 +124,10 @@ async def test_a_checked_address_is_where_it_connects_whatever_the_name(nursery)
     assert status == 200 and f"host: receiver.shop.invalid:{port}".encode() in server.heads[0]
     with pytest.raises(Unreachable):  # without the address the name is resolved, and .invalid never is
         await Client().post(f"http://receiver.shop.invalid:{port}/hook", b"{}", {}, 5)
+
+
+async def test_a_chinese_path_is_sent_percent_encoded(nursery):
+    server = Scripted([])
+    port = await serve(nursery, server)
+    assert await Client().post(f"http://127.0.0.1:{port}/钩子/事件?店=一号&x=1%202", b"{}", {}, 5) == 200
+    assert server.heads[0].startswith(b"POST /%E9%92%A9%E5%AD%90/%E4%BA%8B%E4%BB%B6?%E5%BA%97=%E4%B8%80%E5%8F%B7&x=1%202 HTTP/1.1")

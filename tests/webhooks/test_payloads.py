@@ -28,6 +28,7 @@ def test_a_signature_verifies_and_a_changed_body_or_an_old_timestamp_does_not():
     "ftp://example.com/hook", "example.com/hook", "http://", "https://user:pass@example.com/hook",
     "http://127.0.0.1:8080/hook", "http://10.1.2.3/hook", "http://169.254.169.254/latest/meta-data",
     "http://[::1]/hook", "http://[::ffff:192.168.0.1]/hook", "http://0.0.0.0/hook", "http://example.com:notaport/",
+    "https://example.com/a b", "https://example.com/a\r\nx-injected: 1",
 ])
 def test_urls_that_are_refused(url):
     with pytest.raises(WebhookError):
@@ -37,7 +38,8 @@ def test_urls_that_are_refused(url):
 def test_urls_that_are_accepted():
     assert check_url("https://shop.example.com/kefu/events?x=1", allow_private=False)
     assert check_url("http://93.184.216.34/hook", allow_private=False)
-    assert check_url("http://localhost:8080/hook", allow_private=False)  # a name: checked when resolved, at delivery
+    assert check_url("http://localhost:8080/hook", allow_private=False)
+    assert check_url("https://商店.example/钩子", allow_private=False)  # sent punycoded and percent-encoded  # a name: checked when resolved, at delivery
     assert check_url("http://127.0.0.1:8080/hook", allow_private=True)
 
 
