@@ -233,7 +233,8 @@ async def test_a_draining_node_moves_its_clients_without_an_error_they_must_see(
 
 async def test_each_event_reaches_a_webhook_once_from_the_node_where_it_happened(tmp_path, receiver):  # noqa: F811
     """A webhook created through one node; a shopper on the other, an agent on the first: every
-    event comes once (each node sends only its own), and all of them come."""
+    event comes once (each node sends only its own), and all of them come. Deleted through the
+    first node, it is no longer sent to from the second."""
     import httpx
 
     schema = fresh_schema()
@@ -254,5 +255,30 @@ async def test_each_event_reaches_a_webhook_once_from_the_node_where_it_happened
                 await shopper.ok("close", conv=conv)
             await receiver.wait_for(4)
             await trio.sleep(1.0)  # nothing comes twice
-    assert sorted(receiver.events()) == ["conversation.closed", "conversation.opened", "message.created", "message.created"]
+            assert sorted(receiver.events()) == ["conversation.closed", "conversation.opened", "message.created", "message.created"]
+            async with httpx.AsyncClient(base_url=metrics0.removesuffix("/metrics"), headers={"authorization": f"Bearer {secret}"}) as http:
+                assert (await http.delete(f"/v1/webhooks/{created.json()['id']}")).status_code == 204
+            await trio.sleep(5.5)  # the other node reads the tenant's webhooks again within 5 s
+            async with connect(url1, token("s2"), resume={}) as shopper:
+                await shopper.ok("open")
+            await trio.sleep(1.0)
+    assert len(receiver.got) == 4  # deleted through one node, no longer sent from the other
     assert sorted(r.doc["data"]["message"]["sender"] for r in receiver.got if r.doc["event"] == "message.created") == ["a1", "s1"]
+
+
+async def test_a_recall_on_one_node_reaches_a_member_on_another(tmp_path):
+    """The body is replaced in the shared store and the event crosses the bus: the agent on the
+    other node is told, and reads the recalled body."""
+    async with cluster(tmp_path, 2) as nodes:
+        (_, url0, _), (_, url1, _) = nodes
+        with trio.fail_after(30):
+            async with connect(url1, token("s1"), resume={}) as shopper, connect(url0, token("a1", "agent"), resume={}) as agent:
+                conv = (await shopper.ok("open"))["conv"]["id"]
+                await agent.ok("join", conv=conv)
+                await shopper.ok("send", conv=conv, cmid="m1", body={"kind": "text", "text": "我的身份证号是…"})
+                assert (await agent.next("msg", conv=conv, seq=1))["cmid"] == "m1"
+                await shopper.ok("recall", conv=conv, seq=1)
+                event = (await agent.next("msg", conv=conv, seq=2))["body"]
+                assert (event["event"], event["seq"]) == ("recalled", 1)
+                history = await agent.ok("history", conv=conv)
+                assert history["messages"][0]["body"]["kind"] == "recalled"
