@@ -39,7 +39,7 @@ from prometheus_client.registry import Collector
 from .. import __version__
 from ..conversations.service import Watcher
 from ..hub import ConvState
-from ..model import SYSTEM, Conversation, StoredMessage
+from ..model import SYSTEM, Conversation, PutRecords, Record, StoredMessage
 from ..store.base import StoreError
 from .client import Client, Unreachable
 from .payloads import ALL, is_public, message_event, new_event_id, payload, signature
@@ -47,6 +47,7 @@ from .payloads import ALL, is_public, message_event, new_event_id, payload, sign
 log = logging.getLogger("kefu.webhooks")
 
 RECORD_KIND = "webhook"
+STATUS_KIND = "webhook_status"  # a record beside each webhook's, same key: failing or ok, since when, the last error
 RETRY_AFTER_S = (1.0, 10.0, 60.0, 300.0, 1800.0)  # five more tries, the last about 36 min after the first
 RETRY_STATUSES = frozenset({408, 429})
 ADDRESS_CACHE_S = 60.0
@@ -137,6 +138,7 @@ class Webhooks(Watcher):
         self._addresses: dict[str, tuple[float, Outcome | None, str | None]] = {}  # host -> (good until, why refused, the checked address)
         self._dropped_logged = 0.0
         self._ssl_context = ssl_context
+        self._states: dict[str, str] = {}  # webhook id -> "ok" or "failing", as last stored by this node
         self._client: Client | None = None
 
     # ---- events in (the data path: no I/O, no await) ------------------------------------------
@@ -256,6 +258,7 @@ class Webhooks(Watcher):
             delivery = await self._next()
             outcome = await self.attempt(delivery)
             delivery.attempts += 1
+            await self._note_state(delivery, outcome)
             if outcome.delivered:
                 self._finished(delivery, "delivered")
                 continue
@@ -272,6 +275,23 @@ class Webhooks(Watcher):
                 "webhook %s of %s gave up on %s after %d attempts: %s", delivery.webhook.id, delivery.tenant, delivery.event,
                 delivery.attempts, outcome.detail or outcome.reason,
             )
+
+    async def _note_state(self, delivery: Delivery, outcome: Outcome) -> None:
+        """Store that a webhook started failing, or delivers again, when it changes (as this node
+        saw it): what its tenant's ``GET /v1/webhooks`` shows. A write per change, not per POST."""
+        state = "ok" if outcome.delivered else "failing"
+        key = delivery.webhook.id
+        if self._states.get(key, "ok") == state:
+            return
+        self._states[key] = state
+        now = int(time.time() * 1000)
+        doc: dict[str, Any] = {"state": state, "since": now}
+        if not outcome.delivered:
+            doc["last_error"] = {"at": now, "event": delivery.event, "reason": outcome.reason, "detail": outcome.detail}
+        try:
+            await self.store.execute(PutRecords((Record(delivery.tenant, STATUS_KIND, key, json.dumps(doc, ensure_ascii=False), now),)))
+        except StoreError as exc:
+            log.warning("the state of webhook %s could not be stored: %s", key, exc)
 
     def _finished(self, delivery: Delivery, outcome: str) -> None:
         self.stats.deliveries[outcome] += 1

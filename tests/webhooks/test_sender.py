@@ -270,3 +270,27 @@ async def test_a_receiver_that_answers_too_late_is_tried_again(start_gateway, re
                 await trio.sleep(0.05)
     assert await metric(gw, "kefu_webhook_attempt_failures_total", reason="timeout") >= 1
     assert len({r.doc["id"] for r in receiver.got}) == 1  # the same event each time
+
+
+async def test_the_list_shows_a_failing_webhook_with_its_last_error_until_it_delivers_again(start_gateway, receiver):
+    gw = await start_gateway(store="sqlite", webhooks_allow_private="yes")
+    receiver.answers = [410]  # the first event is refused; the later ones taken
+    async with client(gw, await new_key(gw)) as api:
+        hook = await subscribe(api, receiver.url + "/shop", ["conversation.opened"])
+        async with connect(gw.url, token("s1"), resume={}) as shopper:
+            await shopper.ok("open")
+            with trio.fail_after(10):
+                while await metric(gw, "kefu_webhook_deliveries_total", outcome="failed") < 1:
+                    await trio.sleep(0.05)
+            (listed,) = (await api.get("/v1/webhooks")).json()["webhooks"]
+            assert listed["id"] == hook["id"] and listed["status"]["state"] == "failing"
+            error = listed["status"]["last_error"]
+            assert (error["event"], error["reason"], error["detail"]) == ("conversation.opened", "status_4xx", "answered 410")
+            await shopper.ok("open")
+            with trio.fail_after(10):
+                while await metric(gw, "kefu_webhook_deliveries_total", outcome="delivered") < 1:
+                    await trio.sleep(0.05)
+        (listed,) = (await api.get("/v1/webhooks")).json()["webhooks"]
+        assert listed["status"]["state"] == "ok" and "last_error" not in listed["status"]
+        assert (await api.delete(f"/v1/webhooks/{hook['id']}")).status_code == 204
+        assert await gw.node.store.record("shop1", "webhook_status", hook["id"]) is None  # deleted with it

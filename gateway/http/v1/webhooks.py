@@ -14,7 +14,7 @@ import time
 from pydantic import BaseModel, Field
 
 from ...model import DeleteRecord, PutRecords, Record
-from ...webhooks import EVENTS, RECORD_KIND, Subscription, WebhookError, check_events, check_url, new_secret
+from ...webhooks import EVENTS, RECORD_KIND, STATUS_KIND, Subscription, WebhookError, check_events, check_url, new_secret
 from ..operations import Body, Call, Operation
 from ..problems import Problem
 
@@ -41,12 +41,22 @@ class WebhookOut(BaseModel):
     created_at: int = Field(description="Milliseconds since the epoch.")
 
 
+class WebhookState(BaseModel):
+    state: str = Field(description="`failing` once a delivery did not go through; `ok` again once one does.")
+    since: int = Field(description="When it became so (ms since the epoch).")
+    last_error: dict | None = Field(default=None, description="While failing: {at, event, reason, detail} of the attempt that made it so.")
+
+
+class WebhookListed(WebhookOut):
+    status: WebhookState | None = Field(description="How its deliveries go (null: none has failed yet).")
+
+
 class WebhookCreated(WebhookOut):
     secret: str = Field(description="Signs every delivery (`kefu-signature`); shown this once.")
 
 
 class WebhookList(BaseModel):
-    webhooks: list[WebhookOut]
+    webhooks: list[WebhookListed]
 
 
 class PingOut(BaseModel):
@@ -85,7 +95,8 @@ async def create_webhook(call: Call) -> tuple[int, dict]:
 
 async def list_webhooks(call: Call) -> tuple[int, dict]:
     records = await call.services.store.records(call.tenant, RECORD_KIND)
-    return 200, {"webhooks": [webhook_map(r.key, json.loads(r.value)) for r in records]}
+    states = {r.key: json.loads(r.value) for r in await call.services.store.records(call.tenant, STATUS_KIND)}
+    return 200, {"webhooks": [webhook_map(r.key, json.loads(r.value)) | {"status": states.get(r.key)} for r in records]}
 
 
 async def change_webhook(call: Call) -> tuple[int, dict]:
@@ -113,6 +124,7 @@ async def change_webhook(call: Call) -> tuple[int, dict]:
 async def delete_webhook(call: Call) -> tuple[int, None]:
     if not await call.services.store.execute(DeleteRecord(call.tenant, RECORD_KIND, call.path["webhook_id"])):
         raise Problem("not_found", "no such webhook in this tenant")
+    await call.services.store.execute(DeleteRecord(call.tenant, STATUS_KIND, call.path["webhook_id"]))
     sender(call).forget(call.tenant)
     return 204, None
 
@@ -129,7 +141,7 @@ async def ping_webhook(call: Call) -> tuple[int, dict]:
 OPERATIONS = (
     Operation("POST", "/v1/webhooks", create_webhook, "Subscribe a URL to this tenant's events; the response shows its signing secret, once.", frozenset(),
               body=WebhookIn, response=WebhookCreated, status=201, errors=(409,)),
-    Operation("GET", "/v1/webhooks", list_webhooks, "List this tenant's webhooks (never their secrets).", frozenset(), response=WebhookList),
+    Operation("GET", "/v1/webhooks", list_webhooks, "List this tenant's webhooks (never their secrets), each with how its deliveries go.", frozenset(), response=WebhookList),
     Operation("PATCH", "/v1/webhooks/{webhook_id}", change_webhook, "Change a webhook's URL, events or description (its secret stays).", frozenset(),
               body=WebhookChange, response=WebhookOut, errors=(404,)),
     Operation("DELETE", "/v1/webhooks/{webhook_id}", delete_webhook, "Delete a webhook: no more events are sent to it.", frozenset(), status=204, errors=(404,)),
