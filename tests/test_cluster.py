@@ -263,7 +263,7 @@ async def test_each_event_reaches_a_webhook_once_from_the_node_where_it_happened
                 await shopper.ok("open")
             await trio.sleep(1.0)
     assert len(receiver.got) == 4  # deleted through one node, no longer sent from the other
-    assert sorted(r.doc["data"]["message"]["sender"] for r in receiver.got if r.doc["event"] == "message.created") == ["a1", "s1"]
+    assert sorted(r.doc["data"]["message"]["from"] for r in receiver.got if r.doc["event"] == "message.created") == ["a1", "s1"]
 
 
 async def test_a_recall_on_one_node_reaches_a_member_on_another(tmp_path):

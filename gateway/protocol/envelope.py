@@ -77,6 +77,18 @@ def message_map(m: StoredMessage) -> dict[str, Any]:
     }
 
 
+def jsonable(value: Any) -> Any:
+    """A decoded msgpack value as JSON can carry it: binary as text (what is not UTF-8 replaced),
+    map keys as strings. The REST API and webhooks show message bodies so."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
 def conversation_map(c: Conversation) -> dict[str, Any]:
     return {
         "id": c.id,

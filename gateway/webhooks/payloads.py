@@ -20,9 +20,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import msgpack
-
 from ..model import StoredMessage
+from ..protocol import envelope as env
 
 #: Routing's and the workspace's system events (``{"kind": "event", "event": …}`` in a transcript).
 SYSTEM_EVENTS = ("queued", "assigned", "requeued", "transferred", "resolved", "survey")
@@ -95,27 +94,23 @@ def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 
 def message_event(m: StoredMessage) -> tuple[str, dict[str, Any]]:
-    """The event a stored message is, and the message as JSON (its body decoded)."""
-    body = msgpack.unpackb(m.body, raw=False)
+    """The event a stored message is, and the message as the REST API shows it (``message_map``:
+    ``conv``, ``seq``, ``cmid``, ``from``, ``role``, ``ts``, the body decoded)."""
+    message = env.jsonable(env.message_map(m))
+    body = message["body"]
     name = "message.created"
     if m.sender_role == "system" and type(body) is dict and body.get("kind") == "event":
         if body.get("event") in SYSTEM_EVENTS:
             name = f"conversation.{body['event']}"
         elif body.get("event") == "recalled":  # its body names the seq taken back
             name = "message.recalled"
-    return name, {"seq": m.seq, "cmid": m.cmid, "sender": m.sender, "role": m.sender_role, "ts": m.ts, "body": body}
+    return name, message
 
 
 def payload(event_id: str, name: str, tenant: str, data: dict[str, Any], *, now_ms: int | None = None) -> bytes:
     """The JSON body of one event (UTF-8, Chinese as is)."""
     doc = {"id": event_id, "event": name, "tenant": tenant, "created_at": now_ms if now_ms is not None else int(time.time() * 1000), "data": data}
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=_jsonable).encode()
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray)):  # msgpack bin in a body: not expected, never fatal
-        return value.hex()
-    raise TypeError(f"{type(value).__name__} is not JSON")
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def signature(secret: str, body: bytes, timestamp: int) -> str:

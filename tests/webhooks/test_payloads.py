@@ -63,4 +63,5 @@ def test_routings_system_events_are_conversation_events_and_everything_else_a_me
     assert message_event(stored("system", {"kind": "text", "text": "维护通知"}))[0] == "message.created"
     name, message = message_event(stored("shopper", {"kind": "text", "text": "在吗"}))
     assert name == "message.created"
-    assert message == {"seq": 7, "cmid": "m1", "sender": "u1", "role": "shopper", "ts": 1000, "body": {"kind": "text", "text": "在吗"}}
+    assert message == {"conv": "c1", "seq": 7, "cmid": "m1", "from": "u1", "role": "shopper", "ts": 1000, "body": {"kind": "text", "text": "在吗"}}
+    assert message_event(stored("shopper", {"kind": "file", "raw": b"\xe4\xbd\xa0"}))[1]["body"]["raw"] == "你"  # binary as text, as REST shows it

@@ -146,7 +146,7 @@ async def set_tags(call: Call) -> tuple[int, dict]:
 async def transcript(call: Call) -> tuple[int, dict]:
     q = call.query
     history = await call.services.conversations.history(system(call.tenant), call.path["conv_id"], after=q.after, before=q.before, limit=q.limit)
-    return 200, {"messages": [_jsonable(env.message_map(m)) for m in history.messages], "more": history.more}
+    return 200, {"messages": [env.jsonable(env.message_map(m)) for m in history.messages], "more": history.more}
 
 
 async def post_message(call: Call) -> tuple[int, dict]:
@@ -179,7 +179,7 @@ async def post_message(call: Call) -> tuple[int, dict]:
         if who.user not in state.members and state.conv.status == OPEN:
             await service.join(who, state)
     appended = await service.post(who, conv_id, call.body.body, cmid)
-    return (200 if appended.duplicate else 201), _jsonable(env.message_map(appended.message)) | {"duplicate": appended.duplicate}
+    return (200 if appended.duplicate else 201), env.jsonable(env.message_map(appended.message)) | {"duplicate": appended.duplicate}
 
 
 async def resolve(call: Call) -> tuple[int, dict]:
@@ -204,7 +204,7 @@ async def recall_message(call: Call) -> tuple[int, dict]:
     if not (seq.isascii() and seq.isdigit()) or len(seq) > 18:
         raise Problem("bad_request", "the seq in the path must be a positive integer", status=422)
     m = await call.services.conversations.recall(system(call.tenant), call.path["conv_id"], int(seq))
-    return 200, _jsonable(env.message_map(m)) | {"duplicate": False}
+    return 200, env.jsonable(env.message_map(m)) | {"duplicate": False}
 
 
 async def handoff(call: Call) -> tuple[int, dict]:
@@ -224,17 +224,6 @@ def _routing(call: Call) -> Any:
     if call.services.routing is None:
         raise Problem("forbidden", "routing is off on this gateway (--routing off): nothing to resolve, transfer or hand off")
     return call.services.routing
-
-
-def _jsonable(value: Any) -> Any:
-    """A decoded msgpack body as JSON can carry it (binary as text, replacing what is not UTF-8)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value
 
 
 READ = frozenset({"read", "bot"})
