@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds until it expires")
     token.add_argument("--data-dir", default=None, help="where the development secret is (as for serve)")
     token.add_argument("--jwt-secret", default=None, help="sign with this secret instead (env KEFU_JWT_SECRET)")
+    token.add_argument(
+        "--console", nargs="?", const="http://127.0.0.1:8701", default=None, metavar="HTTP_URL",
+        help="print the agent console's address with the token in its fragment instead (the gateway's HTTP side; default http://127.0.0.1:8701)",
+    )
 
     apikey = commands.add_parser(
         "apikey", help="create, list or revoke REST API keys",
@@ -163,7 +167,9 @@ def _token(args: argparse.Namespace) -> int:
 
     overrides = argparse.Namespace(data_dir=args.data_dir, jwt_secret=args.jwt_secret)
     secret, _ = from_arguments(overrides).secret()
-    print(mint_token(secret, tenant=args.tenant, user=args.user, role=args.role, channel=args.channel, ttl_s=args.ttl, name=args.name, customer=args.customer))
+    minted = mint_token(secret, tenant=args.tenant, user=args.user, role=args.role, channel=args.channel, ttl_s=args.ttl, name=args.name, customer=args.customer)
+    # The fragment stays in the browser: it is never sent to the server nor written to its logs.
+    print(f"{args.console.rstrip('/')}/console/#token={minted}" if args.console else minted)
     return 0
 
 
@@ -226,6 +232,7 @@ async def _serve(config: Config) -> None:
             if running.metrics_url:
                 print(f"  Metrics:   {running.metrics_url}", flush=True)
                 print(f"  REST API:  {running.http_url}/v1  (OpenAPI: /v1/openapi.json; keys: kefu apikey create)", flush=True)
+                print(f"  Console:   {running.http_url}/console/  (agents; kefu token … --role agent --console {running.http_url})", flush=True)
             signing = "--jwt-secret <the same secret>" if config.jwt_secret else f"--data-dir {config.data_dir}"
             print(f"  Token:     kefu token {signing} --tenant demo --user alice --role shopper", flush=True)
             async for signum in signals:

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from .. import console
 from ..auth import Authenticator
 from ..routing.config import RoutingConfig, TenantRouting, parse_tenant
 from .health import probe
@@ -36,6 +37,8 @@ class Services:
     routing_file: RoutingConfig  # what --routing-file says (empty when none)
     max_body_bytes: int
     rates: KeyRates = field(default_factory=lambda: KeyRates(0, 0))
+    ws_port: int = 0  # the WebSocket listener's port, for the console's browsers
+    console_ws_url: str = ""  # --console-ws-url
 
     def __post_init__(self) -> None:
         self.store = self.node.store
@@ -113,5 +116,6 @@ def build_app(services: Services) -> Starlette:
         Route("/v1/openapi.json", openapi, methods=["GET"]),
         *(Route(op.path, endpoint(op, services), methods=[op.method]) for op in ALL),
         *attachments.routes(services),
+        *console.routes(services.ws_port, services.console_ws_url),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: refused, Exception: refused})

@@ -1,0 +1,893 @@
+// The agent console: the inbox, one conversation at a time, the customer beside it.
+//
+// Everything shown comes from kefu.v1 requests and pushed frames (docs/workspace.md,
+// docs/routing.md); attachments come from the media endpoints with the same token. Text from
+// shoppers is only ever set as textContent: nothing they write becomes markup.
+
+import { KefuClient, randomId } from "./client.js";
+import { duration, t } from "./i18n.js";
+
+const TOKEN_KEY = "kefu.console.token";
+const STATUS_KEY = "kefu.console.status";
+const RECALL_WINDOW_MS = 120000;
+const TYPING_SHOWN_MS = 6000;
+
+const $ = (id) => document.getElementById(id);
+
+/** An element with text (never markup) and attributes. */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children) if (child != null) node.append(child);
+  return node;
+}
+
+function clock(ms) {
+  const d = new Date(ms);
+  const today = new Date();
+  const time = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return d.toDateString() === today.toDateString() ? time : `${d.toLocaleDateString()} ${time}`;
+}
+
+function size(bytes) {
+  if (bytes == null) return "";
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1048576) return `${(bytes / 1024).toFixed(1)} KB`;
+  return `${(bytes / 1048576).toFixed(1)} MB`;
+}
+
+// ---- state -------------------------------------------------------------------------------
+
+const desk = {
+  client: null,
+  me: null, // hello.user
+  convs: new Map(), // id -> Conversation (below)
+  current: null, // id of the conversation shown
+  attachments: new Map(), // attachment id -> Promise of the attachment with signed URLs
+  queuesTimer: null,
+};
+
+class Conversation {
+  constructor(map) {
+    this.map = map; // the protocol's Conversation map
+    this.item = null; // the inbox item: unread, waiting_ms, last
+    this.messages = new Map(); // seq -> message
+    this.pending = new Map(); // cmid -> {body, error}
+    this.loaded = false;
+    this.floor = 0; // messages at or below it were never fetched: what is held runs from it
+    this.readSent = 0; // the highest seq this tab has sent a read receipt for
+    this.more = false;
+    this.context = null; // the customer context (customer_context, context)
+    this.packet = null; // the handoff packet of `assigned` (bot transcript, intents, reason)
+    this.notes = [];
+    this.tags = [];
+    this.typingUntil = 0;
+    this.readBy = 0; // the shopper's read receipt
+    this.shopperOnline = null;
+  }
+
+  get id() {
+    return this.map.id;
+  }
+
+  /** The highest seq held with none missing below it: where a resume continues. */
+  held() {
+    let seq = this.floor;
+    while (this.messages.has(seq + 1)) seq += 1;
+    return seq;
+  }
+}
+
+function conversation(map) {
+  let conv = desk.convs.get(map.id);
+  if (!conv) {
+    conv = new Conversation(map);
+    desk.convs.set(map.id, conv);
+  } else {
+    conv.map = { ...conv.map, ...map };
+  }
+  return conv;
+}
+
+function mine(conv) {
+  return conv.map.status === "open" && conv.map.assignee === desk.me.id;
+}
+
+// ---- start -------------------------------------------------------------------------------
+
+function translate() {
+  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  for (const node of document.querySelectorAll("[data-i18n-placeholder]")) node.placeholder = t(node.dataset.i18nPlaceholder);
+  document.title = t("title");
+}
+
+async function settings() {
+  const answer = await fetch("config.json", { cache: "no-store" });
+  const found = await answer.json();
+  if (found.ws_url) return found.ws_url;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const host = location.hostname.includes(":") ? `[${location.hostname}]` : location.hostname;
+  return `${scheme}://${host}:${found.ws_port}${found.ws_path}`;
+}
+
+function tokenFromFragment() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const token = params.get("token");
+  if (token) {
+    sessionStorage.setItem(TOKEN_KEY, token);
+    history.replaceState(null, "", location.pathname + location.search); // out of the address bar
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+function showLogin(error) {
+  $("desk").hidden = true;
+  $("login").hidden = false;
+  $("login-error").hidden = !error;
+  $("login-error").textContent = error || "";
+}
+
+async function start() {
+  translate();
+  $("login-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("login-token").value.trim());
+    $("login-token").value = "";
+    connect();
+  });
+  $("logout").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    if (desk.client) desk.client.stop();
+    location.reload();
+  });
+  wireThread();
+  wirePanel();
+  tokenFromFragment();
+  connect();
+}
+
+async function connect() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) return showLogin();
+  const url = await settings();
+  if (desk.client) desk.client.stop();
+  desk.client = new KefuClient(url, token, onFrame, onState);
+  desk.client.start();
+}
+
+function onState(state, detail = {}) {
+  const link = $("link");
+  link.dataset.state = state;
+  if (state === "connecting") link.textContent = t("connecting");
+  if (state === "offline") link.textContent = t("offline", { s: Math.ceil(detail.retryInMs / 1000) });
+  if (state === "refused") {
+    sessionStorage.removeItem(TOKEN_KEY);
+    showLogin(`${t("token_refused")}: ${detail.code}${detail.message ? ` (${detail.message})` : ""}`);
+  }
+  if (state === "live") {
+    link.textContent = t("live");
+    goLive(detail.hello).catch(showError);
+  }
+}
+
+async function goLive(hello) {
+  const firstTime = desk.me === null;
+  desk.me = hello.user;
+  if (!["agent", "supervisor"].includes(desk.me.role)) {
+    desk.client.stop();
+    sessionStorage.removeItem(TOKEN_KEY);
+    return showLogin(t("not_staff"));
+  }
+  $("login").hidden = true;
+  $("desk").hidden = false;
+  $("me").textContent = `${desk.me.name} · ${t(desk.me.role)}`;
+  $("tab-queues").hidden = desk.me.role !== "supervisor";
+  const status = localStorage.getItem(STATUS_KEY) || "online";
+  $("status").value = status;
+  await setStatus(status);
+  const inbox = await desk.client.request("inbox");
+  const listed = new Set();
+  for (const item of inbox.items) {
+    const conv = conversation(item.conv);
+    conv.item = item;
+    listed.add(conv.id);
+  }
+  // conversations this tab held that are no longer assigned here (transferred, closed meanwhile)
+  for (const conv of desk.convs.values()) {
+    if (!listed.has(conv.id) && conv.map.assignee === desk.me.id) conv.map = { ...conv.map, assignee: "" };
+  }
+  renderInbox();
+  if (firstTime && inbox.items.length && !desk.current) select(inbox.items[0].conv.id);
+  else if (desk.current) renderThread();
+}
+
+async function setStatus(status) {
+  try {
+    const answer = await desk.client.request("status", { status });
+    localStorage.setItem(STATUS_KEY, status);
+    desk.max = answer.max;
+    $("load").textContent = t("serving", { n: answer.active.length, max: answer.max });
+  } catch (err) {
+    showError(err);
+  }
+}
+
+// ---- frames ------------------------------------------------------------------------------
+
+function onFrame(frame) {
+  switch (frame.t) {
+    case "msg":
+      return onMessage(frame);
+    case "inbox": {
+      const conv = conversation(frame.item.conv);
+      conv.item = frame.item;
+      renderInbox();
+      return refreshLoad();
+    }
+    case "assigned": {
+      const conv = conversation(frame.conv);
+      conv.packet = frame.context || null;
+      if (frame.customer) conv.context = frame.customer;
+      renderInbox();
+      if (!desk.current) select(conv.id);
+      else if (desk.current === conv.id) renderThread();
+      return refreshLoad();
+    }
+    case "conv": {
+      const conv = conversation(frame.conv);
+      renderInbox();
+      if (desk.current === conv.id) renderHead();
+      return refreshLoad();
+    }
+    case "customer_context": {
+      const conv = desk.convs.get(frame.conv);
+      if (conv) conv.context = frame;
+      if (desk.current === frame.conv) renderPanel();
+      return;
+    }
+    case "typing": {
+      const conv = desk.convs.get(frame.conv);
+      if (!conv || frame.user === desk.me.id) return;
+      conv.typingUntil = frame.on ? Date.now() + TYPING_SHOWN_MS : 0;
+      if (desk.current === frame.conv) renderTyping();
+      return;
+    }
+    case "receipt": {
+      const conv = desk.convs.get(frame.conv);
+      if (!conv || frame.kind !== "read" || frame.user === desk.me.id) return;
+      conv.readBy = Math.max(conv.readBy, frame.seq);
+      if (desk.current === frame.conv) renderMessages();
+      return;
+    }
+    case "presence": {
+      const conv = desk.convs.get(frame.conv);
+      if (!conv || frame.role !== "shopper") return;
+      conv.shopperOnline = frame.online;
+      if (desk.current === frame.conv) renderHead();
+      return;
+    }
+    case "note": {
+      const conv = desk.convs.get(frame.conv);
+      if (!conv) return;
+      if (!conv.notes.some((n) => n.id === frame.id)) conv.notes.push(frame);
+      if (desk.current === frame.conv) renderPanel();
+      return;
+    }
+    case "tags": {
+      const conv = desk.convs.get(frame.conv);
+      if (!conv) return;
+      conv.tags = frame.tags;
+      if (desk.current === frame.conv) renderPanel();
+      return;
+    }
+    case "rated": {
+      const conv = desk.convs.get(frame.conv);
+      if (!conv) return;
+      conv.rating = frame;
+      if (desk.current === frame.conv) renderPanel();
+      return;
+    }
+    default:
+      return; // joined, left, pong, …: nothing to show
+  }
+}
+
+function onMessage(msg) {
+  const conv = desk.convs.get(msg.conv) || conversation({ id: msg.conv, status: "open" });
+  const known = conv.loaded || conv.messages.size > 0;
+  conv.messages.set(msg.seq, msg);
+  if (msg.from === desk.me.id) conv.pending.delete(msg.cmid); // sent from another tab
+  const body = msg.body || {};
+  if (body.kind === "event" && body.event === "recalled") {
+    const recalled = conv.messages.get(body.seq);
+    if (recalled) recalled.body = { kind: "recalled", by: body.by, role: body.role };
+  }
+  if (known && msg.seq > conv.held() + 1 && conv.loaded) fillGap(conv);
+  if (conv.loaded) desk.client.hold(conv.id, conv.held());
+  if (desk.current === conv.id) {
+    if (msg.role === "shopper") conv.typingUntil = 0;
+    renderMessages();
+    renderTyping();
+    markRead(conv);
+  }
+}
+
+/** A message came with a seq past what is held: fetch what lies between. */
+async function fillGap(conv) {
+  const after = conv.held();
+  const page = await desk.client.request("history", { conv: conv.id, after });
+  for (const m of page.messages) conv.messages.set(m.seq, m);
+  desk.client.hold(conv.id, conv.held());
+  if (desk.current === conv.id) renderMessages();
+}
+
+function markRead(conv) {
+  if (document.hidden || !conv.messages.size) return;
+  const last = Math.max(...conv.messages.keys());
+  if (last <= conv.readSent) return;
+  conv.readSent = last;
+  desk.client.request("receipt", { conv: conv.id, kind: "read", seq: last }).catch(() => (conv.readSent = 0));
+}
+
+document.addEventListener("visibilitychange", () => {
+  const conv = desk.current && desk.convs.get(desk.current);
+  if (conv) markRead(conv);
+});
+
+/** How many conversations the agent serves, of the most routing gives them (from `status`). */
+function refreshLoad() {
+  const serving = [...desk.convs.values()].filter((c) => mine(c) && c.map.stage === "assigned").length;
+  $("load").textContent = t("serving", { n: serving, max: desk.max ?? "?" });
+}
+
+// ---- the inbox ---------------------------------------------------------------------------
+
+function renderInbox() {
+  const list = $("inbox");
+  const shown = [...desk.convs.values()].filter((c) => mine(c) || c.id === desk.current);
+  shown.sort((a, b) => (b.item ? b.item.waiting_ms : 0) - (a.item ? a.item.waiting_ms : 0) || b.map.created_at - a.map.created_at);
+  list.replaceChildren(
+    ...shown.map((conv) => {
+      const item = conv.item || {};
+      const last = item.last;
+      const name = customerName(conv);
+      return el(
+        "li",
+        {
+          class: `conv${conv.id === desk.current ? " selected" : ""}${mine(conv) ? "" : " gone"}`,
+          "data-conv": conv.id,
+          onclick: () => select(conv.id),
+        },
+        el("div", { class: "row" },
+          el("strong", { class: "name", text: name }),
+          el("span", { class: "badge", text: stageText(conv.map) }),
+          item.unread ? el("span", { class: "unread", text: String(item.unread), title: t("unread", { n: item.unread }) }) : null),
+        el("div", { class: "preview", text: last ? last.text : conv.map.subject || "" }),
+        item.waiting_ms ? el("div", { class: "waiting", text: t("waiting", { t: duration(item.waiting_ms) }) }) : null,
+      );
+    }),
+  );
+  $("inbox-empty").hidden = shown.length > 0;
+  const unread = shown.reduce((n, c) => n + ((c.item && c.item.unread) || 0), 0);
+  document.title = unread ? `(${unread}) ${t("title")}` : t("title");
+}
+
+function stageText(map) {
+  if (map.status === "closed") return t("closed");
+  return map.stage ? t(`stage_${map.stage}`) : "";
+}
+
+function customerName(conv) {
+  const ctx = conv.context && conv.context.context;
+  const profile = ctx && ctx.profile;
+  if (profile && profile.name) return profile.name;
+  const packet = conv.packet && conv.packet.customer;
+  if (packet && packet.name) return packet.name;
+  return conv.map.customer || conv.id;
+}
+
+// ---- one conversation --------------------------------------------------------------------
+
+async function select(id) {
+  desk.current = id;
+  const conv = desk.convs.get(id);
+  $("thread-empty").hidden = true;
+  $("thread-body").hidden = false;
+  $("panel").hidden = false;
+  $("transfer-form").hidden = true;
+  $("thread-error").hidden = true;
+  renderInbox();
+  renderThread();
+  try {
+    if (!conv.loaded) await loadHistory(conv);
+    await Promise.all([loadContext(conv), loadNotes(conv)]);
+    markRead(conv);
+  } catch (err) {
+    showError(err);
+  }
+}
+
+async function loadHistory(conv, before = Number.MAX_SAFE_INTEGER) {
+  const page = await desk.client.request("history", { conv: conv.id, before });
+  for (const m of page.messages) if (!conv.messages.has(m.seq)) conv.messages.set(m.seq, m);
+  for (const m of page.messages) {
+    if (m.body && m.body.kind === "event" && m.body.event === "recalled") {
+      const recalled = conv.messages.get(m.body.seq);
+      if (recalled && recalled.body.kind !== "recalled") recalled.body = { kind: "recalled" };
+    }
+  }
+  for (const r of page.receipts || []) if (r.kind === "read" && r.user !== desk.me.id && r.user === conv.map.customer) conv.readBy = Math.max(conv.readBy, r.seq);
+  conv.more = page.more;
+  if (!conv.loaded && page.messages.length) conv.floor = page.messages[0].seq - 1; // the newest page
+  conv.loaded = true;
+  desk.client.hold(conv.id, conv.held());
+  if (desk.current === conv.id) renderMessages();
+}
+
+async function loadContext(conv) {
+  try {
+    const answer = await desk.client.request("context", { conv: conv.id });
+    conv.context = answer;
+    conv.tags = answer.tags || [];
+  } catch (err) {
+    if (err.code !== "forbidden") throw err;
+  }
+  if (desk.current === conv.id) {
+    renderPanel();
+    renderInbox();
+    renderHead();
+  }
+}
+
+async function loadNotes(conv) {
+  try {
+    const answer = await desk.client.request("notes", { conv: conv.id });
+    conv.notes = answer.notes;
+  } catch (err) {
+    if (err.code !== "forbidden") throw err;
+  }
+  if (desk.current === conv.id) renderPanel();
+}
+
+function renderThread() {
+  renderHead();
+  renderMessages();
+  renderTyping();
+  renderPanel();
+}
+
+function renderHead() {
+  const conv = desk.convs.get(desk.current);
+  if (!conv) return;
+  $("thread-title").textContent = `${customerName(conv)}${conv.map.channel ? ` · ${conv.map.channel}` : ""}${conv.map.subject ? ` · ${conv.map.subject}` : ""}`;
+  $("thread-stage").textContent = stageText(conv.map);
+  $("thread-presence").textContent = conv.shopperOnline === null ? "" : conv.shopperOnline ? t("online") : t("offline_user");
+  const serving = mine(conv);
+  $("resolve").disabled = !serving || conv.map.stage === "resolved";
+  $("transfer").disabled = !serving;
+  $("text").disabled = conv.map.status === "closed";
+  $("send").disabled = conv.map.status === "closed";
+}
+
+function renderTyping() {
+  const conv = desk.convs.get(desk.current);
+  const typing = conv && conv.typingUntil > Date.now();
+  $("typing").hidden = !typing;
+  if (typing) setTimeout(renderTyping, conv.typingUntil - Date.now() + 50);
+}
+
+function renderMessages() {
+  const conv = desk.convs.get(desk.current);
+  if (!conv) return;
+  const box = $("messages");
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  const items = [...conv.messages.values()].sort((a, b) => a.seq - b.seq).map((m) => renderMessage(conv, m));
+  for (const [cmid, pending] of conv.pending) items.push(renderPending(conv, cmid, pending));
+  $("message-list").replaceChildren(...items);
+  $("earlier").hidden = !conv.more;
+  if (atBottom || items.length < 30) box.scrollTop = box.scrollHeight;
+}
+
+function renderMessage(conv, m) {
+  const body = m.body || {};
+  if (m.role === "system" || body.kind === "event") {
+    return el("li", { class: "event", "data-seq": m.seq, text: body.text || body.event || "" });
+  }
+  const own = m.from === desk.me.id;
+  const who = own ? desk.me.name : m.role === "shopper" ? customerName(conv) : `${m.from} · ${t(m.role)}`;
+  const meta = el("div", { class: "meta" }, el("span", { text: who }), el("time", { text: clock(m.ts) }));
+  if (own && conv.readBy >= m.seq) meta.append(el("span", { class: "read", text: t("read") }));
+  if (own && body.kind !== "recalled" && desk.client.serverNow() - m.ts < RECALL_WINDOW_MS) {
+    meta.append(el("button", { type: "button", class: "link recall", text: t("recall"), onclick: () => recall(conv, m.seq) }));
+  }
+  return el("li", { class: `msg ${own ? "own" : m.role}`, "data-seq": m.seq }, meta, renderBody(body));
+}
+
+function renderPending(conv, cmid, pending) {
+  const status = pending.error
+    ? el("span", { class: "error", text: t("failed", { e: pending.error }) })
+    : el("span", { class: "muted", text: t("sending") });
+  return el("li", { class: "msg own pending", "data-cmid": cmid }, el("div", { class: "meta" }, status), renderBody(pending.body));
+}
+
+function renderBody(body) {
+  switch (body.kind) {
+    case "text":
+      return el("div", { class: "text", text: body.text });
+    case "recalled":
+      return el("div", { class: "muted", text: t("recalled") });
+    case "location": {
+      const where = `${Number(body.lat).toFixed(5)}, ${Number(body.lng).toFixed(5)}`;
+      return el("div", { class: "location" },
+        el("strong", { text: `📍 ${body.name || t("location")}` }),
+        body.address ? el("div", { text: body.address }) : null,
+        el("div", { class: "muted", text: where }));
+    }
+    case "image":
+    case "video":
+    case "voice":
+    case "file":
+      return body.attachment ? renderAttachment(body) : el("a", { href: safeUrl(body.url), target: "_blank", rel: "noopener noreferrer", text: body.name || body.url });
+    default:
+      return el("div", { class: "muted", text: `[${body.kind}]` });
+  }
+}
+
+function safeUrl(url) {
+  return /^https?:\/\//i.test(url || "") ? url : "#";
+}
+
+/** An attachment's signed URLs, asked for once per attachment until they expire. */
+function attachment(id) {
+  const cached = desk.attachments.get(id);
+  if (cached && cached.expires > Date.now() / 1000 + 30) return cached.promise;
+  const promise = fetch(`/v1/attachments/${encodeURIComponent(id)}`, { headers: { authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` } })
+    .then(async (answer) => {
+      const doc = await answer.json();
+      if (!answer.ok) throw new Error(doc.code || answer.status);
+      return doc;
+    });
+  desk.attachments.set(id, { promise, expires: Date.now() / 1000 + 240 });
+  promise.then((doc) => desk.attachments.set(id, { promise, expires: doc.urls_expire_at }), () => desk.attachments.delete(id));
+  return promise;
+}
+
+function renderAttachment(body) {
+  const box = el("div", { class: `attachment ${body.kind}`, "data-attachment": body.attachment });
+  const caption = [body.name, size(body.size), body.duration_ms ? duration(body.duration_ms) : null].filter(Boolean).join(" · ");
+  attachment(body.attachment).then(
+    (doc) => {
+      if (body.kind === "image") {
+        const img = el("img", { src: doc.thumbnail_url || doc.display_url, alt: body.name || "image", width: body.w, height: body.h, class: "thumb" });
+        box.append(el("a", { href: doc.display_url || doc.url, target: "_blank", rel: "noopener" }, img));
+      } else if (body.kind === "video") {
+        box.append(el("video", { src: doc.url, controls: true, preload: "metadata", poster: doc.thumbnail_url }));
+      } else if (body.kind === "voice") {
+        box.append(el("audio", { src: doc.url, controls: true, preload: "metadata" }));
+      } else {
+        box.append(el("a", { href: doc.url, download: body.name || "file", text: `📎 ${body.name || doc.name || "file"}` }));
+      }
+      box.append(el("div", { class: "muted", text: caption }));
+    },
+    (err) => box.append(el("div", { class: "error", text: `${body.kind}: ${err.message}` })),
+  );
+  return box;
+}
+
+async function recall(conv, seq) {
+  try {
+    await desk.client.request("recall", { conv: conv.id, seq });
+  } catch (err) {
+    showError(err);
+  }
+}
+
+function showError(err) {
+  const box = $("thread-error");
+  box.textContent = err.code ? `${err.code}: ${err.message}` : String(err.message || err);
+  box.hidden = false;
+  setTimeout(() => (box.hidden = true), 8000);
+}
+
+// ---- the composer, quick replies, resolve and transfer -----------------------------------
+
+function wireThread() {
+  $("status").addEventListener("change", () => setStatus($("status").value));
+  $("earlier").addEventListener("click", () => {
+    const conv = desk.convs.get(desk.current);
+    loadHistory(conv, Math.min(...conv.messages.keys())).catch(showError);
+  });
+  const text = $("text");
+  let typingSent = 0;
+  text.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      // an IME (拼音) uses Enter to confirm a word: only a plain Enter sends
+      event.preventDefault();
+      const picked = $("replies").querySelector("li.active");
+      if (!$("replies").hidden && picked) return picked.click();
+      $("composer").requestSubmit();
+    } else if ((event.key === "ArrowDown" || event.key === "ArrowUp") && !$("replies").hidden) {
+      event.preventDefault();
+      moveReply(event.key === "ArrowDown" ? 1 : -1);
+    } else if (event.key === "Escape") {
+      $("replies").hidden = true;
+    }
+  });
+  text.addEventListener("input", () => {
+    const conv = desk.convs.get(desk.current);
+    if (conv && Date.now() - typingSent > 3000 && text.value) {
+      typingSent = Date.now();
+      desk.client.request("typing", { conv: conv.id, on: true }, 3000).catch(() => {});
+    }
+    searchReplies(text.value);
+  });
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = text.value.trim();
+    if (!value) return;
+    text.value = "";
+    $("replies").hidden = true;
+    $("missing").hidden = true;
+    typingSent = 0;
+    post({ kind: "text", text: value });
+  });
+  $("file").addEventListener("change", () => {
+    const file = $("file").files[0];
+    $("file").value = "";
+    if (file) upload(file).catch(showError);
+  });
+  $("resolve").addEventListener("click", async () => {
+    try {
+      await desk.client.request("resolve", { conv: desk.current });
+    } catch (err) {
+      showError(err);
+    }
+  });
+  $("transfer").addEventListener("click", () => ($("transfer-form").hidden = !$("transfer-form").hidden));
+  $("transfer-cancel").addEventListener("click", () => ($("transfer-form").hidden = true));
+  $("transfer-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const fields = { conv: desk.current, [$("transfer-kind").value]: $("transfer-target").value.trim() };
+    const note = $("transfer-note").value.trim();
+    if (note) fields.note = note;
+    try {
+      await desk.client.request("transfer", fields);
+      $("transfer-form").hidden = true;
+      $("transfer-target").value = "";
+      $("transfer-note").value = "";
+    } catch (err) {
+      showError(err);
+    }
+  });
+}
+
+function post(body) {
+  const conv = desk.convs.get(desk.current);
+  const cmid = randomId();
+  conv.pending.set(cmid, { body, error: null });
+  renderMessages();
+  desk.client.request("typing", { conv: conv.id, on: false }, 3000).catch(() => {});
+  desk.client.send(conv.id, body, cmid).then(
+    (ack) => {
+      conv.pending.delete(cmid);
+      if (!conv.messages.has(ack.seq)) {
+        conv.messages.set(ack.seq, { conv: conv.id, seq: ack.seq, cmid, from: desk.me.id, role: desk.me.role, ts: ack.ts, body });
+      }
+      desk.client.hold(conv.id, conv.held());
+      if (desk.current === conv.id) renderMessages();
+      if (body.attachment) refetchMessage(conv, ack.seq);
+    },
+    (err) => {
+      conv.pending.get(cmid).error = `${err.code}: ${err.message}`;
+      if (desk.current === conv.id) renderMessages();
+    },
+  );
+}
+
+/** The stored body of an attachment message has the facts the server read (size, w, h…). */
+async function refetchMessage(conv, seq) {
+  const page = await desk.client.request("history", { conv: conv.id, after: seq - 1, limit: 1 });
+  for (const m of page.messages) conv.messages.set(m.seq, m);
+  if (desk.current === conv.id) renderMessages();
+}
+
+function kindOf(file) {
+  if (file.type.startsWith("image/")) return "image";
+  if (file.type.startsWith("video/")) return "video";
+  if (file.type.startsWith("audio/")) return "voice";
+  return "file";
+}
+
+async function upload(file) {
+  const conv = desk.current;
+  const kind = kindOf(file);
+  const answer = await fetch(`/v1/conversations/${encodeURIComponent(conv)}/attachments?kind=${kind}&name=${encodeURIComponent(file.name)}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` },
+    body: file,
+  });
+  const doc = await answer.json();
+  if (!answer.ok) throw new Error(t("upload_failed", { e: `${doc.code}: ${doc.detail || doc.title}` }));
+  desk.attachments.set(doc.id, { promise: Promise.resolve(doc), expires: doc.urls_expire_at });
+  if (desk.current === conv) post({ kind, attachment: doc.id });
+}
+
+let replySearch = 0;
+
+async function searchReplies(value) {
+  const box = $("replies");
+  if (!value.startsWith("/") || value.includes("\n")) {
+    box.hidden = true;
+    return;
+  }
+  const asked = ++replySearch;
+  let answer;
+  try {
+    answer = await desk.client.request("replies", { q: value });
+  } catch (err) {
+    return showError(err);
+  }
+  if (asked !== replySearch) return; // a newer search is on its way
+  box.replaceChildren(
+    ...answer.replies.slice(0, 8).map((reply, i) =>
+      el("li", { role: "option", class: i === 0 ? "active" : "", "data-shortcut": reply.shortcut, onclick: () => useReply(reply.shortcut) },
+        el("strong", { text: reply.shortcut }), el("span", { text: ` ${reply.title || ""}` }), el("div", { class: "muted", text: reply.text }))),
+  );
+  box.hidden = answer.replies.length === 0;
+}
+
+function moveReply(step) {
+  const options = [...$("replies").children];
+  const at = options.findIndex((o) => o.classList.contains("active"));
+  const next = (at + step + options.length) % options.length;
+  options.forEach((o, i) => o.classList.toggle("active", i === next));
+}
+
+async function useReply(shortcut) {
+  $("replies").hidden = true;
+  try {
+    const filled = await desk.client.request("reply_fill", { conv: desk.current, shortcut });
+    $("text").value = filled.text;
+    $("missing").hidden = !filled.missing.length;
+    $("missing").textContent = t("missing_vars", { v: filled.missing.join(", ") });
+    $("text").focus();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+// ---- the customer panel: context, tags, notes ---------------------------------------------
+
+function wirePanel() {
+  $("tag-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const tag = $("tag-input").value.trim();
+    const conv = desk.convs.get(desk.current);
+    if (!tag || !conv) return;
+    $("tag-input").value = "";
+    await saveTags(conv, [...new Set([...conv.tags, tag])]);
+  });
+  $("note-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const text = $("note-input").value.trim();
+    const conv = desk.convs.get(desk.current);
+    if (!text || !conv) return;
+    try {
+      const answer = await desk.client.request("note", { conv: conv.id, text });
+      $("note-input").value = "";
+      if (!conv.notes.some((n) => n.id === answer.note.id)) conv.notes.push(answer.note);
+      renderPanel();
+    } catch (err) {
+      showError(err);
+    }
+  });
+}
+
+async function saveTags(conv, tags) {
+  try {
+    const answer = await desk.client.request("tags", { conv: conv.id, tags });
+    conv.tags = answer.tags;
+    renderPanel();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+function section(title, ...children) {
+  const items = children.filter(Boolean);
+  return el("section", {}, el("h3", { text: title }), ...(items.length ? items : [el("p", { class: "muted", text: t("none") })]));
+}
+
+function renderPanel() {
+  const conv = desk.convs.get(desk.current);
+  if (!conv) return;
+  const box = $("customer");
+  const found = conv.context;
+  const parts = [];
+  if (!found || found.status === "pending") parts.push(el("p", { class: "muted", text: t("context_pending") }));
+  else if (found.status === "unavailable") parts.push(el("p", { class: "warning", text: t("context_unavailable", { r: found.reason || "" }) }));
+  const ctx = (found && found.context) || {};
+  const profile = ctx.profile || {};
+  parts.push(
+    el("p", { class: "profile" },
+      el("strong", { text: customerName(conv) }),
+      profile.tier ? el("span", { class: "badge", text: profile.tier }) : null,
+      ...(profile.tags || []).map((tag) => el("span", { class: "chip", text: tag })),
+      el("div", { class: "muted", text: found && found.customer ? found.customer.links.join(" · ") : conv.map.customer || "" })),
+  );
+  const packet = conv.packet;
+  if (packet && packet.handoff) {
+    parts.push(section(t("handoff"),
+      el("p", { text: `${packet.handoff.reason}${packet.handoff.detail ? ` — ${packet.handoff.detail}` : ""}` }),
+      packet.intent ? el("p", { text: `${t("intent")}: ${packet.intent}` }) : null,
+      packet.frustration ? el("p", { text: `${t("frustration")}: ${Number(packet.frustration.score).toFixed(2)}` }) : null,
+      packet.transfer && packet.transfer.note ? el("p", { class: "note", text: `${packet.transfer.from}: ${packet.transfer.note}` }) : null));
+  }
+  const product = found && found.product;
+  if (product && product.title) {
+    parts.push(section(t("product"), el("p", { text: `${product.title}${product.price != null ? ` · ${product.currency || ""}${product.price}` : ""}` })));
+  }
+  parts.push(section(t("orders"), ...(ctx.orders || []).map((o) =>
+    el("div", { class: "order" }, el("strong", { text: o.id }), el("span", { class: "badge", text: o.status || "" }),
+      el("div", { class: "muted", text: (o.items || []).map((i) => i.title || i.name || i.sku || "").filter(Boolean).join("、") })))));
+  parts.push(section(t("viewed"), ...(ctx.viewed || []).map((v) => el("div", { text: v.title || v.product || v.id || "" }))));
+  parts.push(section(t("history"), ...(ctx.conversations || []).filter((c) => c.id !== conv.id).map((c) =>
+    el("div", { class: "past" },
+      el("span", { text: `${clock(c.created_at)} · ${c.channel} · ${c.summary || ""}` }),
+      c.satisfaction ? el("span", { class: "badge", text: `★${c.satisfaction.score}` }) : null))));
+  const rating = conv.rating || (found && found.satisfaction);
+  if (rating) parts.push(el("p", { class: "rated", text: t("rated", { s: rating.score }) }));
+  box.replaceChildren(...parts);
+  $("tags").replaceChildren(...conv.tags.map((tag) =>
+    el("span", { class: "chip" }, tag, el("button", { type: "button", class: "link", title: "×", text: "×", onclick: () => saveTags(conv, conv.tags.filter((x) => x !== tag)) }))));
+  $("notes").replaceChildren(...conv.notes.map((n) =>
+    el("li", { class: "note" }, el("div", { class: "meta" }, el("span", { text: n.name || n.author }), el("time", { text: clock(n.ts) })), el("div", { text: n.text }))));
+}
+
+// ---- supervisors: the queues ---------------------------------------------------------------
+
+function wireTabs() {
+  $("tab-inbox").addEventListener("click", () => showTab("inbox"));
+  $("tab-queues").addEventListener("click", () => showTab("queues"));
+}
+
+function showTab(name) {
+  $("tab-inbox").classList.toggle("active", name === "inbox");
+  $("tab-queues").classList.toggle("active", name === "queues");
+  $("inbox").hidden = name !== "inbox";
+  $("inbox-empty").hidden = name !== "inbox" || $("inbox").children.length > 0;
+  $("queues").hidden = name !== "queues";
+  clearInterval(desk.queuesTimer);
+  if (name === "queues") {
+    renderQueues();
+    desk.queuesTimer = setInterval(renderQueues, 5000);
+  }
+}
+
+async function renderQueues() {
+  let answer;
+  try {
+    answer = await desk.client.request("queues");
+  } catch (err) {
+    return showError(err);
+  }
+  const groups = Object.entries(answer.queues);
+  const waiting = groups.flatMap(([group, items]) => items.map((item) =>
+    el("li", {}, el("strong", { text: group }), ` ${item.customer} · `, el("span", { text: t("waited", { t: duration(item.waited_s * 1000) }) }))));
+  $("queues").replaceChildren(
+    el("h3", { text: t("queues") }),
+    waiting.length ? el("ul", { class: "queue" }, ...waiting) : el("p", { class: "muted", text: t("queue_empty") }),
+    el("h3", { text: t("agents") }),
+    el("table", { class: "agents" }, ...answer.agents.map((a) =>
+      el("tr", {}, el("td", { text: a.name || a.user }), el("td", { text: t(`status_${a.status}`) }), el("td", { text: `${Array.isArray(a.active) ? a.active.length : a.active}/${a.max}` }), el("td", { text: (a.groups || []).join(", ") })))),
+  );
+}
+
+wireTabs();
+start();

@@ -1,0 +1,182 @@
+"""The agent console in a real browser: Debian's Chromium driven by Playwright, against a gateway
+process (``kefu serve``), with shoppers on real WebSockets and the shop's backend on real HTTP.
+
+These tests are synchronous: Playwright's sync API runs its own event loop, so the gateway runs in a
+process of its own rather than in the test's Trio loop.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import msgpack
+import pytest
+from websockets.sync.client import connect
+
+from ..support import SECRET
+
+CHROMIUM = "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps trying to reach Google's hosts, which this
+# closed network refuses; --no-sandbox because CI runs as root.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class GatewayProcess:
+    """``kefu serve`` on fixed ports (a restarted one comes back where the browser looks for it)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.ws_port = free_port()
+        self.http_port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.admin_key = self.create_key()
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def create_key(self) -> str:
+        """An admin key, made as an operator does: ``kefu apikey create`` on the data directory."""
+        args = [sys.executable, "-m", "gateway", "apikey", "create", "--tenant", "shop1", "--name", "console-test", "--scopes", "admin", "--data-dir", str(self.data_dir)]
+        return subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+
+    def start(self) -> None:
+        env = {**os.environ, "KEFU_JWT_SECRET": SECRET}
+        args = [
+            sys.executable, "-m", "gateway", "serve", "--data-dir", str(self.data_dir),
+            "--port", str(self.ws_port), "--metrics-port", str(self.http_port), "--media-inspection", "threads",
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+        deadline = time.monotonic() + 30
+        for line in self.proc.stdout:  # the gateway prints its addresses once it serves them
+            if line.strip().startswith("Console:"):
+                break
+            assert time.monotonic() < deadline, "the gateway did not start in 30 s"
+        else:
+            raise AssertionError(f"the gateway exited ({self.proc.wait()}) before serving")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.http_url, headers={"authorization": f"Bearer {self.admin_key}"}, timeout=10)
+
+    def token(self, user: str, role: str, **claims: Any) -> str:
+        with self.api() as api:
+            answer = api.post("/v1/tokens", json={"user": user, "role": role, "channel": claims.pop("channel", "app"), **claims})
+            assert answer.status_code == 201, answer.text
+            return answer.json()["token"]
+
+
+class Shopper:
+    """A shopper's app: kefu.v1 over a real WebSocket, frames not asked for yet kept in ``buffer``."""
+
+    def __init__(self, gateway: GatewayProcess, user: str, **claims: Any) -> None:
+        self.gateway = gateway
+        self.token = gateway.token(user, "shopper", **claims)
+        self.stack = ExitStack()
+        self.ws = self.stack.enter_context(connect(gateway.ws_url, subprotocols=["kefu.v1"]))
+        self.buffer: list[dict[str, Any]] = []
+        self.ids = 0
+        self.request("auth", token=self.token, resume={})
+        self.next("ok")  # resumed
+
+    def close(self) -> None:
+        self.stack.close()
+
+    def request(self, t: str, **fields: Any) -> dict[str, Any]:
+        self.ids += 1
+        self.ws.send(msgpack.packb({"t": t, "id": self.ids, **fields}))
+        if t == "auth":
+            return self.next("hello")
+        return self.next(id=self.ids)
+
+    def ok(self, t: str, **fields: Any) -> dict[str, Any]:
+        answer = self.request(t, **fields)
+        assert answer["t"] in ("ok", "ack"), answer
+        return answer
+
+    def next(self, t: str | None = None, timeout: float = 15, **match: Any) -> dict[str, Any]:
+        """The first frame of type ``t`` whose fields equal ``match``; others stay buffered."""
+        for i, frame in enumerate(self.buffer):
+            if (t is None or frame.get("t") == t) and all(frame.get(k) == v for k, v in match.items()):
+                return self.buffer.pop(i)
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = msgpack.unpackb(self.ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+            if (t is None or frame.get("t") == t) and all(frame.get(k) == v for k, v in match.items()):
+                return frame
+            self.buffer.append(frame)
+
+    def event(self, conv: str, event: str) -> dict[str, Any]:
+        """The next system event of this kind in the conversation."""
+        while True:
+            frame = self.next("msg", conv=conv, role="system")
+            if frame["body"].get("event") == event:
+                return frame
+
+    def upload(self, conv: str, kind: str, name: str, data: bytes) -> dict[str, Any]:
+        answer = httpx.post(
+            f"{self.gateway.http_url}/v1/conversations/{conv}/attachments", params={"kind": kind, "name": name},
+            content=data, headers={"authorization": f"Bearer {self.token}"}, timeout=30,
+        )
+        assert answer.status_code == 201, answer.text
+        return answer.json()
+
+
+@pytest.fixture
+def gateway(tmp_path) -> Iterator[GatewayProcess]:
+    running = GatewayProcess(tmp_path / "data")
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is not installed: apt-get install -y chromium (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh tab (its own sessionStorage) in Chinese, with the page's script errors collected."""
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 900})
+    opened = context.new_page()
+    opened.errors = []
+    opened.on("pageerror", lambda error: opened.errors.append(str(error)))
+    yield opened
+    context.close()

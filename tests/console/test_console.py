@@ -1,0 +1,205 @@
+"""An agent works a shopper's conversation in the browser console, over a real gateway process."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+from playwright.sync_api import expect
+
+from ..support import SECRET
+from .conftest import Shopper
+
+pytestmark = pytest.mark.processes  # a gateway process and a browser: once, not again in the pure-Python pass
+
+expect.set_options(timeout=15_000)
+
+HOSTILE = '<img src=x onerror="window.pwned=1">转人工 <b>粗体</b>'
+
+
+def sign_in(page, gateway, user: str = "wangli", name: str = "王丽", role: str = "agent") -> None:
+    """Open what `kefu token … --console` prints: the console's address with the token in its fragment."""
+    args = [sys.executable, "-m", "gateway", "token", "--jwt-secret", SECRET, "--tenant", "shop1", "--user", user, "--role", role, "--name", name, "--console", gateway.http_url]
+    page.goto(subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout.strip())
+    expect(page.locator("#link")).to_have_text("已连接")
+
+
+def open_with_human(shopper: Shopper, text: str = "转人工", **fields) -> str:
+    conv = shopper.ok("open", subject="外套咨询", **fields)["conv"]["id"]
+    shopper.ok("send", conv=conv, cmid="q1", body={"kind": "text", "text": text})
+    return conv
+
+
+def test_an_agent_serves_a_known_customer_with_a_quick_reply(gateway, page):
+    with gateway.api() as api:
+        assert api.put("/v1/ingest/customers/c42", json={"name": "王女士", "tier": "金卡", "tags": ["老客户"]}).status_code == 200
+        order = {"customer": "c42", "items": [{"product": "coat-blue", "title": "蓝色羊毛外套", "quantity": 1}], "status": "shipped", "created_at": 1_760_000_000_000}
+        assert api.put("/v1/ingest/orders/A1002", json=order).status_code == 200
+        reply = {"shortcut": "/hi", "title": "问候", "text": "{customer.name}，您好！订单 {order.id} 已{order.status}。"}
+        assert api.put("/v1/quick-replies", json=reply).status_code == 200
+
+    sign_in(page, gateway)
+    expect(page.locator("#status")).to_have_value("online")  # signing in makes the agent available
+    expect(page.locator("#load")).to_have_text("接待中 0/5")
+    assert page.url.endswith("/console/")  # the token left the address bar
+
+    shopper = Shopper(gateway, "u42", name="王女士", customer="c42")
+    conv = open_with_human(shopper, HOSTILE)
+    shopper.event(conv, "assigned")
+
+    # the conversation arrives in the inbox and opens with the customer and the bot's handoff
+    row = page.locator(f'#inbox li[data-conv="{conv}"]')
+    expect(row).to_contain_text("王女士")
+    expect(page.locator("#thread-title")).to_contain_text("王女士")
+    expect(page.locator("#customer")).to_contain_text("金卡")
+    expect(page.locator("#customer")).to_contain_text("A1002")
+    expect(page.locator("#customer")).to_contain_text("asked_for_human")
+    expect(page.locator("#load")).to_have_text("接待中 1/5")
+
+    # what the shopper wrote is shown as text: no markup from it, no script from it
+    first = page.locator('#message-list li[data-seq="1"] .text')
+    expect(first).to_have_text(HOSTILE)
+    assert page.locator("#message-list img").count() == 0
+    assert page.evaluate("window.pwned") is None
+
+    # a quick reply: "/" searches, Enter picks, the variables are filled from the context
+    page.locator("#text").fill("/h")
+    expect(page.locator("#replies li")).to_have_count(1)
+    page.locator("#text").press("Enter")
+    expect(page.locator("#text")).to_have_value("王女士，您好！订单 A1002 已shipped。")
+    page.locator("#text").press("Enter")
+    got = shopper.next("msg", conv=conv, role="agent")
+    assert got["body"] == {"kind": "text", "text": "王女士，您好！订单 A1002 已shipped。"} and got["from"] == "wangli"
+    expect(page.locator("#message-list li.own .text")).to_have_text("王女士，您好！订单 A1002 已shipped。")
+    expect(page.locator("#message-list li.pending")).to_have_count(0)  # acked: durable
+
+    # the shopper reads it: the console says so
+    shopper.request("receipt", conv=conv, kind="read", seq=got["seq"])
+    expect(page.locator("#message-list li.own .read")).to_have_text("已读")
+
+    # a private note and a tag: stored, and the note never reaches the shopper
+    page.locator("#note-input").fill("尺码偏小，推荐 L 码")
+    page.locator("#note-form button").click()
+    expect(page.locator("#notes")).to_contain_text("尺码偏小，推荐 L 码")
+    page.locator("#tag-input").fill("尺码")
+    page.locator("#tag-input").press("Enter")
+    expect(page.locator("#tags")).to_contain_text("尺码")
+    with gateway.api() as api:
+        workspace = api.get(f"/v1/conversations/{conv}/workspace").json()
+        assert workspace["tags"] == ["尺码"]
+        assert [n["text"] for n in api.get(f"/v1/conversations/{conv}/notes").json()["notes"]] == ["尺码偏小，推荐 L 码"]
+
+    # resolve: the shopper is told, and the survey follows
+    page.locator("#resolve").click()
+    shopper.event(conv, "resolved")
+    shopper.event(conv, "survey")
+    expect(page.locator("#thread-stage")).to_have_text("已解决")
+    assert not [f for f in shopper.buffer if f.get("t") == "note"]
+    shopper.close()
+    assert page.errors == []
+
+
+def photo(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def test_photos_both_ways_through_signed_urls(gateway, page, tmp_path):
+    sign_in(page, gateway)
+    shopper = Shopper(gateway, "u7", name="小美")
+    conv = open_with_human(shopper)
+    shopper.event(conv, "assigned")
+    expect(page.locator("#thread-title")).to_contain_text("小美")
+
+    # the shopper's photo shows as its thumbnail, loaded through a signed URL under the page's policy
+    sent = shopper.upload(conv, "image", "颜色.jpg", photo(800, 600))
+    shopper.ok("send", conv=conv, cmid="p1", body={"kind": "image", "attachment": sent["id"]})
+    thumb = page.locator("#message-list img.thumb")
+    expect(thumb).to_have_count(1)
+    expect(thumb).to_have_attribute("src", re.compile(r"^/v1/attachments/.+variant=thumbnail&expires=\d+&sig="))
+    loaded = thumb.evaluate("(img) => img.decode().then(() => [img.naturalWidth, img.naturalHeight])")
+    assert max(loaded) <= 320 and loaded[0] > loaded[1]  # a thumbnail, landscape as the photo
+    expect(page.locator("#message-list .attachment")).to_contain_text("颜色.jpg")
+
+    # the agent picks a file: it is uploaded with the agent's token and sent as an image message
+    picked = tmp_path / "实拍.jpg"
+    picked.write_bytes(photo(300, 400))
+    page.locator("#file").set_input_files(str(picked))
+    got = shopper.next("msg", conv=conv, role="agent")
+    assert got["body"]["kind"] == "image" and (got["body"]["w"], got["body"]["h"]) == (300, 400) and got["body"]["name"] == "实拍.jpg"
+    expect(page.locator("#message-list li.own img.thumb")).to_have_count(1)
+    shopper.close()
+    assert page.errors == []
+
+
+@pytest.mark.timeout(150)  # two gateway starts and the console's reconnect backoff, on a loaded CI machine
+def test_a_message_typed_while_the_gateway_restarts_is_stored_once_and_nothing_is_missed(gateway, page):
+    sign_in(page, gateway)
+    shopper = Shopper(gateway, "u8", name="小林")
+    conv = open_with_human(shopper)
+    shopper.event(conv, "assigned")
+    expect(page.locator("#thread-title")).to_contain_text("小林")
+    page.locator("#text").fill("在的，请稍等")
+    page.locator("#text").press("Enter")
+    shopper.next("msg", conv=conv, role="agent")
+
+    gateway.stop()  # SIGTERM: clients are closed with 1012
+    shopper.close()
+    expect(page.locator("#link")).to_contain_text("已断开")
+    page.locator("#text").fill("网络断了，这条在恢复后发出")
+    page.locator("#text").press("Enter")
+    expect(page.locator("#message-list li.pending")).to_have_count(1)
+
+    gateway.start()
+    expect(page.locator("#link")).to_have_text("已连接", timeout=30_000)
+    expect(page.locator("#message-list li.pending")).to_have_count(0)
+
+    back = Shopper(gateway, "u8", name="小林")
+    back.ok("send", conv=conv, cmid="q2", body={"kind": "text", "text": "好的，谢谢"})
+    expect(page.locator("#message-list")).to_contain_text("好的，谢谢")
+    history = back.ok("history", conv=conv)["messages"]
+    texts = [m["body"].get("text") for m in history]
+    assert texts.count("网络断了，这条在恢复后发出") == 1 and texts.count("好的，谢谢") == 1
+    # the console shows each stored message once, in order, with no gap
+    shown = [int(s) for s in page.locator("#message-list li[data-seq]").evaluate_all("(items) => items.map((li) => li.dataset.seq)")]
+    assert shown == [m["seq"] for m in history]
+    back.close()
+    assert page.errors == []
+
+
+def test_a_refused_token_brings_back_the_form_with_its_code(gateway, page):
+    page.goto(f"{gateway.http_url}/console/#token=not-a-token")
+    expect(page.locator("#login-error")).to_contain_text("token_invalid")
+    expect(page.locator("#login")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('kefu.console.token')") is None
+
+    # a shopper's token is valid but not for the desk
+    page.locator("#login-token").fill(gateway.token("u9", "shopper"))
+    page.locator("#login-form button").click()
+    expect(page.locator("#login-error")).to_contain_text("客服和主管")
+
+    # an agent's token pasted into the form signs in
+    page.locator("#login-token").fill(gateway.token("li", "agent", name="李雷"))
+    page.locator("#login-form button").click()
+    expect(page.locator("#me")).to_contain_text("李雷")
+    assert page.errors == []
+
+
+def test_a_supervisor_sees_the_queues_and_the_agents(gateway, page):
+    sign_in(page, gateway, user="boss", name="张主管", role="supervisor")
+    page.locator("#status").select_option("away")  # not taking conversations: they queue
+    expect(page.locator("#load")).to_contain_text("接待中")
+    shopper = Shopper(gateway, "u10", name="小周")
+    conv = open_with_human(shopper)
+    shopper.event(conv, "queued")
+    page.locator("#tab-queues").click()
+    expect(page.locator("#queues")).to_contain_text("u10")
+    expect(page.locator("#queues table")).to_contain_text("张主管")
+    expect(page.locator("#queues table")).to_contain_text("离开")
+    shopper.close()
+    assert page.errors == []
