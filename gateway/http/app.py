@@ -88,9 +88,6 @@ def build_app(services: Services) -> Starlette:
     spec = document(ALL)
     spec["paths"].update(attachments.OPENAPI_PATHS)
     spec["components"]["schemas"].update(attachments.openapi_schemas(spec["components"]["schemas"]["Problem"]))
-    spec["components"]["securitySchemes"]["clientToken"] = {
-        "type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "A client token (the WebSocket's): media endpoints only.",
-    }
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(spec)

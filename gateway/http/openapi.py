@@ -46,8 +46,9 @@ def document(operations: Iterable[Operation]) -> dict[str, Any]:
         item: dict[str, Any] = {
             "operationId": op.operation_id,
             "summary": op.summary,
-            "security": [{"apiKey": []}],
+            "security": [{"apiKey": []}, *([{"clientToken": []}] if op.token_roles else [])],
             "x-kefu-scopes": ["admin", *sorted(op.scopes)],
+            **({"x-kefu-token-roles": sorted(op.token_roles)} if op.token_roles else {}),
             "responses": {},
         }
         params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in _path_names(op.path)]
@@ -80,7 +81,13 @@ def document(operations: Iterable[Operation]) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "An API key: `kefu_<id>_<secret>`."}},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "An API key: `kefu_<id>_<secret>`."},
+                "clientToken": {
+                    "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                    "description": "A client token (the WebSocket's): the media endpoints, and operations naming its role in `x-kefu-token-roles`.",
+                },
+            },
         },
     }
 

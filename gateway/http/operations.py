@@ -2,7 +2,8 @@
 wrapper turns it into a Starlette endpoint. The OpenAPI document is generated from the same list,
 so every route is described and every described route exists.
 
-The wrapper does, in order, for every call: authenticate the API key (401), check the scope (403),
+The wrapper does, in order, for every call: authenticate the API key (401; a client token of a role
+the operation names, for the few read-only ones a supervisor's console shows), check the scope (403),
 validate the query and the JSON body (400 for bodies that are not JSON objects or too large, 415
 for other media types, 422 naming the field for unknown fields and wrong types), and only then
 run the handler: a refused request has changed nothing.
@@ -19,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..model import ApiKey
-from ..protocol.errors import RequestError
+from ..protocol.errors import AuthError, RequestError
 from ..store import StoreDamaged, StoreError
 from . import keys
 from .problems import Problem, log, respond
@@ -70,6 +71,13 @@ class Operation:
     errors: tuple[int, ...] = field(default=())
     headers: tuple[tuple[str, str], ...] = ()  # request headers it reads: (name, description)  # statuses beyond the ones every call may get
     max_body_bytes: int | None = None  # a body limit of its own (default: the gateway's --api-max-body-bytes)
+    # Client tokens of these roles may call it too, as a ``read`` key of their tenant would: what a
+    # supervisor's browser console shows (docs/console.md) without an API key ever reaching a browser.
+    token_roles: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.token_roles and (self.method != "GET" or "read" not in self.scopes):
+            raise ValueError(f"{self.method} {self.path}: only a read operation may take client tokens")
 
     @property
     def operation_id(self) -> str:
@@ -122,12 +130,23 @@ async def read_json(request: Request, limit: int) -> Any:
     return data
 
 
-async def authenticate(request: Request, store: Any) -> ApiKey:
+async def authenticate(request: Request, services: Any, token_roles: frozenset[str] = frozenset()) -> ApiKey:
+    """The API key of the request, or for an operation that takes them, the client token's caller
+    as a ``read`` key of its tenant (id ``token:<user>``, rate-limited as one)."""
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
     challenge = {"www-authenticate": 'Bearer realm="kefu"'}
     if scheme.lower() != "bearer" or not presented.strip():
         raise Problem("unauthenticated", "send the API key as `Authorization: Bearer <key>`", headers=challenge)
     parsed = keys.parse(presented.strip())
+    if parsed is None and token_roles:
+        try:
+            identity = services.auth.verify(presented.strip())
+        except AuthError as exc:
+            raise Problem("unauthenticated", f"neither an API key nor a valid client token ({exc.code}: {exc.message})", headers=challenge) from None
+        if identity.role not in token_roles:
+            raise Problem("forbidden", f"a client token of role {identity.role} may not call this (roles: {', '.join(sorted(token_roles))})")
+        return ApiKey(f"token:{identity.user}", identity.tenant, identity.user, ("read",), "", 0)
+    store = services.store
     record = None
     if parsed is not None:
         record = await store.api_key(parsed[0])
@@ -142,7 +161,7 @@ def endpoint(op: Operation, services: Any) -> Callable[[Request], Awaitable[Resp
 
     async def run(request: Request) -> Response:
         try:
-            key = await authenticate(request, services.store)
+            key = await authenticate(request, services, op.token_roles)
             wait_ms = services.rates.admit(key.id)
             if wait_ms is not None:
                 raise Problem("rate_limited", f"over this API key's rate: retry in {wait_ms} ms",

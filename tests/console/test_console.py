@@ -59,6 +59,8 @@ def test_an_agent_serves_a_known_customer_with_a_quick_reply(gateway, page):
     expect(page.locator("#customer")).to_contain_text("A1002")
     expect(page.locator("#customer")).to_contain_text("asked_for_human")
     expect(page.locator("#load")).to_have_text("接待中 1/5")
+    for placeholder in ("null", "undefined", "NaN"):
+        expect(page.locator("#customer")).not_to_contain_text(placeholder)
 
     # what the shopper wrote is shown as text: no markup from it, no script from it
     first = page.locator('#message-list li[data-seq="1"] .text')
@@ -92,6 +94,14 @@ def test_an_agent_serves_a_known_customer_with_a_quick_reply(gateway, page):
         workspace = api.get(f"/v1/conversations/{conv}/workspace").json()
         assert workspace["tags"] == ["尺码"]
         assert [n["text"] for n in api.get(f"/v1/conversations/{conv}/notes").json()["notes"]] == ["尺码偏小，推荐 L 码"]
+
+    # a reload keeps the session (the tab's token) and shows the same desk from the server's state
+    page.reload()
+    expect(page.locator("#link")).to_have_text("已连接")
+    expect(row).to_contain_text("王女士")
+    expect(page.locator("#message-list li.own .text")).to_have_text("王女士，您好！订单 A1002 已shipped。")
+    expect(page.locator("#notes")).to_contain_text("尺码偏小，推荐 L 码")
+    expect(page.locator("#tags")).to_contain_text("尺码")
 
     # resolve: the shopper is told, and the survey follows
     page.locator("#resolve").click()
@@ -201,5 +211,17 @@ def test_a_supervisor_sees_the_queues_and_the_agents(gateway, page):
     expect(page.locator("#queues")).to_contain_text("u10")
     expect(page.locator("#queues table")).to_contain_text("张主管")
     expect(page.locator("#queues table")).to_contain_text("离开")
+
+    # the report, read with the supervisor's own token: the conversation and why it went to a person
+    page.locator("#tab-reports").click()
+    cards = page.locator("#report .card")
+    expect(cards.first).to_contain_text("会话")
+    expect(cards.first.locator("strong")).to_have_text("1")
+    expect(page.locator("#report")).to_contain_text("asked_for_human")
+    for placeholder in ("null", "undefined", "NaN"):  # every figure shown is one the report has
+        expect(page.locator("#report")).not_to_contain_text(placeholder)
+    page.locator("#report-period").select_option("1")  # today: the same conversation
+    expect(cards.first.locator("strong")).to_have_text("1")
+    expect(page.locator("#thread-body")).to_be_hidden()
     shopper.close()
     assert page.errors == []

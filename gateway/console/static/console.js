@@ -188,6 +188,7 @@ async function goLive(hello) {
   $("desk").hidden = false;
   $("me").textContent = `${desk.me.name} · ${t(desk.me.role)}`;
   $("tab-queues").hidden = desk.me.role !== "supervisor";
+  $("tab-reports").hidden = desk.me.role !== "supervisor";
   const status = localStorage.getItem(STATUS_KEY) || "online";
   $("status").value = status;
   await setStatus(status);
@@ -203,6 +204,10 @@ async function goLive(hello) {
     if (!listed.has(conv.id) && conv.map.assignee === desk.me.id) conv.map = { ...conv.map, assignee: "" };
   }
   renderInbox();
+  for (const item of inbox.items) {
+    const conv = desk.convs.get(item.conv.id);
+    if (!conv.context && conv.id !== desk.current) loadContext(conv).catch(() => {}); // names for the inbox
+  }
   if (firstTime && inbox.items.length && !desk.current) select(inbox.items[0].conv.id);
   else if (desk.current) renderThread();
 }
@@ -395,6 +400,7 @@ function customerName(conv) {
 // ---- one conversation --------------------------------------------------------------------
 
 async function select(id) {
+  if (!$("reports").hidden) showTab("inbox");
   desk.current = id;
   const conv = desk.convs.get(id);
   $("thread-empty").hidden = true;
@@ -438,9 +444,9 @@ async function loadContext(conv) {
   } catch (err) {
     if (err.code !== "forbidden") throw err;
   }
+  renderInbox(); // the customer's name
   if (desk.current === conv.id) {
     renderPanel();
-    renderInbox();
     renderHead();
   }
 }
@@ -855,19 +861,27 @@ function renderPanel() {
 function wireTabs() {
   $("tab-inbox").addEventListener("click", () => showTab("inbox"));
   $("tab-queues").addEventListener("click", () => showTab("queues"));
+  $("tab-reports").addEventListener("click", () => showTab("reports"));
+  $("report-period").addEventListener("change", () => renderReport().catch(showReportError));
 }
 
 function showTab(name) {
-  $("tab-inbox").classList.toggle("active", name === "inbox");
-  $("tab-queues").classList.toggle("active", name === "queues");
+  for (const tab of ["inbox", "queues", "reports"]) $(`tab-${tab}`).classList.toggle("active", name === tab);
   $("inbox").hidden = name !== "inbox";
   $("inbox-empty").hidden = name !== "inbox" || $("inbox").children.length > 0;
   $("queues").hidden = name !== "queues";
+  // the report takes the conversation's place
+  $("reports").hidden = name !== "reports";
+  const thread = name !== "reports" && desk.current !== null;
+  $("thread-body").hidden = !thread;
+  $("panel").hidden = !thread;
+  $("thread-empty").hidden = thread || name === "reports";
   clearInterval(desk.queuesTimer);
   if (name === "queues") {
     renderQueues();
     desk.queuesTimer = setInterval(renderQueues, 5000);
   }
+  if (name === "reports") renderReport().catch(showReportError);
 }
 
 async function renderQueues() {
@@ -887,6 +901,66 @@ async function renderQueues() {
     el("table", { class: "agents" }, ...answer.agents.map((a) =>
       el("tr", {}, el("td", { text: a.name || a.user }), el("td", { text: t(`status_${a.status}`) }), el("td", { text: `${Array.isArray(a.active) ? a.active.length : a.active}/${a.max}` }), el("td", { text: (a.groups || []).join(", ") })))),
   );
+}
+
+// ---- supervisors: the report (GET /v1/reports/summary, which takes a supervisor's token) --------
+
+function showReportError(err) {
+  $("report").replaceChildren(el("p", { class: "error", text: String(err.message || err) }));
+}
+
+function pair(stat) {
+  if (!stat || !stat.count) return "—";
+  return `${duration(stat.p50)} / ${duration(stat.p90)}`;
+}
+
+function percent(part, whole) {
+  return whole ? `${Math.round((100 * part) / whole)}%` : "—";
+}
+
+function table(headings, rows) {
+  if (!rows.length) return el("p", { class: "muted", text: t("none") });
+  return el("table", { class: "report" },
+    el("tr", {}, ...headings.map((h) => el("th", { text: h }))),
+    ...rows.map((row) => el("tr", {}, ...row.map((cell) => el("td", { text: String(cell) })))));
+}
+
+async function renderReport() {
+  const days = Number($("report-period").value);
+  const since = new Date();
+  since.setHours(0, 0, 0, 0);
+  since.setDate(since.getDate() - (days - 1));
+  const answer = await fetch(`/v1/reports/summary?since=${since.getTime()}&utc_offset_min=${-new Date().getTimezoneOffset()}`, {
+    headers: { authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` },
+  });
+  const r = await answer.json();
+  if (!answer.ok) throw new Error(`${r.code}: ${r.detail}`);
+  const card = (label, value, note) => el("div", { class: "card" }, el("div", { class: "muted", text: label }), el("strong", { text: value }), note ? el("div", { class: "muted", text: note }) : null);
+  const sat = r.satisfaction;
+  const parts = [
+    r.truncated ? el("p", { class: "warning", text: t("r_truncated", { n: r.conversations }) }) : null,
+    el("div", { class: "cards" },
+      card(t("r_conversations"), String(r.conversations)),
+      card(t("r_contained"), percent(r.bot.contained, r.bot.conversations), `${r.bot.contained}/${r.bot.conversations}`),
+      card(t("r_first_response"), pair(r.first_response_ms)),
+      card(t("r_wait"), pair(r.wait_ms)),
+      card(t("r_satisfaction"), sat.average == null ? "—" : sat.average.toFixed(2), t("r_responses", { n: sat.responses })),
+      card(t("r_conversion"), r.conversion.served ? percent(r.conversion.converted, r.conversion.served) : "—", `${r.conversion.converted}/${r.conversion.served}`)),
+    el("h3", { text: t("r_topics") }),
+    table([t("intent"), t("r_conversations")], r.topics.slice(0, 10).map((x) => [x.intent, x.count])),
+    el("h3", { text: t("r_handoffs") }),
+    table([t("handoff"), t("r_conversations")], Object.entries(r.handoffs).sort((a, b) => b[1] - a[1])),
+    el("h3", { text: t("r_agents") }),
+    table([t("r_agent"), t("r_assigned"), t("r_messages"), t("r_resolved"), t("r_first_response"), t("r_satisfaction")],
+      r.agents.map((a) => [a.agent, a.assigned, a.messages, a.resolved, pair(a.first_response_ms),
+        a.satisfaction.average == null ? "—" : `${a.satisfaction.average.toFixed(2)} (${a.satisfaction.responses})`])),
+    el("h3", { text: t("r_tags") }),
+    table([t("tags"), t("r_conversations")], r.tags.slice(0, 10).map((x) => [x.tag, x.count])),
+    el("h3", { text: t("r_days") }),
+    table([t("r_day"), t("r_conversations"), t("r_to_person"), t("r_contained"), t("r_first_response")],
+      r.days.map((d) => [d.day, d.conversations, d.to_person, d.contained, pair(d.first_response_ms)])),
+  ];
+  $("report").replaceChildren(...parts.filter(Boolean));
 }
 
 wireTabs();

@@ -54,5 +54,5 @@ async def get_summary(call: Call) -> tuple[int, dict]:
 
 OPERATIONS = (
     Operation("GET", "/v1/reports/summary", get_summary, "This tenant's customer service over a period: topics, response times, workload, satisfaction.",
-              frozenset({"read"}), query=ReportQuery, response=Report),
+              frozenset({"read"}), query=ReportQuery, response=Report, token_roles=frozenset({"supervisor"})),
 )

@@ -77,6 +77,27 @@ async def test_a_report_of_a_handed_off_conversation_and_one_the_bot_handled(sta
                 assert (await other.get("/v1/reports/summary")).json()["conversations"] == 0  # another tenant's report
 
 
+async def test_a_supervisors_client_token_reads_its_tenants_report_and_no_other_token_does(start_gateway):
+    """The console's Reports tab: a supervisor's token stands for a `read` key of its tenant on this
+    operation only; agents, shoppers, bad tokens and other operations are refused."""
+    gw = await start_gateway()
+    with trio.fail_after(30):
+        async with connect(gw.url, token("s1"), resume={}) as shopper:
+            await shopper.ok("open")
+        async with client(gw, token("boss", "supervisor")) as boss, client(gw, token("boss", "supervisor", tenant="shop2")) as elsewhere:
+            mine = await boss.get("/v1/reports/summary")
+            assert mine.status_code == 200 and mine.json()["conversations"] == 1
+            assert (await elsewhere.get("/v1/reports/summary")).json()["conversations"] == 0  # its own tenant's, never another's
+            problem(await boss.get("/v1/agents"), 401, "unauthenticated")  # not an operation that takes tokens
+            problem(await boss.get("/v1/reports/summary", params={"since": "yesterday"}), 422, "bad_request")
+        for role in ("agent", "shopper", "bot"):
+            async with client(gw, token("x", role)) as someone:
+                assert role in problem(await someone.get("/v1/reports/summary"), 403, "forbidden")["detail"]
+        for bad in (token("boss", "supervisor", ttl_s=-60), "not-a-token"):
+            async with client(gw, bad) as stranger:
+                problem(await stranger.get("/v1/reports/summary"), 401, "unauthenticated")
+
+
 def test_percentiles_are_nearest_rank():
     assert percentiles([]) == {"count": 0, "p50": None, "p90": None}
     assert percentiles(list(range(10, 0, -1))) == {"count": 10, "p50": 5, "p90": 9}
