@@ -212,6 +212,23 @@ def test_a_supervisor_sees_the_queues_and_the_agents(gateway, page):
     expect(page.locator("#queues table")).to_contain_text("张主管")
     expect(page.locator("#queues table")).to_contain_text("离开")
 
+    # the supervisor opens the queued conversation, joins it, answers and resolves it
+    page.locator(f'#queues li[data-conv="{conv}"]').click()
+    expect(page.locator('#message-list li[data-seq="1"] .text')).to_have_text("转人工")
+    expect(page.locator("#text")).to_be_disabled()  # not a participant yet
+    page.locator("#join").click()
+    assert shopper.next("joined", conv=conv, user="boss")["role"] == "supervisor"
+    expect(page.locator("#join")).to_be_hidden()
+    page.locator("#text").fill("我是主管，马上为您处理")
+    page.locator("#text").press("Enter")
+    said = shopper.next("msg", conv=conv, role="supervisor")
+    assert said["body"]["text"] == "我是主管，马上为您处理" and said["from"] == "boss"
+    expect(page.locator("#resolve")).to_be_disabled()  # queued: routing resolves only what an agent serves
+    page.locator("#transfer").click()
+    page.locator("#transfer-target").fill("nobody")
+    page.locator("#transfer-form button[type=submit]").click()
+    expect(page.locator("#thread-error")).to_contain_text("forbidden")  # the server's refusal, shown
+
     # the report, read with the supervisor's own token: the conversation and why it went to a person
     page.locator("#tab-reports").click()
     cards = page.locator("#report .card")
@@ -223,5 +240,49 @@ def test_a_supervisor_sees_the_queues_and_the_agents(gateway, page):
     page.locator("#report-period").select_option("1")  # today: the same conversation
     expect(cards.first.locator("strong")).to_have_text("1")
     expect(page.locator("#thread-body")).to_be_hidden()
+    shopper.close()
+    assert page.errors == []
+
+
+def test_an_agent_keeps_quick_replies_and_uses_them(gateway, page):
+    sign_in(page, gateway)
+    page.locator("#tab-replies").click()
+    page.locator("#reply-shortcut").fill("addr")  # the leading / is added
+    page.locator("#reply-title").fill("门店地址")
+    page.locator("#reply-text").fill("{customer.name}您好，门店在上海市黄浦区人民大道 120 号")
+    page.locator("#reply-form button").click()
+    mine = page.locator('#reply-list li[data-shortcut="/addr"]')
+    expect(mine).to_contain_text("门店地址")
+    with gateway.api() as api:  # stored as the agent's own
+        assert [r["shortcut"] for r in api.get("/v1/quick-replies", params={"owner": "wangli"}).json()["replies"]] == ["/addr"]
+    expect(page.locator("#reply-scope")).to_be_hidden()  # agents keep their own; the shop's are supervisors'
+
+    # the shop's replies are listed too, but an agent cannot change them
+    with gateway.api() as api:
+        assert api.put("/v1/quick-replies", json={"shortcut": "/bye", "title": "结束语", "text": "感谢您的咨询"}).status_code == 200
+    page.locator("#tab-inbox").click()
+    page.locator("#tab-replies").click()
+    shops = page.locator('#reply-list li[data-shortcut="/bye"]')
+    expect(shops).to_contain_text("全店")
+    expect(shops.locator("button")).to_have_count(0)
+
+    shopper = Shopper(gateway, "u11", name="小陈")
+    conv = open_with_human(shopper)
+    shopper.event(conv, "assigned")
+    expect(page.locator("#thread-title")).to_contain_text("小陈")  # the new conversation takes the main view
+    page.locator("#text").fill("/ad")
+    expect(page.locator("#replies li")).to_have_count(1)
+    page.locator("#replies li").click()
+    expect(page.locator("#text")).to_have_value("{customer.name}您好，门店在上海市黄浦区人民大道 120 号")
+    expect(page.locator("#missing")).to_contain_text("{customer.name}")  # no profile pushed: left for the agent
+    page.locator("#text").fill("小陈您好，门店在上海市黄浦区人民大道 120 号")
+    page.locator("#text").press("Enter")
+    assert shopper.next("msg", conv=conv, role="agent")["body"]["text"] == "小陈您好，门店在上海市黄浦区人民大道 120 号"
+
+    page.locator("#tab-replies").click()
+    mine.get_by_role("button", name="删除").click()
+    expect(mine).to_have_count(0)
+    with gateway.api() as api:
+        assert api.get("/v1/quick-replies", params={"owner": "wangli"}).json()["replies"] == []
     shopper.close()
     assert page.errors == []

@@ -400,7 +400,7 @@ function customerName(conv) {
 // ---- one conversation --------------------------------------------------------------------
 
 async function select(id) {
-  if (!$("reports").hidden) showTab("inbox");
+  if (Object.values(MAIN_VIEWS).some((view) => !$(view).hidden)) showTab("inbox");
   desk.current = id;
   const conv = desk.convs.get(id);
   $("thread-empty").hidden = true;
@@ -475,10 +475,14 @@ function renderHead() {
   $("thread-stage").textContent = stageText(conv.map);
   $("thread-presence").textContent = conv.shopperOnline === null ? "" : conv.shopperOnline ? t("online") : t("offline_user");
   const serving = mine(conv);
-  $("resolve").disabled = !serving || conv.map.stage === "resolved";
-  $("transfer").disabled = !serving;
-  $("text").disabled = conv.map.status === "closed";
-  $("send").disabled = conv.map.status === "closed";
+  const supervising = desk.me.role === "supervisor" && conv.map.status === "open";
+  const writable = (serving || conv.joined) && conv.map.status !== "closed";
+  $("join").hidden = !supervising || serving || conv.joined;
+  // routing resolves only what someone serves (a queued conversation waits for its agent)
+  $("resolve").disabled = !(serving || supervising) || ["queued", "resolved"].includes(conv.map.stage);
+  $("transfer").disabled = !(serving || supervising);
+  $("text").disabled = !writable;
+  $("send").disabled = !writable;
 }
 
 function renderTyping() {
@@ -656,6 +660,18 @@ function wireThread() {
     }
   });
   $("transfer").addEventListener("click", () => ($("transfer-form").hidden = !$("transfer-form").hidden));
+  $("join").addEventListener("click", async () => {
+    const conv = desk.convs.get(desk.current);
+    try {
+      const answer = await desk.client.request("join", { conv: conv.id });
+      conv.joined = true;
+      conv.map = { ...conv.map, ...answer.conv };
+      await loadHistory(conv); // what was said meanwhile; live from now on
+      renderHead();
+    } catch (err) {
+      showError(err);
+    }
+  });
   $("transfer-cancel").addEventListener("click", () => ($("transfer-form").hidden = true));
   $("transfer-form").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -761,7 +777,7 @@ async function useReply(shortcut) {
     const filled = await desk.client.request("reply_fill", { conv: desk.current, shortcut });
     $("text").value = filled.text;
     $("missing").hidden = !filled.missing.length;
-    $("missing").textContent = t("missing_vars", { v: filled.missing.join(", ") });
+    $("missing").textContent = t("missing_vars", { v: filled.missing.map((name) => `{${name}}`).join(" ") });
     $("text").focus();
   } catch (err) {
     showError(err);
@@ -862,26 +878,29 @@ function wireTabs() {
   $("tab-inbox").addEventListener("click", () => showTab("inbox"));
   $("tab-queues").addEventListener("click", () => showTab("queues"));
   $("tab-reports").addEventListener("click", () => showTab("reports"));
+  $("tab-replies").addEventListener("click", () => showTab("replies"));
   $("report-period").addEventListener("change", () => renderReport().catch(showReportError));
 }
 
+const MAIN_VIEWS = { reports: "reports", replies: "replies-view" }; // tabs that take the conversation's place
+
 function showTab(name) {
-  for (const tab of ["inbox", "queues", "reports"]) $(`tab-${tab}`).classList.toggle("active", name === tab);
+  for (const tab of ["inbox", "queues", "reports", "replies"]) $(`tab-${tab}`).classList.toggle("active", name === tab);
   $("inbox").hidden = name !== "inbox";
   $("inbox-empty").hidden = name !== "inbox" || $("inbox").children.length > 0;
   $("queues").hidden = name !== "queues";
-  // the report takes the conversation's place
-  $("reports").hidden = name !== "reports";
-  const thread = name !== "reports" && desk.current !== null;
+  for (const [tab, view] of Object.entries(MAIN_VIEWS)) $(view).hidden = name !== tab;
+  const thread = !(name in MAIN_VIEWS) && desk.current !== null;
   $("thread-body").hidden = !thread;
   $("panel").hidden = !thread;
-  $("thread-empty").hidden = thread || name === "reports";
+  $("thread-empty").hidden = thread || name in MAIN_VIEWS;
   clearInterval(desk.queuesTimer);
   if (name === "queues") {
     renderQueues();
     desk.queuesTimer = setInterval(renderQueues, 5000);
   }
   if (name === "reports") renderReport().catch(showReportError);
+  if (name === "replies") renderReplyList().catch(showError);
 }
 
 async function renderQueues() {
@@ -893,7 +912,8 @@ async function renderQueues() {
   }
   const groups = Object.entries(answer.queues);
   const waiting = groups.flatMap(([group, items]) => items.map((item) =>
-    el("li", {}, el("strong", { text: group }), ` ${item.customer} · `, el("span", { text: t("waited", { t: duration(item.waited_s * 1000) }) }))));
+    el("li", { class: "queued", "data-conv": item.conv, onclick: () => watch(item, group) },
+      el("strong", { text: group }), ` ${item.customer} · `, el("span", { text: t("waited", { t: duration(item.waited_s * 1000) }) }))));
   $("queues").replaceChildren(
     el("h3", { text: t("queues") }),
     waiting.length ? el("ul", { class: "queue" }, ...waiting) : el("p", { class: "muted", text: t("queue_empty") }),
@@ -901,6 +921,68 @@ async function renderQueues() {
     el("table", { class: "agents" }, ...answer.agents.map((a) =>
       el("tr", {}, el("td", { text: a.name || a.user }), el("td", { text: t(`status_${a.status}`) }), el("td", { text: `${Array.isArray(a.active) ? a.active.length : a.active}/${a.max}` }), el("td", { text: (a.groups || []).join(", ") })))),
   );
+}
+
+/** A supervisor opens a queued conversation: its transcript and customer, to join or transfer it. */
+function watch(item, group) {
+  const known = desk.convs.get(item.conv);
+  const conv = known || conversation({ id: item.conv, status: "open", stage: "queued", customer: item.customer, group, assignee: "" });
+  if (known) conv.loaded = false; // read it again: nothing of it is live here before a join
+  select(conv.id);
+}
+
+// ---- quick replies: an agent's own, and for supervisors the shop's -------------------------
+
+function mayManage(reply) {
+  return reply.owner === desk.me.id || (reply.owner === "*" && desk.me.role === "supervisor");
+}
+
+async function renderReplyList() {
+  $("reply-scope").hidden = desk.me.role !== "supervisor";
+  const answer = await desk.client.request("replies", {});
+  $("reply-list").replaceChildren(...answer.replies.map((reply) =>
+    el("li", { class: "reply", "data-shortcut": reply.shortcut },
+      el("div", { class: "row" },
+        el("strong", { text: reply.shortcut }), el("span", { text: reply.title }),
+        el("span", { class: "badge", text: reply.owner === "*" ? t("scope_tenant") : t("scope_mine") }),
+        el("span", { class: "grow" }),
+        mayManage(reply) ? el("button", { type: "button", class: "link", text: t("edit"), onclick: () => editReply(reply) }) : null,
+        mayManage(reply) ? el("button", { type: "button", class: "link", text: t("delete"), onclick: () => deleteReply(reply) }) : null),
+      el("div", { class: "muted", text: reply.text }))));
+}
+
+function editReply(reply) {
+  $("reply-shortcut").value = reply.shortcut;
+  $("reply-title").value = reply.title || "";
+  $("reply-text").value = reply.text;
+  $("reply-scope").value = reply.owner === "*" ? "tenant" : "mine";
+  $("reply-text").focus();
+}
+
+async function deleteReply(reply) {
+  try {
+    await desk.client.request("reply_delete", { scope: reply.owner === "*" ? "tenant" : "mine", shortcut: reply.shortcut });
+    await renderReplyList();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+function wireReplies() {
+  $("reply-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    let shortcut = $("reply-shortcut").value.trim();
+    if (!shortcut.startsWith("/")) shortcut = `/${shortcut}`;
+    const reply = { shortcut, title: $("reply-title").value.trim(), text: $("reply-text").value };
+    const scope = desk.me.role === "supervisor" ? $("reply-scope").value : "mine";
+    try {
+      await desk.client.request("reply_save", { scope, reply });
+      for (const id of ["reply-shortcut", "reply-title", "reply-text"]) $(id).value = "";
+      await renderReplyList();
+    } catch (err) {
+      showError(err);
+    }
+  });
 }
 
 // ---- supervisors: the report (GET /v1/reports/summary, which takes a supervisor's token) --------
@@ -964,4 +1046,5 @@ async function renderReport() {
 }
 
 wireTabs();
+wireReplies();
 start();
