@@ -160,7 +160,8 @@ async def serve(
         if config.metrics_port >= 0:
             app = build_app(Services(
                 node, auth, registry, routing_config, config.api_max_body_bytes,
-                KeyRates(config.api_rate_per_second, max(2.0, 2 * config.api_rate_per_second)), ws_port=port, console_ws_url=config.console_ws_url,
+                KeyRates(config.api_rate_per_second, max(2.0, 2 * config.api_rate_per_second)), ws_port=port, web_ws_url=config.web_ws_url,
+                frame_ancestors=" ".join(sorted(config.csv("allowed_origins") or ())) or "*",
             ))
             metrics_port = await nursery.start(serve_http, app, config.metrics_host, config.metrics_port)
         task_status.started(Running(node, port, metrics_port, registry))

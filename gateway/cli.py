@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--data-dir", default=None, help="where the development secret is (as for serve)")
     token.add_argument("--jwt-secret", default=None, help="sign with this secret instead (env KEFU_JWT_SECRET)")
     token.add_argument(
-        "--console", nargs="?", const="http://127.0.0.1:8701", default=None, metavar="HTTP_URL",
-        help="print the agent console's address with the token in its fragment instead (the gateway's HTTP side; default http://127.0.0.1:8701)",
+        "--page", nargs="?", const="http://127.0.0.1:8701", default=None, metavar="HTTP_URL",
+        help="print the browser page for the token instead, the token in its fragment: the agent console (agents, supervisors) or the chat (shoppers); HTTP_URL is the gateway's HTTP side (default http://127.0.0.1:8701)",
     )
 
     apikey = commands.add_parser(
@@ -169,7 +169,8 @@ def _token(args: argparse.Namespace) -> int:
     secret, _ = from_arguments(overrides).secret()
     minted = mint_token(secret, tenant=args.tenant, user=args.user, role=args.role, channel=args.channel, ttl_s=args.ttl, name=args.name, customer=args.customer)
     # The fragment stays in the browser: it is never sent to the server nor written to its logs.
-    print(f"{args.console.rstrip('/')}/console/#token={minted}" if args.console else minted)
+    page = "chat" if args.role == "shopper" else "console"
+    print(f"{args.page.rstrip('/')}/{page}/#token={minted}" if args.page else minted)
     return 0
 
 
@@ -232,7 +233,8 @@ async def _serve(config: Config) -> None:
             if running.metrics_url:
                 print(f"  Metrics:   {running.metrics_url}", flush=True)
                 print(f"  REST API:  {running.http_url}/v1  (OpenAPI: /v1/openapi.json; keys: kefu apikey create)", flush=True)
-                print(f"  Console:   {running.http_url}/console/  (agents; kefu token … --role agent --console {running.http_url})", flush=True)
+                print(f"  Console:   {running.http_url}/console/  (agents: kefu token … --role agent --page {running.http_url})", flush=True)
+                print(f"  Chat:      {running.http_url}/chat/  (shoppers: kefu token … --role shopper --page {running.http_url})", flush=True)
             signing = "--jwt-secret <the same secret>" if config.jwt_secret else f"--data-dir {config.data_dir}"
             print(f"  Token:     kefu token {signing} --tenant demo --user alice --role shopper", flush=True)
             async for signum in signals:

@@ -100,8 +100,8 @@ class Config:
     webhooks_timeout_s: float = _opt(5.0, "Seconds a webhook receiver has to answer before the delivery is tried again later.")
     webhooks_max_pending: int = _opt(10_000, "Webhook events waiting for their receivers, at most; more are dropped (counted and logged).")
     webhooks_max_pending_bytes: int = _opt(64 * 1024 * 1024, "Bytes the webhook events waiting for their receivers may hold; more are dropped.")
-    console_ws_url: str = _opt(
-        "", "WebSocket URL the agent console in the browser connects to (ws:// or wss://, as the browser reaches it behind a proxy); empty: the page's own host at --port."
+    web_ws_url: str = _opt(
+        "", "WebSocket URL the browser pages (the agent console, the shopper's chat) connect to (ws:// or wss://, as the browser reaches it behind a proxy); empty: the page's own host at --port."
     )
     log_format: str = _opt("text", "Log format.", choices=("text", "json"))
     log_level: str = _opt("info", "Log level.", choices=("debug", "info", "warning", "error"))
@@ -160,8 +160,8 @@ class Config:
             )
         if self.routing_lease_s <= 0 or self.routing_reply_timeout_s <= 0:
             found.append("--routing-lease-s and --routing-reply-timeout-s must be positive")
-        if self.console_ws_url and not self.console_ws_url.startswith(("ws://", "wss://")):
-            found.append(f"--console-ws-url {self.console_ws_url!r}: expected a ws:// or wss:// URL")
+        if self.web_ws_url and not self.web_ws_url.startswith(("ws://", "wss://")):
+            found.append(f"--web-ws-url {self.web_ws_url!r}: expected a ws:// or wss:// URL")
         try:
             cpus = self.media_cpu_set
         except ValueError as exc:

@@ -21,10 +21,10 @@ def test_the_defaults_are_one_process_on_sqlite_with_the_local_bus():
     assert not config.shared_store and not config.shared_bus and config.problems() == []
 
 
-def test_the_console_websocket_url_is_a_websocket_url():
-    assert Config(console_ws_url="wss://kefu.example.com/ws").problems() == []
-    [problem] = Config(console_ws_url="https://kefu.example.com/ws").problems()
-    assert problem == "--console-ws-url 'https://kefu.example.com/ws': expected a ws:// or wss:// URL"
+def test_the_pages_websocket_url_is_a_websocket_url():
+    assert Config(web_ws_url="wss://kefu.example.com/ws").problems() == []
+    [problem] = Config(web_ws_url="https://kefu.example.com/ws").problems()
+    assert problem == "--web-ws-url 'https://kefu.example.com/ws': expected a ws:// or wss:// URL"
 
 
 def test_media_cpus_is_a_cpu_list_of_this_machine():

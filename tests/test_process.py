@@ -82,11 +82,15 @@ async def test_version_and_token():
     ).stdout.strip()
     assert Authenticator(SECRET).verify(minted).customer == "c42"
     address = subprocess.run(
-        [*KEFU, "token", "--jwt-secret", SECRET, "--tenant", "t9", "--user", "wl", "--role", "agent", "--console", "http://127.0.0.1:9999/"],
+        [*KEFU, "token", "--jwt-secret", SECRET, "--tenant", "t9", "--user", "wl", "--role", "agent", "--page", "http://127.0.0.1:9999/"],
         capture_output=True, text=True, check=True,
     ).stdout.strip()
     base, _, minted = address.partition("#token=")
     assert base == "http://127.0.0.1:9999/console/" and Authenticator(SECRET).verify(minted).user == "wl"
+    address = subprocess.run(
+        [*KEFU, "token", "--jwt-secret", SECRET, "--tenant", "t9", "--user", "v-1", "--role", "shopper", "--page"], capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert address.startswith("http://127.0.0.1:8701/chat/#token=")  # a shopper's page is the chat
 
 
 async def test_serve_prints_urls_serves_metrics_and_exits_0_on_sigterm(tmp_path):

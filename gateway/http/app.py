@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .. import console
+from .. import web
 from ..auth import Authenticator
 from ..routing.config import RoutingConfig, TenantRouting, parse_tenant
 from .health import probe
@@ -38,7 +38,8 @@ class Services:
     max_body_bytes: int
     rates: KeyRates = field(default_factory=lambda: KeyRates(0, 0))
     ws_port: int = 0  # the WebSocket listener's port, for the console's browsers
-    console_ws_url: str = ""  # --console-ws-url
+    web_ws_url: str = ""  # --web-ws-url
+    frame_ancestors: str = "*"  # who may frame the chat page: the shop's sites (--allowed-origins)
 
     def __post_init__(self) -> None:
         self.store = self.node.store
@@ -113,6 +114,6 @@ def build_app(services: Services) -> Starlette:
         Route("/v1/openapi.json", openapi, methods=["GET"]),
         *(Route(op.path, endpoint(op, services), methods=[op.method]) for op in ALL),
         *attachments.routes(services),
-        *console.routes(services.ws_port, services.console_ws_url),
+        *web.routes(services.ws_port, services.web_ws_url, services.frame_ancestors),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: refused, Exception: refused})

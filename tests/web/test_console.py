@@ -12,7 +12,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from ..support import SECRET
-from .conftest import Shopper
+from .conftest import Peer
 
 pytestmark = pytest.mark.processes  # a gateway process and a browser: once, not again in the pure-Python pass
 
@@ -22,13 +22,13 @@ HOSTILE = '<img src=x onerror="window.pwned=1">转人工 <b>粗体</b>'
 
 
 def sign_in(page, gateway, user: str = "wangli", name: str = "王丽", role: str = "agent") -> None:
-    """Open what `kefu token … --console` prints: the console's address with the token in its fragment."""
-    args = [sys.executable, "-m", "gateway", "token", "--jwt-secret", SECRET, "--tenant", "shop1", "--user", user, "--role", role, "--name", name, "--console", gateway.http_url]
+    """Open what `kefu token … --page` prints: the console's address with the token in its fragment."""
+    args = [sys.executable, "-m", "gateway", "token", "--jwt-secret", SECRET, "--tenant", "shop1", "--user", user, "--role", role, "--name", name, "--page", gateway.http_url]
     page.goto(subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout.strip())
     expect(page.locator("#link")).to_have_text("已连接")
 
 
-def open_with_human(shopper: Shopper, text: str = "转人工", **fields) -> str:
+def open_with_human(shopper: Peer, text: str = "转人工", **fields) -> str:
     conv = shopper.ok("open", subject="外套咨询", **fields)["conv"]["id"]
     shopper.ok("send", conv=conv, cmid="q1", body={"kind": "text", "text": text})
     return conv
@@ -47,7 +47,7 @@ def test_an_agent_serves_a_known_customer_with_a_quick_reply(gateway, page):
     expect(page.locator("#load")).to_have_text("接待中 0/5")
     assert page.url.endswith("/console/")  # the token left the address bar
 
-    shopper = Shopper(gateway, "u42", name="王女士", customer="c42")
+    shopper = Peer(gateway, "u42", name="王女士", customer="c42")
     conv = open_with_human(shopper, HOSTILE)
     shopper.event(conv, "assigned")
 
@@ -121,7 +121,7 @@ def photo(width: int, height: int) -> bytes:
 
 def test_photos_both_ways_through_signed_urls(gateway, page, tmp_path):
     sign_in(page, gateway)
-    shopper = Shopper(gateway, "u7", name="小美")
+    shopper = Peer(gateway, "u7", name="小美")
     conv = open_with_human(shopper)
     shopper.event(conv, "assigned")
     expect(page.locator("#thread-title")).to_contain_text("小美")
@@ -150,7 +150,7 @@ def test_photos_both_ways_through_signed_urls(gateway, page, tmp_path):
 @pytest.mark.timeout(150)  # two gateway starts and the console's reconnect backoff, on a loaded CI machine
 def test_a_message_typed_while_the_gateway_restarts_is_stored_once_and_nothing_is_missed(gateway, page):
     sign_in(page, gateway)
-    shopper = Shopper(gateway, "u8", name="小林")
+    shopper = Peer(gateway, "u8", name="小林")
     conv = open_with_human(shopper)
     shopper.event(conv, "assigned")
     expect(page.locator("#thread-title")).to_contain_text("小林")
@@ -169,7 +169,7 @@ def test_a_message_typed_while_the_gateway_restarts_is_stored_once_and_nothing_i
     expect(page.locator("#link")).to_have_text("已连接", timeout=30_000)
     expect(page.locator("#message-list li.pending")).to_have_count(0)
 
-    back = Shopper(gateway, "u8", name="小林")
+    back = Peer(gateway, "u8", name="小林")
     back.ok("send", conv=conv, cmid="q2", body={"kind": "text", "text": "好的，谢谢"})
     expect(page.locator("#message-list")).to_contain_text("好的，谢谢")
     history = back.ok("history", conv=conv)["messages"]
@@ -204,7 +204,7 @@ def test_a_supervisor_sees_the_queues_and_the_agents(gateway, page):
     sign_in(page, gateway, user="boss", name="张主管", role="supervisor")
     page.locator("#status").select_option("away")  # not taking conversations: they queue
     expect(page.locator("#load")).to_contain_text("接待中")
-    shopper = Shopper(gateway, "u10", name="小周")
+    shopper = Peer(gateway, "u10", name="小周")
     conv = open_with_human(shopper)
     shopper.event(conv, "queued")
     page.locator("#tab-queues").click()
@@ -266,7 +266,7 @@ def test_an_agent_keeps_quick_replies_and_uses_them(gateway, page):
     expect(shops).to_contain_text("全店")
     expect(shops.locator("button")).to_have_count(0)
 
-    shopper = Shopper(gateway, "u11", name="小陈")
+    shopper = Peer(gateway, "u11", name="小陈")
     conv = open_with_human(shopper)
     shopper.event(conv, "assigned")
     expect(page.locator("#thread-title")).to_contain_text("小陈")  # the new conversation takes the main view

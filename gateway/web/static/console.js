@@ -4,6 +4,7 @@
 // docs/routing.md); attachments come from the media endpoints with the same token. Text from
 // shoppers is only ever set as textContent: nothing they write becomes markup.
 
+import { clock, el, renderBody, uploadFile } from "./bodies.js";
 import { KefuClient, randomId } from "./client.js";
 import { duration, t } from "./i18n.js";
 
@@ -14,34 +15,6 @@ const TYPING_SHOWN_MS = 6000;
 
 const $ = (id) => document.getElementById(id);
 
-/** An element with text (never markup) and attributes. */
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value === true ? "" : value);
-  }
-  for (const child of children) if (child != null) node.append(child);
-  return node;
-}
-
-function clock(ms) {
-  const d = new Date(ms);
-  const today = new Date();
-  const time = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  return d.toDateString() === today.toDateString() ? time : `${d.toLocaleDateString()} ${time}`;
-}
-
-function size(bytes) {
-  if (bytes == null) return "";
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1048576) return `${(bytes / 1024).toFixed(1)} KB`;
-  return `${(bytes / 1048576).toFixed(1)} MB`;
-}
-
 // ---- state -------------------------------------------------------------------------------
 
 const desk = {
@@ -49,7 +22,6 @@ const desk = {
   me: null, // hello.user
   convs: new Map(), // id -> Conversation (below)
   current: null, // id of the conversation shown
-  attachments: new Map(), // attachment id -> Promise of the attachment with signed URLs
   queuesTimer: null,
 };
 
@@ -516,78 +488,14 @@ function renderMessage(conv, m) {
   if (own && body.kind !== "recalled" && desk.client.serverNow() - m.ts < RECALL_WINDOW_MS) {
     meta.append(el("button", { type: "button", class: "link recall", text: t("recall"), onclick: () => recall(conv, m.seq) }));
   }
-  return el("li", { class: `msg ${own ? "own" : m.role}`, "data-seq": m.seq }, meta, renderBody(body));
+  return el("li", { class: `msg ${own ? "own" : m.role}`, "data-seq": m.seq }, meta, renderBody(body, sessionStorage.getItem(TOKEN_KEY)));
 }
 
 function renderPending(conv, cmid, pending) {
   const status = pending.error
     ? el("span", { class: "error", text: t("failed", { e: pending.error }) })
     : el("span", { class: "muted", text: t("sending") });
-  return el("li", { class: "msg own pending", "data-cmid": cmid }, el("div", { class: "meta" }, status), renderBody(pending.body));
-}
-
-function renderBody(body) {
-  switch (body.kind) {
-    case "text":
-      return el("div", { class: "text", text: body.text });
-    case "recalled":
-      return el("div", { class: "muted", text: t("recalled") });
-    case "location": {
-      const where = `${Number(body.lat).toFixed(5)}, ${Number(body.lng).toFixed(5)}`;
-      return el("div", { class: "location" },
-        el("strong", { text: `📍 ${body.name || t("location")}` }),
-        body.address ? el("div", { text: body.address }) : null,
-        el("div", { class: "muted", text: where }));
-    }
-    case "image":
-    case "video":
-    case "voice":
-    case "file":
-      return body.attachment ? renderAttachment(body) : el("a", { href: safeUrl(body.url), target: "_blank", rel: "noopener noreferrer", text: body.name || body.url });
-    default:
-      return el("div", { class: "muted", text: `[${body.kind}]` });
-  }
-}
-
-function safeUrl(url) {
-  return /^https?:\/\//i.test(url || "") ? url : "#";
-}
-
-/** An attachment's signed URLs, asked for once per attachment until they expire. */
-function attachment(id) {
-  const cached = desk.attachments.get(id);
-  if (cached && cached.expires > Date.now() / 1000 + 30) return cached.promise;
-  const promise = fetch(`/v1/attachments/${encodeURIComponent(id)}`, { headers: { authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` } })
-    .then(async (answer) => {
-      const doc = await answer.json();
-      if (!answer.ok) throw new Error(doc.code || answer.status);
-      return doc;
-    });
-  desk.attachments.set(id, { promise, expires: Date.now() / 1000 + 240 });
-  promise.then((doc) => desk.attachments.set(id, { promise, expires: doc.urls_expire_at }), () => desk.attachments.delete(id));
-  return promise;
-}
-
-function renderAttachment(body) {
-  const box = el("div", { class: `attachment ${body.kind}`, "data-attachment": body.attachment });
-  const caption = [body.name, size(body.size), body.duration_ms ? duration(body.duration_ms) : null].filter(Boolean).join(" · ");
-  attachment(body.attachment).then(
-    (doc) => {
-      if (body.kind === "image") {
-        const img = el("img", { src: doc.thumbnail_url || doc.display_url, alt: body.name || "image", width: body.w, height: body.h, class: "thumb" });
-        box.append(el("a", { href: doc.display_url || doc.url, target: "_blank", rel: "noopener" }, img));
-      } else if (body.kind === "video") {
-        box.append(el("video", { src: doc.url, controls: true, preload: "metadata", poster: doc.thumbnail_url }));
-      } else if (body.kind === "voice") {
-        box.append(el("audio", { src: doc.url, controls: true, preload: "metadata" }));
-      } else {
-        box.append(el("a", { href: doc.url, download: body.name || "file", text: `📎 ${body.name || doc.name || "file"}` }));
-      }
-      box.append(el("div", { class: "muted", text: caption }));
-    },
-    (err) => box.append(el("div", { class: "error", text: `${body.kind}: ${err.message}` })),
-  );
-  return box;
+  return el("li", { class: "msg own pending", "data-cmid": cmid }, el("div", { class: "meta" }, status), renderBody(pending.body, sessionStorage.getItem(TOKEN_KEY)));
 }
 
 async function recall(conv, seq) {
@@ -719,25 +627,10 @@ async function refetchMessage(conv, seq) {
   if (desk.current === conv.id) renderMessages();
 }
 
-function kindOf(file) {
-  if (file.type.startsWith("image/")) return "image";
-  if (file.type.startsWith("video/")) return "video";
-  if (file.type.startsWith("audio/")) return "voice";
-  return "file";
-}
-
 async function upload(file) {
   const conv = desk.current;
-  const kind = kindOf(file);
-  const answer = await fetch(`/v1/conversations/${encodeURIComponent(conv)}/attachments?kind=${kind}&name=${encodeURIComponent(file.name)}`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` },
-    body: file,
-  });
-  const doc = await answer.json();
-  if (!answer.ok) throw new Error(t("upload_failed", { e: `${doc.code}: ${doc.detail || doc.title}` }));
-  desk.attachments.set(doc.id, { promise: Promise.resolve(doc), expires: doc.urls_expire_at });
-  if (desk.current === conv) post({ kind, attachment: doc.id });
+  const { kind, id } = await uploadFile(conv, file, sessionStorage.getItem(TOKEN_KEY));
+  if (desk.current === conv) post({ kind, attachment: id });
 }
 
 let replySearch = 0;

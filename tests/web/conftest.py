@@ -1,4 +1,4 @@
-"""The agent console in a real browser: Debian's Chromium driven by Playwright, against a gateway
+"""The browser pages (the agent console, the shopper's chat) in a real browser: Debian's Chromium driven by Playwright, against a gateway
 process (``kefu serve``), with shoppers on real WebSockets and the shop's backend on real HTTP.
 
 These tests are synchronous: Playwright's sync API runs its own event loop, so the gateway runs in a
@@ -95,12 +95,13 @@ class GatewayProcess:
             return answer.json()["token"]
 
 
-class Shopper:
-    """A shopper's app: kefu.v1 over a real WebSocket, frames not asked for yet kept in ``buffer``."""
+class Peer:
+    """A shopper's app or an agent's desk other than the page under test: kefu.v1 over a real
+    WebSocket, frames not asked for yet kept in ``buffer``."""
 
-    def __init__(self, gateway: GatewayProcess, user: str, **claims: Any) -> None:
+    def __init__(self, gateway: GatewayProcess, user: str, role: str = "shopper", **claims: Any) -> None:
         self.gateway = gateway
-        self.token = gateway.token(user, "shopper", **claims)
+        self.token = gateway.token(user, role, **claims)
         self.stack = ExitStack()
         self.ws = self.stack.enter_context(connect(gateway.ws_url, subprotocols=["kefu.v1"]))
         self.buffer: list[dict[str, Any]] = []
@@ -117,6 +118,11 @@ class Shopper:
         if t == "auth":
             return self.next("hello")
         return self.next(id=self.ids)
+
+    def tell(self, t: str, **fields: Any) -> None:
+        """A request that has no answer when it succeeds (``typing``)."""
+        self.ids += 1
+        self.ws.send(msgpack.packb({"t": t, "id": self.ids, **fields}))
 
     def ok(self, t: str, **fields: Any) -> dict[str, Any]:
         answer = self.request(t, **fields)

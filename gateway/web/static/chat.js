@@ -1,0 +1,341 @@
+// The shopper's chat: one conversation with the shop (its bot first, then a person), in a page
+// a shop's website or app embeds. It takes a shopper's token from the URL's fragment
+// (`/chat/#token=…&product=…`), minted by the shop's backend for whoever is browsing.
+//
+// The conversation is opened with the first message (so a visitor who only looks opens none),
+// the bot's suggested questions are buttons, 转人工 asks for a person (`handoff`), and the
+// satisfaction survey is answered in place (`rate`).
+
+import { clock, el, renderBody, uploadFile } from "./bodies.js";
+import { KefuClient, randomId } from "./client.js";
+import { t } from "./i18n.js";
+
+const TOKEN_KEY = "kefu.chat.token";
+const PRODUCT_KEY = "kefu.chat.product";
+const RECALL_WINDOW_MS = 120000;
+const TYPING_SHOWN_MS = 6000;
+
+const $ = (id) => document.getElementById(id);
+
+const chat = {
+  client: null,
+  me: null,
+  conv: null, // the Conversation map, once opened or found
+  opening: null, // the `open` on its way
+  messages: new Map(), // seq -> message
+  pending: new Map(), // cmid -> {body, error}
+  floor: 0, // what lies at or below it was never fetched
+  more: false,
+  names: new Map(), // agent -> name, from `assigned` events and `joined` frames
+  typingUntil: 0,
+  readSent: 0,
+  score: 0,
+};
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+function fromFragment() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  if (params.get("token")) sessionStorage.setItem(TOKEN_KEY, params.get("token"));
+  if (params.get("product")) sessionStorage.setItem(PRODUCT_KEY, params.get("product"));
+  if (location.hash) history.replaceState(null, "", location.pathname + location.search); // out of the address bar
+}
+
+function problem(text) {
+  $("problem").textContent = text;
+  $("problem").hidden = !text;
+}
+
+async function start() {
+  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  for (const node of document.querySelectorAll("[data-i18n-placeholder]")) node.placeholder = t(node.dataset.i18nPlaceholder);
+  document.title = t("chat_title");
+  fromFragment();
+  wire();
+  if (!token()) {
+    problem(t("no_token"));
+    $("composer").hidden = true;
+    return;
+  }
+  const found = await (await fetch("config.json", { cache: "no-store" })).json();
+  const host = location.hostname.includes(":") ? `[${location.hostname}]` : location.hostname;
+  const url = found.ws_url || `${location.protocol === "https:" ? "wss" : "ws"}://${host}:${found.ws_port}${found.ws_path}`;
+  chat.client = new KefuClient(url, token(), onFrame, onState);
+  chat.client.start();
+}
+
+function onState(state, detail = {}) {
+  $("link").dataset.state = state;
+  $("link").textContent = state === "live" ? "" : state === "offline" ? t("offline", { s: Math.ceil(detail.retryInMs / 1000) }) : t("connecting");
+  if (state === "refused") {
+    sessionStorage.removeItem(TOKEN_KEY);
+    problem(t("chat_refused", { c: detail.code }));
+    $("composer").hidden = true;
+  }
+  if (state === "live") goLive(detail.hello).catch((err) => problem(`${err.code || ""} ${err.message}`));
+}
+
+async function goLive(hello) {
+  chat.me = hello.user;
+  $("who").textContent = hello.user.name;
+  if (chat.conv) return render(); // a reconnect: the client resumed the conversation
+  const listed = await chat.client.request("list", { status: "open", limit: 1 });
+  if (listed.convs.length) {
+    chat.conv = listed.convs[0];
+    await loadHistory();
+  }
+  render();
+}
+
+async function loadHistory(before = Number.MAX_SAFE_INTEGER) {
+  const page = await chat.client.request("history", { conv: chat.conv.id, before });
+  if (!chat.messages.size && page.messages.length) chat.floor = page.messages[0].seq - 1;
+  for (const m of page.messages) remember(m);
+  chat.more = page.more;
+  chat.client.hold(chat.conv.id, held());
+}
+
+function held() {
+  let seq = chat.floor;
+  while (chat.messages.has(seq + 1)) seq += 1;
+  return seq;
+}
+
+function remember(m) {
+  chat.messages.set(m.seq, m);
+  const body = m.body || {};
+  if (body.kind === "event" && body.event === "assigned" && body.agent_name) chat.names.set(body.agent, body.agent_name);
+  if (body.kind === "event" && body.event === "recalled") {
+    const recalled = chat.messages.get(body.seq);
+    if (recalled) recalled.body = { kind: "recalled" };
+  }
+}
+
+// ---- frames ------------------------------------------------------------------------------
+
+function onFrame(frame) {
+  if (!chat.conv || frame.conv !== chat.conv.id && !(frame.conv && frame.conv.id === chat.conv.id)) return;
+  switch (frame.t) {
+    case "msg":
+      remember(frame);
+      if (frame.role !== "shopper") chat.typingUntil = 0;
+      chat.client.hold(chat.conv.id, held());
+      render();
+      return markRead();
+    case "conv":
+      chat.conv = frame.conv;
+      return render();
+    case "typing":
+      if (frame.user === chat.me.id) return;
+      chat.typingUntil = frame.on ? Date.now() + TYPING_SHOWN_MS : 0;
+      return renderTyping();
+    case "joined":
+      if (frame.name) chat.names.set(frame.user, frame.name);
+      return render();
+    default:
+      return undefined;
+  }
+}
+
+function markRead() {
+  if (document.hidden || !chat.messages.size) return;
+  const last = Math.max(...chat.messages.keys());
+  if (last <= chat.readSent) return;
+  chat.readSent = last;
+  chat.client.request("receipt", { conv: chat.conv.id, kind: "read", seq: last }).catch(() => (chat.readSent = 0));
+}
+
+document.addEventListener("visibilitychange", () => chat.conv && markRead());
+
+// ---- showing -----------------------------------------------------------------------------
+
+function speaker(m) {
+  if (m.role === "bot") return chat.names.get(m.from) || t("bot");
+  if (m.role === "agent" || m.role === "supervisor") return chat.names.get(m.from) || t("agent");
+  return "";
+}
+
+function render() {
+  const box = $("messages");
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  const ordered = [...chat.messages.values()].sort((a, b) => a.seq - b.seq);
+  const items = ordered.map((m) => {
+    const body = m.body || {};
+    if (m.role === "system" || body.kind === "event") return el("li", { class: "event", "data-seq": m.seq, text: body.text || "" });
+    const own = m.from === chat.me.id;
+    const meta = el("div", { class: "meta" }, own ? null : el("span", { text: speaker(m) }), el("time", { text: clock(m.ts) }));
+    if (own && body.kind !== "recalled" && chat.client.serverNow() - m.ts < RECALL_WINDOW_MS) {
+      meta.append(el("button", { type: "button", class: "link", text: t("recall"), onclick: () => recall(m.seq) }));
+    }
+    return el("li", { class: `msg ${own ? "own" : m.role}`, "data-seq": m.seq }, meta, renderBody(body, token()));
+  });
+  for (const [cmid, pending] of chat.pending) {
+    const status = pending.error ? el("span", { class: "error", text: t("failed", { e: pending.error }) }) : el("span", { class: "muted", text: t("sending") });
+    items.push(el("li", { class: "msg own pending", "data-cmid": cmid }, el("div", { class: "meta" }, status), renderBody(pending.body, token())));
+  }
+  $("message-list").replaceChildren(...items);
+  $("welcome").hidden = items.length > 0;
+  $("earlier").hidden = !chat.more;
+  if (atBottom || items.length < 30) box.scrollTop = box.scrollHeight;
+
+  // the bot's suggestions, under its last message while it is the last thing said
+  const last = ordered[ordered.length - 1];
+  const suggestions = last && last.role === "bot" && Array.isArray(last.body.quick_replies) ? last.body.quick_replies : [];
+  $("chips").replaceChildren(...suggestions.map((q) => el("button", { type: "button", class: "chip", text: q, onclick: () => say({ kind: "text", text: q }) })));
+
+  const stage = chat.conv ? chat.conv.stage : "";
+  const closed = chat.conv && chat.conv.status === "closed";
+  $("human").hidden = closed || stage === "queued" || stage === "assigned";
+  $("again").hidden = !closed;
+  $("text").disabled = closed;
+  $("send").disabled = closed;
+  if (closed) $("text").placeholder = t("chat_closed");
+  renderSurvey(ordered);
+  renderTyping();
+}
+
+function renderTyping() {
+  const on = chat.typingUntil > Date.now();
+  $("typing").hidden = !on;
+  if (on) setTimeout(renderTyping, chat.typingUntil - Date.now() + 50);
+}
+
+function renderSurvey(ordered) {
+  const survey = [...ordered].reverse().find((m) => m.body && m.body.event === "survey");
+  const rated = survey && sessionStorage.getItem(`kefu.chat.rated.${chat.conv.id}.${survey.seq}`);
+  const open = survey && !rated && (!survey.body.expires_at || survey.body.expires_at > chat.client.serverNow());
+  $("survey").hidden = !(open || rated);
+  $("survey-form").hidden = !open;
+  $("survey-thanks").hidden = !rated;
+  if (!open || $("stars").children.length) return;
+  $("stars").replaceChildren(...[1, 2, 3, 4, 5].map((score) =>
+    el("button", { type: "button", class: "star", role: "radio", "aria-label": String(score), "data-score": score, text: "★", onclick: () => pickScore(score) })));
+}
+
+function pickScore(score) {
+  chat.score = score;
+  for (const star of $("stars").children) star.classList.toggle("on", Number(star.dataset.score) <= score);
+  $("survey-send").disabled = false;
+}
+
+// ---- acting ------------------------------------------------------------------------------
+
+/** The conversation, opened now if this is the shopper's first message. */
+function conversation() {
+  if (chat.conv) return Promise.resolve(chat.conv);
+  if (!chat.opening) {
+    const product = sessionStorage.getItem(PRODUCT_KEY);
+    chat.opening = chat.client.request("open", product ? { product } : {}).then(
+      (answer) => {
+        chat.conv = answer.conv;
+        chat.floor = 0;
+        chat.client.hold(chat.conv.id, 0);
+        return chat.conv;
+      },
+      (err) => {
+        chat.opening = null;
+        throw err;
+      },
+    );
+  }
+  return chat.opening;
+}
+
+function say(body) {
+  const cmid = randomId();
+  chat.pending.set(cmid, { body, error: null });
+  render();
+  conversation()
+    .then((conv) => chat.client.send(conv.id, body, cmid))
+    .then(
+      (ack) => {
+        chat.pending.delete(cmid);
+        if (!chat.messages.has(ack.seq)) remember({ conv: ack.conv, seq: ack.seq, cmid, from: chat.me.id, role: "shopper", ts: ack.ts, body });
+        chat.client.hold(chat.conv.id, held());
+        render();
+      },
+      (err) => {
+        chat.pending.get(cmid).error = `${err.code || ""} ${err.message}`;
+        render();
+      },
+    );
+}
+
+async function recall(seq) {
+  try {
+    await chat.client.request("recall", { conv: chat.conv.id, seq });
+  } catch (err) {
+    problem(`${err.code}: ${err.message}`);
+  }
+}
+
+function wire() {
+  const text = $("text");
+  let typingSent = 0;
+  text.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault(); // an IME's Enter confirms a word instead
+      $("composer").requestSubmit();
+    }
+  });
+  text.addEventListener("input", () => {
+    if (chat.conv && text.value && Date.now() - typingSent > 3000) {
+      typingSent = Date.now();
+      chat.client.request("typing", { conv: chat.conv.id, on: true }, 3000).catch(() => {});
+    }
+  });
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = text.value.trim();
+    if (!value) return;
+    text.value = "";
+    typingSent = 0;
+    if (chat.conv) chat.client.request("typing", { conv: chat.conv.id, on: false }, 3000).catch(() => {});
+    say({ kind: "text", text: value });
+  });
+  $("human").addEventListener("click", async () => {
+    try {
+      const conv = await conversation();
+      await chat.client.request("handoff", { conv: conv.id });
+    } catch (err) {
+      problem(`${err.code}: ${err.message}`);
+    }
+  });
+  $("file").addEventListener("change", async () => {
+    const file = $("file").files[0];
+    $("file").value = "";
+    if (!file) return;
+    try {
+      const conv = await conversation();
+      const { kind, id } = await uploadFile(conv.id, file, token());
+      say({ kind, attachment: id });
+    } catch (err) {
+      problem(err.message);
+    }
+  });
+  $("earlier").addEventListener("click", () => loadHistory(Math.min(...chat.messages.keys())).then(render));
+  $("again").addEventListener("click", () => {
+    chat.conv = null;
+    chat.opening = null;
+    chat.messages.clear();
+    chat.floor = 0;
+    chat.more = false;
+    $("text").placeholder = t("chat_composer");
+    render();
+  });
+  $("survey-send").addEventListener("click", async () => {
+    const survey = [...chat.messages.values()].filter((m) => m.body && m.body.event === "survey").pop();
+    const comment = $("survey-comment").value.trim();
+    try {
+      await chat.client.request("rate", { conv: chat.conv.id, score: chat.score, ...(comment ? { comment } : {}) });
+      sessionStorage.setItem(`kefu.chat.rated.${chat.conv.id}.${survey.seq}`, String(chat.score));
+      render();
+    } catch (err) {
+      problem(`${err.code}: ${err.message}`);
+    }
+  });
+}
+
+start();

@@ -1,0 +1,119 @@
+"""A shopper chats from the shop's page: the bot first, its suggestions, a person, the survey."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+from playwright.sync_api import expect
+
+from .conftest import Peer
+
+pytestmark = pytest.mark.processes  # a gateway process and a browser: once, not again in the pure-Python pass
+
+expect.set_options(timeout=15_000)
+
+
+def open_chat(page, gateway, user: str, **fragment: str) -> None:
+    """What the shop's page frames: the chat with a shopper's token (and the product on screen)."""
+    minted = gateway.token(user, "shopper", channel="web", name="王女士")
+    extra = "".join(f"&{key}={value}" for key, value in fragment.items())
+    page.goto(f"{gateway.http_url}/chat/#token={minted}{extra}")
+    expect(page.locator("#who")).to_have_text("王女士")
+
+
+def test_a_shopper_asks_the_bot_then_a_person_and_rates_the_service(gateway, page):
+    with gateway.api() as api:
+        coat = {"title": "蓝色羊毛外套", "price": 899.0, "attributes": {"material": "80%羊毛 20%聚酯纤维"}, "sizes": ["M", "L"]}
+        assert api.put("/v1/ingest/products/coat-blue", json=coat).status_code == 200
+    agent = Peer(gateway, "wangli", "agent", name="王丽")
+    agent.ok("status", status="online")
+
+    open_chat(page, gateway, "v-77", product="coat-blue")
+    assert page.url.endswith("/chat/")  # the token left the address bar
+    expect(page.locator("#welcome")).to_be_visible()  # nothing opened until the shopper writes
+    page.locator("#text").fill("这件是什么面料")
+    page.locator("#text").press("Enter")
+    # the bot answers from the product the chat was opened from
+    expect(page.locator("#message-list li.bot").last).to_contain_text("羊毛", timeout=20_000)
+    expect(page.locator("#message-list li.own .text")).to_have_text("这件是什么面料")
+
+    # the bot's greeting offered questions as buttons; once it has answered, the last answer's show
+    page.locator("#text").fill("你好")
+    page.locator("#text").press("Enter")
+    chips = page.locator("#chips button")
+    expect(chips.first).to_be_visible(timeout=20_000)
+    question = chips.first.inner_text()
+    chips.first.click()
+    expect(page.locator("#message-list li.own .text").last).to_have_text(question)
+
+    # a person: the agent is offered the conversation and answers; the shopper sees their name
+    page.locator("#human").click()
+    offer = agent.next("assigned", timeout=20)
+    conv = offer["conv"]["id"]
+    expect(page.locator("#human")).to_be_hidden()
+    agent.tell("typing", conv=conv, on=True)
+    expect(page.locator("#typing")).to_be_visible()
+    agent.ok("send", conv=conv, cmid="a1", body={"kind": "text", "text": "您好，我是王丽，这件外套是80%羊毛的"})
+    reply = page.locator("#message-list li.agent").last
+    expect(reply).to_contain_text("您好，我是王丽")
+    expect(reply.locator(".meta")).to_contain_text("王丽")
+    expect(page.locator("#typing")).to_be_hidden()
+    # the page reads it: the agent learns so
+    assert agent.next("receipt", conv=conv, kind="read", user="v-77")["seq"] >= 1
+
+    # resolved: the survey, answered in place
+    agent.ok("resolve", conv=conv)
+    expect(page.locator("#survey-form")).to_be_visible()
+    page.locator('#stars button[data-score="5"]').click()
+    page.locator("#survey-comment").fill("很专业，谢谢")
+    page.locator("#survey-send").click()
+    expect(page.locator("#survey-thanks")).to_be_visible()
+    rated = agent.next("rated", conv=conv)
+    assert (rated["score"], rated["comment"]) == (5, "很专业，谢谢")
+    with gateway.api() as api:
+        workspace = api.get(f"/v1/conversations/{conv}/workspace").json()
+        assert workspace["satisfaction"]["score"] == 5 and workspace["product"] == "coat-blue"
+
+    # a reload finds the same conversation with everything said in it, once each
+    page.reload()
+    expect(page.locator("#message-list li.agent").last).to_contain_text("您好，我是王丽")
+    expect(page.locator("#survey-thanks")).to_be_visible()
+    with gateway.api() as api:
+        stored = api.get(f"/v1/conversations/{conv}/messages").json()["messages"]
+    shown = [int(s) for s in page.locator("#message-list li[data-seq]").evaluate_all("(items) => items.map((li) => li.dataset.seq)")]
+    assert shown == [m["seq"] for m in stored]
+    agent.close()
+    assert page.errors == []
+
+
+def test_a_shopper_sends_a_photo(gateway, page, tmp_path):
+    agent = Peer(gateway, "wangli", "agent", name="王丽")
+    agent.ok("status", status="online")
+    open_chat(page, gateway, "v-78")
+    page.locator("#human").click()  # straight to a person: the conversation opens with the request
+    conv = agent.next("assigned", timeout=20)["conv"]["id"]
+    picked = tmp_path / "颜色.jpg"
+    out = io.BytesIO()
+    Image.new("RGB", (640, 480), (30, 90, 200)).save(out, "JPEG")
+    picked.write_bytes(out.getvalue())
+    page.locator("#file").set_input_files(str(picked))
+    got = agent.next("msg", conv=conv, role="shopper", timeout=20)
+    assert got["body"]["kind"] == "image" and (got["body"]["w"], got["body"]["h"]) == (640, 480) and got["body"]["name"] == "颜色.jpg"
+    thumb = page.locator("#message-list li.own img.thumb")
+    expect(thumb).to_have_count(1)
+    assert thumb.evaluate("(img) => img.decode().then(() => img.naturalWidth)") > 0
+    agent.close()
+    assert page.errors == []
+
+
+def test_without_a_token_or_with_a_refused_one_the_chat_says_so(gateway, page):
+    page.goto(f"{gateway.http_url}/chat/")
+    expect(page.locator("#problem")).to_contain_text("联系客服")
+    expect(page.locator("#composer")).to_be_hidden()
+    page.goto("about:blank")  # a new document: only the fragment would differ otherwise
+    page.goto(f"{gateway.http_url}/chat/#token=expired.or.forged")
+    expect(page.locator("#problem")).to_contain_text("token_invalid")
+    expect(page.locator("#composer")).to_be_hidden()
+    assert page.errors == []

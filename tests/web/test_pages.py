@@ -1,0 +1,86 @@
+"""The pages' files as the HTTP side serves them: what a browser is allowed to do with them, and
+nothing beyond the files that make them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gateway.web
+from gateway.web import PAGES, content_security_policy
+
+from ..http.conftest import client
+
+STATIC = Path(gateway.web.__file__).parent / "static"
+CONSOLE, CHAT = PAGES
+
+
+async def test_the_page_and_its_scripts_are_served_under_a_policy_that_runs_only_the_consoles_own_scripts(start_gateway):
+    gw = await start_gateway()
+    async with client(gw) as http:
+        page = await http.get("/console/")
+        assert page.status_code == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
+        assert page.content == (STATIC / "console.html").read_bytes()
+        assert '<script type="module" src="console.js"></script>' in page.text
+        for name in ("console.js", "client.js", "i18n.js", "console.css", "vendor/msgpack.min.js"):
+            asset = await http.get(f"/console/{name}")
+            assert asset.status_code == 200 and asset.content == (STATIC / name).read_bytes(), name
+            assert asset.headers["content-security-policy"] == content_security_policy(CONSOLE)
+            assert asset.headers["x-content-type-options"] == "nosniff"
+        policy = dict(part.strip().split(" ", 1) for part in page.headers["content-security-policy"].split(";"))
+        assert policy["script-src"] == "'self'" and "unsafe" not in page.headers["content-security-policy"]
+        assert policy["default-src"] == "'none'" and policy["frame-ancestors"] == "'self'"
+        assert page.headers["referrer-policy"] == "no-referrer"
+
+
+async def test_only_the_consoles_files_are_served(start_gateway):
+    gw = await start_gateway()
+    async with client(gw) as http:
+        for path in ("/console/nope.js", "/console/vendor/README", "/console/vendor/msgpack.LICENSE", "/console/console.html", "/console/chat.html",
+                     "/chat/chat.html", "/chat/nope.js",
+                     "/console/../pyproject.toml", "/console/%2e%2e/%2e%2e/pyproject.toml", "/console/vendor/../../__init__.py"):
+            answer = await http.get(path)
+            assert answer.status_code == 404, (path, answer.status_code)
+        for page in PAGES:
+            bare = await http.get(page.prefix)
+            assert bare.status_code == 308 and bare.headers["location"] == f"{page.prefix}/"
+
+
+async def test_the_console_is_told_where_the_websocket_listens(start_gateway):
+    gw = await start_gateway()
+    async with client(gw) as http:
+        for page in PAGES:
+            assert (await http.get(f"{page.prefix}/config.json")).json() == {"ws_url": None, "ws_port": gw.port, "ws_path": "/ws"}
+    proxied = await start_gateway(web_ws_url="wss://kefu.example.com/ws")
+    async with client(proxied) as http:
+        assert (await http.get("/chat/config.json")).json()["ws_url"] == "wss://kefu.example.com/ws"
+
+
+async def test_an_unchanged_file_is_not_sent_again(start_gateway):
+    gw = await start_gateway()
+    async with client(gw) as http:
+        first = await http.get("/console/console.js")
+        again = await http.get("/console/console.js", headers={"if-none-match": first.headers["etag"]})
+        assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == first.headers["etag"]
+        changed = await http.get("/console/console.js", headers={"if-none-match": '"stale"'})
+        assert changed.status_code == 200 and changed.content == first.content
+
+
+async def test_the_chat_may_be_framed_by_the_shops_sites_and_the_console_only_by_its_own(start_gateway):
+    def ancestors(response) -> str:
+        return dict(part.strip().split(" ", 1) for part in response.headers["content-security-policy"].split(";"))["frame-ancestors"]
+
+    gw = await start_gateway()
+    async with client(gw) as http:
+        chat = await http.get("/chat/")
+        assert chat.status_code == 200 and chat.content == (STATIC / "chat.html").read_bytes()
+        assert ancestors(chat) == "*" and ancestors(await http.get("/console/")) == "'self'"  # no list of sites: any may embed the chat
+        assert (await http.get("/chat/client.js")).content == (STATIC / "client.js").read_bytes()  # the files are shared
+    shop = await start_gateway(allowed_origins="https://shop.example,https://m.shop.example")
+    async with client(shop) as http:
+        assert ancestors(await http.get("/chat/")) == "https://m.shop.example https://shop.example"
+        assert ancestors(await http.get("/console/")) == "'self'"
+
+
+def test_an_origin_list_cannot_add_a_directive_to_the_policy():
+    policy = content_security_policy(CHAT, "https://shop.example;script-src * 'unsafe-inline'")
+    assert policy.count("script-src") == 1 and "unsafe-inline" not in policy and "example;" not in policy
