@@ -184,6 +184,8 @@ class Node:
         if scope.cancelled_caught:
             log.warning("store did not drain in time; unacked sends will be retried by clients")
         await self.server.close_connections(CLOSE_SERVICE_RESTART, "server restart", self.config.shutdown_timeout_s / 2)
+        if self.webhooks is not None:  # while the store still runs: what waits is sent after the restart
+            await self.webhooks.save_pending()
 
     # ---- bus handler: what every node does with committed events ------------------------------
 

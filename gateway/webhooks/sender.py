@@ -5,7 +5,10 @@ conversation assigned, resolved or rated. Subscriptions are records of the store
 ``webhook``), so every node of a cluster sees them; a node reads a tenant's again after
 ``cache_s`` (its own changes at once). Each event is sent by the node where it happened, once.
 
-Delivery is at least once while the gateway runs, not across restarts: events wait in memory
+Delivery is at least once while the gateway runs and across a graceful restart (SIGTERM): what
+still waits then, retries included, is stored (``save_pending``, kind ``webhook_pending``) and sent
+by the next node to start, keeping its delivery id and attempts. A crash (kill -9) loses what
+waited. Events wait in memory
 (``max_pending`` of them holding at most ``max_pending_bytes``, beyond which new ones are dropped,
 counted and logged: memory stays bounded whatever the receivers do), ``concurrency``
 POSTs are in flight at a time, and a POST that times out, cannot connect, or is answered 408,
@@ -39,7 +42,7 @@ from prometheus_client.registry import Collector
 from .. import __version__
 from ..conversations.service import Watcher
 from ..hub import ConvState
-from ..model import SYSTEM, Conversation, PutRecords, Record, StoredMessage
+from ..model import SYSTEM, Conversation, DeleteRecord, PutRecords, Record, StoredMessage
 from ..store.base import StoreError
 from .client import Client, Unreachable
 from .payloads import ALL, is_public, message_event, new_event_id, payload, signature
@@ -52,6 +55,9 @@ RETRY_AFTER_S = (1.0, 10.0, 60.0, 300.0, 1800.0)  # five more tries, the last ab
 RETRY_STATUSES = frozenset({408, 429})
 ADDRESS_CACHE_S = 60.0
 LOG_DROPS_EVERY_S = 10.0
+PENDING_KIND = "webhook_pending"  # deliveries saved at shutdown, under PENDING_TENANT
+PENDING_TENANT = ""  # no tenant is named so (a token's `tenant` is never empty): the gateway's own records
+SAVE_WAIT_S = 2.0  # how long a shutdown lets POSTs in flight finish before saving them as well
 MAX_ANSWER_BYTES = 64 * 1024  # of a receiver's answer read (and then ignored); past it the connection is not kept
 EVENT_BYTES = 1024  # what an event is charged beyond its message's body, until its payload is made
 
@@ -72,7 +78,7 @@ class Subscription:
         return cls(key, doc["url"], frozenset(doc["events"]), doc["secret"])
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Delivery:
     event_id: str
     event: str
@@ -140,6 +146,8 @@ class Webhooks(Watcher):
         self._ssl_context = ssl_context
         self._states: dict[str, str] = {}  # webhook id -> "ok" or "failing", as last stored by this node
         self._client: Client | None = None
+        self._inflight: set[Delivery] = set()  # being POSTed
+        self._stopping = False  # saving for a restart: workers take no more deliveries
 
     # ---- events in (the data path: no I/O, no await) ------------------------------------------
 
@@ -219,6 +227,7 @@ class Webhooks(Watcher):
         headers = {"user-agent": f"kefu-webhooks/{__version__}", "content-type": "application/json"}
         client = self._client = Client(ssl_context=self._ssl_context, max_idle=self.concurrency, max_answer_bytes=MAX_ANSWER_BYTES, headers=headers)
         try:
+            await self._restore()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._retry_when_due)
                 for _ in range(self.concurrency):
@@ -232,31 +241,40 @@ class Webhooks(Watcher):
     async def _next(self) -> Delivery:
         """The next delivery to attempt, matching waiting events to subscriptions first."""
         while True:
+            if self._stopping:
+                await trio.sleep_forever()  # what waits is saved for the next start
             if self._ready:
                 return self._ready.popleft()
             if self._events:
-                tenant, event, data, at, cost = self._events.popleft()
-                self.stats.pending_bytes -= cost
-                try:
-                    subs = [s for s in await self.subscriptions(tenant) if s.wants(event)]
-                except StoreError as exc:  # the store is away: so are new messages, mostly
-                    subs = []
-                    self._drop(event, tenant, f"its webhooks could not be read ({exc})")
-                self.stats.pending += len(subs) - 1
-                if subs:
-                    event_id = new_event_id()
-                    body = payload(event_id, event, tenant, data, now_ms=at)
-                    self.stats.pending_bytes += len(body) * len(subs)  # one body, shared: counted per delivery
-                    self._ready.extend(Delivery(event_id, event, tenant, s, body) for s in subs)
+                await self._match(*self._events.popleft())
                 continue
             if self._work.is_set():  # every idle worker waits on the same event: one set wakes them all
                 self._work = trio.Event()
             await self._work.wait()
 
+    async def _match(self, tenant: str, event: str, data: dict[str, Any], at: int, cost: int) -> None:
+        """An event becomes a delivery to each webhook of its tenant that wants it."""
+        self.stats.pending_bytes -= cost
+        try:
+            subs = [s for s in await self.subscriptions(tenant) if s.wants(event)]
+        except StoreError as exc:  # the store is away: so are new messages, mostly
+            subs = []
+            self._drop(event, tenant, f"its webhooks could not be read ({exc})")
+        self.stats.pending += len(subs) - 1
+        if subs:
+            event_id = new_event_id()
+            body = payload(event_id, event, tenant, data, now_ms=at)
+            self.stats.pending_bytes += len(body) * len(subs)  # one body, shared: counted per delivery
+            self._ready.extend(Delivery(event_id, event, tenant, s, body) for s in subs)
+
     async def _deliver_forever(self) -> None:
         while True:
             delivery = await self._next()
-            outcome = await self.attempt(delivery)
+            self._inflight.add(delivery)
+            try:
+                outcome = await self.attempt(delivery)
+            finally:
+                self._inflight.discard(delivery)
             delivery.attempts += 1
             await self._note_state(delivery, outcome)
             if outcome.delivered:
@@ -275,6 +293,72 @@ class Webhooks(Watcher):
                 "webhook %s of %s gave up on %s after %d attempts: %s", delivery.webhook.id, delivery.tenant, delivery.event,
                 delivery.attempts, outcome.detail or outcome.reason,
             )
+
+    # ---- across a restart ---------------------------------------------------------------------
+
+    async def save_pending(self) -> int:
+        """Store every delivery still waiting (events matched first, retries, and POSTs in flight
+        after ``SAVE_WAIT_S``) for the next node to start: the node calls it while shutting down,
+        before its store closes. Returns how many were saved."""
+        self._stopping = True
+        self._work.set()
+        with trio.move_on_after(SAVE_WAIT_S):
+            while self._inflight:
+                await trio.sleep(0.05)
+        while self._events:
+            await self._match(*self._events.popleft())
+        waiting = [*self._ready, *(entry[2] for entry in self._later), *self._inflight]
+        now = int(time.time() * 1000)
+        records = tuple(
+            Record(PENDING_TENANT, PENDING_KIND, f"{d.event_id}/{d.webhook.id}", json.dumps({
+                "tenant": d.tenant, "event": d.event, "event_id": d.event_id, "webhook": d.webhook.id,
+                "body": d.body.decode(), "attempts": d.attempts,
+            }, ensure_ascii=False), now)
+            for d in waiting
+        )
+        if not records:
+            return 0
+        try:
+            await self.store.execute(PutRecords(records))
+        except StoreError as exc:
+            log.error("%d webhook deliveries could not be saved for the next start, and are lost: %s", len(records), exc)
+            return 0
+        log.info("%d webhook deliveries saved for the next start", len(records))
+        return len(records)
+
+    async def _restore(self) -> None:
+        """Take the deliveries a node saved at shutdown (each once, even with several nodes
+        starting: a record is taken by deleting it) and send them first."""
+        saved: list[Record] = []
+        try:
+            while True:  # a page at a time
+                page = await self.store.records(PENDING_TENANT, PENDING_KIND, after=saved[-1].key if saved else "")
+                saved += page
+                if not page:
+                    break
+        except StoreError as exc:
+            log.error("webhook deliveries saved at the last shutdown could not be read: %s", exc)
+            return
+        restored = gone = 0
+        for record in saved:
+            try:
+                if not await self.store.execute(DeleteRecord(PENDING_TENANT, PENDING_KIND, record.key)):
+                    continue  # another node took it
+                doc = json.loads(record.value)
+                subs = [s for s in await self.subscriptions(doc["tenant"]) if s.id == doc["webhook"]]
+            except (StoreError, ValueError, KeyError, TypeError) as exc:
+                log.error("a saved webhook delivery %s could not be restored: %s", record.key, exc)
+                continue
+            if not subs:  # the webhook was deleted meanwhile
+                gone += 1
+                continue
+            body = doc["body"].encode()
+            self._ready.append(Delivery(doc["event_id"], doc["event"], doc["tenant"], subs[0], body, doc["attempts"]))
+            self.stats.pending += 1
+            self.stats.pending_bytes += len(body)
+            restored += 1
+        if restored or gone:
+            log.info("%d webhook deliveries saved at the last shutdown restored (%d for webhooks deleted since)", restored, gone)
 
     async def _note_state(self, delivery: Delivery, outcome: Outcome) -> None:
         """Store that a webhook started failing, or delivers again, when it changes (as this node
