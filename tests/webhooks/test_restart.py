@@ -12,6 +12,7 @@ from gateway.store import SqliteBackend
 from gateway.webhooks.sender import PENDING_KIND, PENDING_TENANT, RECORD_KIND
 
 from ..http.conftest import client, new_key
+from ..postgres import PG_URL, drop_schema, fresh_schema
 from ..support import connect, token
 from .test_sender import delivered, metric, subscribe
 
@@ -107,3 +108,34 @@ async def test_a_delivery_to_a_webhook_deleted_meanwhile_is_not_restored(start_g
             await trio.sleep(0.01)
     assert await again.node.store.records(PENDING_TENANT, PENDING_KIND) == []
     assert len(receiver.got) == 1 and metric(again, "kefu_webhook_pending") == 0
+
+
+async def test_two_nodes_starting_at_once_on_postgresql_send_each_saved_delivery_once(start_gateway, receiver):
+    schema = fresh_schema()
+    shared = {"store": PG_URL, "store_schema": schema, "webhooks_allow_private": "yes"}
+    started: list = []
+    try:
+        gw = await start_gateway(**shared)
+        gw.node.webhooks.retry_after_s = (3600.0,)
+        receiver.answers = [503] * 5
+        async with client(gw, await new_key(gw)) as api:
+            await subscribe(api, receiver.url + "/orders", ["conversation.opened"])
+            for n in range(5):
+                await connect_and_open(gw, f"s{n}")
+            first = await receiver.wait_for(5)
+        await stop(gw)
+
+        async def boot() -> None:
+            started.append(await start_gateway(**shared))
+
+        async with trio.open_nursery() as starting:  # both read the saved deliveries as they start
+            for _ in range(2):
+                starting.start_soon(boot)
+        got = await receiver.wait_for(10)
+        await trio.sleep(0.5)
+        assert len(receiver.got) == 10  # five first attempts, and each saved delivery sent once more
+        assert sorted(r.headers["kefu-delivery"] for r in got[5:]) == sorted(r.headers["kefu-delivery"] for r in first)
+    finally:
+        for node in started:
+            await stop(node)
+        drop_schema(schema)
