@@ -63,7 +63,7 @@ def test_an_agent_serves_a_known_customer_with_a_quick_reply(gateway, page):
         expect(page.locator("#customer")).not_to_contain_text(placeholder)
 
     # what the shopper wrote is shown as text: no markup from it, no script from it
-    first = page.locator('#message-list li[data-seq="1"] .text')
+    first = page.locator('#message-list li.shopper .text')
     expect(first).to_have_text(HOSTILE)
     assert page.locator("#message-list img").count() == 0
     assert page.evaluate("window.pwned") is None
@@ -214,7 +214,7 @@ def test_a_supervisor_sees_the_queues_and_the_agents(gateway, page):
 
     # the supervisor opens the queued conversation, joins it, answers and resolves it
     page.locator(f'#queues li[data-conv="{conv}"]').click()
-    expect(page.locator('#message-list li[data-seq="1"] .text')).to_have_text("转人工")
+    expect(page.locator('#message-list li.shopper .text')).to_have_text("转人工")
     expect(page.locator("#text")).to_be_disabled()  # not a participant yet
     page.locator("#join").click()
     assert shopper.next("joined", conv=conv, user="boss")["role"] == "supervisor"

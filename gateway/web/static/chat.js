@@ -7,7 +7,7 @@
 // satisfaction survey is answered in place (`rate`).
 
 import { clock, el, renderBody, uploadFile } from "./bodies.js";
-import { KefuClient, randomId } from "./client.js";
+import { KefuClient, randomId, socketUrl } from "./client.js";
 import { t } from "./i18n.js";
 
 const TOKEN_KEY = "kefu.chat.token";
@@ -59,10 +59,7 @@ async function start() {
     $("composer").hidden = true;
     return;
   }
-  const found = await (await fetch("config.json", { cache: "no-store" })).json();
-  const host = location.hostname.includes(":") ? `[${location.hostname}]` : location.hostname;
-  const url = found.ws_url || `${location.protocol === "https:" ? "wss" : "ws"}://${host}:${found.ws_port}${found.ws_path}`;
-  chat.client = new KefuClient(url, token(), onFrame, onState);
+  chat.client = new KefuClient(await socketUrl(), token(), onFrame, onState);
   chat.client.start();
 }
 

@@ -27,6 +27,15 @@ export function randomId() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/** Where the page's WebSocket is: the gateway says (``config.json``: --web-ws-url, or its port). */
+export async function socketUrl() {
+  const found = await (await fetch("config.json", { cache: "no-store" })).json();
+  if (found.ws_url) return found.ws_url;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const host = location.hostname.includes(":") ? `[${location.hostname}]` : location.hostname;
+  return `${scheme}://${host}:${found.ws_port}${found.ws_path}`;
+}
+
 export class KefuClient {
   /**
    * @param {string} url the WebSocket URL

@@ -5,7 +5,7 @@
 // shoppers is only ever set as textContent: nothing they write becomes markup.
 
 import { clock, el, renderBody, uploadFile } from "./bodies.js";
-import { KefuClient, randomId } from "./client.js";
+import { KefuClient, randomId, socketUrl } from "./client.js";
 import { duration, t } from "./i18n.js";
 
 const TOKEN_KEY = "kefu.console.token";
@@ -79,15 +79,6 @@ function translate() {
   document.title = t("title");
 }
 
-async function settings() {
-  const answer = await fetch("config.json", { cache: "no-store" });
-  const found = await answer.json();
-  if (found.ws_url) return found.ws_url;
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const host = location.hostname.includes(":") ? `[${location.hostname}]` : location.hostname;
-  return `${scheme}://${host}:${found.ws_port}${found.ws_path}`;
-}
-
 function tokenFromFragment() {
   const params = new URLSearchParams(location.hash.slice(1));
   const token = params.get("token");
@@ -127,7 +118,7 @@ async function start() {
 async function connect() {
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (!token) return showLogin();
-  const url = await settings();
+  const url = await socketUrl();
   if (desk.client) desk.client.stop();
   desk.client = new KefuClient(url, token, onFrame, onState);
   desk.client.start();
