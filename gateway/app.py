@@ -18,7 +18,7 @@ from .bus import Bus, LocalBus
 from .bus.redis import RedisBus
 from .config import Config
 from .customers import HttpProvider
-from .media import Media, MediaCollector
+from .media import Media, MediaCollector, RecalledAttachments
 from .metrics import KefuCollector, Stats
 from .node import Node
 from .build import IMPLEMENTATIONS
@@ -124,6 +124,8 @@ async def serve(
         max_pending_bytes=config.webhooks_max_pending_bytes,
     )
     node.service.watchers.append(node.webhooks)
+    recalled_attachments = RecalledAttachments(node.media)
+    node.service.watchers.append(recalled_attachments)
     registry = CollectorRegistry()
     registry.register(MediaCollector(node.media.stats))
     registry.register(WebhookCollector(node.webhooks.stats))
@@ -155,6 +157,7 @@ async def serve(
     async with trio.open_nursery() as nursery:
         port = await nursery.start(node.run)
         nursery.start_soon(node.media.run)
+        await nursery.start(recalled_attachments.run)
         await nursery.start(node.webhooks.run)
         metrics_port = None
         if config.metrics_port >= 0:

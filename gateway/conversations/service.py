@@ -175,6 +175,9 @@ class Watcher:
 
     def on_rated(self, state: ConvState, csat: dict[str, Any]) -> None: ...
 
+    def on_recalled(self, state: ConvState, m: StoredMessage, body: dict[str, Any]) -> None:
+        """Message ``m`` was taken back; ``body`` is what it held before."""
+
 
 Done = Callable[[Any], None]
 
@@ -548,6 +551,8 @@ class ConversationService:
             state.inflight -= 1
         self.hub.release(state)
         log.info("message %d of %s recalled by %s (%s)", seq, state.conv.id, who.user, who.role, extra={"tenant": state.conv.tenant})
+        for watcher in self.watchers:
+            watcher.on_recalled(state, m, body)
         await self._post(state, SYSTEM, SYSTEM, recalled_event(seq, who.user, who.role), f"recall-{seq}")
         return recalled
 

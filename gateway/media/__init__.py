@@ -5,8 +5,8 @@ images (Pillow facts and thumbnails), video (posters and durations with PyAV), d
 (mutagen), inspection (all of these, off the event loop), blobs (the blob-store contract and its
 filesystem default), uploads (the way in), access (who may upload, fetch and delete), signing
 (short-lived URLs), ranges (HTTP Range), downloads (a download's status, headers and body), bodies
-(message bodies that carry an attachment), service (all of it as the HTTP API calls it), stats
-(metrics), errors (the codes).
+(message bodies that carry an attachment), service (all of it as the HTTP API calls it), recalls
+(a recalled message's attachment deleted), stats (metrics), errors (the codes).
 """
 
 from importlib import import_module
@@ -23,6 +23,7 @@ _WHERE = {
     "UPLOAD_KINDS": "kinds", "MediaLimits": "kinds",
     "ByteRange": "ranges", "parse_range": "ranges",
     "Media": "service",
+    "RecalledAttachments": "recalls",
     "VARIANTS": "signing", "UrlSigner": "signing",
     "MediaCollector": "stats", "MediaStats": "stats",
     "Uploads": "uploads", "blob_key": "uploads", "thumbnail_key": "uploads",

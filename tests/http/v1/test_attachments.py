@@ -387,6 +387,34 @@ async def test_a_video_over_the_pixel_limit_has_no_poster(nursery, tmp_path) -> 
             await running.node.stopped()
 
 
+async def test_a_recalled_messages_attachment_is_deleted_with_it(gw: Running) -> None:
+    """A shopper takes back a photo sent by mistake: the message's body is recalled and the file
+    goes too, so the agent's signed URLs from before answer 410. Another photo stays."""
+    with trio.fail_after(30):
+        async with connect(gw.url, token("alice"), resume={}) as shopper, connect(gw.url, token("bob", "agent"), resume={}) as agent, \
+                http(gw, "alice") as alice_http, http(gw, "bob", "agent") as bob_http, http(gw) as anonymous:
+            conv = (await shopper.ok("open"))["conv"]["id"]
+            await agent.ok("join", conv=conv)
+            sent = {}
+            for cmid in ("wrong", "right"):
+                photo = (await upload(alice_http, conv, "image", samples.jpeg(400, 300), name=f"{cmid}.jpg")).json()
+                ack = await shopper.ok("send", conv=conv, cmid=cmid, body={"kind": "image", "attachment": photo["id"]})
+                await agent.next("msg", conv=conv, cmid=cmid)
+                sent[cmid] = (ack["seq"], (await bob_http.get(f"/v1/attachments/{photo['id']}")).json())
+            assert len(stored_files(gw)) == 4  # two files and their thumbnails
+
+            seq, wrong = sent["wrong"]
+            await shopper.ok("recall", conv=conv, seq=seq)
+            while (await anonymous.get(relative(wrong["url"]))).status_code != 410:  # deleted in a task of its own
+                await trio.sleep(0.02)
+            problem(await anonymous.get(relative(wrong["thumbnail_url"])), 410, "attachment_deleted")
+            problem(await bob_http.get(f"/v1/attachments/{wrong['id']}"), 410, "attachment_deleted")
+            assert len(stored_files(gw)) == 2
+            right = sent["right"][1]
+            assert (await anonymous.get(relative(right["url"]))).status_code == 200
+            assert gw.registry.get_sample_value("kefu_media_deletions_total", {"kind": "image"}) == 1
+
+
 async def test_the_uploader_deletes_an_attachment_and_it_is_gone(sqlite_gw: Running) -> None:
     """DELETE removes the file and its thumbnail and marks the record; every way of fetching it
     then answers 410, the message that carried it stays in the history, and it cannot be sent again."""
