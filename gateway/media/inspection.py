@@ -23,7 +23,7 @@ from .images import inspect_image
 from .kinds import NEEDS_DISPLAY_COPY, MediaLimits
 from .pool import InspectionPool, WorkerDied
 from .sniffing import content_type
-from .video import inspect_video
+from .video import inspect_video, played_ms
 
 log = logging.getLogger("kefu.media")
 
@@ -66,12 +66,16 @@ def inspect(kind: str, source: BinaryIO, size: int, limits: MediaLimits) -> Insp
         ms = duration_ms(source)
         if ms is None and video is not None:
             ms = video.duration_ms  # WebM, and MP4s mutagen cannot parse
+        if ms is None:
+            ms = played_ms(source)  # a recorded WebM: no duration in its header
         _check_duration(kind, ms, rule.max_duration_ms)
         if video is None:  # not a video PyAV can open: no poster, no size (still a video by its bytes)
             return Inspection(kind, found, size, duration_ms=ms)
         return Inspection(kind, found, size, video.width, video.height, duration_ms=ms, thumbnail=video.poster)
     if kind == "voice":
         ms = duration_ms(source)
+        if ms is None:
+            ms = played_ms(source)  # WebM (browsers record voice so), which mutagen does not read
         _check_duration(kind, ms, rule.max_duration_ms)
         return Inspection(kind, found, size, duration_ms=ms)
     return Inspection(kind, found, size)

@@ -5,7 +5,9 @@ size the stream declares is checked against the image pixel limit before any fra
 (the same rule as images, so a clip cannot be a decompression bomb), and at most
 :data:`MAX_PACKETS` packets are read, never the whole file. A video PyAV cannot open or decode
 simply has no poster: it is still a video (its bytes were sniffed as one), only not one we can
-show as a still. PyAV also reads durations mutagen cannot (WebM), from the container's header.
+show as a still. PyAV also reads durations mutagen cannot (WebM), from the container's header, or,
+where the header has none (what a browser's MediaRecorder writes), from the end of the last packet
+(:func:`played_ms`: packets are read, never decoded).
 
 A phone records portrait video as landscape frames with a rotation in the container (the MP4
 track's display matrix). The poster is turned upright, and the width and height reported are the
@@ -100,6 +102,24 @@ def _first_frame(container, stream, max_pixels: int):
     except (av.FFmpegError, ValueError):
         pass
     return None
+
+
+def played_ms(source: BinaryIO) -> int | None:
+    """How long an audio or video file plays: its header's duration, else the end of its last
+    packet (a recorded WebM states none). None when PyAV cannot open it or finds no timing."""
+    source.seek(0)
+    try:
+        with av.open(source, options=_OPEN_OPTIONS) as container:
+            stated = _duration_ms(container)
+            if stated is not None:
+                return stated
+            end = 0.0
+            for packet in container.demux():  # uploads are bounded (MiB): reading them is cheap, decoding is skipped
+                if packet.pts is not None and packet.time_base:
+                    end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+    except (av.FFmpegError, ValueError, OverflowError):
+        return None
+    return round(end * 1000) if math.isfinite(end) and end > 0 else None
 
 
 def _duration_ms(container) -> int | None:

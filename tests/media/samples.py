@@ -11,6 +11,7 @@ import wave
 import zlib
 
 import av
+import numpy as np
 from PIL import Image
 
 ORIENTATION = 0x0112
@@ -135,6 +136,24 @@ def webm() -> bytes:
     doctype = b"\x42\x82\x84webm"
     header = b"\x42\x86\x81\x01" + doctype
     return b"\x1a\x45\xdf\xa3" + bytes([0x80 | len(header)]) + header + b"\x00" * 64
+
+
+def recorded_webm(seconds: float = 2.0) -> bytes:
+    """Opus in WebM written as a browser's MediaRecorder writes it: live, so with no duration in
+    its header (PyAV's matroska muxer with ``live``)."""
+    out = io.BytesIO()
+    tone = (np.sin(np.arange(960) / 10) * 3000).astype("int16").reshape(1, -1)
+    with av.open(out, "w", format="webm", options={"live": "1"}) as container:
+        stream = container.add_stream("libopus", rate=48000)
+        stream.layout = "mono"
+        for start in range(0, int(seconds * 48000), 960):
+            frame = av.AudioFrame.from_ndarray(tone, format="s16", layout="mono")
+            frame.sample_rate, frame.pts = 48000, start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return out.getvalue()
 
 
 def pdf() -> bytes:

@@ -51,7 +51,9 @@ def test_facts_of_each_kind() -> None:
     assert image.thumbnail is not None and image.thumbnail[:2] == b"\xff\xd8"
     assert run("video", samples.mp4(10_000)).duration_ms == 10_000
     assert run("voice", samples.wav(1.5)).duration_ms == 1_500
-    assert run("voice", samples.webm()).duration_ms is None  # mutagen cannot read WebM: unknown
+    assert run("voice", samples.webm()).duration_ms is None  # no timing at all: unknown
+    recorded = run("voice", samples.recorded_webm(2.0))  # as a browser records it: no duration in its header
+    assert recorded.content_type == "video/webm" and abs(recorded.duration_ms - 2_000) <= 40
     pdf = run("file", samples.pdf())
     assert (pdf.width, pdf.duration_ms, pdf.thumbnail) == (None, None, None)
 

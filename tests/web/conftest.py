@@ -27,8 +27,12 @@ from ..support import SECRET
 
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps trying to reach Google's hosts, which this
-# closed network refuses; --no-sandbox because CI runs as root.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+# closed network refuses; --no-sandbox because CI runs as root; the fake media device stands in for a
+# microphone.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",  # a microphone that plays a tone, for voice messages
+]
 
 
 def free_port() -> int:
@@ -179,8 +183,12 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    """A fresh tab (its own sessionStorage) in Chinese, with the page's script errors collected."""
-    context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 900})
+    """A fresh tab (its own sessionStorage) in Chinese, with the page's script errors collected; it
+    may use the microphone and knows where it is (People's Square, Shanghai)."""
+    context = browser.new_context(
+        locale="zh-CN", viewport={"width": 1400, "height": 900}, permissions=["geolocation", "microphone"],
+        geolocation={"latitude": 31.2304, "longitude": 121.4737},
+    )
     opened = context.new_page()
     opened.errors = []
     opened.on("pageerror", lambda error: opened.errors.append(str(error)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from PIL import Image
@@ -104,6 +105,31 @@ def test_a_shopper_sends_a_photo(gateway, page, tmp_path):
     thumb = page.locator("#message-list li.own img.thumb")
     expect(thumb).to_have_count(1)
     assert thumb.evaluate("(img) => img.decode().then(() => img.naturalWidth)") > 0
+    agent.close()
+    assert page.errors == []
+
+
+def test_a_shopper_sends_a_voice_message_and_a_location(gateway, page):
+    agent = Peer(gateway, "wangli", "agent", name="王丽")
+    agent.ok("status", status="online")
+    open_chat(page, gateway, "v-79")
+    page.locator("#human").click()
+    conv = agent.next("assigned", timeout=20)["conv"]["id"]
+
+    page.locator("#voice").click()  # records from the (fake) microphone until pressed again
+    expect(page.locator("#voice")).to_contain_text("停止并发送")
+    page.wait_for_timeout(1600)
+    page.locator("#voice").click()
+    voice = agent.next("msg", conv=conv, role="shopper", timeout=20)["body"]
+    assert voice["kind"] == "voice" and voice["type"] in ("video/webm", "audio/ogg"), voice  # (filetype names WebM video/webm)
+    assert 1_000 <= voice["duration_ms"] <= 10_000, voice  # read from its packets: a recorded WebM states none
+    expect(page.locator("#message-list li.own audio")).to_have_count(1)
+    expect(page.locator("#message-list li.own .attachment")).to_contain_text(re.compile(r"\d+ 秒"))  # its duration, shown
+
+    page.locator("#where").click()
+    where = agent.next("msg", conv=conv, role="shopper", timeout=20)["body"]
+    assert (where["kind"], round(where["lat"], 4), round(where["lng"], 4), where["name"]) == ("location", 31.2304, 121.4737, "我的位置")
+    expect(page.locator("#message-list li.own .location")).to_contain_text("31.23040, 121.47370")
     agent.close()
     assert page.errors == []
 

@@ -105,9 +105,8 @@ function kindOf(file) {
   return "file";
 }
 
-/** Upload a file into a conversation (kind by its type): resolves with {kind, id}. */
-export async function uploadFile(conv, file, token) {
-  const kind = kindOf(file);
+/** Upload a file into a conversation (its kind by its type unless given): resolves with {kind, id}. */
+export async function uploadFile(conv, file, token, kind = kindOf(file)) {
   const answer = await fetch(`/v1/conversations/${encodeURIComponent(conv)}/attachments?kind=${kind}&name=${encodeURIComponent(file.name)}`, {
     method: "POST",
     headers: { authorization: `Bearer ${token}` },

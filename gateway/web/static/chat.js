@@ -252,6 +252,7 @@ function say(body) {
         if (!chat.messages.has(ack.seq)) remember({ conv: ack.conv, seq: ack.seq, cmid, from: chat.me.id, role: "shopper", ts: ack.ts, body });
         chat.client.hold(chat.conv.id, held());
         render();
+        if (body.attachment) refetch(ack.seq); // the stored body has what the gateway read: size, duration…
       },
       (err) => {
         chat.pending.get(cmid).error = `${err.code || ""} ${err.message}`;
@@ -260,12 +261,52 @@ function say(body) {
     );
 }
 
+async function refetch(seq) {
+  const page = await chat.client.request("history", { conv: chat.conv.id, after: seq - 1, limit: 1 });
+  for (const m of page.messages) remember(m);
+  render();
+}
+
 async function recall(seq) {
   try {
     await chat.client.request("recall", { conv: chat.conv.id, seq });
   } catch (err) {
     problem(`${err.code}: ${err.message}`);
   }
+}
+
+let recording = null; // the MediaRecorder while a voice message is being recorded
+
+/** Record a voice message until the button is pressed again (or 60 s), then send it. The browser
+ * records WebM or Ogg (Opus), which the gateway takes as voice (docs/media.md). */
+async function record() {
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  const recorder = new MediaRecorder(stream);
+  const chunks = [];
+  const started = Date.now();
+  const button = $("voice");
+  const tick = setInterval(() => (button.textContent = t("voice_stop", { s: Math.round((Date.now() - started) / 1000) })), 250);
+  const limit = setTimeout(() => recorder.state === "recording" && recorder.stop(), 60000);
+  recorder.ondataavailable = (event) => event.data.size && chunks.push(event.data);
+  recorder.onstop = async () => {
+    clearInterval(tick);
+    clearTimeout(limit);
+    recording = null;
+    button.textContent = t("voice_start");
+    for (const track of stream.getTracks()) track.stop();
+    const type = (recorder.mimeType || "audio/webm").split(";")[0];
+    const file = new File(chunks, `voice.${type.endsWith("ogg") ? "ogg" : "webm"}`, { type: type.replace("video/", "audio/") });
+    try {
+      const conv = await conversation();
+      const { id } = await uploadFile(conv.id, file, token(), "voice");
+      say({ kind: "voice", attachment: id });
+    } catch (err) {
+      problem(err.message);
+    }
+  };
+  recorder.start();
+  recording = recorder;
+  button.textContent = t("voice_stop", { s: 0 });
 }
 
 function wire() {
@@ -311,6 +352,15 @@ function wire() {
     } catch (err) {
       problem(err.message);
     }
+  });
+  $("voice").addEventListener("click", () => (recording ? recording.stop() : record().catch((err) => problem(t("no_microphone", { e: err.message })))));
+  $("where").addEventListener("click", () => {
+    if (!navigator.geolocation) return problem(t("no_location", { e: "—" }));
+    navigator.geolocation.getCurrentPosition(
+      (position) => say({ kind: "location", lat: position.coords.latitude, lng: position.coords.longitude, name: t("my_location") }),
+      (err) => problem(t("no_location", { e: err.message })),
+      { timeout: 10000 },
+    );
   });
   $("earlier").addEventListener("click", () => loadHistory(Math.min(...chat.messages.keys())).then(render));
   $("again").addEventListener("click", () => {
