@@ -5,7 +5,9 @@ A tenant's bot answers from, in order: the knowledge base the tenant stored thro
 (``PUT /v1/bot/knowledge-base``, kept in the store as one record), the file its routing settings
 name (``knowledge_base``), or the shipped sample shop. Fitting, and the first import of
 scikit-learn, run in a worker thread: the event loop never waits for them, and until a new fit is
-ready the previous bot answers.
+ready the previous bot answers. The tenants that stored one are listed in the store too
+(``STORED_KIND`` records), so that a starting gateway fits theirs before their first shopper asks
+(``prefit_stored``) instead of making that shopper wait seconds for the fit.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 
 import trio
 
-from .model import Record
+from .model import DeleteRecord, PutRecords, Record
+from .store.base import StoreError
 from .routing.config import RoutingConfig
 
 log = logging.getLogger("kefu.bot")
@@ -24,6 +27,10 @@ log = logging.getLogger("kefu.bot")
 #: Where a tenant's knowledge base from the API is stored: one record (value: the JSON document).
 RECORD_KIND = "bot"
 RECORD_KEY = "knowledge_base"
+#: The tenants with a knowledge base from the API: a record each (key: the tenant) under the
+#: gateway's own tenant "" (a token's tenant is never empty), which a starting gateway lists.
+STORED_TENANT = ""
+STORED_KIND = "bot_stored"
 
 
 def bot_package() -> Any:
@@ -126,8 +133,37 @@ class BotDirectory:
         async with lock:
             return await self._use_stored(tenant)
 
+    async def prefit_stored(self) -> int:
+        """Fit, one after another, the stored knowledge base of every tenant listed as having one
+        (a starting gateway, or a node that begins to decide for the cluster); returns how many.
+        A conversation of a tenant being fitted waits for that fit rather than starting another."""
+        if self.store is None:
+            return 0
+        tenants: list[str] = []
+        try:
+            while True:  # a page at a time
+                page = await self.store.records(STORED_TENANT, STORED_KIND, after=tenants[-1] if tenants else "")
+                if not page:
+                    break
+                tenants += [record.key for record in page]
+        except StoreError as exc:  # each tenant's is then fitted at its first conversation, as before
+            log.error("tenants with a stored knowledge base not listed: %s", exc)
+            return 0
+        fitted = 0
+        for tenant in tenants:
+            await self.ready_for(tenant)
+            fitted += stored_key(tenant) in self._bots
+        if tenants:
+            log.info("stored knowledge bases of %d tenants fitted before their first conversation", fitted)
+        return fitted
+
+    def serves_stored(self, tenant: str) -> bool:
+        """Whether the tenant's bot answers from its stored knowledge base here (fitted)."""
+        return stored_key(tenant) in self._bots
+
     async def _use_stored(self, tenant: str) -> object | None:
         record: Record | None = await self.store.record(tenant, RECORD_KIND, RECORD_KEY) if self.store is not None else None
+        await self._list_stored(tenant, record is not None)
         if record is None:
             self._served.pop(tenant, None)
             if self._bots.pop(stored_key(tenant), None) is not None:
@@ -144,6 +180,18 @@ class BotDirectory:
         bot = await self.install(stored_key(tenant), kb)
         self._served[tenant] = record.value
         return bot
+
+    async def _list_stored(self, tenant: str, stored: bool) -> None:
+        """Keep the list of tenants with a stored knowledge base as the store has it (written only
+        when it changes; a tenant stored before the list existed is listed at its first use)."""
+        try:
+            listed = await self.store.record(STORED_TENANT, STORED_KIND, tenant) is not None
+            if stored and not listed:
+                await self.store.execute(PutRecords((Record(STORED_TENANT, STORED_KIND, tenant, "{}", 0),)))
+            elif listed and not stored:
+                await self.store.execute(DeleteRecord(STORED_TENANT, STORED_KIND, tenant))
+        except StoreError as exc:  # listed (or not) at its next use: only the fit before a first shopper is at stake
+            log.warning("the list of tenants with a stored knowledge base not updated for %s: %s", tenant, exc)
 
     def add_product(self, tenant: str, product: object) -> None:
         """A product the shop pushed (gateway.customers.CatalogProduct), into the bots' catalog."""

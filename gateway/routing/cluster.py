@@ -195,6 +195,8 @@ class Cluster:
                     routing.reset()
                     self.nodes = {}
                     await routing.restore()
+                    if routing.bots is not None:  # knowledge bases stored through the API, fitted in the background
+                        term.start_soon(routing.bots.prefit_stored)
                     await self._restore_statuses()
                     self.leader_term = self.lease.term
                     self.leading = True

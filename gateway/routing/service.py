@@ -219,6 +219,8 @@ class RoutingService:
             if self.bots is not None:
                 await self.bots.preload(self.config)
             await self.restore()
+            if self.bots is not None:  # in the background: the gateway serves meanwhile
+                nursery.start_soon(self.bots.prefit_stored)
             task_status.started()
             while True:
                 await trio.sleep(TICK_S)

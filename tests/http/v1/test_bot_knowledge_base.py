@@ -11,7 +11,7 @@ import trio
 from gateway.app import serve
 from gateway.bot import KnowledgeBase
 from gateway.bot.bot import DEFAULT_KNOWLEDGE_BASE
-from gateway.bots import RECORD_KEY, RECORD_KIND
+from gateway.bots import RECORD_KEY, RECORD_KIND, STORED_KIND, STORED_TENANT
 from gateway.http.v1.bot import MAX_BODY_BYTES
 from gateway.model import PutRecords, Record
 
@@ -241,3 +241,32 @@ async def test_staff_try_a_question_on_the_bot_without_a_conversation(start_gate
 
 async def test_trying_the_bot_where_routing_is_off_says_so(api):
     problem(await api.post("/v1/bot/try", json={"text": "什么时候发货"}), 409, "conflict")
+
+
+async def test_a_restarted_gateway_fits_stored_knowledge_bases_before_the_first_shopper(nursery, tmp_path, caplog):
+    """The first shopper of a tenant after a restart is not the one who waits for its fit."""
+    caplog.set_level("INFO", logger="kefu.bot")
+    config = make_config(tmp_path, store="sqlite", routing="on")
+    first = await nursery.start(serve, config)
+    key = await new_key(first)
+    with trio.fail_after(60):
+        async with client(first, key) as http:
+            assert (await http.put("/v1/bot/knowledge-base", json=SHOP)).status_code == 200
+            while not first.node.routing.bots.serves_stored("shop1"):
+                await trio.sleep(0.05)
+    await stop(first)
+
+    again = await nursery.start(serve, config)
+    try:
+        with trio.fail_after(60):
+            while not again.node.routing.bots.serves_stored("shop1"):  # no conversation has asked
+                await trio.sleep(0.05)
+            assert any("stored knowledge bases of 1 tenants fitted" in r.getMessage() for r in caplog.records)
+            async with client(again, key) as http:
+                assert (await http.delete("/v1/bot/knowledge-base")).status_code == 204
+                listed = await again.node.store.records(STORED_TENANT, STORED_KIND)
+                while listed:  # the list follows: a deleted one is not fitted at the next start
+                    await trio.sleep(0.05)
+                    listed = await again.node.store.records(STORED_TENANT, STORED_KIND)
+    finally:
+        await stop(again)
