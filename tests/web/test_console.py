@@ -212,8 +212,10 @@ def test_a_supervisor_sees_the_queues_and_the_agents(gateway, page):
     expect(page.locator("#queues table")).to_contain_text("张主管")
     expect(page.locator("#queues table")).to_contain_text("离开")
 
+    expect(page.locator("#queues")).to_contain_text("全部进行中的会话")
+    expect(page.locator(f'#queues li[data-conv="{conv}"]')).to_have_count(2)  # queued, and among all the open ones
     # the supervisor opens the queued conversation, joins it, answers and resolves it
-    page.locator(f'#queues li[data-conv="{conv}"]').click()
+    page.locator(f'#queues li[data-conv="{conv}"]').first.click()
     expect(page.locator('#message-list li.shopper .text')).to_have_text("转人工")
     expect(page.locator("#text")).to_be_disabled()  # not a participant yet
     page.locator("#join").click()

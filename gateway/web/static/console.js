@@ -789,8 +789,9 @@ function showTab(name) {
 
 async function renderQueues() {
   let answer;
+  let open;
   try {
-    answer = await desk.client.request("queues");
+    [answer, open] = await Promise.all([desk.client.request("queues"), desk.client.request("list", { status: "open", limit: 50 })]);
   } catch (err) {
     return showError(err);
   }
@@ -804,7 +805,20 @@ async function renderQueues() {
     el("h3", { text: t("agents") }),
     el("table", { class: "agents" }, ...answer.agents.map((a) =>
       el("tr", {}, el("td", { text: a.name || a.user }), el("td", { text: t(`status_${a.status}`) }), el("td", { text: `${Array.isArray(a.active) ? a.active.length : a.active}/${a.max}` }), el("td", { text: (a.groups || []).join(", ") })))),
+    // every open conversation of the shop (a supervisor's `list`), newest first: any may be opened and joined
+    el("h3", { text: t("all_open") }),
+    el("ul", { class: "queue" }, ...open.convs.map((map) =>
+      el("li", { class: "queued", "data-conv": map.id, onclick: () => watchConversation(map) },
+        el("strong", { text: map.customer }), ` · ${stageText(map)}${map.assignee ? ` · ${map.assignee}` : ""}`))),
   );
+}
+
+/** A supervisor opens any open conversation of the shop from the list. */
+function watchConversation(map) {
+  const known = desk.convs.get(map.id);
+  const conv = conversation(map);
+  if (known && !mine(conv) && !conv.joined) conv.loaded = false; // not live here: read it again
+  select(conv.id);
 }
 
 /** A supervisor opens a queued conversation: its transcript and customer, to join or transfer it. */
