@@ -216,8 +216,10 @@ def test_a_supervisor_sees_the_queues_and_the_agents(gateway, page):
     expect(page.locator(f'#queues li[data-conv="{conv}"]')).to_have_count(2)  # queued, and among all the open ones
     # the supervisor opens the queued conversation, joins it, answers and resolves it
     page.locator(f'#queues li[data-conv="{conv}"]').first.click()
-    expect(page.locator('#message-list li.shopper .text')).to_have_text("转人工")
+    expect(page.locator('#message-list li.shopper .text').first).to_have_text("转人工")
     expect(page.locator("#text")).to_be_disabled()  # not a participant yet
+    shopper.ok("send", conv=conv, cmid="q2", body={"kind": "text", "text": "还要等多久？"})
+    expect(page.locator("#message-list li.shopper .text").last).to_have_text("还要等多久？")  # followed before joining
     page.locator("#join").click()
     assert shopper.next("joined", conv=conv, user="boss")["role"] == "supervisor"
     expect(page.locator("#join")).to_be_hidden()

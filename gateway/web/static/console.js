@@ -12,6 +12,7 @@ const TOKEN_KEY = "kefu.console.token";
 const STATUS_KEY = "kefu.console.status";
 const RECALL_WINDOW_MS = 120000;
 const TYPING_SHOWN_MS = 6000;
+const OBSERVE_EVERY_MS = 3000; // a supervisor reading a conversation they have not joined reads it again this often
 
 const $ = (id) => document.getElementById(id);
 
@@ -152,6 +153,7 @@ async function goLive(hello) {
   $("me").textContent = `${desk.me.name} · ${t(desk.me.role)}`;
   $("tab-queues").hidden = desk.me.role !== "supervisor";
   $("tab-reports").hidden = desk.me.role !== "supervisor";
+  if (desk.me.role === "supervisor" && !desk.observing) desk.observing = setInterval(observe, OBSERVE_EVERY_MS);
   const status = localStorage.getItem(STATUS_KEY) || "online";
   $("status").value = status;
   await setStatus(status);
@@ -297,6 +299,7 @@ async function fillGap(conv) {
 
 function markRead(conv) {
   if (document.hidden || !conv.messages.size) return;
+  if (!mine(conv) && !conv.joined && desk.me.role === "supervisor") return; // only participants have receipts
   const last = Math.max(...conv.messages.keys());
   if (last <= conv.readSent) return;
   conv.readSent = last;
@@ -811,6 +814,21 @@ async function renderQueues() {
       el("li", { class: "queued", "data-conv": map.id, onclick: () => watchConversation(map) },
         el("strong", { text: map.customer }), ` · ${stageText(map)}${map.assignee ? ` · ${map.assignee}` : ""}`))),
   );
+}
+
+/** A conversation a supervisor reads without having joined it is not live on this connection: what
+ * was said since is read every few seconds, so they can follow it before deciding to join. */
+async function observe() {
+  const conv = desk.current && desk.convs.get(desk.current);
+  if (!conv || !conv.loaded || mine(conv) || conv.joined || !desk.client.live) return;
+  let page;
+  try {
+    page = await desk.client.request("history", { conv: conv.id, after: conv.held() });
+  } catch {
+    return; // the next turn tries again
+  }
+  if (!page.messages.length) return;
+  for (const m of page.messages) onMessage(m);
 }
 
 /** A supervisor opens any open conversation of the shop from the list. */
