@@ -132,7 +132,7 @@ async def read_json(request: Request, limit: int) -> Any:
 
 async def authenticate(request: Request, services: Any, token_roles: frozenset[str] = frozenset()) -> ApiKey:
     """The API key of the request, or for an operation that takes them, the client token's caller
-    as a ``read`` key of its tenant (id ``token:<user>``, rate-limited as one)."""
+    as a ``read`` key of its tenant (id ``token:<tenant>/<user>``, rate-limited as one)."""
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
     challenge = {"www-authenticate": 'Bearer realm="kefu"'}
     if scheme.lower() != "bearer" or not presented.strip():
@@ -145,7 +145,7 @@ async def authenticate(request: Request, services: Any, token_roles: frozenset[s
             raise Problem("unauthenticated", f"neither an API key nor a valid client token ({exc.code}: {exc.message})", headers=challenge) from None
         if identity.role not in token_roles:
             raise Problem("forbidden", f"a client token of role {identity.role} may not call this (roles: {', '.join(sorted(token_roles))})")
-        return ApiKey(f"token:{identity.user}", identity.tenant, identity.user, ("read",), "", 0)
+        return ApiKey(f"token:{identity.tenant}/{identity.user}", identity.tenant, identity.user, ("read",), "", 0)
     store = services.store
     record = None
     if parsed is not None:
