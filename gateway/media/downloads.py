@@ -8,14 +8,17 @@ Headers keep a browser from treating an upload as anything but what its bytes we
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 from urllib.parse import quote
 
 import trio
 
+log = logging.getLogger("kefu.media")
+
 from ..model import Attachment
-from .blobs import BlobStore
+from .blobs import BlobNotFound, BlobStore
 from .errors import MediaError
 from .images import THUMBNAIL_TYPE
 from .kinds import NEEDS_DISPLAY_COPY
@@ -38,7 +41,11 @@ class Download:
     async def chunks(self) -> AsyncIterator[bytes]:
         offset, end = self.start, self.start + self.length
         while offset < end:
-            data = await trio.to_thread.run_sync(self.blobs.read, self.key, offset, min(CHUNK, end - offset))
+            try:
+                data = await trio.to_thread.run_sync(self.blobs.read, self.key, offset, min(CHUNK, end - offset))
+            except BlobNotFound:  # deleted while it was being sent (its uploader, a recall): the body ends short
+                log.info("blob %s deleted during its download, at byte %d of %d", self.key, offset - self.start, self.length)
+                return
             if not data:  # the blob shrank under us: end the body short rather than spin
                 return
             offset += len(data)
