@@ -8,6 +8,7 @@ process of its own rather than in the test's Trio loop.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -49,7 +50,6 @@ class GatewayProcess:
         self.ws_port = free_port()
         self.http_port = free_port()
         self.proc: subprocess.Popen | None = None
-        self.admin_key = self.create_key()
 
     @property
     def ws_url(self) -> str:
@@ -59,9 +59,10 @@ class GatewayProcess:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def create_key(self) -> str:
-        """An admin key, made as an operator does: ``kefu apikey create`` on the data directory."""
-        args = [sys.executable, "-m", "gateway", "apikey", "create", "--tenant", "shop1", "--name", "console-test", "--scopes", "admin", "--data-dir", str(self.data_dir)]
+    def create_key(self, tenant: str) -> str:
+        """An admin key of ``tenant``, made as an operator does: ``kefu apikey create`` on the data
+        directory (beside a running gateway: SQLite's WAL lets both write)."""
+        args = [sys.executable, "-m", "gateway", "apikey", "create", "--tenant", tenant, "--name", "web-test", "--scopes", "admin", "--data-dir", str(self.data_dir)]
         return subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout.strip()
 
     def start(self) -> None:
@@ -89,6 +90,32 @@ class GatewayProcess:
                 self.proc.wait()
         self.proc = None
 
+
+
+class Shop:
+    """One tenant of a gateway process, as a test sees it: tests that share a process (its start
+    costs seconds: the bot is fitted) each get a tenant of their own, so their agents, queues,
+    quick replies and reports never meet."""
+
+    def __init__(self, process: GatewayProcess) -> None:
+        self.process = process
+        self.tenant = "shop-" + secrets.token_hex(4)
+        self.admin_key = process.create_key(self.tenant)
+
+    @property
+    def ws_url(self) -> str:
+        return self.process.ws_url
+
+    @property
+    def http_url(self) -> str:
+        return self.process.http_url
+
+    def start(self) -> None:
+        self.process.start()
+
+    def stop(self) -> None:
+        self.process.stop()
+
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.http_url, headers={"authorization": f"Bearer {self.admin_key}"}, timeout=10)
 
@@ -103,7 +130,7 @@ class Peer:
     """A shopper's app or an agent's desk other than the page under test: kefu.v1 over a real
     WebSocket, frames not asked for yet kept in ``buffer``."""
 
-    def __init__(self, gateway: GatewayProcess, user: str, role: str = "shopper", **claims: Any) -> None:
+    def __init__(self, gateway: Shop, user: str, role: str = "shopper", **claims: Any) -> None:
         self.gateway = gateway
         self.token = gateway.token(user, role, **claims)
         self.stack = ExitStack()
@@ -161,11 +188,26 @@ class Peer:
         return answer.json()
 
 
-@pytest.fixture
-def gateway(tmp_path) -> Iterator[GatewayProcess]:
-    running = GatewayProcess(tmp_path / "data")
+@pytest.fixture(scope="module")
+def shared_process(tmp_path_factory) -> Iterator[GatewayProcess]:
+    running = GatewayProcess(tmp_path_factory.mktemp("data"))
     running.start()
     yield running
+    running.stop()
+
+
+@pytest.fixture
+def gateway(shared_process) -> Shop:
+    """A tenant of its own on the module's gateway process."""
+    return Shop(shared_process)
+
+
+@pytest.fixture
+def own_gateway(tmp_path) -> Iterator[Shop]:
+    """A gateway process of its own, for a test that stops and starts it."""
+    running = GatewayProcess(tmp_path / "data")
+    running.start()
+    yield Shop(running)
     running.stop()
 
 

@@ -23,7 +23,7 @@ HOSTILE = '<img src=x onerror="window.pwned=1">转人工 <b>粗体</b>'
 
 def sign_in(page, gateway, user: str = "wangli", name: str = "王丽", role: str = "agent") -> None:
     """Open what `kefu token … --page` prints: the console's address with the token in its fragment."""
-    args = [sys.executable, "-m", "gateway", "token", "--jwt-secret", SECRET, "--tenant", "shop1", "--user", user, "--role", role, "--name", name, "--page", gateway.http_url]
+    args = [sys.executable, "-m", "gateway", "token", "--jwt-secret", SECRET, "--tenant", gateway.tenant, "--user", user, "--role", role, "--name", name, "--page", gateway.http_url]
     page.goto(subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout.strip())
     expect(page.locator("#link")).to_have_text("已连接")
 
@@ -148,7 +148,8 @@ def test_photos_both_ways_through_signed_urls(gateway, page, tmp_path):
 
 
 @pytest.mark.timeout(150)  # two gateway starts and the console's reconnect backoff, on a loaded CI machine
-def test_a_message_typed_while_the_gateway_restarts_is_stored_once_and_nothing_is_missed(gateway, page):
+def test_a_message_typed_while_the_gateway_restarts_is_stored_once_and_nothing_is_missed(own_gateway, page):
+    gateway = own_gateway
     sign_in(page, gateway)
     shopper = Peer(gateway, "u8", name="小林")
     conv = open_with_human(shopper)
