@@ -227,8 +227,8 @@ class Webhooks(Watcher):
         headers = {"user-agent": f"kefu-webhooks/{__version__}", "content-type": "application/json"}
         client = self._client = Client(ssl_context=self._ssl_context, max_idle=self.concurrency, max_answer_bytes=MAX_ANSWER_BYTES, headers=headers)
         try:
-            await self._restore()
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._restore)  # in the background: a start never waits for the saved ones
                 nursery.start_soon(self._retry_when_due)
                 for _ in range(self.concurrency):
                     nursery.start_soon(self._deliver_forever)
@@ -328,7 +328,7 @@ class Webhooks(Watcher):
 
     async def _restore(self) -> None:
         """Take the deliveries a node saved at shutdown (each once, even with several nodes
-        starting: a record is taken by deleting it) and send them first."""
+        starting: a record is taken by deleting it) and send them as they are taken."""
         saved: list[Record] = []
         try:
             while True:  # a page at a time
@@ -356,6 +356,7 @@ class Webhooks(Watcher):
             self._ready.append(Delivery(doc["event_id"], doc["event"], doc["tenant"], subs[0], body, doc["attempts"]))
             self.stats.pending += 1
             self.stats.pending_bytes += len(body)
+            self._work.set()
             restored += 1
         if restored or gone:
             log.info("%d webhook deliveries saved at the last shutdown restored (%d for webhooks deleted since)", restored, gone)
