@@ -7,8 +7,9 @@
 // satisfaction survey is answered in place (`rate`).
 
 import { clock, el, renderBody, uploadFile } from "./bodies.js";
-import { KefuClient, randomId, socketUrl } from "./client.js";
+import { KefuClient, keepFragment, randomId, socketUrl } from "./client.js";
 import { t } from "./i18n.js";
+import { Transcript } from "./transcript.js";
 
 const TOKEN_KEY = "kefu.chat.token";
 const PRODUCT_KEY = "kefu.chat.product";
@@ -22,10 +23,8 @@ const chat = {
   me: null,
   conv: null, // the Conversation map, once opened or found
   opening: null, // the `open` on its way
-  messages: new Map(), // seq -> message
+  transcript: new Transcript(), // the conversation's messages
   pending: new Map(), // cmid -> {body, error}
-  floor: 0, // what lies at or below it was never fetched
-  more: false,
   names: new Map(), // agent -> name, from `assigned` events and `joined` frames
   typingUntil: 0,
   readSent: 0,
@@ -34,13 +33,6 @@ const chat = {
 
 function token() {
   return sessionStorage.getItem(TOKEN_KEY);
-}
-
-function fromFragment() {
-  const params = new URLSearchParams(location.hash.slice(1));
-  if (params.get("token")) sessionStorage.setItem(TOKEN_KEY, params.get("token"));
-  if (params.get("product")) sessionStorage.setItem(PRODUCT_KEY, params.get("product"));
-  if (location.hash) history.replaceState(null, "", location.pathname + location.search); // out of the address bar
 }
 
 function problem(text) {
@@ -52,7 +44,7 @@ async function start() {
   for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
   for (const node of document.querySelectorAll("[data-i18n-placeholder]")) node.placeholder = t(node.dataset.i18nPlaceholder);
   document.title = t("chat_title");
-  fromFragment();
+  keepFragment({ token: TOKEN_KEY, product: PRODUCT_KEY });
   wire();
   if (!token()) {
     problem(t("no_token"));
@@ -88,26 +80,20 @@ async function goLive(hello) {
 
 async function loadHistory(before = Number.MAX_SAFE_INTEGER) {
   const page = await chat.client.request("history", { conv: chat.conv.id, before });
-  if (!chat.messages.size && page.messages.length) chat.floor = page.messages[0].seq - 1;
-  for (const m of page.messages) remember(m);
-  chat.more = page.more;
-  chat.client.hold(chat.conv.id, held());
-}
-
-function held() {
-  let seq = chat.floor;
-  while (chat.messages.has(seq + 1)) seq += 1;
-  return seq;
+  chat.transcript.addPage(page);
+  for (const m of page.messages) learnName(m);
+  chat.client.hold(chat.conv.id, chat.transcript.held());
 }
 
 function remember(m) {
-  chat.messages.set(m.seq, m);
+  chat.transcript.add(m);
+  learnName(m);
+}
+
+/** The agents' names, from their `assigned` events. */
+function learnName(m) {
   const body = m.body || {};
   if (body.kind === "event" && body.event === "assigned" && body.agent_name) chat.names.set(body.agent, body.agent_name);
-  if (body.kind === "event" && body.event === "recalled") {
-    const recalled = chat.messages.get(body.seq);
-    if (recalled) recalled.body = { kind: "recalled" };
-  }
 }
 
 // ---- frames ------------------------------------------------------------------------------
@@ -118,7 +104,7 @@ function onFrame(frame) {
     case "msg":
       remember(frame);
       if (frame.role !== "shopper") chat.typingUntil = 0;
-      chat.client.hold(chat.conv.id, held());
+      chat.client.hold(chat.conv.id, chat.transcript.held());
       render();
       return markRead();
     case "conv":
@@ -137,8 +123,8 @@ function onFrame(frame) {
 }
 
 function markRead() {
-  if (document.hidden || !chat.messages.size) return;
-  const last = Math.max(...chat.messages.keys());
+  if (document.hidden || !chat.transcript.messages.size) return;
+  const last = chat.transcript.lastSeq();
   if (last <= chat.readSent) return;
   chat.readSent = last;
   chat.client.request("receipt", { conv: chat.conv.id, kind: "read", seq: last }).catch(() => (chat.readSent = 0));
@@ -157,7 +143,7 @@ function speaker(m) {
 function render() {
   const box = $("messages");
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
-  const ordered = [...chat.messages.values()].sort((a, b) => a.seq - b.seq);
+  const ordered = chat.transcript.ordered();
   const items = ordered.map((m) => {
     const body = m.body || {};
     if (m.role === "system" || body.kind === "event") return el("li", { class: "event", "data-seq": m.seq, text: body.text || "" });
@@ -174,7 +160,7 @@ function render() {
   }
   $("message-list").replaceChildren(...items);
   $("welcome").hidden = items.length > 0;
-  $("earlier").hidden = !chat.more;
+  $("earlier").hidden = !chat.transcript.more;
   if (atBottom || items.length < 30) box.scrollTop = box.scrollHeight;
 
   // the bot's suggestions, under its last message while it is the last thing said
@@ -227,8 +213,8 @@ function conversation() {
     chat.opening = chat.client.request("open", product ? { product } : {}).then(
       (answer) => {
         chat.conv = answer.conv;
-        chat.floor = 0;
-        chat.client.hold(chat.conv.id, 0);
+        chat.transcript = new Transcript();
+        chat.transcript.loaded = true; // new: every message of it arrives live, from seq 1
         return chat.conv;
       },
       (err) => {
@@ -249,8 +235,8 @@ function say(body) {
     .then(
       (ack) => {
         chat.pending.delete(cmid);
-        if (!chat.messages.has(ack.seq)) remember({ conv: ack.conv, seq: ack.seq, cmid, from: chat.me.id, role: "shopper", ts: ack.ts, body });
-        chat.client.hold(chat.conv.id, held());
+        if (!chat.transcript.messages.has(ack.seq)) remember({ conv: ack.conv, seq: ack.seq, cmid, from: chat.me.id, role: "shopper", ts: ack.ts, body });
+        chat.client.hold(chat.conv.id, chat.transcript.held());
         render();
         if (body.attachment) refetch(ack.seq); // the stored body has what the gateway read: size, duration…
       },
@@ -362,18 +348,16 @@ function wire() {
       { timeout: 10000 },
     );
   });
-  $("earlier").addEventListener("click", () => loadHistory(Math.min(...chat.messages.keys())).then(render));
+  $("earlier").addEventListener("click", () => loadHistory(chat.transcript.firstSeq()).then(render));
   $("again").addEventListener("click", () => {
     chat.conv = null;
     chat.opening = null;
-    chat.messages.clear();
-    chat.floor = 0;
-    chat.more = false;
+    chat.transcript = new Transcript();
     $("text").placeholder = t("chat_composer");
     render();
   });
   $("survey-send").addEventListener("click", async () => {
-    const survey = [...chat.messages.values()].filter((m) => m.body && m.body.event === "survey").pop();
+    const survey = chat.transcript.ordered().filter((m) => m.body && m.body.event === "survey").pop();
     const comment = $("survey-comment").value.trim();
     try {
       await chat.client.request("rate", { conv: chat.conv.id, score: chat.score, ...(comment ? { comment } : {}) });

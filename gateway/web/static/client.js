@@ -27,6 +27,15 @@ export function randomId() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/** Keep what the page's URL fragment says (`#token=…`: a fragment is never sent to a server) in
+ * the tab's sessionStorage, `names` mapping each parameter to its key, and take it out of the
+ * address bar. */
+export function keepFragment(names) {
+  const params = new URLSearchParams(location.hash.slice(1));
+  for (const [param, key] of Object.entries(names)) if (params.get(param)) sessionStorage.setItem(key, params.get(param));
+  if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+}
+
 /** Where the page's WebSocket is: the gateway says (``config.json``: --web-ws-url, or its port). */
 export async function socketUrl() {
   const found = await (await fetch("config.json", { cache: "no-store" })).json();

@@ -5,8 +5,9 @@
 // shoppers is only ever set as textContent: nothing they write becomes markup.
 
 import { clock, el, renderBody, uploadFile } from "./bodies.js";
-import { KefuClient, randomId, socketUrl } from "./client.js";
+import { KefuClient, keepFragment, randomId, socketUrl } from "./client.js";
 import { duration, t } from "./i18n.js";
+import { Transcript } from "./transcript.js";
 
 const TOKEN_KEY = "kefu.console.token";
 const STATUS_KEY = "kefu.console.status";
@@ -26,16 +27,13 @@ const desk = {
   queuesTimer: null,
 };
 
-class Conversation {
+class Conversation extends Transcript {
   constructor(map) {
+    super();
     this.map = map; // the protocol's Conversation map
     this.item = null; // the inbox item: unread, waiting_ms, last
-    this.messages = new Map(); // seq -> message
     this.pending = new Map(); // cmid -> {body, error}
-    this.loaded = false;
-    this.floor = 0; // messages at or below it were never fetched: what is held runs from it
     this.readSent = 0; // the highest seq this tab has sent a read receipt for
-    this.more = false;
     this.context = null; // the customer context (customer_context, context)
     this.packet = null; // the handoff packet of `assigned` (bot transcript, intents, reason)
     this.notes = [];
@@ -47,13 +45,6 @@ class Conversation {
 
   get id() {
     return this.map.id;
-  }
-
-  /** The highest seq held with none missing below it: where a resume continues. */
-  held() {
-    let seq = this.floor;
-    while (this.messages.has(seq + 1)) seq += 1;
-    return seq;
   }
 }
 
@@ -80,16 +71,6 @@ function translate() {
   document.title = t("title");
 }
 
-function tokenFromFragment() {
-  const params = new URLSearchParams(location.hash.slice(1));
-  const token = params.get("token");
-  if (token) {
-    sessionStorage.setItem(TOKEN_KEY, token);
-    history.replaceState(null, "", location.pathname + location.search); // out of the address bar
-  }
-  return sessionStorage.getItem(TOKEN_KEY);
-}
-
 function showLogin(error) {
   $("desk").hidden = true;
   $("login").hidden = false;
@@ -112,7 +93,7 @@ async function start() {
   });
   wireThread();
   wirePanel();
-  tokenFromFragment();
+  keepFragment({ token: TOKEN_KEY });
   connect();
 }
 
@@ -270,15 +251,9 @@ function onFrame(frame) {
 
 function onMessage(msg) {
   const conv = desk.convs.get(msg.conv) || conversation({ id: msg.conv, status: "open" });
-  const known = conv.loaded || conv.messages.size > 0;
-  conv.messages.set(msg.seq, msg);
+  conv.add(msg);
   if (msg.from === desk.me.id) conv.pending.delete(msg.cmid); // sent from another tab
-  const body = msg.body || {};
-  if (body.kind === "event" && body.event === "recalled") {
-    const recalled = conv.messages.get(body.seq);
-    if (recalled) recalled.body = { kind: "recalled", by: body.by, role: body.role };
-  }
-  if (known && msg.seq > conv.held() + 1 && conv.loaded) fillGap(conv);
+  if (conv.loaded && msg.seq > conv.held() + 1) fillGap(conv);
   if (conv.loaded) desk.client.hold(conv.id, conv.held());
   if (desk.current === conv.id) {
     if (msg.role === "shopper") conv.typingUntil = 0;
@@ -292,7 +267,7 @@ function onMessage(msg) {
 async function fillGap(conv) {
   const after = conv.held();
   const page = await desk.client.request("history", { conv: conv.id, after });
-  for (const m of page.messages) conv.messages.set(m.seq, m);
+  for (const m of page.messages) conv.add(m);
   desk.client.hold(conv.id, conv.held());
   if (desk.current === conv.id) renderMessages();
 }
@@ -300,7 +275,7 @@ async function fillGap(conv) {
 function markRead(conv) {
   if (document.hidden || !conv.messages.size) return;
   if (!mine(conv) && !conv.joined && desk.me.role === "supervisor") return; // only participants have receipts
-  const last = Math.max(...conv.messages.keys());
+  const last = conv.lastSeq();
   if (last <= conv.readSent) return;
   conv.readSent = last;
   desk.client.request("receipt", { conv: conv.id, kind: "read", seq: last }).catch(() => (conv.readSent = 0));
@@ -387,17 +362,8 @@ async function select(id) {
 
 async function loadHistory(conv, before = Number.MAX_SAFE_INTEGER) {
   const page = await desk.client.request("history", { conv: conv.id, before });
-  for (const m of page.messages) if (!conv.messages.has(m.seq)) conv.messages.set(m.seq, m);
-  for (const m of page.messages) {
-    if (m.body && m.body.kind === "event" && m.body.event === "recalled") {
-      const recalled = conv.messages.get(m.body.seq);
-      if (recalled && recalled.body.kind !== "recalled") recalled.body = { kind: "recalled" };
-    }
-  }
+  conv.addPage(page);
   for (const r of page.receipts || []) if (r.kind === "read" && r.user !== desk.me.id && r.user === conv.map.customer) conv.readBy = Math.max(conv.readBy, r.seq);
-  conv.more = page.more;
-  if (!conv.loaded && page.messages.length) conv.floor = page.messages[0].seq - 1; // the newest page
-  conv.loaded = true;
   desk.client.hold(conv.id, conv.held());
   if (desk.current === conv.id) renderMessages();
 }
@@ -463,7 +429,7 @@ function renderMessages() {
   if (!conv) return;
   const box = $("messages");
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
-  const items = [...conv.messages.values()].sort((a, b) => a.seq - b.seq).map((m) => renderMessage(conv, m));
+  const items = conv.ordered().map((m) => renderMessage(conv, m));
   for (const [cmid, pending] of conv.pending) items.push(renderPending(conv, cmid, pending));
   $("message-list").replaceChildren(...items);
   $("earlier").hidden = !conv.more;
@@ -513,7 +479,7 @@ function wireThread() {
   $("status").addEventListener("change", () => setStatus($("status").value));
   $("earlier").addEventListener("click", () => {
     const conv = desk.convs.get(desk.current);
-    loadHistory(conv, Math.min(...conv.messages.keys())).catch(showError);
+    loadHistory(conv, conv.firstSeq()).catch(showError);
   });
   const text = $("text");
   let typingSent = 0;
@@ -601,7 +567,7 @@ function post(body) {
     (ack) => {
       conv.pending.delete(cmid);
       if (!conv.messages.has(ack.seq)) {
-        conv.messages.set(ack.seq, { conv: conv.id, seq: ack.seq, cmid, from: desk.me.id, role: desk.me.role, ts: ack.ts, body });
+        conv.add({ conv: conv.id, seq: ack.seq, cmid, from: desk.me.id, role: desk.me.role, ts: ack.ts, body });
       }
       desk.client.hold(conv.id, conv.held());
       if (desk.current === conv.id) renderMessages();
@@ -617,7 +583,7 @@ function post(body) {
 /** The stored body of an attachment message has the facts the server read (size, w, h…). */
 async function refetchMessage(conv, seq) {
   const page = await desk.client.request("history", { conv: conv.id, after: seq - 1, limit: 1 });
-  for (const m of page.messages) conv.messages.set(m.seq, m);
+  for (const m of page.messages) conv.add(m);
   if (desk.current === conv.id) renderMessages();
 }
 
