@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -93,3 +94,49 @@ async def connect(url: str, tok: str | None = None, *, resume: dict | None = Non
             if resume is not None:
                 await client.ok("resume", convs=resume)
         yield client
+
+
+class GatewayThread:
+    """A gateway running in a thread of its own (its own ``trio.run``), for tests whose examples
+    each run in a fresh Trio loop (hypothesis with pytest-trio) but should share one server: one
+    start instead of one per example, and a server that must survive every example in turn.
+
+    ``with GatewayThread(config) as running:``; ``running`` is the ``gateway.app.Running``, whose
+    counters may be read from the test's thread."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.running: Any = None
+        self.token: trio.lowlevel.TrioToken | None = None
+        self.failure: BaseException | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="gateway", daemon=True)
+
+    def __enter__(self) -> Any:
+        self._thread.start()
+        if not self._started.wait(30) or self.running is None:
+            raise RuntimeError(f"the gateway thread did not start: {self.failure!r}")
+        return self.running
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self.token is not None
+        trio.from_thread.run_sync(self.running.node.stop, trio_token=self.token)
+        self._thread.join(30)
+        if self.failure is not None:
+            raise RuntimeError("the gateway thread failed") from self.failure
+
+    def _main(self) -> None:
+        from gateway.app import serve
+
+        async def main() -> None:
+            self.token = trio.lowlevel.current_trio_token()
+            async with trio.open_nursery() as nursery:
+                self.running = await nursery.start(serve, self.config)
+                self._started.set()
+
+        try:
+            trio.run(main)
+        except BaseException as exc:  # reported by __enter__ or __exit__
+            self.failure = exc
+        finally:
+            self._started.set()

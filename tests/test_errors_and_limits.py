@@ -26,7 +26,7 @@ from gateway.protocol.errors import (
 
 from .conftest import make_config
 from .protocol.test_envelope import msgpack_values
-from .support import Client, connect, token
+from .support import Client, GatewayThread, connect, token
 
 TEXT = {"kind": "text", "text": "hi"}
 
@@ -301,26 +301,31 @@ requests = st.one_of(
 )
 
 
+@pytest.fixture(scope="module")
+def fuzzed_gateway(tmp_path_factory):
+    """One gateway for every example of the test below: it must survive each of them in turn."""
+    with GatewayThread(make_config(tmp_path_factory.mktemp("fuzzed"))) as running:
+        yield running
+    assert running.node.stats.closes.get(1011, 0) == 0  # no internal error ever closed a connection
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(payload=st.one_of(st.binary(max_size=40), requests.map(msgpack.packb)))
-async def test_any_frame_gets_a_reply_or_a_documented_error_and_the_connection_survives(tmp_path, payload):
-    async with trio.open_nursery() as nursery:  # a gateway per example: fixtures are per test
-        gw = await nursery.start(serve, make_config(tmp_path))
-        async with connect(gw.url, token("fuzz"), resume={}) as client:
-            await client.send_raw(payload)
-            marker = await client.send("ping")
-            replies = []
-            with trio.fail_after(5):
-                while True:
-                    frame = await client.recv()
-                    if frame.get("t") == "pong" and frame.get("id") == marker:
-                        break
-                    replies.append(frame)
-            for frame in replies:
-                if frame["t"] == "error":
-                    assert frame["code"] in ERRORS, frame
-        assert gw.node.stats.closes.get(1011, 0) == 0  # no internal error ever closed a connection
-        gw.node.stop()
+async def test_any_frame_gets_a_reply_or_a_documented_error_and_the_connection_survives(fuzzed_gateway, payload):
+    async with connect(fuzzed_gateway.url, token("fuzz"), resume={}) as client:
+        await client.send_raw(payload)
+        marker = await client.send("ping")
+        replies = []
+        with trio.fail_after(5):
+            while True:
+                frame = await client.recv()
+                if frame.get("t") == "pong" and frame.get("id") == marker:
+                    break
+                replies.append(frame)
+        for frame in replies:
+            if frame["t"] == "error":
+                assert frame["code"] in ERRORS, frame
+    assert fuzzed_gateway.node.stats.closes.get(1011, 0) == 0  # no internal error ever closed a connection
 
 
 class FailingCommits(SqliteBackend):
