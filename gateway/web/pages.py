@@ -75,15 +75,25 @@ def load_assets() -> dict[str, Asset]:
 
 def routes(ws_port: int, ws_url: str = "", frame_ancestors: str = "*") -> Iterable[Route]:
     """Each page's routes: its document at ``<prefix>/``, the shared files under it, and
-    ``<prefix>/config.json``, which says where the WebSocket is: ``ws_url`` (``--web-ws-url``) or,
-    empty, the page's own host at ``ws_port``. ``frame_ancestors``: who may frame the chat."""
+    ``<prefix>/config.json``, which says where the WebSocket is (``ws_url``: ``--web-ws-url``, or
+    empty: the page's own host at ``ws_port``) and who may send the page tokens (``parents``).
+    ``frame_ancestors``: who may frame the chat."""
     assets = load_assets()
     documents = {page.html for page in PAGES}
-    settings = json.dumps({"ws_url": ws_url or None, "ws_port": ws_port, "ws_path": "/ws"}).encode()
     found: list[Route] = []
     for page in PAGES:
-        found += page_routes(page, assets, documents, settings, content_security_policy(page, frame_ancestors))
+        settings = json.dumps({"ws_url": ws_url or None, "ws_port": ws_port, "ws_path": "/ws", "parents": parents(page, frame_ancestors)})
+        found += page_routes(page, assets, documents, settings.encode(), content_security_policy(page, frame_ancestors))
     return found
+
+
+def parents(page: Page, frame_ancestors: str = "*") -> list[str] | None:
+    """The origins a page may take a new token from, posted by the window that frames it
+    (renewal.js): the ones that may frame it, None for any."""
+    if not page.embeddable:
+        return [SELF]
+    sources = [source for source in frame_ancestors.split() if SOURCE.fullmatch(source)]
+    return None if "*" in sources else sources
 
 
 def page_routes(page: Page, assets: dict[str, Asset], documents: set[str], settings: bytes, policy: str) -> list[Route]:

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
 import re
+import threading
+import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
 
+import jwt
 import pytest
 from PIL import Image
 from playwright.sync_api import expect
@@ -142,4 +149,84 @@ def test_without_a_token_or_with_a_refused_one_the_chat_says_so(gateway, page):
     page.goto(f"{gateway.http_url}/chat/#token=expired.or.forged")
     expect(page.locator("#problem")).to_contain_text("token_invalid")
     expect(page.locator("#composer")).to_be_hidden()
+    assert page.errors == []
+
+
+@contextmanager
+def shop_site(document: str) -> Iterator[str]:
+    """The shop's own site, serving ``document`` from another origin than the gateway's."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = document.encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/html; charset=utf-8")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_shops_page_hands_the_chat_a_new_token_before_the_old_one_ends(gateway, page):
+    short = gateway.token("v-88", "shopper", channel="web", name="李先生", ttl_s=60)  # asks at once: under two minutes left
+    someone_else = gateway.token("v-99", "shopper", channel="web")
+    fresh = gateway.token("v-88", "shopper", channel="web", name="李先生", ttl_s=7200)
+    fresh_expiry = jwt.decode(fresh, options={"verify_signature": False})["exp"]
+    # The shop's page (at an origin of its own: another port) frames the chat and answers its requests for a
+    # token: first, wrongly, with another shopper's, then with the shopper's own.
+    shop_page = f"""<!doctype html><meta charset="utf-8"><title>shop</title>
+<iframe id="chat" src="{gateway.http_url}/chat/#token={short}" width="600" height="700"></iframe><ol id="heard"></ol>
+<script>
+const answers = {json.dumps([someone_else, fresh])};
+window.addEventListener("message", (event) => {{
+  if (event.origin !== "{gateway.http_url}") return;
+  const item = document.createElement("li");
+  item.textContent = JSON.stringify(event.data);
+  document.getElementById("heard").append(item);
+  if (event.data.type === "kefu:token-expiring" || event.data.type === "kefu:token-refused") {{
+    const next = answers.shift();
+    if (next) event.source.postMessage({{type: "kefu:token", token: next}}, event.origin);
+  }}
+}});
+</script>"""
+    with shop_site(shop_page) as shop_url:
+        page.goto(shop_url)
+        renewed_chat(page, gateway, fresh_expiry)
+
+
+def renewed_chat(page, gateway, fresh_expiry: int) -> None:
+    heard = page.locator("#heard li")
+    expect(heard).to_have_count(3)
+    said = [json.loads(text) for text in heard.all_inner_texts()]
+    assert said[0]["type"] == "kefu:token-expiring" and said[0]["expires_at"] <= time.time() + 60
+    assert said[1] == {"type": "kefu:token-refused", "code": "already_authenticated", "message": "this connection is authenticated as another user"}
+    assert said[2] == {"type": "kefu:token-renewed", "expires_at": fresh_expiry}  # the server's answer: the new token's expiry
+    chat = page.frame_locator("#chat")
+    expect(chat.locator("#who")).to_have_text("李先生")
+    expect(chat.locator("#expiry")).to_be_hidden()
+    # the chat goes on with the new token: a message is stored
+    chat.locator("#text").fill("新的令牌还能发消息吗")
+    chat.locator("#text").press("Enter")
+    expect(chat.locator("#message-list li.own[data-seq] .text")).to_have_text("新的令牌还能发消息吗")  # acked: stored
+    with gateway.api() as api:
+        (conv,) = api.get("/v1/conversations").json()["conversations"]  # the test's tenant has this one
+        stored = api.get(f"/v1/conversations/{conv['id']}/messages").json()["messages"]
+    assert [m["body"]["text"] for m in stored if m["from"] == "v-88"] == ["新的令牌还能发消息吗"]
+    assert page.errors == []
+
+
+def test_a_chat_no_page_frames_warns_before_its_token_ends(gateway, page):
+    short = gateway.token("v-89", "shopper", channel="web", name="赵女士", ttl_s=60)
+    page.goto(f"{gateway.http_url}/chat/#token={short}")
+    expect(page.locator("#expiry")).to_contain_text("秒内结束")
     assert page.errors == []

@@ -49,7 +49,8 @@ async def test_the_console_is_told_where_the_websocket_listens(start_gateway):
     gw = await start_gateway()
     async with client(gw) as http:
         for page in PAGES:
-            assert (await http.get(f"{page.prefix}/config.json")).json() == {"ws_url": None, "ws_port": gw.port, "ws_path": "/ws"}
+            said = (await http.get(f"{page.prefix}/config.json")).json()
+            assert said == {"ws_url": None, "ws_port": gw.port, "ws_path": "/ws", "parents": None if page.embeddable else ["'self'"]}
     proxied = await start_gateway(web_ws_url="wss://kefu.example.com/ws")
     async with client(proxied) as http:
         assert (await http.get("/chat/config.json")).json()["ws_url"] == "wss://kefu.example.com/ws"
@@ -79,6 +80,9 @@ async def test_the_chat_may_be_framed_by_the_shops_sites_and_the_console_only_by
     async with client(shop) as http:
         assert ancestors(await http.get("/chat/")) == "https://m.shop.example https://shop.example"
         assert ancestors(await http.get("/console/")) == "'self'"
+        # the pages take new tokens from the windows that may frame them, and from no other
+        assert (await http.get("/chat/config.json")).json()["parents"] == ["https://m.shop.example", "https://shop.example"]
+        assert (await http.get("/console/config.json")).json()["parents"] == ["'self'"]
 
 
 def test_an_origin_list_cannot_add_a_directive_to_the_policy():

@@ -7,8 +7,9 @@
 // satisfaction survey is answered in place (`rate`).
 
 import { clock, el, renderBody, uploadFile } from "./bodies.js";
-import { KefuClient, keepFragment, randomId, socketUrl } from "./client.js";
+import { KefuClient, frameParents, keepFragment, randomId, socketUrl } from "./client.js";
 import { t } from "./i18n.js";
+import { TokenRenewal } from "./renewal.js";
 import { Transcript } from "./transcript.js";
 
 const TOKEN_KEY = "kefu.chat.token";
@@ -53,6 +54,20 @@ async function start() {
   }
   chat.client = new KefuClient(await socketUrl(), token(), onFrame, onState);
   chat.client.start();
+  // the shop's page that frames the chat may hand it a new token before this one ends (renewal.js)
+  new TokenRenewal({
+    current: token,
+    use: async (fresh) => {
+      const expiry = await chat.client.renew(fresh);
+      sessionStorage.setItem(TOKEN_KEY, fresh);
+      return expiry;
+    },
+    parents: await frameParents(),
+    onNotice: (left) => {
+      $("expiry").hidden = left === null;
+      if (left !== null) $("expiry").textContent = t("chat_session_ends", { s: left });
+    },
+  }).start();
 }
 
 function onState(state, detail = {}) {

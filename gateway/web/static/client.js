@@ -36,13 +36,28 @@ export function keepFragment(names) {
   if (location.hash) history.replaceState(null, "", location.pathname + location.search);
 }
 
+let settings = null;
+
+/** What the gateway says to its pages (``config.json``), fetched once. */
+function pageSettings() {
+  settings = settings || fetch("config.json", { cache: "no-store" }).then((answer) => answer.json());
+  return settings;
+}
+
 /** Where the page's WebSocket is: the gateway says (``config.json``: --web-ws-url, or its port). */
 export async function socketUrl() {
-  const found = await (await fetch("config.json", { cache: "no-store" })).json();
+  const found = await pageSettings();
   if (found.ws_url) return found.ws_url;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const host = location.hostname.includes(":") ? `[${location.hostname}]` : location.hostname;
   return `${scheme}://${host}:${found.ws_port}${found.ws_path}`;
+}
+
+/** The origins that may frame the page and so send it tokens (``config.json``: the chat's
+ * --allowed-origins, ``'self'`` for the console), or null: any. */
+export async function frameParents() {
+  const found = await pageSettings();
+  return found.parents === null ? null : found.parents.map((origin) => (origin === "'self'" ? location.origin : origin));
 }
 
 export class KefuClient {
@@ -63,6 +78,7 @@ export class KefuClient {
     this.unacked = new Map(); // cmid -> {conv, cmid, body, resolve, reject}
     this.cursors = new Map(); // conv -> highest seq held
     this.hello = null;
+    this.liveWaiters = []; // renew() calls waiting for the connection
     this.attempt = 0;
     this.stopped = false;
     this.lastHeard = 0;
@@ -150,6 +166,7 @@ export class KefuClient {
       this.attempt = 0;
       this.startWatchdog();
       this.onState("live", { hello: this.hello, resumed: frame.resumed });
+      for (const waiter of this.liveWaiters.splice(0)) waiter();
       for (const pending of this.unacked.values()) this.transmit(pending);
       return;
     }
@@ -222,6 +239,32 @@ export class KefuClient {
         pending.reject(err);
       },
     );
+  }
+
+  /** Use a new token from now on: on the live connection at once (`auth`: the server checks it
+   * and answers with its expiry, or refuses it and keeps the old one), and for every reconnect.
+   * Resolves with the new token's expiry (seconds). */
+  async renew(token) {
+    if (!this.live) await this.whenLive(15000); // only a live connection can check it
+    const ok = await this.request("auth", { token });
+    this.token = token;
+    return ok.expires_at;
+  }
+
+  /** Resolves once the connection is live (at once if it is), or rejects after `timeoutMs`. */
+  whenLive(timeoutMs) {
+    if (this.live) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const waiter = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.liveWaiters = this.liveWaiters.filter((w) => w !== waiter);
+        reject(new KefuError("disconnected", "not connected", true));
+      }, timeoutMs);
+      this.liveWaiters.push(waiter);
+    });
   }
 
   /** The server's clock now, in ms (message times are the server's). */
