@@ -213,7 +213,7 @@ def endpoint(op: Operation, services: Any) -> Callable[[Request], Awaitable[Resp
                 raise Problem("bad_request", f"unknown query parameter `{next(iter(request.query_params))}`", status=422)
             body = _validate(op.body, await read_json(request, op.max_body_bytes or services.max_body_bytes)) if op.body else None
             status, payload = await op.handler(Call(services, key, dict(request.path_params), request.headers, query, body))
-            if holder is not None and op.method != "GET":  # an operator will ask which supervisor changed what
+            if holder is not None and op.token_scope == "admin":  # a change: an operator will ask which supervisor made it
                 said = changes(body)
                 log.info("%s %s by %s %s of tenant %s%s: %d", request.method, request.url.path, holder.role, holder.user, holder.tenant, f" ({said})" if said else "", status)
         except Problem as problem:
