@@ -2,11 +2,12 @@
 wrapper turns it into a Starlette endpoint. The OpenAPI document is generated from the same list,
 so every route is described and every described route exists.
 
-The wrapper does, in order, for every call: authenticate the API key (401; a client token of a role
-the operation names, for the few read-only ones a supervisor's console shows), check the scope (403),
-validate the query and the JSON body (400 for bodies that are not JSON objects or too large, 415
-for other media types, 422 naming the field for unknown fields and wrong types), and only then
-run the handler: a refused request has changed nothing.
+The wrapper does, in order, for every call: authenticate the API key (401; or, on the operations
+that name its role, a client token: a supervisor's console manages the shop with its own token, so
+no API key ever reaches a browser), check the scope (403), validate the query and the JSON body
+(400 for bodies that are not JSON objects or too large, 415 for other media types, 422 naming the
+field for unknown fields and wrong types), and only then run the handler: a refused request has
+changed nothing.
 """
 
 from __future__ import annotations
@@ -19,11 +20,18 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..auth import Identity
 from ..model import ApiKey
 from ..protocol.errors import AuthError, RequestError
 from ..store import StoreDamaged, StoreError
 from . import keys
 from .problems import Problem, log, respond
+
+#: ``token_roles`` of the operations a supervisor's console calls with the supervisor's own token.
+SUPERVISOR = frozenset({"supervisor"})
+#: The roles whose client tokens an operation may take at all: a supervisor manages their own shop
+#: from the console. An agent's, a shopper's or a bot's token has the WebSocket's rights only.
+TOKEN_ROLES = SUPERVISOR
 
 
 class Body(BaseModel):
@@ -43,7 +51,7 @@ class Call:
     """One authenticated, validated request, as a handler sees it."""
 
     services: Any  # gateway.http.app.Services
-    key: ApiKey
+    key: ApiKey  # for a client token, a key of the token's tenant with the operation's own scope
     path: dict[str, str]
     headers: Any  # the request's headers (case-insensitive)
     query: Any = None
@@ -71,13 +79,30 @@ class Operation:
     errors: tuple[int, ...] = field(default=())
     headers: tuple[tuple[str, str], ...] = ()  # request headers it reads: (name, description)  # statuses beyond the ones every call may get
     max_body_bytes: int | None = None  # a body limit of its own (default: the gateway's --api-max-body-bytes)
-    # Client tokens of these roles may call it too, as a ``read`` key of their tenant would: what a
-    # supervisor's browser console shows (docs/console.md) without an API key ever reaching a browser.
+    # Client tokens of these roles (of TOKEN_ROLES) may call it too, as a key of the token's tenant
+    # with the operation's own scope (``token_scope``): what a supervisor's console shows and changes
+    # (docs/console.md) without an API key ever reaching a browser.
     token_roles: frozenset[str] = frozenset()
+    # It makes, shows or redirects credentials or the tenant's events (API keys, tokens, webhooks):
+    # a backend's API key only, never a browser's token.
+    backend_only: bool = False
 
     def __post_init__(self) -> None:
-        if self.token_roles and (self.method != "GET" or "read" not in self.scopes):
-            raise ValueError(f"{self.method} {self.path}: only a read operation may take client tokens")
+        if not self.token_roles:
+            return
+        where = f"{self.method} {self.path}"
+        if not self.token_roles <= TOKEN_ROLES:
+            raise ValueError(f"{where}: client tokens of roles {sorted(self.token_roles - TOKEN_ROLES)} never stand for an API key")
+        if self.backend_only:
+            raise ValueError(f"{where}: it makes or shows credentials, so it takes API keys only")
+        if self.scopes not in (frozenset(), frozenset({"read"})):
+            raise ValueError(f"{where}: a client token acts with the operation's own scope, read or admin; this one takes {sorted(self.scopes)}")
+
+    @property
+    def token_scope(self) -> str:
+        """The scope a client token's holder acts with here: ``read`` on what read keys may call,
+        ``admin`` on what only admin keys may (and only on this operation)."""
+        return "read" if "read" in self.scopes else "admin"
 
     @property
     def operation_id(self) -> str:
@@ -130,22 +155,23 @@ async def read_json(request: Request, limit: int) -> Any:
     return data
 
 
-async def authenticate(request: Request, services: Any, token_roles: frozenset[str] = frozenset()) -> ApiKey:
-    """The API key of the request, or for an operation that takes them, the client token's caller
-    as a ``read`` key of its tenant (id ``token:<tenant>/<user>``, rate-limited as one)."""
+async def authenticate(request: Request, services: Any, op: Operation) -> tuple[ApiKey, Identity | None]:
+    """The API key of the request; or, on an operation that takes them, the client token's holder
+    as a key of the token's tenant with the operation's own scope (id ``token:<tenant>/<user>``,
+    rate-limited as one), and the holder."""
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
     challenge = {"www-authenticate": 'Bearer realm="kefu"'}
     if scheme.lower() != "bearer" or not presented.strip():
         raise Problem("unauthenticated", "send the API key as `Authorization: Bearer <key>`", headers=challenge)
     parsed = keys.parse(presented.strip())
-    if parsed is None and token_roles:
+    if parsed is None and op.token_roles:
         try:
             identity = services.auth.verify(presented.strip())
         except AuthError as exc:
             raise Problem("unauthenticated", f"neither an API key nor a valid client token ({exc.code}: {exc.message})", headers=challenge) from None
-        if identity.role not in token_roles:
-            raise Problem("forbidden", f"a client token of role {identity.role} may not call this (roles: {', '.join(sorted(token_roles))})")
-        return ApiKey(f"token:{identity.tenant}/{identity.user}", identity.tenant, identity.user, ("read",), "", 0)
+        if identity.role not in op.token_roles:
+            raise Problem("forbidden", f"a client token of role {identity.role} may not call this (roles: {', '.join(sorted(op.token_roles))})")
+        return ApiKey(f"token:{identity.tenant}/{identity.user}", identity.tenant, identity.user, (op.token_scope,), "", 0), identity
     store = services.store
     record = None
     if parsed is not None:
@@ -153,7 +179,19 @@ async def authenticate(request: Request, services: Any, token_roles: frozenset[s
     if parsed is None or not keys.matches(record, parsed[1]):
         raise Problem("unauthenticated", "unknown or revoked API key", headers=challenge)
     assert record is not None
-    return record
+    return record, None
+
+
+def changes(body: Body | None) -> str:
+    """What a request's body set, for the log: each field given, with its value when it is short."""
+    if body is None:
+        return ""
+    said = []
+    for name in sorted(body.model_fields_set):
+        value = getattr(body, name)
+        shown = repr(value)
+        said.append(f"{name}={shown}" if isinstance(value, (str, int, float, bool)) and len(shown) <= 80 else name)
+    return ", ".join(said)
 
 
 def endpoint(op: Operation, services: Any) -> Callable[[Request], Awaitable[Response]]:
@@ -161,7 +199,7 @@ def endpoint(op: Operation, services: Any) -> Callable[[Request], Awaitable[Resp
 
     async def run(request: Request) -> Response:
         try:
-            key = await authenticate(request, services, op.token_roles)
+            key, holder = await authenticate(request, services, op)
             wait_ms = services.rates.admit(key.id)
             if wait_ms is not None:
                 raise Problem("rate_limited", f"over this API key's rate: retry in {wait_ms} ms",
@@ -175,6 +213,9 @@ def endpoint(op: Operation, services: Any) -> Callable[[Request], Awaitable[Resp
                 raise Problem("bad_request", f"unknown query parameter `{next(iter(request.query_params))}`", status=422)
             body = _validate(op.body, await read_json(request, op.max_body_bytes or services.max_body_bytes)) if op.body else None
             status, payload = await op.handler(Call(services, key, dict(request.path_params), request.headers, query, body))
+            if holder is not None and op.token_scope == "admin":  # a change: an operator will ask which supervisor made it
+                said = changes(body)
+                log.info("%s %s by %s %s of tenant %s%s: %d", request.method, request.url.path, holder.role, holder.user, holder.tenant, f" ({said})" if said else "", status)
         except Problem as problem:
             return respond(problem, request.method, request.url.path, services.stats.http_refusals, services.refusal_log)
         except RequestError as exc:

@@ -49,7 +49,8 @@ def test_docs_api_md_describes_every_operation():
     for op in ALL:
         assert f"`{op.method} {op.path}`" in API_MD, f"docs/api.md lacks {op.method} {op.path}"
         scopes = ", ".join(f"`{s}`" for s in ["admin", *sorted(op.scopes)])
-        assert f"| `{op.method} {op.path}` | {scopes} |" in API_MD, f"docs/api.md: scopes of {op.method} {op.path}"
+        token = "a supervisor" if op.token_roles == {"supervisor"} else "—"
+        assert f"| `{op.method} {op.path}` | {scopes} | {token} |" in API_MD, f"docs/api.md: scopes and client token of {op.method} {op.path}"
 
 
 def _services(running) -> Services:

@@ -251,6 +251,7 @@ def test_a_supervisor_sees_the_queues_and_the_agents(gateway, page):
 
 def test_an_agent_keeps_quick_replies_and_uses_them(gateway, page):
     sign_in(page, gateway)
+    expect(page.locator("#tab-settings")).to_be_hidden()  # the shop's settings are supervisors'
     page.locator("#tab-replies").click()
     page.locator("#reply-shortcut").fill("addr")  # the leading / is added
     page.locator("#reply-title").fill("门店地址")
@@ -290,4 +291,81 @@ def test_an_agent_keeps_quick_replies_and_uses_them(gateway, page):
     with gateway.api() as api:
         assert api.get("/v1/quick-replies", params={"owner": "wangli"}).json()["replies"] == []
     shopper.close()
+    assert page.errors == []
+
+
+def test_a_supervisor_manages_agents_hours_routing_and_the_bot_in_settings(gateway, page):
+    """The Settings tab calls the REST API with the supervisor's own token: what it changes is what
+    the shop's API key then reads, and the server's refusals are shown as it words them."""
+    sign_in(page, gateway, user="boss", name="张主管", role="supervisor")
+    page.locator("#tab-settings").click()
+    expect(page.locator("#agents-empty")).to_be_visible()
+    expect(page.locator("#thread-body")).to_be_hidden()
+
+    # an agent added, refused twice (the server's 409 and its field error), changed, disabled
+    page.locator("#agent-user").fill("li")
+    page.locator("#agent-name").fill("李雷")
+    page.locator("#agent-max").fill("2")
+    page.locator("#agent-save").click()
+    row = page.locator('#agent-table tr[data-user="li"]')
+    expect(row).to_contain_text("李雷")
+    expect(row.locator(".max")).to_have_text("2")
+    page.locator("#agent-user").fill("li")
+    page.locator("#agent-save").click()
+    expect(page.locator("#agents-error")).to_contain_text("agent 'li' exists")
+    page.locator("#agent-user").fill("wu")
+    page.locator("#agent-groups").fill("vip")
+    page.locator("#agent-save").click()
+    expect(page.locator('#agent-form [data-field="groups"]')).to_have_text("unknown skill groups ['vip']")
+    expect(page.locator("#agents-error")).to_be_hidden()
+    row.locator("button.edit").click()
+    expect(page.locator("#agent-user")).to_have_value("li")
+    page.locator("#agent-max").fill("4")
+    page.locator("#agent-save").click()
+    expect(row.locator(".max")).to_have_text("4")
+    expect(page.locator('#agent-form [data-field="groups"]')).to_have_text("")
+    row.locator("button.toggle").click()
+    expect(row.locator(".state")).to_have_text("已停用")
+    with gateway.api() as api:
+        li = api.get("/v1/agents/li").json()
+        assert (li["name"], li["max_active"], li["disabled"]) == ("李雷", 4, True)
+        assert [a["user"] for a in api.get("/v1/agents").json()["agents"]] == ["li"]
+
+    # business hours: every day, all day, in Beijing's zone: at work now; a refusal worded by the server
+    for day in page.locator("#hours-days input").all():
+        day.check()
+    page.locator("#hours-open").fill("19:00")
+    page.locator("#hours-close").fill("09:00")
+    page.locator("#hours-zone").select_option("480")
+    page.locator("#hours-save").click()
+    expect(page.locator("#hours-error")).to_contain_text("field `close` must be after `open`")
+    page.locator("#hours-open").fill("00:00")
+    page.locator("#hours-close").fill("24:00")
+    page.locator("#hours-save").click()
+    expect(page.locator("#hours-now")).to_have_text("现在是营业时间：客服在岗")
+    expect(page.locator("#hours-error")).to_be_hidden()
+    with gateway.api() as api:
+        assert api.get("/v1/business-hours").json()["hours"] == {"utc_offset_min": 480, "days": [0, 1, 2, 3, 4, 5, 6], "open": "00:00", "close": "24:00"}
+
+    # routing: the settings in force; a mistake refused naming the setting; "load again" puts them back
+    expect(page.locator("#routing-source")).to_have_text("来源：默认")
+    expect(page.locator("#routing-json")).to_have_value(re.compile('"strategy": "least_loaded"'))
+    page.locator("#routing-json").fill('{"strategy": "fastest"}')
+    page.locator("#routing-save").click()
+    expect(page.locator("#routing-errors li")).to_have_text(re.compile(r"^field `strategy`: Input should be 'least_loaded', 'round_robin'"))
+    page.locator("#routing-reset").click()
+    expect(page.locator("#routing-errors li")).to_have_count(0)
+    expect(page.locator("#routing-json")).to_have_value(re.compile('"strategy": "least_loaded"'))
+    with gateway.api() as api:
+        assert api.get("/v1/routing").json()["source"] == "default"  # the refused PUT changed nothing
+
+    # the bot answers a Chinese question as it would a shopper
+    expect(page.locator("#bot-source")).to_have_text("来源：默认")
+    page.locator("#bot-question").fill("怎么退货")
+    page.locator("#bot-try").click()
+    expect(page.locator("#bot-answer .intent .value")).to_have_text("returns")
+    expect(page.locator("#bot-answer .handoff .value")).to_have_text("否")
+    expect(page.locator("#bot-answer blockquote")).not_to_be_empty()
+    for placeholder in ("null", "undefined", "NaN"):
+        expect(page.locator("#settings-view")).not_to_contain_text(placeholder)
     assert page.errors == []

@@ -21,7 +21,7 @@ async def test_the_page_and_its_scripts_are_served_under_a_policy_that_runs_only
         assert page.status_code == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
         assert page.content == (STATIC / "console.html").read_bytes()
         assert '<script type="module" src="console.js"></script>' in page.text
-        for name in ("console.js", "client.js", "i18n.js", "console.css", "vendor/msgpack.min.js"):
+        for name in ("console.js", "client.js", "i18n.js", "settings.js", "api.js", "console.css", "vendor/msgpack.min.js"):
             asset = await http.get(f"/console/{name}")
             assert asset.status_code == 200 and asset.content == (STATIC / name).read_bytes(), name
             assert asset.headers["content-security-policy"] == content_security_policy(CONSOLE)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from ...conversations.service import system
 from ...model import AgentProfile, SaveAgent
 from ...store import Conflict, NotFound
-from ..operations import Body, Call, Operation
+from ..operations import SUPERVISOR, Body, Call, Operation
 from ..problems import Problem
 
 Name = Field(default=None, max_length=100, description="Display name shown to shoppers.")
@@ -150,8 +150,8 @@ async def list_agents(call: Call) -> tuple[int, dict]:
 
 
 OPERATIONS = (
-    Operation("POST", "/v1/agents", create_agent, "Create an agent of this tenant.", frozenset(), body=AgentCreate, response=AgentOut, status=201, errors=(409,)),
-    Operation("GET", "/v1/agents", list_agents, "List this tenant's agents with their presence.", frozenset({"read"}), response=AgentList),
-    Operation("GET", "/v1/agents/{user}", get_agent, "One agent.", frozenset({"read"}), response=AgentOut, errors=(404,)),
-    Operation("PATCH", "/v1/agents/{user}", update_agent, "Change an agent's settings, or disable (and re-enable) them.", frozenset(), body=AgentUpdate, response=AgentOut, errors=(404,)),
+    Operation("POST", "/v1/agents", create_agent, "Create an agent of this tenant.", frozenset(), body=AgentCreate, response=AgentOut, status=201, errors=(409,), token_roles=SUPERVISOR),
+    Operation("GET", "/v1/agents", list_agents, "List this tenant's agents with their presence.", frozenset({"read"}), response=AgentList, token_roles=SUPERVISOR),
+    Operation("GET", "/v1/agents/{user}", get_agent, "One agent.", frozenset({"read"}), response=AgentOut, errors=(404,), token_roles=SUPERVISOR),
+    Operation("PATCH", "/v1/agents/{user}", update_agent, "Change an agent's settings, or disable (and re-enable) them.", frozenset(), body=AgentUpdate, response=AgentOut, errors=(404,), token_roles=SUPERVISOR),
 )

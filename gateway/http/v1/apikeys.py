@@ -60,7 +60,7 @@ class KeyList(BaseModel):
 
 
 OPERATIONS = (
-    Operation("POST", "/v1/apikeys", create_api_key, "Create an API key of this tenant; the response shows its secret, once.", frozenset(), body=KeyCreate, response=KeyCreated, status=201),
-    Operation("GET", "/v1/apikeys", list_api_keys, "List this tenant's API keys (never their secrets).", frozenset(), response=KeyList),
-    Operation("DELETE", "/v1/apikeys/{key_id}", revoke_api_key, "Revoke an API key; it is refused from then on.", frozenset(), response=KeyOut, errors=(404,)),
+    Operation("POST", "/v1/apikeys", create_api_key, "Create an API key of this tenant; the response shows its secret, once.", frozenset(), body=KeyCreate, response=KeyCreated, status=201, backend_only=True),
+    Operation("GET", "/v1/apikeys", list_api_keys, "List this tenant's API keys (never their secrets).", frozenset(), response=KeyList, backend_only=True),
+    Operation("DELETE", "/v1/apikeys/{key_id}", revoke_api_key, "Revoke an API key; it is refused from then on.", frozenset(), response=KeyOut, errors=(404,), backend_only=True),
 )

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from ...bots import RECORD_KEY, RECORD_KIND, load_knowledge_base_file, parse_knowledge_base
 from ...model import DeleteRecord, PutRecords, Record
-from ..operations import Body, Call, Operation
+from ..operations import SUPERVISOR, Body, Call, Operation
 from ..problems import Problem
 
 #: A knowledge base is larger than other bodies (the shipped sample is 68 KB of JSON).
@@ -121,11 +121,11 @@ async def delete_knowledge_base(call: Call) -> tuple[int, None]:
 
 
 OPERATIONS = (
-    Operation("GET", "/v1/bot/knowledge-base", get_knowledge_base, "The knowledge base this tenant's built-in bot answers from.", frozenset({"read"}), response=KnowledgeBaseOut),
+    Operation("GET", "/v1/bot/knowledge-base", get_knowledge_base, "The knowledge base this tenant's built-in bot answers from.", frozenset({"read"}), response=KnowledgeBaseOut, token_roles=SUPERVISOR),
     Operation(
         "PUT", "/v1/bot/knowledge-base", put_knowledge_base, "Replace this tenant's bot knowledge base (checked, stored, fitted in the background).",
-        frozenset(), body=KnowledgeBaseIn, response=KnowledgeBaseOut, max_body_bytes=MAX_BODY_BYTES,
+        frozenset(), body=KnowledgeBaseIn, response=KnowledgeBaseOut, max_body_bytes=MAX_BODY_BYTES, token_roles=SUPERVISOR,
     ),
-    Operation("POST", "/v1/bot/try", try_bot, "How this tenant's bot would answer a question (nothing is sent).", frozenset({"read"}), body=TryIn, response=TryOut, errors=(409,)),
-    Operation("DELETE", "/v1/bot/knowledge-base", delete_knowledge_base, "Forget the stored knowledge base: the routing settings' file (or the sample) again.", frozenset(), status=204),
+    Operation("POST", "/v1/bot/try", try_bot, "How this tenant's bot would answer a question (nothing is sent).", frozenset({"read"}), body=TryIn, response=TryOut, errors=(409,), token_roles=SUPERVISOR),
+    Operation("DELETE", "/v1/bot/knowledge-base", delete_knowledge_base, "Forget the stored knowledge base: the routing settings' file (or the sample) again.", frozenset(), status=204, token_roles=SUPERVISOR),
 )

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from ...conversations.service import system
 from ...customers import replies as quick
-from ..operations import Body, Call, Operation, Query
+from ..operations import SUPERVISOR, Body, Call, Operation, Query
 
 
 class ReplyIn(Body):
@@ -159,7 +159,7 @@ OPERATIONS = (
     Operation("GET", "/v1/conversations/{conv_id}/notes", list_notes, "The conversation's private notes (never shown to the shopper), oldest first.", READ, response=NoteList, errors=(404,)),
     Operation("POST", "/v1/conversations/{conv_id}/notes", add_note, "Add a private note as the system; the staff serving the conversation are told.", frozenset({"ingest"}), body=NoteIn, response=Note, status=201, errors=(404,)),
     Operation("GET", "/v1/conversations/{conv_id}/workspace", conversation_facts, "The conversation's customer, product, tags, summary, survey and satisfaction.", READ, errors=(404,)),
-    Operation("GET", "/v1/business-hours", get_hours, "The tenant's business hours and whether agents are at work now.", READ, response=Hours),
-    Operation("PUT", "/v1/business-hours", put_hours, "Set the tenant's business hours.", frozenset(), body=HoursIn, response=Hours),
-    Operation("DELETE", "/v1/business-hours", delete_hours, "Remove the business hours (agents always expected).", frozenset(), response=Hours),
+    Operation("GET", "/v1/business-hours", get_hours, "The tenant's business hours and whether agents are at work now.", READ, response=Hours, token_roles=SUPERVISOR),
+    Operation("PUT", "/v1/business-hours", put_hours, "Set the tenant's business hours.", frozenset(), body=HoursIn, response=Hours, token_roles=SUPERVISOR),
+    Operation("DELETE", "/v1/business-hours", delete_hours, "Remove the business hours (agents always expected).", frozenset(), response=Hours, token_roles=SUPERVISOR),
 )

@@ -8,7 +8,7 @@ import time
 from pydantic import BaseModel, Field
 
 from ... import reports
-from ..operations import Call, Operation, Query
+from ..operations import SUPERVISOR, Call, Operation, Query
 from ..problems import Problem
 
 WEEK_MS = 7 * 24 * 3600 * 1000
@@ -54,5 +54,5 @@ async def get_summary(call: Call) -> tuple[int, dict]:
 
 OPERATIONS = (
     Operation("GET", "/v1/reports/summary", get_summary, "This tenant's customer service over a period: topics, response times, workload, satisfaction.",
-              frozenset({"read"}), query=ReportQuery, response=Report, token_roles=frozenset({"supervisor"})),
+              frozenset({"read"}), query=ReportQuery, response=Report, token_roles=SUPERVISOR),
 )

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from ...model import SaveTenantSettings, TenantSettings
 from ...routing.config import TenantRouting, parse_tenant
-from ..operations import Body, Call, Operation
+from ..operations import SUPERVISOR, Body, Call, Operation
 from ..problems import Problem
 
 Strategy = Literal["least_loaded", "round_robin", "sticky", "manual"]
@@ -82,6 +82,6 @@ async def put_routing(call: Call) -> tuple[int, dict]:
 
 
 OPERATIONS = (
-    Operation("GET", "/v1/routing", get_routing, "This tenant's routing settings in force.", frozenset({"read"}), response=RoutingOut),
-    Operation("PUT", "/v1/routing", put_routing, "Replace this tenant's routing settings (stored; in force at once).", frozenset(), body=RoutingSettings, response=RoutingOut),
+    Operation("GET", "/v1/routing", get_routing, "This tenant's routing settings in force.", frozenset({"read"}), response=RoutingOut, token_roles=SUPERVISOR),
+    Operation("PUT", "/v1/routing", put_routing, "Replace this tenant's routing settings (stored; in force at once).", frozenset(), body=RoutingSettings, response=RoutingOut, token_roles=SUPERVISOR),
 )

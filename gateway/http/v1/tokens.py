@@ -50,5 +50,5 @@ async def mint_token(call: Call) -> tuple[int, dict]:
 
 
 OPERATIONS = (
-    Operation("POST", "/v1/tokens", mint_token, "Mint a client token for a user of this tenant.", frozenset({"ingest"}), body=TokenRequest, response=TokenOut, status=201),
+    Operation("POST", "/v1/tokens", mint_token, "Mint a client token for a user of this tenant.", frozenset({"ingest"}), body=TokenRequest, response=TokenOut, status=201, backend_only=True),
 )

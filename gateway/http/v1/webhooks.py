@@ -140,11 +140,11 @@ async def ping_webhook(call: Call) -> tuple[int, dict]:
 
 OPERATIONS = (
     Operation("POST", "/v1/webhooks", create_webhook, "Subscribe a URL to this tenant's events; the response shows its signing secret, once.", frozenset(),
-              body=WebhookIn, response=WebhookCreated, status=201, errors=(409,)),
-    Operation("GET", "/v1/webhooks", list_webhooks, "List this tenant's webhooks (never their secrets), each with how its deliveries go.", frozenset(), response=WebhookList),
+              body=WebhookIn, response=WebhookCreated, status=201, errors=(409,), backend_only=True),
+    Operation("GET", "/v1/webhooks", list_webhooks, "List this tenant's webhooks (never their secrets), each with how its deliveries go.", frozenset(), response=WebhookList, backend_only=True),
     Operation("PATCH", "/v1/webhooks/{webhook_id}", change_webhook, "Change a webhook's URL, events or description (its secret stays).", frozenset(),
-              body=WebhookChange, response=WebhookOut, errors=(404,)),
-    Operation("DELETE", "/v1/webhooks/{webhook_id}", delete_webhook, "Delete a webhook: no more events are sent to it.", frozenset(), status=204, errors=(404,)),
+              body=WebhookChange, response=WebhookOut, errors=(404,), backend_only=True),
+    Operation("DELETE", "/v1/webhooks/{webhook_id}", delete_webhook, "Delete a webhook: no more events are sent to it.", frozenset(), status=204, errors=(404,), backend_only=True),
     Operation("POST", "/v1/webhooks/{webhook_id}/ping", ping_webhook, "Send one signed `ping` event to the webhook now and say what its receiver answered.",
-              frozenset(), response=PingOut, errors=(404,)),
+              frozenset(), response=PingOut, errors=(404,), backend_only=True),
 )

@@ -4,9 +4,11 @@
 // docs/routing.md); attachments come from the media endpoints with the same token. Text from
 // shoppers is only ever set as textContent: nothing they write becomes markup.
 
+import { callApi } from "./api.js";
 import { clock, el, renderBody, uploadFile } from "./bodies.js";
 import { KefuClient, keepFragment, randomId, socketUrl } from "./client.js";
 import { duration, t } from "./i18n.js";
+import { showSettings, wireSettings } from "./settings.js";
 import { Transcript } from "./transcript.js";
 
 const TOKEN_KEY = "kefu.console.token";
@@ -134,6 +136,7 @@ async function goLive(hello) {
   $("me").textContent = `${desk.me.name} · ${t(desk.me.role)}`;
   $("tab-queues").hidden = desk.me.role !== "supervisor";
   $("tab-reports").hidden = desk.me.role !== "supervisor";
+  $("tab-settings").hidden = desk.me.role !== "supervisor";
   if (desk.me.role === "supervisor" && !desk.observing) desk.observing = setInterval(observe, OBSERVE_EVERY_MS);
   const status = localStorage.getItem(STATUS_KEY) || "online";
   $("status").value = status;
@@ -732,13 +735,14 @@ function wireTabs() {
   $("tab-queues").addEventListener("click", () => showTab("queues"));
   $("tab-reports").addEventListener("click", () => showTab("reports"));
   $("tab-replies").addEventListener("click", () => showTab("replies"));
+  $("tab-settings").addEventListener("click", () => showTab("settings"));
   $("report-period").addEventListener("change", () => renderReport().catch(showReportError));
 }
 
-const MAIN_VIEWS = { reports: "reports", replies: "replies-view" }; // tabs that take the conversation's place
+const MAIN_VIEWS = { reports: "reports", replies: "replies-view", settings: "settings-view" }; // tabs that take the conversation's place
 
 function showTab(name) {
-  for (const tab of ["inbox", "queues", "reports", "replies"]) $(`tab-${tab}`).classList.toggle("active", name === tab);
+  for (const tab of ["inbox", "queues", "reports", "replies", "settings"]) $(`tab-${tab}`).classList.toggle("active", name === tab);
   $("inbox").hidden = name !== "inbox";
   $("inbox-empty").hidden = name !== "inbox" || $("inbox").children.length > 0;
   $("queues").hidden = name !== "queues";
@@ -754,6 +758,7 @@ function showTab(name) {
   }
   if (name === "reports") renderReport().catch(showReportError);
   if (name === "replies") renderReplyList().catch(showError);
+  if (name === "settings") showSettings().catch(showError);
 }
 
 async function renderQueues() {
@@ -868,9 +873,10 @@ function wireReplies() {
 }
 
 // ---- supervisors: the report (GET /v1/reports/summary, which takes a supervisor's token) --------
+// (and the Settings tab, settings.js: the shop's agents, hours, routing and bot, with the same token)
 
 function showReportError(err) {
-  $("report").replaceChildren(el("p", { class: "error", text: String(err.message || err) }));
+  $("report").replaceChildren(el("p", { class: "error", text: err.code ? `${err.code}: ${err.message}` : String(err.message || err) }));
 }
 
 function pair(stat) {
@@ -894,11 +900,7 @@ async function renderReport() {
   const since = new Date();
   since.setHours(0, 0, 0, 0);
   since.setDate(since.getDate() - (days - 1));
-  const answer = await fetch(`/v1/reports/summary?since=${since.getTime()}&utc_offset_min=${-new Date().getTimezoneOffset()}`, {
-    headers: { authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` },
-  });
-  const r = await answer.json();
-  if (!answer.ok) throw new Error(`${r.code}: ${r.detail}`);
+  const r = await callApi(sessionStorage.getItem(TOKEN_KEY), "GET", `/v1/reports/summary?since=${since.getTime()}&utc_offset_min=${-new Date().getTimezoneOffset()}`);
   const card = (label, value, note) => el("div", { class: "card" }, el("div", { class: "muted", text: label }), el("strong", { text: value }), note ? el("div", { class: "muted", text: note }) : null);
   const sat = r.satisfaction;
   const parts = [
@@ -929,4 +931,5 @@ async function renderReport() {
 
 wireTabs();
 wireReplies();
+wireSettings(() => sessionStorage.getItem(TOKEN_KEY));
 start();

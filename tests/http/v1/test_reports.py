@@ -88,7 +88,7 @@ async def test_a_supervisors_client_token_reads_its_tenants_report_and_no_other_
             mine = await boss.get("/v1/reports/summary")
             assert mine.status_code == 200 and mine.json()["conversations"] == 1
             assert (await elsewhere.get("/v1/reports/summary")).json()["conversations"] == 0  # its own tenant's, never another's
-            problem(await boss.get("/v1/agents"), 401, "unauthenticated")  # not an operation that takes tokens
+            problem(await boss.get("/v1/conversations"), 401, "unauthenticated")  # not an operation that takes tokens
             problem(await boss.get("/v1/reports/summary", params={"since": "yesterday"}), 422, "bad_request")
         for role in ("agent", "shopper", "bot"):
             async with client(gw, token("x", role)) as someone:
