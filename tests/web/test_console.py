@@ -21,10 +21,15 @@ expect.set_options(timeout=15_000)
 HOSTILE = '<img src=x onerror="window.pwned=1">转人工 <b>粗体</b>'
 
 
-def sign_in(page, gateway, user: str = "wangli", name: str = "王丽", role: str = "agent") -> None:
-    """Open what `kefu token … --page` prints: the console's address with the token in its fragment."""
-    args = [sys.executable, "-m", "gateway", "token", "--jwt-secret", SECRET, "--tenant", gateway.tenant, "--user", user, "--role", role, "--name", name, "--page", gateway.http_url]
-    page.goto(subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout.strip())
+def console_link(gateway, user: str = "wangli", name: str = "王丽", role: str = "agent", ttl_s: int = 24 * 3600) -> str:
+    """What `kefu token … --page` prints: the console's address with the token in its fragment."""
+    args = [sys.executable, "-m", "gateway", "token", "--jwt-secret", SECRET, "--tenant", gateway.tenant, "--user", user, "--role", role, "--name", name,
+            "--ttl", str(ttl_s), "--page", gateway.http_url]
+    return subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+
+
+def sign_in(page, gateway, user: str = "wangli", name: str = "王丽", role: str = "agent", ttl_s: int = 24 * 3600) -> None:
+    page.goto(console_link(gateway, user, name, role, ttl_s))
     expect(page.locator("#link")).to_have_text("已连接")
 
 
@@ -368,4 +373,77 @@ def test_a_supervisor_manages_agents_hours_routing_and_the_bot_in_settings(gatew
     expect(page.locator("#bot-answer blockquote")).not_to_be_empty()
     for placeholder in ("null", "undefined", "NaN"):
         expect(page.locator("#settings-view")).not_to_contain_text(placeholder)
+    assert page.errors == []
+
+
+# Notifications are recorded as the page makes them (an init script runs before the page's own and
+# is not subject to its CSP): the browser's own would go to a desktop the test cannot see.
+RECORD_NOTIFICATIONS = """
+window.notified = [];
+const Real = window.Notification;
+class Recorded extends Real {
+  constructor(title, options) { super(title, options); window.notified.push({ title, body: options.body, tag: options.tag }); }
+}
+Object.defineProperty(Recorded, "permission", { get: () => Real.permission });
+Recorded.requestPermission = (...args) => Real.requestPermission(...args);
+window.Notification = Recorded;
+"""
+
+
+def test_an_agent_switches_alerts_on_and_hears_of_a_new_conversation_and_a_message_elsewhere(gateway, page):
+    page.context.grant_permissions(["notifications"])
+    page.add_init_script(RECORD_NOTIFICATIONS)
+    sign_in(page, gateway, "zhouli", "周丽")
+    alerts = page.locator("#alerts")
+    expect(alerts).to_have_attribute("aria-pressed", "false")
+    alerts.click()
+    expect(alerts).to_have_attribute("aria-pressed", "true")
+    notified = lambda: page.locator("body").evaluate("() => window.notified")  # noqa: E731
+
+    first = Peer(gateway, "u61", name="钱女士")
+    conv_a = open_with_human(first)
+    expect(page.locator("#thread-title")).to_contain_text("钱女士")  # opened by itself: the agent is looking at it
+    second = Peer(gateway, "u62", name="孙先生")
+    conv_b = open_with_human(second)
+    expect(page.locator(f'#inbox li[data-conv="{conv_b}"]')).to_be_visible()
+    second.ok("send", conv=conv_b, cmid="q2", body={"kind": "text", "text": "还在吗？急"})
+    second.ok("send", conv=conv_b, cmid="q3", body={"kind": "location", "lat": 31.23, "lng": 121.47, "name": "人民广场"})
+    expect(page.locator(f'#inbox li[data-conv="{conv_b}"] .unread')).to_have_text("3")
+    told = [n for n in notified() if n["tag"] == f"kefu-{conv_b}"]
+    assert told[0]["title"] == "新会话：孙先生", told
+    assert [(n["title"], n["body"]) for n in told[1:]] == [("孙先生", "还在吗？急"), ("孙先生", "[位置]")]
+    assert page.locator("#expiry").is_hidden()  # a day's token: nothing to renew yet
+
+    # switched off, and kept off in this browser: nothing more is told
+    alerts.click()
+    expect(alerts).to_have_attribute("aria-pressed", "false")
+    before = len(notified())
+    second.ok("send", conv=conv_b, cmid="q4", body={"kind": "text", "text": "人呢"})
+    expect(page.locator(f'#inbox li[data-conv="{conv_b}"] .unread')).to_have_text("4")
+    assert len(notified()) == before
+    page.reload()
+    expect(page.locator("#alerts")).to_have_attribute("aria-pressed", "false")
+    first.close()
+    second.close()
+    assert conv_a != conv_b and page.errors == []
+
+
+def test_a_sign_in_about_to_end_is_renewed_with_a_pasted_link(gateway, page):
+    sign_in(page, gateway, "wuli", "吴丽", ttl_s=60)  # under two minutes: the page says so at once
+    expect(page.locator("#expiry")).to_be_visible()
+    expect(page.locator("#expiry-text")).to_contain_text("登录将在")
+    # someone else's link is refused by the server; the agent's own is taken, and the desk goes on
+    page.locator("#renew-token").fill(console_link(gateway, "zhengli", "郑丽"))
+    page.locator("#renew-form button").click()
+    expect(page.locator("#renew-error")).to_contain_text("already_authenticated")
+    page.locator("#renew-token").fill(console_link(gateway, "wuli", "吴丽"))
+    page.locator("#renew-form button").click()
+    expect(page.locator("#expiry")).to_be_hidden()
+    shopper = Peer(gateway, "u63", name="冯女士")
+    conv = open_with_human(shopper)
+    expect(page.locator("#thread-title")).to_contain_text("冯女士")
+    page.locator("#text").fill("您好，我在")
+    page.locator("#text").press("Enter")
+    assert shopper.next("msg", conv=conv, role="agent", timeout=20)["body"]["text"] == "您好，我在"
+    shopper.close()
     assert page.errors == []

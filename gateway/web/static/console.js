@@ -4,10 +4,12 @@
 // docs/routing.md); attachments come from the media endpoints with the same token. Text from
 // shoppers is only ever set as textContent: nothing they write becomes markup.
 
+import { Alerts } from "./alerts.js";
 import { callApi } from "./api.js";
 import { clock, el, renderBody, uploadFile } from "./bodies.js";
-import { KefuClient, keepFragment, randomId, socketUrl } from "./client.js";
+import { KefuClient, frameParents, keepFragment, randomId, socketUrl } from "./client.js";
 import { duration, t } from "./i18n.js";
+import { TokenRenewal } from "./renewal.js";
 import { showSettings, wireSettings } from "./settings.js";
 import { Transcript } from "./transcript.js";
 
@@ -27,6 +29,8 @@ const desk = {
   convs: new Map(), // id -> Conversation (below)
   current: null, // id of the conversation shown
   queuesTimer: null,
+  alerts: new Alerts((id) => select(id)),
+  renewal: null, // TokenRenewal, once connected
 };
 
 class Conversation extends Transcript {
@@ -95,6 +99,8 @@ async function start() {
   });
   wireThread();
   wirePanel();
+  wireAlerts();
+  wireRenewal();
   keepFragment({ token: TOKEN_KEY });
   connect();
 }
@@ -106,6 +112,58 @@ async function connect() {
   if (desk.client) desk.client.stop();
   desk.client = new KefuClient(url, token, onFrame, onState);
   desk.client.start();
+  if (desk.renewal) desk.renewal.stop();
+  desk.renewal = new TokenRenewal({ current: () => sessionStorage.getItem(TOKEN_KEY), use: renew, parents: await frameParents(), onNotice: showExpiry });
+  desk.renewal.start();
+}
+
+// ---- a new token before this one ends (renewal.js): from the page that frames the console, or pasted
+
+async function renew(token) {
+  const expiry = await desk.client.renew(token);
+  sessionStorage.setItem(TOKEN_KEY, token);
+  return expiry;
+}
+
+function showExpiry(secondsLeft) {
+  $("expiry").hidden = secondsLeft === null;
+  if (secondsLeft !== null) $("expiry-text").textContent = t("expiry", { t: duration(secondsLeft * 1000) });
+}
+
+function wireRenewal() {
+  $("renew-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const said = $("renew-token").value.trim();
+    const token = new URLSearchParams(said.includes("#") ? said.slice(said.indexOf("#") + 1) : "").get("token") || said; // a link or a token
+    $("renew-error").textContent = "";
+    try {
+      await renew(token);
+      $("renew-token").value = "";
+      showExpiry(null);
+      desk.renewal.schedule();
+    } catch (err) {
+      $("renew-error").textContent = `${err.code || ""} ${err.message}`.trim();
+    }
+  });
+}
+
+// ---- alerts (alerts.js) ------------------------------------------------------------------
+
+function wireAlerts() {
+  const button = $("alerts");
+  const show = () => {
+    button.setAttribute("aria-pressed", String(desk.alerts.on));
+    button.textContent = t(desk.alerts.on ? "alerts_on" : "alerts_off");
+  };
+  button.hidden = !desk.alerts.supported;
+  button.addEventListener("click", () => desk.alerts.toggle().then(show));
+  show();
+}
+
+function preview(body) {
+  if (!body) return "";
+  if (body.kind === "text") return body.text;
+  return `[${t(`kind_${body.kind}`)}]`;
 }
 
 function onState(state, detail = {}) {
@@ -188,6 +246,7 @@ function onFrame(frame) {
       const conv = conversation(frame.conv);
       conv.packet = frame.context || null;
       if (frame.customer) conv.context = frame.customer;
+      desk.alerts.tell(conv.id, t("alert_assigned", { who: customerName(conv) }), conv.map.subject || t("alert_assigned_body"), desk.current);
       renderInbox();
       if (!desk.current) select(conv.id);
       else if (desk.current === conv.id) renderThread();
@@ -254,7 +313,9 @@ function onFrame(frame) {
 
 function onMessage(msg) {
   const conv = desk.convs.get(msg.conv) || conversation({ id: msg.conv, status: "open" });
+  const news = !conv.messages.has(msg.seq);
   conv.add(msg);
+  if (news && msg.role === "shopper" && mine(conv)) desk.alerts.tell(conv.id, customerName(conv), preview(msg.body), desk.current);
   if (msg.from === desk.me.id) conv.pending.delete(msg.cmid); // sent from another tab
   if (conv.loaded && msg.seq > conv.held() + 1) fillGap(conv);
   if (conv.loaded) desk.client.hold(conv.id, conv.held());
