@@ -145,7 +145,7 @@ async def serve(
     )
     routing_config = RoutingConfig.load(config.routing_file) if config.routing_file else RoutingConfig()
     if config.routing == "on":
-        bots = BotDirectory(store=store)
+        bots = BotDirectory(store=store, fits_dir=config.bot_fits_path)
         node.workspace.catalog.on_product = bots.add_product  # the shop's ingested products answer product questions
         routing = RoutingService(node.service, routing_config, bots=bots)
         if config.shared_bus:  # one leader decides for the cluster (gateway.routing.cluster)

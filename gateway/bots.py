@@ -60,7 +60,8 @@ def stored_key(tenant: str) -> str:
 class BotDirectory:
     """The bots of a gateway, by knowledge base, and the product catalog they answer from."""
 
-    def __init__(self, catalog: object | None = None, store: Any = None) -> None:
+    def __init__(self, catalog: object | None = None, store: Any = None, fits_dir: str = "") -> None:
+        """``fits_dir``: where fitted models are kept across restarts (gateway.bot.fits; empty: not kept)."""
         self._bots: dict[str, object] = {}  # by knowledge base: a file's path ("" the sample) or stored_key(tenant)
         self._looked: dict[str, trio.Event] = {}  # tenants whose stored knowledge base was looked for (set: done)
         self._fitting: dict[str, trio.Lock] = {}  # one fit of a tenant's stored knowledge base at a time: the last stored wins
@@ -69,6 +70,8 @@ class BotDirectory:
         # a gateway.bot.Catalog; a MemoryCatalog once a bot loads. The workspace's product ingest
         # fills it (catalog.put(tenant, product)); bots read it on every product question.
         self.catalog = catalog
+        self.fits_dir = fits_dir
+        self._fits: Any = None  # the gateway.bot.FitCache of fits_dir, made with the bot package
 
     async def preload(self, config: RoutingConfig) -> None:
         """Fit every knowledge base a tenant's built-in bot uses, in a worker thread, before the
@@ -92,7 +95,7 @@ class BotDirectory:
         ``knowledge_base`` setting, or ``stored_key(tenant)``): fitted in a worker thread, then
         swapped in, the previous bot answering meanwhile."""
         bots = await trio.to_thread.run_sync(bot_package)
-        classifier = await trio.to_thread.run_sync(bots.IntentClassifier.fit, kb)
+        classifier = await trio.to_thread.run_sync(lambda: bots.IntentClassifier.fit(kb, fits=self.fits(bots)))
         bot = self._bots[key] = bots.FaqBot(kb, classifier=classifier, catalog=self._catalog(bots))
         log.info("bot knowledge base %s installed (%d intents)", key, len(kb.intents))  # type: ignore[attr-defined]
         return bot
@@ -214,7 +217,13 @@ class BotDirectory:
 
     def _load(self, path: str) -> object:
         bots = bot_package()
-        return bots.load_bot(path or None, catalog=self._catalog(bots))
+        return bots.load_bot(path or None, catalog=self._catalog(bots), fits=self.fits(bots))
+
+    def fits(self, bots: Any) -> Any:
+        """Where fitted models are kept (a gateway.bot.FitCache), or None."""
+        if self._fits is None and self.fits_dir:
+            self._fits = bots.FitCache(self.fits_dir)
+        return self._fits
 
     def _catalog(self, bots: Any) -> Any:
         """The one catalog every bot of the gateway reads (an in-memory one until a shop's is set)."""

@@ -74,6 +74,7 @@ class Config:
     shutdown_timeout_s: float = _opt(10.0, "Seconds SIGTERM may take to flush the store and close clients.")
     routing: str = _opt("on", "Conversation routing: the bot answers first, then agents (off: a plain relay).", choices=("on", "off"))
     routing_file: str = _opt("", "JSON file of per-tenant routing settings (docs/routing.md); empty: the defaults.")
+    bot_fits_dir: str = _opt("", "Where fitted bot models are kept, so that a restart loads them instead of fitting again (empty: DATA_DIR/bot-fits; off: not kept). As trusted as the data dir: they are pickles.")
     routing_lease_s: float = _opt(10.0, "With a redis:// bus: seconds the routing leader's lease and each node's heartbeat live; a dead leader or node is noticed after this long (docs/scaling.md).")
     routing_reply_timeout_s: float = _opt(5.0, "With a redis:// bus: seconds a routing request forwarded to the leader may wait for its answer (then `unavailable`: retry).")
     media_image_bytes: int = _opt(_MEDIA.image_bytes, "Largest image upload, in bytes.")
@@ -134,6 +135,13 @@ class Config:
     @property
     def sqlite_path(self) -> Path:
         return Path(self.data_dir) / "kefu.sqlite3"
+
+    @property
+    def bot_fits_path(self) -> str:
+        """Where fitted bot models are kept ("" for nowhere)."""
+        if self.bot_fits_dir == "off":
+            return ""
+        return self.bot_fits_dir or str(Path(self.data_dir) / "bot-fits")
 
     @property
     def shared_store(self) -> bool:

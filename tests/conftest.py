@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import pytest
 import trio
 
@@ -16,6 +20,23 @@ from .support import SECRET
 # upload tests also inspect in worker processes, forked from one fork server per test run: cheap,
 # and the default path, so they run in both passes.
 PROCESS_TESTS = ("bench/", "test_cluster.py", "test_cluster_routing.py", "test_outages.py", "test_workers.py", "media/test_pool.py")
+
+
+def pytest_configure(config) -> None:
+    """Gateway processes the tests start keep their fitted bot models in one folder for the run
+    (``--bot-fits-dir`` through the environment, which xdist's workers and their subprocesses
+    inherit): the first process fits the sample bot, the others load it."""
+    if hasattr(config, "workerinput") or "KEFU_BOT_FITS_DIR" in os.environ:
+        return
+    config.bot_fits_dir = tempfile.mkdtemp(prefix="kefu-test-bot-fits-")
+    os.environ["KEFU_BOT_FITS_DIR"] = config.bot_fits_dir
+
+
+def pytest_unconfigure(config) -> None:
+    made = getattr(config, "bot_fits_dir", None)
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+        del os.environ["KEFU_BOT_FITS_DIR"]
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -79,3 +79,28 @@ async def test_a_burst_of_puts_costs_at_most_two_fits(monkeypatch):
     with trio.fail_after(60):
         await bots.use_stored("shop1")
     assert len(fits) == 2  # a changed one is fitted
+
+
+async def test_a_restarted_gateways_bots_load_their_fitted_models_instead_of_fitting(tmp_path, monkeypatch):
+    from gateway.bot import IntentClassifier, KnowledgeBase
+
+    ran = []
+    real = IntentClassifier.fit_on.__func__
+    monkeypatch.setattr(IntentClassifier, "fit_on", classmethod(lambda cls, training: ran.append(1) or real(cls, training)))
+    kb = KnowledgeBase.from_dict(KB, source="test")
+    with trio.fail_after(60):
+        before = await BotDirectory(fits_dir=str(tmp_path / "fits")).install("api:shop1", kb)
+        after = await BotDirectory(fits_dir=str(tmp_path / "fits")).install("api:shop1", kb)  # the next process
+        assert len(ran) == 1
+        await BotDirectory(fits_dir="").install("api:shop1", kb)  # kept nowhere: fitted
+        assert len(ran) == 2
+    for bot in (before, after):
+        assert bot.handle(bot.start({"tenant": "shop1", "user": "u"}), "你们几点开门", 0.0).answer == "每天9点到21点"
+
+
+def test_fitted_models_are_kept_in_the_data_dir_unless_told_otherwise():
+    from gateway.config import Config
+
+    assert Config(data_dir="/var/lib/kefu").bot_fits_path == "/var/lib/kefu/bot-fits"
+    assert Config(data_dir="/var/lib/kefu", bot_fits_dir="/cache/kefu").bot_fits_path == "/cache/kefu"
+    assert Config(data_dir="/var/lib/kefu", bot_fits_dir="off").bot_fits_path == ""

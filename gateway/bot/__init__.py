@@ -13,7 +13,8 @@ Measure it with ``python -m gateway.bot.evaluate`` (docs/routing.md: the set for
 
 from .bot import DEFAULT_KNOWLEDGE_BASE, BotReply, BotSessionError, BotSettings, FaqBot, load_bot, load_default_bot
 from .catalog import Catalog, CatalogError, MemoryCatalog, Product
-from .classifier import IntentClassifier, IntentMatch
+from .classifier import IntentClassifier, IntentMatch, TrainingSet
+from .fits import FitCache
 from .frustration import Frustration, FrustrationMeter, FrustrationReason, FrustrationSettings
 from .handoff import (
     ASKED_FOR_HUMAN,
@@ -38,6 +39,7 @@ __all__ = [
     "BotSettings",
     "CLARIFICATION_FAILED",
     "Catalog",
+    "FitCache",
     "CatalogError",
     "Customer",
     "DEFAULT_KNOWLEDGE_BASE",
@@ -53,6 +55,7 @@ __all__ = [
     "Intent",
     "IntentClassifier",
     "IntentMatch",
+    "TrainingSet",
     "KnowledgeBase",
     "KnowledgeBaseError",
     "MemoryCatalog",

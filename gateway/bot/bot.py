@@ -27,6 +27,7 @@ from .. import variables
 from . import products
 from .catalog import Catalog
 from .classifier import IntentClassifier, IntentMatch
+from .fits import FitCache
 from .frustration import FrustrationMeter, FrustrationSettings
 from .handoff import ASKED_FOR_HUMAN, CLARIFICATION_FAILED, FRUSTRATED, HUMAN_ONLY_INTENT, HandoffReason, asks_for_human
 from .knowledge import Bilingual, Intent, KnowledgeBase
@@ -249,10 +250,13 @@ class FaqBot:
 _FITTED: dict[str, tuple[int, KnowledgeBase, IntentClassifier]] = {}
 
 
-def load_bot(path: str | Path | None = None, settings: BotSettings | None = None, catalog: Catalog | None = None) -> FaqBot:
+def load_bot(
+    path: str | Path | None = None, settings: BotSettings | None = None, catalog: Catalog | None = None, fits: FitCache | None = None
+) -> FaqBot:
     """A bot for the knowledge base at ``path`` (None: the shipped sample shop), fitted once per
-    file and version. The first call per file fits (about a second): call it at startup, or in a
-    worker thread, not on the event loop in the middle of traffic."""
+    file and version (and with ``fits``, loaded from there when an earlier process fitted the
+    same). The first call per file fits (about a second): call it at startup, or in a worker
+    thread, not on the event loop in the middle of traffic."""
     resolved = Path(path or DEFAULT_KNOWLEDGE_BASE).resolve()
     try:
         mtime = resolved.stat().st_mtime_ns
@@ -261,7 +265,7 @@ def load_bot(path: str | Path | None = None, settings: BotSettings | None = None
     cached = _FITTED.get(str(resolved))
     if cached is None or cached[0] != mtime:
         kb = KnowledgeBase.load(resolved)
-        cached = _FITTED[str(resolved)] = (mtime, kb, IntentClassifier.fit(kb))
+        cached = _FITTED[str(resolved)] = (mtime, kb, IntentClassifier.fit(kb, fits=fits))
     return FaqBot(cached[1], settings, classifier=cached[2], catalog=catalog)
 
 

@@ -25,11 +25,15 @@ own probabilities.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+import scipy
+import sklearn
 import yaml
 from scipy.sparse import hstack
 from sklearn.calibration import CalibratedClassifierCV
@@ -38,6 +42,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 
+from .fits import FitCache
 from .knowledge import SMALLTALK, KnowledgeBase
 from .text import LANGUAGES, normalise
 from .tokens import features
@@ -49,6 +54,49 @@ _NGRAMS = (1, 3)
 _C = 0.5  # the SVM's inverse regularisation (chosen on the dev set, docs/routing.md)
 _FOLDS = 3  # cross-validation folds of the calibration
 MAX_CHARS = 300  # a message's head says what it is about; reading 5,000 characters took 50 ms
+FIT_FORMAT = 1  # raise when what a fitted model holds changes in a way the digest below cannot see
+# The code that turns text into features and fits the model: a change to it misses every kept fit.
+CODE_DIGEST = hashlib.sha256(b"".join((Path(__file__).parent / name).read_bytes() for name in ("classifier.py", "text.py", "tokens.py"))).hexdigest()
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What a fit learns from: normalised texts, their labels, and the languages present."""
+
+    texts: list[str]
+    labels: list[str]
+    languages: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """What the fitted model depends on: this set, the model's settings, and the code and
+        library versions that fit and read it (``FitCache``'s key)."""
+        made_by = [FIT_FORMAT, CODE_DIGEST, sklearn.__version__, scipy.__version__, np.__version__, _NGRAMS, _C, _FOLDS]
+        said = json.dumps([made_by, self.texts, self.labels, self.languages], ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(said.encode()).hexdigest()
+
+
+def training_set(kb: KnowledgeBase, out_of_scope: Mapping[str, Sequence[str]]) -> TrainingSet:
+    """``kb``'s examples and titles (with small talk around them) and the out-of-scope questions."""
+    texts, labels = [], []
+    languages = []
+    for language in LANGUAGES:
+        if any(intent.examples_zh if language == "zh" else intent.examples_en for intent in kb.intents):
+            languages.append(language)
+    for intent in kb.intents:
+        titles = [intent.title.zh] + ([intent.title.en] if intent.title.en != intent.title.zh else [])
+        for text in (*intent.examples_zh, *intent.examples_en, *titles):
+            texts.append(normalise(text))
+            labels.append(intent.id)
+        if intent.category != SMALLTALK:
+            for text in _with_smalltalk(intent.examples_zh, _SMALLTALK_ZH) + _with_smalltalk(intent.examples_en, _SMALLTALK_EN):
+                texts.append(normalise(text))
+                labels.append(intent.id)
+    for language in LANGUAGES:
+        for text in out_of_scope.get(language, ()):
+            texts.append(normalise(text))
+            labels.append(_OUT_OF_SCOPE)
+    return TrainingSet(texts, labels, tuple(languages))
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,34 +124,28 @@ class IntentClassifier:
         self._columns = np.array([classes.index(c) for c in self._intents])
 
     @classmethod
-    def fit(cls, kb: KnowledgeBase, out_of_scope: Mapping[str, Sequence[str]] | None = None) -> IntentClassifier:
+    def fit(cls, kb: KnowledgeBase, out_of_scope: Mapping[str, Sequence[str]] | None = None, fits: FitCache | None = None) -> IntentClassifier:
         """Train on ``kb``'s examples and titles; ``out_of_scope`` defaults to the shipped set.
 
         Takes under a second for the shipped knowledge base (about 2,000 examples) on an idle core,
         plus a fraction of a second the first time in a process (the segmenter's dictionary): do it
         once per knowledge base (``load_bot`` caches it), never per conversation, and off the event
-        loop.
+        loop. With ``fits``, a model fitted on the same training set before (by this or an earlier
+        process) is loaded instead, and a new one is kept there.
         """
-        if out_of_scope is None:
-            out_of_scope = load_out_of_scope()
-        texts, labels = [], []
-        languages = []
-        for language in LANGUAGES:
-            if any(intent.examples_zh if language == "zh" else intent.examples_en for intent in kb.intents):
-                languages.append(language)
-        for intent in kb.intents:
-            titles = [intent.title.zh] + ([intent.title.en] if intent.title.en != intent.title.zh else [])
-            for text in (*intent.examples_zh, *intent.examples_en, *titles):
-                texts.append(normalise(text))
-                labels.append(intent.id)
-            if intent.category != SMALLTALK:
-                for text in _with_smalltalk(intent.examples_zh, _SMALLTALK_ZH) + _with_smalltalk(intent.examples_en, _SMALLTALK_EN):
-                    texts.append(normalise(text))
-                    labels.append(intent.id)
-        for language in LANGUAGES:
-            for text in out_of_scope.get(language, ()):
-                texts.append(normalise(text))
-                labels.append(_OUT_OF_SCOPE)
+        training = training_set(kb, load_out_of_scope() if out_of_scope is None else out_of_scope)
+        if fits is not None:
+            found = fits.get(training.key)
+            if isinstance(found, cls):
+                return found
+        fitted = cls.fit_on(training)
+        if fits is not None:
+            fits.put(training.key, fitted)
+        return fitted
+
+    @classmethod
+    def fit_on(cls, training: TrainingSet) -> IntentClassifier:
+        texts, labels = training.texts, training.labels
         with _one_blas_thread():
             vectorizers = [
                 TfidfVectorizer(analyzer="char_wb", ngram_range=_NGRAMS, sublinear_tf=True),
@@ -118,7 +160,7 @@ class IntentClassifier:
             model.fit(matrix, labels)
         if isinstance(model, CalibratedClassifierCV):
             model = CalibratedFolds.from_sklearn(model)
-        return cls(vectorizers, model, tuple(languages))
+        return cls(vectorizers, model, training.languages)
 
     @property
     def languages(self) -> tuple[str, ...]:
