@@ -243,6 +243,36 @@ async def test_presence_online_and_offline(gateway):
         assert [f for f in await shopper.quiet(0.1) if f["t"] == "presence"] == []
 
 
+async def test_a_supervisor_follows_a_conversation_live_without_joining_and_nobody_hears_of_it(gateway):
+    with trio.fail_after(10):
+        await follow_unseen(gateway)
+
+
+async def follow_unseen(gateway):
+    async with connect(gateway.url, token("alice"), resume={}) as shopper, connect(
+        gateway.url, token("bob", "agent"), resume={}
+    ) as agent:
+        conv = (await shopper.ok("open"))["conv"]["id"]
+        await agent.ok("join", conv=conv)
+        await shopper.ok("send", conv=conv, cmid="1", body=TEXT)
+        # a supervisor connecting with a cursor for it (as the console does after a reconnect) ...
+        async with connect(gateway.url, token("boss", "supervisor"), resume={conv: 0}) as boss:
+            assert (await boss.next("msg", conv=conv))["seq"] == 1  # caught up
+            await shopper.ok("send", conv=conv, cmid="2", body=TEXT)
+            assert (await boss.next("msg", conv=conv))["seq"] == 2  # and live
+            await agent.send("typing", conv=conv, on=True)
+            assert (await boss.next("typing", conv=conv))["user"] == "bob"
+            await agent.ok("receipt", conv=conv, kind="read", seq=2)
+            assert (await boss.next("receipt", conv=conv))["user"] == "bob"
+            # ... is no participant: the conversation's members are not told it came or went
+            participants = (await agent.ok("join", conv=conv))["participants"]
+            assert "boss" not in [p["user"] for p in participants]
+        await shopper.ok("send", conv=conv, cmid="3", body=TEXT)
+        await agent.next("msg", seq=3)
+        for member in (shopper, agent):
+            assert [f for f in await member.quiet(0.1) if f["t"] == "presence" and f["user"] == "boss"] == []
+
+
 async def test_leave_and_close(gateway):
     async with connect(gateway.url, token("alice"), resume={}) as shopper, connect(
         gateway.url, token("bob", "agent"), resume={}

@@ -699,8 +699,12 @@ class ConversationService:
         self._publish(self.bus.publish_user, self.node_id, tenant, user, env.event_frame(payload))
 
     def presence(self, who: Principal, conv_ids: list[str], online: bool) -> None:
-        """``who`` came online or went offline: tell the conversations they are live in."""
+        """``who`` came online or went offline: tell the conversations they are live in as a
+        participant (a supervisor following one without joining it is heard of by nobody)."""
         for conv_id in conv_ids:
+            state = self.hub.get(conv_id)
+            if state is not None and who.user not in state.members:
+                continue
             payload = {"t": "presence", "conv": conv_id, "user": who.user, "role": who.role, "online": online}
             self._publish_event(conv_id, env.event_frame(payload), who.user)
 

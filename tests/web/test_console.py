@@ -226,6 +226,10 @@ def test_a_supervisor_sees_the_queues_and_the_agents(gateway, page):
     expect(page.locator("#text")).to_be_disabled()  # not a participant yet
     shopper.ok("send", conv=conv, cmid="q2", body={"kind": "text", "text": "还要等多久？"})
     expect(page.locator("#message-list li.shopper .text").last).to_have_text("还要等多久？")  # followed before joining
+    shopper.tell("typing", conv=conv, on=True)
+    expect(page.locator("#typing")).to_be_visible()  # live, as its members hear it
+    shopper.tell("typing", conv=conv, on=False)
+    expect(page.locator("#typing")).to_be_hidden()
     page.locator("#join").click()
     assert shopper.next("joined", conv=conv, user="boss")["role"] == "supervisor"
     expect(page.locator("#join")).to_be_hidden()

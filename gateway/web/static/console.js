@@ -17,7 +17,6 @@ const TOKEN_KEY = "kefu.console.token";
 const STATUS_KEY = "kefu.console.status";
 const RECALL_WINDOW_MS = 120000;
 const TYPING_SHOWN_MS = 6000;
-const OBSERVE_EVERY_MS = 3000; // a supervisor reading a conversation they have not joined reads it again this often
 
 const $ = (id) => document.getElementById(id);
 
@@ -46,6 +45,7 @@ class Conversation extends Transcript {
     this.tags = [];
     this.typingUntil = 0;
     this.readBy = 0; // the shopper's read receipt
+    this.watched = false; // a supervisor follows it live without having joined (follow)
     this.shopperOnline = null;
   }
 
@@ -195,7 +195,6 @@ async function goLive(hello) {
   $("tab-queues").hidden = desk.me.role !== "supervisor";
   $("tab-reports").hidden = desk.me.role !== "supervisor";
   $("tab-settings").hidden = desk.me.role !== "supervisor";
-  if (desk.me.role === "supervisor" && !desk.observing) desk.observing = setInterval(observe, OBSERVE_EVERY_MS);
   const status = localStorage.getItem(STATUS_KEY) || "online";
   $("status").value = status;
   await setStatus(status);
@@ -417,6 +416,7 @@ async function select(id) {
   renderThread();
   try {
     if (!conv.loaded) await loadHistory(conv);
+    if (desk.me.role === "supervisor" && !mine(conv) && !conv.joined && !conv.watched) await follow(conv);
     await Promise.all([loadContext(conv), loadNotes(conv)]);
     markRead(conv);
   } catch (err) {
@@ -848,26 +848,20 @@ async function renderQueues() {
   );
 }
 
-/** A conversation a supervisor reads without having joined it is not live on this connection: what
- * was said since is read every few seconds, so they can follow it before deciding to join. */
-async function observe() {
-  const conv = desk.current && desk.convs.get(desk.current);
-  if (!conv || !conv.loaded || mine(conv) || conv.joined || !desk.client.live) return;
-  let page;
-  try {
-    page = await desk.client.request("history", { conv: conv.id, after: conv.held() });
-  } catch {
-    return; // the next turn tries again
-  }
-  if (!page.messages.length) return;
-  for (const m of page.messages) onMessage(m);
+/** A supervisor reads a conversation they have not joined live, as its members do: `resume` from
+ * what is held subscribes this connection to it (supervisors may read every conversation of the
+ * tenant) without making them a participant, so they hear its messages, typing and receipts and
+ * nobody in it hears of them. The client's cursor keeps it live across reconnects. */
+async function follow(conv) {
+  await desk.client.request("resume", { convs: { [conv.id]: conv.held() } });
+  conv.watched = true;
 }
 
 /** A supervisor opens any open conversation of the shop from the list. */
 function watchConversation(map) {
   const known = desk.convs.get(map.id);
   const conv = conversation(map);
-  if (known && !mine(conv) && !conv.joined) conv.loaded = false; // not live here: read it again
+  if (known && !mine(conv) && !conv.joined && !conv.watched) conv.loaded = false; // not live here: read it again
   select(conv.id);
 }
 
