@@ -1,6 +1,7 @@
 """The routing lease on a real Redis, and gateways in this process routing as a cluster: a request
 the leader does not answer is ``unavailable`` (counted), a graceful stop hands the lease over at
-once, settings stored through a follower are in force on the leader. The cluster of real processes is in tests/test_cluster_routing.py."""
+once, settings stored through a follower are in force on the leader; each term's fence is higher
+than every earlier term's. The cluster of real processes is in tests/test_cluster_routing.py."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ async def redis():
     client = RedisClient(REDIS_URL, "kefu-test")
     prefix = f"kefu:test:{secrets.token_hex(6)}"
     yield client, prefix
-    await client.call("DEL", *(f"{prefix}{key}" for key in (":lease", ":routing:leader", ":routing:inbox", ":routing:agents")))
+    keys = (":lease", ":lease:fence", ":routing:leader", ":routing:leader:fence", ":routing:inbox", ":routing:agents")
+    await client.call("DEL", *(f"{prefix}{key}" for key in keys))
     await client.aclose()
 
 
@@ -47,6 +49,38 @@ async def test_the_lease_has_one_holder_renewed_by_it_alone_and_free_after_expir
     assert await second.holder() == second.term
     await second.release()
     assert await second.holder() is None
+
+
+async def test_each_term_gets_a_fence_above_every_earlier_terms(redis):
+    client, prefix = redis
+    first, second = (Lease(client, f"{prefix}:lease", node, ttl_s=0.3) for node in ("a", "b"))
+    assert await first.acquire()
+    taken = first.fence
+    assert taken >= 1
+    assert not await second.acquire() and second.fence == 0  # an attempt that fails takes no number
+    assert await first.renew() and first.fence == taken  # the term keeps its number
+    while await second.holder() is not None:  # nobody renews: it expires
+        await trio.sleep(0.05)
+    assert await second.acquire() and second.fence == taken + 1  # lost, and taken by another node
+    await second.release()
+    assert await first.acquire() and first.fence == taken + 2  # the first node again: a new term, higher
+    await first.release()
+
+
+async def test_stepping_aside_puts_the_next_fence_past_what_the_store_has_seen(redis):
+    """Redis lost the counter, so a leader got a number the store has seen already: stepping aside
+    raises the counter past the store's, never lowers it, and gives back only its own lease."""
+    client, prefix = redis
+    first, second = (Lease(client, f"{prefix}:lease", node, ttl_s=30.0) for node in ("a", "b"))
+    await client.call("SET", first.counter, 2)
+    assert await first.acquire() and first.fence == 3
+    await second.step_aside(50)  # not the holder: the lease stays first's
+    assert await first.holder() == first.term
+    await first.step_aside(40)  # the store has seen 40 (the counter is at 50 already)
+    assert not first.held and await first.holder() is None
+    assert await second.acquire() and second.fence == 51
+    await second.step_aside(2)
+    assert await first.acquire() and first.fence == 52
 
 
 async def test_a_request_no_leader_answers_is_unavailable_and_counted(redis, start_gateway):
