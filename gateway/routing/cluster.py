@@ -104,6 +104,8 @@ class Cluster:
         self._nursery: trio.Nursery | None = None
         self._term: trio.Nursery | None = None
         self._term_scope: trio.CancelScope | None = None
+        self._term_over = trio.Event()  # set once the last term's task has finished (cancelled terms wait for their store calls)
+        self._term_over.set()
         self._next_snapshot = 0.0
         self._acks: deque[bytes] = deque()  # inputs carried out, to take off the processing list
         self._acks_wake = trio.Event()
@@ -164,6 +166,8 @@ class Cluster:
             if self.leading or self._term_scope is not None:
                 if not await self.lease.renew():
                     self._step_down("lease lost")
+            elif not self._term_over.is_set():
+                pass  # the last term, cancelled, still ends (a store read is not cancellable): its cleanup would undo a new one
             elif await self.lease.acquire():
                 assert self._nursery is not None
                 await self._nursery.start(self._lead)
@@ -204,6 +208,7 @@ class Cluster:
         that arrive while it restores (this node's own too) wait in the inbox."""
         routing = self.routing
         assert routing is not None
+        over = self._term_over = trio.Event()
         with trio.CancelScope() as scope:
             self._term_scope = scope
             task_status.started()  # the lease keeps being renewed while the store is read
@@ -241,6 +246,7 @@ class Cluster:
                     self._term_scope = None
                 routing.serial.abandon()
                 routing.reset()  # a node that does not lead holds no routing state
+                over.set()  # (an error above ends the whole cluster task: nothing would contend anyway)
 
     # ---- what the routing service calls -------------------------------------------------------
 

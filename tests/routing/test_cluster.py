@@ -12,7 +12,7 @@ import logging
 import secrets
 import threading
 from functools import partial
-from typing import Callable, Sequence
+from typing import Callable
 
 import msgpack
 import pytest
@@ -208,30 +208,36 @@ async def test_inputs_a_dead_leader_took_are_carried_out_by_the_next_once(start_
 # ---- the fence: a leader's writes after its term are refused -------------------------------------
 
 
-class HeldWrites:
-    """A store backend whose first batch holding a write that ``matches`` waits in the writer
-    thread until ``release`` is set: that write is on its way, as when its process stops (a GC
-    pause, SIGSTOP, a slow disk) after sending it. Everything else is the backend's."""
+class HeldCall:
+    """A store backend whose first call of ``method`` with arguments that ``matches`` waits, in the
+    thread that made it (the Store's writer or a reader), until ``release`` is set: a write on its
+    way, as when its process stops (a GC pause, SIGSTOP, a slow disk) after sending it, or a slow
+    read. Everything else is the backend's."""
 
-    def __init__(self, backend: StoreBackend, matches: Callable[[WriteOp], bool]) -> None:
+    def __init__(self, backend: StoreBackend, method: str, matches: Callable[..., bool]) -> None:
         self.backend = backend
+        self.method = method
         self.matches = matches
         self.reached = threading.Event()
         self.release = threading.Event()
-        self.results: list[object] = []  # what the held writes got
+        self.args: tuple = ()
+        self.result: object = None  # what the held call returned
 
     def __getattr__(self, name: str):
-        return getattr(self.backend, name)
+        call = getattr(self.backend, name)
+        if name != self.method:
+            return call
 
-    def apply_batch(self, ops: Sequence[WriteOp]) -> list[object]:
-        held = not self.reached.is_set() and any(self.matches(op) for op in ops)
-        if held:
+        def held(*args: object, **kwargs: object) -> object:
+            if self.reached.is_set() or not self.matches(*args, **kwargs):
+                return call(*args, **kwargs)
+            self.args = args
             self.reached.set()
             self.release.wait(60)
-        results = self.backend.apply_batch(ops)
-        if held:
-            self.results = [result for op, result in zip(ops, results) if self.matches(op)]
-        return results
+            self.result = call(*args, **kwargs)
+            return self.result
+
+        return held
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -253,10 +259,10 @@ async def test_a_write_of_a_leader_cut_off_past_its_lease_is_refused_after_its_s
     settings = dict(routing="on", routing_file=str(rules), store=PG_URL, store_schema=schema, bus_channel=channel, routing_lease_s=30.0)
     proxy = TcpProxy(6379)  # A's way to Redis
     await nursery.start(proxy.run)
-    held = HeldWrites(
-        PostgresBackend(PG_URL, schema=schema),
-        lambda op: type(op) is Fenced and type(op.op) is AddParticipant and op.op.participant.user == "ann",
-    )
+    def ann_added(op: WriteOp) -> bool:
+        return type(op) is Fenced and type(op.op) is AddParticipant and op.op.participant.user == "ann"
+
+    held = HeldCall(PostgresBackend(PG_URL, schema=schema), "apply_batch", lambda ops: any(map(ann_added, ops)))
     a = await nursery.start(partial(serve, make_config(tmp_path, bus=f"redis://127.0.0.1:{proxy.port}", **settings), backend=held))
     redis = RedisClient(REDIS_URL, "kefu-test")
     try:
@@ -287,8 +293,8 @@ async def test_a_write_of_a_leader_cut_off_past_its_lease_is_refused_after_its_s
                     assert a.node.routing.cluster.leading
                     held.release.set()
                     await until(lambda: not a.node.routing.cluster.leading)
-        assert [type(r) for r in held.results] == [StaleFence]
-        assert (held.results[0].fence, held.results[0].highest) == (fence_a, b.node.routing.fence)
+        [refused] = [result for op, result in zip(held.args[0], held.result) if ann_added(op)]
+        assert isinstance(refused, StaleFence) and (refused.fence, refused.highest) == (fence_a, b.node.routing.fence)
         assert a.registry.get_sample_value("kefu_routing_stale_writes_total", {"op": "add_participant"}) == 1
         assert b.registry.get_sample_value("kefu_routing_stale_writes_total", {"op": "add_participant"}) == 0
         stored = await b.node.store.get_conversation(conv)
@@ -339,4 +345,42 @@ async def test_a_leader_whose_write_is_refused_leads_again_with_a_fence_past_the
         with trio.fail_after(10):
             await gw.node.stopped()
         await redis.call("DEL", *(f"{channel}:routing:{key}" for key in ("leader", "leader:fence", "agents", "inbox", "processing")))
+        drop_schema(schema)
+
+
+async def test_a_term_cut_short_while_it_reads_the_store_ends_before_the_next_begins(nursery, tmp_path, caplog):
+    """The lease runs out while a new term restores from the store (a store read cannot be
+    cancelled): the node contends again only once that term has ended, so the old term's cleanup
+    never wipes the new one's routing state."""
+    caplog.set_level(logging.WARNING)
+    schema, channel = fresh_schema(), f"kefu:test:{secrets.token_hex(6)}"
+    lease = f"{channel}:routing:leader"
+    held = HeldCall(PostgresBackend(PG_URL, schema=schema), "in_stages", lambda stages, **limit: True)
+    config = make_config(tmp_path, routing="on", store=PG_URL, store_schema=schema, bus=REDIS_URL, bus_channel=channel, routing_lease_s=30.0)
+    gw = await nursery.start(partial(serve, config, backend=held))
+    redis = RedisClient(REDIS_URL, "kefu-test")
+    try:
+        with trio.fail_after(30):
+            await until(held.reached.is_set)  # the first term restores
+            first = gw.node.routing.fence
+            await redis.call("DEL", lease)  # and its lease runs out meanwhile
+            await until(lambda: any("stops leading routing: lease lost" in r.getMessage() for r in caplog.records))
+            with trio.move_on_after(2.5):  # two heartbeats: a node that did not wait would take the lease again here
+                while await redis.call("EXISTS", lease) == 0:
+                    await trio.sleep(0.05)
+            assert await redis.call("EXISTS", lease) == 0
+            held.release.set()
+            await until(lambda: gw.node.routing.cluster.leading)
+            assert gw.node.routing.fence == first + 1
+            async with connect(gw.url, token("alice"), resume={}) as alice:
+                conv = (await alice.ok("open"))["conv"]["id"]
+                assert (await alice.next("msg", conv=conv, role="bot"))["body"]["text"]
+            assert gw.node.routing.cluster.leading
+    finally:
+        held.release.set()
+        gw.node.stop()
+        with trio.fail_after(10):
+            await gw.node.stopped()
+        await redis.call("DEL", *(f"{channel}:routing:{key}" for key in ("leader", "leader:fence", "agents", "inbox", "processing")))
+        await redis.aclose()
         drop_schema(schema)
