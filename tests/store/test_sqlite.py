@@ -336,7 +336,7 @@ def create_ops(draw: st.DrawFn) -> CreateConversation:
 
 KINDS = st.sampled_from(RECEIPT_KINDS)
 CMIDS = st.sampled_from(["m1", "m2", "m3"])  # few, so that duplicates are common
-WRITE_OPS = st.one_of(
+UNFENCED_OPS = st.one_of(
     create_ops(),
     st.builds(AddParticipant, st.builds(Participant, CONV_IDS, USERS, st.just("agent"), SMALL)),
     st.builds(RemoveParticipant, CONV_IDS, USERS),
@@ -345,6 +345,7 @@ WRITE_OPS = st.one_of(
     st.builds(SetReceipt, st.builds(Receipt, CONV_IDS, USERS, KINDS, SMALL)),
     st.builds(SetStatus, CONV_IDS, STATUSES),
 )
+WRITE_OPS = UNFENCED_OPS | st.builds(Fenced, SMALL, st.none() | UNFENCED_OPS)  # the fence survives reopening, too
 MAYBE_SMALL = st.none() | SMALL
 
 
