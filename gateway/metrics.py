@@ -22,6 +22,8 @@ from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+# The routing writes that carry a fence (gateway.routing.service); "claim": a new term's first
+STALE_WRITE_OPS = ("claim", "set_status", "add_participant", "remove_participant", "append_message")
 
 
 class Histogram:
@@ -89,6 +91,7 @@ class Stats:
         self.bot_handoffs: Counter[str] = Counter()  # conversations the bot handed to people, by reason code
         self.bot_conversations: Counter[str] = Counter()  # bot conversations ended, by outcome: contained, handed_off
         self.customer_contexts: Counter[str] = Counter()  # customer contexts fetched for agents, by result: ok, unavailable
+        self.routing_stale_writes: Counter[str] = Counter()  # routing writes the store refused for a stale fence, by op
 
 
 def counter_by(name: str, doc: str, label: str, counts: Counter, keys: Iterable[object] = ()) -> CounterMetricFamily:
@@ -147,6 +150,10 @@ class KefuCollector(Collector):
         timeouts, dropped = (cluster.forward_timeouts, cluster.forward_dropped) if cluster is not None else (0, 0)
         yield CounterMetricFamily("kefu_routing_forward_timeouts", "Routing requests forwarded to the leader and not answered in time (answered unavailable).", value=timeouts)
         yield CounterMetricFamily("kefu_routing_forward_dropped", "Routing inputs dropped while Redis was away past the outbox limit.", value=dropped)
+        yield counter_by(
+            "kefu_routing_stale_writes", "Routing writes the store refused because a leader of a later term had written (this node was paused or cut off past its lease; it stopped leading), by op.",
+            "op", s.routing_stale_writes, STALE_WRITE_OPS,
+        )
         bus = self._bus
         if bus is not None and hasattr(bus, "buffered_bytes"):
             yield GaugeMetricFamily("kefu_bus_buffered_bytes", "Bytes of bus publishes not yet answered by Redis (grows while it is slow or away).", value=bus.buffered_bytes)

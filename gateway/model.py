@@ -297,10 +297,25 @@ class DeleteRecord:
     key: str
 
 
+# ---- fencing: the routing leader's writes carry its term's number (gateway.routing.lease) ------
+
+
+@dataclass(frozen=True, slots=True)
+class Fenced:
+    """Apply ``op`` only if ``fence`` is at least the highest fence any fenced write to this store
+    has carried; it then becomes the highest. A lower one is StaleFence and changes nothing: a
+    leader of a later term has written since, and this one's decision must not land after its
+    successor's. ``op`` None: the fence alone (a new leader claims its number before it reads the
+    store). The result is ``op``'s (None without one); a failing ``op`` raises no fence."""
+
+    fence: int
+    op: WriteOp | None = None
+
+
 WriteOp = (
     CreateConversation | AddParticipant | RemoveParticipant | AppendMessage | RecallMessage | SetReceipt | SetStatus | SetTags
     | CreateApiKey | RevokeApiKey | SaveAgent | SaveTenantSettings
-    | AddAttachment | DeleteAttachment | MarkAttachmentDeleted | PutRecords | DeleteRecord
+    | AddAttachment | DeleteAttachment | MarkAttachmentDeleted | PutRecords | DeleteRecord | Fenced
 )
 
 

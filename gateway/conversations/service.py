@@ -14,7 +14,7 @@ Public API (``svc = ConversationService(store, hub, bus, stats, node_id=...)``):
     await svc.close(who, conv)                                 -> Conversation
     svc.send(who, conv_id, cmid, body, done, origin=None)      -> None | Awaitable[None]
     await svc.send_attachment(who, conv_id, cmid, body, done, origin=None)   (send of an uploaded file)
-    await svc.post(who, conv, body, cmid=None)                 -> Appended(message, duplicate)
+    await svc.post(who, conv, body, cmid=None, fence=None)     -> Appended(message, duplicate)
     await svc.recall(who, conv, seq)                           -> StoredMessage (as now stored)
     svc.receipt(who, conv_id, kind, seq, done)                 -> None | Awaitable[None]
     svc.typing(who, conv_id, on)                               -> None | Awaitable[None]
@@ -23,10 +23,10 @@ Public API (``svc = ConversationService(store, hub, bus, stats, node_id=...)``):
     await svc.access(who, conv, action)                        -> ConvState (checked handle)
     await svc.catch_up(who, conv, after, limit=CATCHUP_PAGE)   -> Page
     await svc.active(who)                                      -> list[Conversation]  (to resume)
-    await svc.update(who, conv, by=None, status=/stage=/assignee=/group=) -> Conversation
+    await svc.update(who, conv, by=None, fence=None, status=/stage=/assignee=/group=) -> Conversation
     await svc.set_tags(who, conv, tags) / await svc.tags(who, conv) -> tuple[str, ...]
-    await svc.add_participant(who, conv, user, role, name)     -> None
-    await svc.remove_participant(who, conv, user, role)        -> None
+    await svc.add_participant(who, conv, user, role, name, fence=None) -> None
+    await svc.remove_participant(who, conv, user, role, fence=None)    -> None
     svc.notify(conv_id, payload) / svc.notify_user(tenant, user, payload) / svc.presence(who, conv_ids, online)
 
 The hot path stays synchronous: ``send``, ``receipt`` and ``typing`` on a cached conversation
@@ -34,6 +34,11 @@ submit to the store and return None (no task switch, no await); the store's comm
 later, in commit order, with an ``Appended``/``Receipt`` or a ``RequestError``. They return an
 awaitable only when the conversation must first be loaded, a resend must be looked up, or the store
 is overloaded (the caller awaits it before reading on: backpressure).
+
+``fence``: the routing leader's writes in a cluster carry its term's number (gateway.routing.lease)
+and are stored as ``Fenced`` ops; a refusal (``StaleFence``: a later leader has written) is raised
+and told to the hooks' ``fenced_out``. Without one (everyone else, and routing in one process) the
+ops are stored as they are.
 
 Durable results are published on the bus (gateway.bus) with this node's id; a publish that fails
 is logged and counted (``kefu_bus_publish_failures_total``); the message stays durable and clients
@@ -65,6 +70,7 @@ from ..model import (
     AppendMessage,
     Conversation,
     CreateConversation,
+    Fenced,
     Page,
     Participant,
     Principal,
@@ -75,12 +81,13 @@ from ..model import (
     SetStatus,
     SetTags,
     StoredMessage,
+    WriteOp,
 )
 from ..media import bodies as media_bodies
 from ..protocol import envelope as env
 from ..protocol.errors import RequestError
 from ..protocol.fields import MAX_INT, Limits
-from ..store.base import NotFound, StoreDamaged
+from ..store.base import NotFound, StaleFence, StoreDamaged
 from ..store.writer import Store
 from . import authz
 
@@ -159,6 +166,10 @@ class Hooks(Protocol):
         """The conversation is about to close: leave routing; returns the stage to store."""
 
     def on_closed(self, state: ConvState) -> None: ...
+
+    def fenced_out(self, op: WriteOp | None, refused: StaleFence) -> None:
+        """The store refused a write made with a fence (``op``: the write fenced); told even when
+        the caller that waited for it has been cancelled since."""
 
 
 class Watcher:
@@ -289,18 +300,18 @@ class ConversationService:
                 self.hooks.on_closed(state)
         return state.conv
 
-    async def add_participant(self, who: Principal, conv: Conv, user: str, role: str, name: str) -> None:
+    async def add_participant(self, who: Principal, conv: Conv, user: str, role: str, name: str, *, fence: int | None = None) -> None:
         """Make ``user`` a participant (routing's assignments: action ``assign``)."""
-        await self._add_member(await self.access(who, conv, "assign"), user, role, name)
+        await self._add_member(await self.access(who, conv, "assign"), user, role, name, fence)
 
-    async def remove_participant(self, who: Principal, conv: Conv, user: str, role: str) -> None:
-        await self._remove_member(await self.access(who, conv, "assign"), user, role)
+    async def remove_participant(self, who: Principal, conv: Conv, user: str, role: str, *, fence: int | None = None) -> None:
+        await self._remove_member(await self.access(who, conv, "assign"), user, role, fence)
 
-    async def update(self, who: Principal, conv: Conv, *, by: str | None = None, **changes: str | None) -> Conversation:
+    async def update(self, who: Principal, conv: Conv, *, by: str | None = None, fence: int | None = None, **changes: str | None) -> Conversation:
         """Store status/stage/assignee/group changes (None: unchanged) and tell the participants
         (a ``conv`` frame naming ``by``, default ``who.user``)."""
         state = await self.access(who, conv, "update")
-        return await self._update(state, by or who.user, **changes)
+        return await self._update(state, by or who.user, fence, **changes)
 
     async def set_tags(self, who: Principal, conv: Conv, tags: Iterable[str]) -> tuple[str, ...]:
         """Replace the conversation's tags (action ``update``); returns them as stored (unique,
@@ -320,12 +331,12 @@ class ConversationService:
         state = await self.access(who, conv, "history")
         return await self.store.tags(state.conv.id)
 
-    async def _add_member(self, state: ConvState, user: str, role: str, name: str) -> None:
+    async def _add_member(self, state: ConvState, user: str, role: str, name: str, fence: int | None = None) -> None:
         if user in state.members:
             return
         state.inflight += 1
         try:
-            p = await self.store.execute(AddParticipant(Participant(state.conv.id, user, role, now_ms())))
+            p = await self._write(AddParticipant(Participant(state.conv.id, user, role, now_ms())), fence)
         finally:
             state.inflight -= 1
         state.members[user] = role  # here at once; other nodes (and this one's subscriptions) by the bus
@@ -333,12 +344,12 @@ class ConversationService:
         notice = {"t": "joined", "conv": state.conv.id, "user": user, "role": role, "name": name, "ts": p.joined_at}
         self._publish_event(state.conv.id, env.event_frame(notice), user)
 
-    async def _remove_member(self, state: ConvState, user: str, role: str) -> None:
+    async def _remove_member(self, state: ConvState, user: str, role: str, fence: int | None = None) -> None:
         if user not in state.members:
             return
         state.inflight += 1
         try:
-            await self.store.execute(RemoveParticipant(state.conv.id, user))
+            await self._write(RemoveParticipant(state.conv.id, user), fence)
         finally:
             state.inflight -= 1
         notice = {"t": "left", "conv": state.conv.id, "user": user, "role": role, "ts": now_ms()}
@@ -346,10 +357,10 @@ class ConversationService:
         state.members.pop(user, None)
         self._publish_membership(state.conv.id, state.conv.tenant, user, role, False)
 
-    async def _update(self, state: ConvState, by: str, **changes: str | None) -> Conversation:
+    async def _update(self, state: ConvState, by: str, fence: int | None = None, **changes: str | None) -> Conversation:
         state.inflight += 1
         try:
-            conv = await self.store.execute(SetStatus(state.conv.id, **changes))
+            conv = await self._write(SetStatus(state.conv.id, **changes), fence)
         finally:
             state.inflight -= 1
         was = state.conv.status
@@ -361,6 +372,19 @@ class ConversationService:
                 watcher.on_closed(state)
         self.hub.release(state)
         return conv
+
+    async def _write(self, op: WriteOp, fence: int | None) -> Any:
+        """Store ``op``, as ``Fenced(fence, op)`` when a fence is given. A refusal is told to the
+        hooks from the store's completion, so it is heard even if the step that wrote was cancelled
+        meanwhile (its node stopped leading routing while the write was on its way)."""
+        if fence is None:
+            return await self.store.execute(op)
+
+        def refused(result: object) -> None:
+            if isinstance(result, StaleFence) and self.hooks is not None:
+                self.hooks.fenced_out(op, result)
+
+        return await self.store.execute(Fenced(fence, op), refused)
 
     # ---- messages -----------------------------------------------------------------------------
 
@@ -473,12 +497,12 @@ class ConversationService:
         authz.check("send", who, state.conv.tenant, state.members)
         raise RequestError("conversation_closed", "the conversation is closed")
 
-    async def post(self, who: Principal, conv: Conv, body: dict[str, Any], cmid: str | None = None) -> Appended:
+    async def post(self, who: Principal, conv: Conv, body: dict[str, Any], cmid: str | None = None, *, fence: int | None = None) -> Appended:
         """A message written on the server's side (bot answers, lifecycle notices, REST) as
         ``who`` (sender ``who.user``, role ``who.role``): durable first, then delivered like any
         other, with the conversation's next seq. ``body`` is checked as a client's would be, but
         for the system's lifecycle ``event`` bodies. ``cmid``: an idempotency key; posting it
-        again returns the stored message (``duplicate``)."""
+        again returns the stored message (``duplicate``); ``fence``: see the module's docstring."""
         if who.role != SYSTEM or body.get("kind") != "event":
             env.validate_body(body, self.limits)
         state = await self.access(who, conv, "post")
@@ -491,12 +515,12 @@ class ConversationService:
         attachment_id = media_bodies.attachment_id(body)
         if attachment_id is not None:
             body = media_bodies.with_facts(body, await self.store.get_attachment(attachment_id), state.conv)
-        return await self._post(state, who.user, who.role, body, cmid or f"srv-{secrets.token_hex(8)}")
+        return await self._post(state, who.user, who.role, body, cmid or f"srv-{secrets.token_hex(8)}", fence)
 
-    async def _post(self, state: ConvState, sender: str, role: str, body: dict[str, Any], cmid: str) -> Appended:
+    async def _post(self, state: ConvState, sender: str, role: str, body: dict[str, Any], cmid: str, fence: int | None = None) -> Appended:
         state.inflight += 1
         try:
-            result = await self.store.execute(AppendMessage(state.conv.id, cmid, sender, role, env.pack(body)))
+            result = await self._write(AppendMessage(state.conv.id, cmid, sender, role, env.pack(body)), fence)
         finally:
             state.inflight -= 1
         m = result.message

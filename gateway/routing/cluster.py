@@ -23,6 +23,12 @@ dropped: their grace period runs, then their conversations go back to the queue.
 restores queues and assignments from the store (as one process does at start), agents' statuses
 from a Redis hash the leader keeps, and connections from the snapshots every node sends it.
 
+Each term has a number, its fence (gateway.routing.lease), which the leader claims in the store
+before it restores and which every routing write of the term carries. A write the store refuses
+(a later leader has written: this node was paused or cut off past its lease, its write on the way)
+ends the term at once, and the next heartbeat steps aside: the fence counter is raised past what
+the store has seen (in case Redis lost it) and the lease given back if this node still holds it.
+
 The leader's own connections and requests go straight to its engine: no round trip. The single
 process gateway (SQLite, in-process bus) has no ``Cluster`` at all.
 """
@@ -40,6 +46,7 @@ import trio
 
 from ..model import Principal, StoredMessage
 from ..protocol.errors import RequestError
+from ..store.base import StaleFence
 from .engine import RoutingError
 from .lease import Lease
 from .redis_client import RedisClient, RedisUnavailable
@@ -97,9 +104,12 @@ class Cluster:
         self._nursery: trio.Nursery | None = None
         self._term: trio.Nursery | None = None
         self._term_scope: trio.CancelScope | None = None
+        self._term_over = trio.Event()  # set once the last term's task has finished (cancelled terms wait for their store calls)
+        self._term_over.set()
         self._next_snapshot = 0.0
         self._acks: deque[bytes] = deque()  # inputs carried out, to take off the processing list
         self._acks_wake = trio.Event()
+        self._fence_seen = 0  # a fence above this node's term that the store refused a write for: step aside
 
     # ---- keys ---------------------------------------------------------------------------------
 
@@ -137,7 +147,7 @@ class Cluster:
                     await trio.sleep(min(self.lease_s / 3, 1.0))
                     await self._step()
         finally:
-            await self._step_down("stopping")
+            self._step_down("stopping")
             with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                 try:
                     await self.lease.release()  # a graceful stop: another node leads at once
@@ -150,9 +160,14 @@ class Cluster:
         """One heartbeat: renew or contend for the lease; a follower sees who leads."""
         try:
             await self.commands.call("SET", self.node_key(self.node_id), "1", "PX", int(self.lease_s * 1000))
+            if self._fence_seen and self._term_scope is None:
+                await self.lease.step_aside(self._fence_seen)
+                self._fence_seen = 0
             if self.leading or self._term_scope is not None:
                 if not await self.lease.renew():
-                    await self._step_down("lease lost")
+                    self._step_down("lease lost")
+            elif not self._term_over.is_set():
+                pass  # the last term, cancelled, still ends (a store read is not cancellable): its cleanup would undo a new one
             elif await self.lease.acquire():
                 assert self._nursery is not None
                 await self._nursery.start(self._lead)
@@ -168,9 +183,17 @@ class Cluster:
         except RedisUnavailable as exc:
             log.warning("routing: %s", exc)
         if self._term_scope is not None and not self.lease.held:
-            await self._step_down("lease not renewed in time")
+            self._step_down("lease not renewed in time")
 
-    async def _step_down(self, why: str) -> None:
+    def fenced_out(self, refused: StaleFence) -> None:
+        """The store refused a write of this node's term: a later leader has written. The term
+        ends now; the next heartbeat steps aside. A refusal for an earlier term changes nothing."""
+        if refused.fence != self.lease.fence:
+            return
+        self._fence_seen = max(self._fence_seen, refused.highest)
+        self._step_down(f"the store has seen fence {refused.highest}, above this term's {refused.fence}: a later leader has written")
+
+    def _step_down(self, why: str) -> None:
         if self._term_scope is None:
             return
         log.warning("this node stops leading routing: %s", why)
@@ -185,6 +208,7 @@ class Cluster:
         that arrive while it restores (this node's own too) wait in the inbox."""
         routing = self.routing
         assert routing is not None
+        over = self._term_over = trio.Event()
         with trio.CancelScope() as scope:
             self._term_scope = scope
             task_status.started()  # the lease keeps being renewed while the store is read
@@ -194,6 +218,8 @@ class Cluster:
                     routing.serial.nursery = term
                     routing.reset()
                     self.nodes = {}
+                    if not await routing.begin_term(self.lease.fence):  # the store has seen a later term's
+                        return
                     await routing.restore()
                     if routing.bots is not None:  # knowledge bases stored through the API, fitted in the background
                         term.start_soon(routing.bots.prefit_stored)
@@ -201,7 +227,7 @@ class Cluster:
                     self.leader_term = self.lease.term
                     self.leading = True
                     self._apply_snapshot(self.node_id, Counter(self.local))
-                    log.info("this node leads routing (term %s)", self.lease.term)
+                    log.info("this node leads routing (term %s, fence %d)", self.lease.term, self.lease.fence)
                     self._acks.clear()  # a previous term's: their inputs come back from the processing list
                     term.start_soon(self._send_acks)
                     term.start_soon(self._tick)
@@ -220,6 +246,7 @@ class Cluster:
                     self._term_scope = None
                 routing.serial.abandon()
                 routing.reset()  # a node that does not lead holds no routing state
+                over.set()  # (an error above ends the whole cluster task: nothing would contend anyway)
 
     # ---- what the routing service calls -------------------------------------------------------
 

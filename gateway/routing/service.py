@@ -7,6 +7,11 @@ to its participants as a system message, so reports can be built from the conver
 
 Work on one conversation runs strictly in order (a per-conversation serial queue): a shopper's
 second question is answered after the first, and a handoff never overtakes the answer before it.
+
+In a cluster every store write routing makes (stages, assignees, participants, lifecycle events,
+the bot's answers) carries the fence of the leader's term (gateway.routing.lease); a write the
+store refuses because a later leader has written (``StaleFence``) ends this node's term: counted,
+logged, never retried. In one process there is no fence and the writes are stored as they are.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ import trio
 
 from ..conversations import authz
 from ..conversations.service import ConversationService, system
-from ..model import CLOSED, OPEN, SYSTEM, AgentProfile, Conversation, Principal, StoredMessage
+from ..model import CLOSED, OPEN, SYSTEM, AddParticipant, AgentProfile, AppendMessage, Conversation, Fenced, Principal, RemoveParticipant, SetStatus, StoredMessage, WriteOp
 from ..protocol import envelope as env
 from ..protocol.errors import RequestError
+from ..store.base import StaleFence
 from .. import variables
 from .config import RoutingConfig, TenantRouting, parse_tenant
 from .engine import Assignment, RoutingEngine, RoutingError
@@ -40,6 +46,8 @@ log = logging.getLogger("kefu.routing")
 
 TICK_S = 1.0
 TRANSCRIPT_LIMIT = 50
+# The label of a fenced write in kefu_routing_stale_writes_total (gateway.metrics.STALE_WRITE_OPS)
+_STALE_WRITE_OP = {SetStatus: "set_status", AddParticipant: "add_participant", RemoveParticipant: "remove_participant", AppendMessage: "append_message"}
 
 
 def _queue_text(place: int, eta: int | None, language: str) -> str:
@@ -94,6 +102,8 @@ class SerialQueues:
         async def step() -> None:
             try:
                 outcome.append((True, await fn(*args)))
+            except StaleFence:  # a later leader has written: this node's term is over
+                outcome.append((False, RequestError("unavailable", "routing changed hands while this request was carried out: retry")))
             except Exception as exc:
                 outcome.append((False, exc))
             finally:
@@ -124,6 +134,8 @@ class SerialQueues:
                 fn, args = queue.popleft()
                 try:
                     await fn(*args)
+                except StaleFence:  # told to routing already (fenced_out): its term is over
+                    pass
                 except Exception:  # one failed step must not stop the conversation's later ones
                     log.exception("routing step %s failed for %s", getattr(fn, "__name__", fn), key)
         finally:
@@ -154,6 +166,9 @@ class RoutingService:
         # Across processes (gateway.routing.cluster): the node holding the routing lease decides,
         # the others forward to it. None in one process: nothing below consults it then.
         self.cluster: Cluster | None = None
+        # The fence every store write carries: the number of this node's last term as the cluster's
+        # leader (kept after it, so that a late write is refused). None in one process: unfenced.
+        self.fence: int | None = None
 
     def reset(self) -> None:
         """Forget every decision (a new term of leadership restores them from the store)."""
@@ -162,6 +177,29 @@ class RoutingService:
             held.clear()
         if self.bots is not None:  # knowledge bases stored while another node decided: read again
             self.bots.forget_stored()
+
+    async def begin_term(self, fence: int) -> bool:
+        """This node begins to lead the cluster with term number ``fence``, which its writes carry
+        from now on. The number is claimed in the store before anything is read from it, so no
+        write of an earlier leader can land after this term has read the store; False: the store
+        has seen a higher number (told to ``fenced_out``), this term does not begin."""
+        self.fence = fence
+        try:
+            await self.service.store.execute(Fenced(fence))
+        except StaleFence as exc:
+            self.fenced_out(None, exc)
+            return False
+        return True
+
+    def fenced_out(self, op: WriteOp | None, refused: StaleFence) -> None:
+        """The store refused a routing write of this node's (``op``; None: a term's claim): a
+        leader of a later term has written, and this node was paused or cut off past its lease.
+        Counted and logged; the cluster stops this node's term if it is still on. Not retried."""
+        kind = "claim" if op is None else _STALE_WRITE_OP.get(type(op), "other")
+        self.service.stats.routing_stale_writes[kind] += 1
+        log.warning("routing write refused (%s): %s", kind, refused)
+        if self.cluster is not None:
+            self.cluster.fenced_out(refused)
 
     def _forwarding(self) -> bool:
         """Another node decides: hand inputs to it."""
@@ -407,7 +445,7 @@ class RoutingService:
         if routing.bot == "none":
             await self._enqueue(state, "enqueue", {"reason": "no_bot"}, routing.group_for(self._facts(state, {})))
             return
-        await self.service.add_participant(system(state.conv.tenant), state, routing.bot_user, "bot", routing.bot_name)
+        await self.service.add_participant(system(state.conv.tenant), state, routing.bot_user, "bot", routing.bot_name, fence=self.fence)
         await self._move(state, "bot", routing.bot_user)
         if routing.bot == "builtin" and self.bots is not None:
             await self.bots.ready_for(state.conv.tenant)
@@ -419,7 +457,7 @@ class RoutingService:
             await self._post_bot(state, routing.bot_user, bot.greeting(session, now=now))
             away = await self.workspace.away_text(state.conv.tenant) if self.workspace is not None else None
             if away is not None:  # outside business hours: the bot says when agents are back
-                await self.service.post(Principal(state.conv.tenant, routing.bot_user, "bot"), state, {"kind": "text", "text": away})
+                await self.service.post(Principal(state.conv.tenant, routing.bot_user, "bot"), state, {"kind": "text", "text": away}, fence=self.fence)
 
     async def _bot_turn(self, state: ConvState, text: str, at: float, product: str | None = None, seq: int = 0) -> None:
         if state.conv.stage != BOT or (seq and self.heard.get(state.conv.id, 0) >= seq):
@@ -489,7 +527,7 @@ class RoutingService:
             body["confidence"] = round(float(reply.confidence), 3)
         if getattr(reply, "product", None):
             body["product"] = reply.product  # answered from this product's catalog entry
-        await self.service.post(Principal(state.conv.tenant, bot_user, "bot"), state, body, cmid)
+        await self.service.post(Principal(state.conv.tenant, bot_user, "bot"), state, body, cmid, fence=self.fence)
 
     async def _handoff(self, state: ConvState, why: dict[str, Any], packet: dict[str, Any] | None, facts: dict[str, str]) -> None:
         """Bot → queue, with the context the agent will receive."""
@@ -558,10 +596,10 @@ class RoutingService:
             return  # closed or moved on while this waited its turn
         previous = state.conv.assignee
         event = {"take": "take", "transfer": "transfer_to_agent"}.get(a.how, "assign")
-        await self.service.add_participant(system(a.tenant), state, a.agent, "agent", a.agent_name)
+        await self.service.add_participant(system(a.tenant), state, a.agent, "agent", a.agent_name, fence=self.fence)
         await self._move(state, event, SYSTEM, assignee=a.agent, group=a.group)
         if previous and previous != a.agent:
-            await self.service.remove_participant(system(a.tenant), state, previous, "agent")
+            await self.service.remove_participant(system(a.tenant), state, previous, "agent", fence=self.fence)
         reason = self.unqueued_reasons.pop(a.conv_id, None)
         await self._event(
             state, "assigned", f"您好，客服{a.agent_name}为您服务", agent=a.agent, agent_name=a.agent_name, waited_s=round(a.waited_s, 1),
@@ -580,12 +618,12 @@ class RoutingService:
         except IllegalTransition as exc:
             log.warning("conversation %s: %s", state.conv.id, exc)
             return False
-        await self.service.update(system(state.conv.tenant), state, by=by, stage=stage, **fields)
+        await self.service.update(system(state.conv.tenant), state, by=by, fence=self.fence, stage=stage, **fields)
         return True
 
     async def _event(self, state: ConvState, event: str, text: str, **fields: Any) -> None:
         """A lifecycle event, stored in the conversation as a system message."""
-        await self.service.post(system(state.conv.tenant), state, {"kind": "event", "event": event, "text": text, **fields})
+        await self.service.post(system(state.conv.tenant), state, {"kind": "event", "event": event, "text": text, **fields}, fence=self.fence)
 
     def _facts(self, state: ConvState, extra: dict[str, str]) -> dict[str, str]:
         return {"channel": state.conv.channel, **{k: v for k, v in extra.items() if v}}
@@ -634,7 +672,7 @@ class RoutingService:
     async def _expire_resolved(self, conv_id: str) -> None:
         state = await self.service.load(conv_id)
         if state is not None and state.conv.stage == RESOLVED:
-            await self.service.update(system(state.conv.tenant), state, status=CLOSED, stage=next_stage(RESOLVED, "close"))
+            await self.service.update(system(state.conv.tenant), state, fence=self.fence, status=CLOSED, stage=next_stage(RESOLVED, "close"))
 
     async def _requeue(self, conv_id: str, agent: str) -> None:
         """The agent's grace period ran out: first in line again, with the context kept."""
@@ -718,7 +756,7 @@ class RoutingService:
             await self._event(state, "transferred", "正在为您转接其他客服", by=identity.user, to_group=to_group)
             await self._enqueue(state, "transfer", {"reason": "transfer"}, to_group)
             if previous:
-                await self.service.remove_participant(system(state.conv.tenant), state, previous, "agent")
+                await self.service.remove_participant(system(state.conv.tenant), state, previous, "agent", fence=self.fence)
 
     async def _resolve_request(self, identity: Identity, req: dict[str, Any]) -> dict[str, Any]:
         conv = await self.resolve(identity, env.need_str(req, "conv", env.ID_CHARS))

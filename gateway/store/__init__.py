@@ -1,6 +1,6 @@
 """Durable storage of conversations, participants, messages and receipts, behind one contract."""
 
-from .base import Conflict, NotFound, StoreBackend, StoreDamaged, StoreError
+from .base import Conflict, NotFound, StaleFence, StoreBackend, StoreDamaged, StoreError
 from .memory import MemoryBackend
 from .postgres import PostgresBackend, StoreUnavailable
 from .sqlite import SqliteBackend
@@ -11,6 +11,7 @@ __all__ = [
     "NotFound",
     "PostgresBackend",
     "SqliteBackend",
+    "StaleFence",
     "StoreBackend",
     "StoreDamaged",
     "StoreError",

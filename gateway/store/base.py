@@ -12,6 +12,8 @@ reads in worker threads. A backend therefore promises:
 - reads may be called from any thread, concurrently with the writer, and see only committed data.
 - sequence numbers are per conversation, start at 1 and are gap-free: ``AppendMessage`` takes
   ``last_seq + 1`` of its conversation; a duplicate (conv_id, sender, cmid) consumes no number.
+- the store keeps the highest fence a ``Fenced`` op has carried; the check of an op's fence, its
+  write and the new highest are one atomic step against every writer of the store (processes too).
 """
 
 from __future__ import annotations
@@ -43,6 +45,17 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     """An op that creates something that exists already."""
+
+
+class StaleFence(StoreError):
+    """A ``Fenced`` write whose fence is below the highest this store has seen: a routing leader of
+    a later term has written since (this one was paused or cut off past its lease). Nothing of
+    the write was applied; retrying it will not help, only stepping down will."""
+
+    def __init__(self, fence: int, highest: int) -> None:
+        super().__init__(f"fence {fence} is below the store's highest, {highest}: a later routing leader has written")
+        self.fence = fence
+        self.highest = highest
 
 
 class StoreDamaged(StoreError):
@@ -78,7 +91,9 @@ class StoreBackend(Protocol):
         TenantSettings; AddAttachment -> Attachment (an existing id is a StoreError);
         DeleteAttachment -> bool (was there); MarkAttachmentDeleted -> Attachment as marked, or None
         (no such attachment; an already deleted one keeps its first deleted_at); PutRecords -> int
-        (records stored; all or none); DeleteRecord -> bool (was there). A failing op's result is a StoreError instance.
+        (records stored; all or none); DeleteRecord -> bool (was there); Fenced -> its op's result,
+        or StaleFence when its fence is below the highest seen (checked and raised atomically with
+        the write, against every writer of the store). A failing op's result is a StoreError instance.
         """
 
     def get_conversation(self, conv_id: str) -> Conversation | None: ...

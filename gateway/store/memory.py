@@ -31,6 +31,7 @@ from ..model import (
     Participant,
     PutRecords,
     DeleteRecord,
+    Fenced,
     Receipt,
     Record,
     RemoveParticipant,
@@ -41,7 +42,7 @@ from ..model import (
     StoredMessage,
     WriteOp,
 )
-from .base import Conflict, NotFound, StoreError
+from .base import Conflict, NotFound, StaleFence, StoreError
 
 
 class MemoryBackend:
@@ -93,8 +94,10 @@ class MemoryBackend:
             MarkAttachmentDeleted: self._mark_attachment_deleted,
             PutRecords: self._put_records,
             DeleteRecord: self._delete_record,
+            Fenced: self._fenced,
         }
         self._tags: dict[str, tuple[str, ...]] = {}
+        self._fence = 0  # the highest fence a Fenced op has carried
 
     def open(self) -> None:
         if self._closed:
@@ -118,6 +121,20 @@ class MemoryBackend:
             except StoreError as exc:
                 results.append(exc)
         return results
+
+    def _fenced(self, op: Fenced) -> object:
+        if op.fence < self._fence:
+            raise StaleFence(op.fence, self._fence)
+        if type(op.op) is Fenced:
+            raise StoreError("a Fenced op inside a Fenced op")
+        result = None
+        if op.op is not None:
+            handler = self._handlers.get(type(op.op))
+            if handler is None:
+                raise StoreError(f"not a write op: {type(op.op).__name__}")
+            result = handler(op.op)  # raises before mutating: a failing op raises no fence
+        self._fence = op.fence
+        return result
 
     def _create(self, op: CreateConversation) -> Conversation:
         conv = replace(op.conversation, last_seq=0)

@@ -16,6 +16,12 @@ reads the committed value: numbers stay gap-free and monotonic across processes.
 enforces the (conv_id, sender, cmid) dedupe with a unique constraint; a duplicate (``ON CONFLICT DO
 NOTHING`` returns no row) consumes no number.
 
+A batch that carries a ``Fenced`` op (the routing leader's writes) then locks the one row of
+``routing_fence`` too (``FOR UPDATE``, after the conversations, before anything else) and checks
+each fenced op against the highest fence stored or applied so far in the batch: a leader of a
+later term in another process that wrote first has committed its higher fence, and the stale
+write is refused; one that writes after waits for this commit and is checked against it.
+
 An unexpected database error in one op aborts a PostgreSQL transaction whole, so the batch is then
 rolled back and applied again with a savepoint around each op: the failing op fails alone, as the
 contract says. A lost connection (PostgreSQL down or restarting) fails the batch with a
@@ -50,6 +56,7 @@ from ..model import (
     CreateConversation,
     DeleteAttachment,
     DeleteRecord,
+    Fenced,
     MarkAttachmentDeleted,
     Page,
     Participant,
@@ -68,7 +75,7 @@ from ..model import (
     TenantSettings,
     WriteOp,
 )
-from .base import Conflict, NotFound, StoreError
+from .base import Conflict, NotFound, StaleFence, StoreError
 from .listing import conversation_filters
 from .memory import check_limit, check_participants_belong
 
@@ -195,6 +202,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Deleted attachments (gateway.media): the record stays, marked, so downloads answer 410.
         "ALTER TABLE attachments ADD COLUMN deleted_at BIGINT",
     ),
+    (
+        # Fencing (gateway.model.Fenced): the highest fence a routing leader's write has carried.
+        "CREATE TABLE routing_fence (id INTEGER PRIMARY KEY CHECK (id = 1), fence BIGINT NOT NULL)",
+        "INSERT INTO routing_fence (id, fence) VALUES (1, 0)",
+    ),
 )
 
 _CONVERSATION_COLUMNS = "id, tenant, customer, channel, status, created_at, subject, last_seq, stage, assignee, skill_group"
@@ -220,6 +232,8 @@ _Seqs = dict[str, int]
 def _conv_of(op: WriteOp) -> str | None:
     """The existing conversation an op writes to (its row is locked for the batch), if any."""
     kind = type(op)
+    if kind is Fenced:
+        return None if op.op is None else _conv_of(op.op)  # type: ignore[union-attr]
     if kind is AppendMessage or kind is SetStatus or kind is RemoveParticipant or kind is SetTags or kind is RecallMessage:
         return op.conv_id  # type: ignore[union-attr]
     if kind is AddParticipant:
@@ -350,30 +364,36 @@ class PostgresBackend:
         results: list[object] = []
         with conn.transaction():
             cur = conn.cursor()
-            seqs = self._lock_conversations(cur, ops)
+            seqs, fence = self._lock_conversations(cur, ops)
             start = dict(seqs)
             # Without savepoints, appends are numbered here and inserted together at the end (one
             # pipelined executemany): the conversations are locked, so the messages stored already
             # — read once, up front — are all the duplicates there can be.
             appends = None if savepoints else _Appends(_stored_already(cur, ops))
             for op in ops:
-                if appends is not None and type(op) is AppendMessage:
-                    try:
-                        results.append(appends.add(op, seqs))
-                    except StoreError as exc:
-                        results.append(exc)
-                    continue
-                handler = self._handlers.get(type(op))
+                fenced = None
+                if type(op) is Fenced:
+                    fenced, op = op, op.op
                 try:
-                    if handler is None:
-                        raise StoreError(f"not a write op: {type(op).__name__}")
-                    if savepoints:
-                        with conn.transaction():
-                            results.append(handler(cur, op, seqs))
+                    if fenced is not None:
+                        assert fence is not None
+                        fence.check(fenced.fence)
+                    if op is None:  # the fence alone
+                        result: object = None
+                    elif appends is not None and type(op) is AppendMessage:
+                        result = appends.add(op, seqs)
                     else:
-                        results.append(handler(cur, op, seqs))
+                        handler = self._handlers.get(type(op))
+                        if handler is None or (fenced is not None and type(op) is Fenced):
+                            raise StoreError(f"not a write op: {type(op).__name__}")
+                        if savepoints:
+                            with conn.transaction():
+                                result = handler(cur, op, seqs)
+                        else:
+                            result = handler(cur, op, seqs)
                 except StoreError as exc:
                     results.append(exc)
+                    continue
                 except psycopg.OperationalError:
                     raise
                 except psycopg.Error as exc:
@@ -382,6 +402,10 @@ class PostgresBackend:
                     error = StoreError(f"{type(op).__name__} failed: {exc}")
                     error.__cause__ = exc
                     results.append(error)
+                    continue
+                if fenced is not None:
+                    fence.passed(fenced.fence)  # type: ignore[union-attr]
+                results.append(result)
             if appends is not None and appends.rows:
                 try:
                     cur.executemany(_INSERT_MESSAGE, appends.rows)
@@ -392,16 +416,29 @@ class PostgresBackend:
             changed = [(seq, conv_id) for conv_id, seq in seqs.items() if seq is not None and seq != start.get(conv_id)]
             if changed:
                 cur.executemany("UPDATE conversations SET last_seq = %s WHERE id = %s", changed)
+            if fence is not None:
+                fence.store(cur)
         return results
 
-    def _lock_conversations(self, cur: psycopg.Cursor, ops: Sequence[WriteOp]) -> _Seqs:
-        ids = sorted({conv_id for op in ops if (conv_id := _conv_of(op)) is not None})
-        if not ids:
-            return {}
-        rows = cur.execute(
-            "SELECT id, last_seq FROM conversations WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE", (ids,)
-        ).fetchall()
-        return dict(rows)
+    def _lock_conversations(self, cur: psycopg.Cursor, ops: Sequence[WriteOp]) -> tuple[_Seqs, _Fence | None]:
+        """Lock the conversation rows the batch writes to, in id order, then — if it holds a
+        Fenced op — the fence's row: every batch takes its locks in that order, before any other
+        row lock, so two batches never wait for each other in a circle."""
+        ids = set()
+        fenced = False
+        for op in ops:
+            if type(op) is Fenced:
+                fenced = True
+            conv_id = _conv_of(op)
+            if conv_id is not None:
+                ids.add(conv_id)
+        seqs: _Seqs = {}
+        if ids:
+            rows = cur.execute(
+                "SELECT id, last_seq FROM conversations WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE", (sorted(ids),)
+            ).fetchall()
+            seqs = dict(rows)
+        return seqs, _Fence(cur) if fenced else None
 
     @staticmethod
     def _require(seqs: _Seqs, conv_id: str) -> int:
@@ -744,9 +781,32 @@ class _Appends:
         return Appended(message)
 
 
+class _Fence:
+    """The store's highest fence as one batch goes: its row is locked (FOR UPDATE) until the
+    commit, so a batch of another process that carries a fence waits, then reads what this one
+    stored. Ops are checked against the highest so far, the batch's own included."""
+
+    def __init__(self, cur: psycopg.Cursor) -> None:
+        [self.stored] = cur.execute("SELECT fence FROM routing_fence WHERE id = 1 FOR UPDATE").fetchone()
+        self.highest: int = self.stored
+
+    def check(self, fence: int) -> None:
+        if fence < self.highest:
+            raise StaleFence(fence, self.highest)
+
+    def passed(self, fence: int) -> None:
+        """An op with ``fence`` was applied."""
+        self.highest = max(self.highest, fence)
+
+    def store(self, cur: psycopg.Cursor) -> None:
+        if self.highest != self.stored:
+            cur.execute("UPDATE routing_fence SET fence = %s WHERE id = 1", (self.highest,))
+
+
 def _stored_already(cur: psycopg.Cursor, ops: Sequence[WriteOp]) -> dict[tuple[str, str, str], StoredMessage]:
-    """The stored messages whose (conv_id, sender, cmid) an append of ``ops`` repeats."""
-    keys = {(op.conv_id, op.sender, op.cmid) for op in ops if type(op) is AppendMessage}
+    """The stored messages whose (conv_id, sender, cmid) an append of ``ops`` (fenced or not) repeats."""
+    appends = (op.op if type(op) is Fenced else op for op in ops)
+    keys = {(op.conv_id, op.sender, op.cmid) for op in appends if type(op) is AppendMessage}
     if not keys:
         return {}
     convs, senders, cmids = (list(column) for column in zip(*keys))

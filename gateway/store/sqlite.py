@@ -39,6 +39,7 @@ from ..model import (
     Participant,
     PutRecords,
     DeleteRecord,
+    Fenced,
     Receipt,
     Record,
     RemoveParticipant,
@@ -49,7 +50,7 @@ from ..model import (
     StoredMessage,
     WriteOp,
 )
-from .base import Conflict, NotFound, StoreDamaged, StoreError
+from .base import Conflict, NotFound, StaleFence, StoreDamaged, StoreError
 from .listing import conversation_filters
 from .memory import check_limit, check_participants_belong
 
@@ -190,6 +191,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # WAL frame (two writes) and ~8 µs less per commit, and no counter can fall behind.
         "ALTER TABLE conversations DROP COLUMN last_seq",
     ),
+    (
+        # Fencing (gateway.model.Fenced): the highest fence a routing leader's write has carried.
+        "CREATE TABLE routing_fence (id INTEGER NOT NULL PRIMARY KEY CHECK (id = 1), fence INTEGER NOT NULL)",
+        "INSERT INTO routing_fence (id, fence) VALUES (1, 0)",
+    ),
 )
 
 _DURABILITY = {
@@ -317,6 +323,7 @@ class SqliteBackend:
             MarkAttachmentDeleted: self._mark_attachment_deleted,
             PutRecords: self._put_records,
             DeleteRecord: self._delete_record,
+            Fenced: self._fenced,
         }
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -400,7 +407,7 @@ class SqliteBackend:
 
         Every op but CreateConversation makes at most one write, as its last statement, so a
         failing op leaves nothing behind (SQLite undoes a failed statement); CreateConversation,
-        which writes several rows, runs inside a savepoint.
+        which writes several rows, and a Fenced op that raises the fence run inside a savepoint.
         """
         conn, cur = self._writer, self._cur
         if conn is None or cur is None or self._closed:
@@ -450,6 +457,24 @@ class SqliteBackend:
             # Not created in this batch (else it would be pending): the stored value is committed.
             seq = self._last_seq[conv_id] = row[0]
         return seq
+
+    def _fenced(self, cur: sqlite3.Cursor, op: Fenced, pending: _Pending) -> object:
+        """The check is one read inside the batch's IMMEDIATE transaction, which no other writer
+        of the file can interleave with; a higher fence is stored with the op, in a savepoint."""
+        [highest] = cur.execute("SELECT fence FROM routing_fence WHERE id = 1").fetchone()
+        if op.fence < highest:
+            raise StaleFence(op.fence, highest)
+        inner = op.op
+        handler = None
+        if inner is not None:
+            handler = self._handlers.get(type(inner))
+            if handler is None or type(inner) is Fenced:
+                raise StoreError(f"not a write op to fence: {type(inner).__name__}")
+        if op.fence == highest:  # this term's writes after its first: one read, nothing more
+            return None if handler is None else handler(cur, inner, pending)
+        with _savepoint(cur):  # a failing op raises no fence
+            cur.execute("UPDATE routing_fence SET fence = ? WHERE id = 1", (op.fence,))
+            return None if handler is None else handler(cur, inner, pending)
 
     def _create(
         self, cur: sqlite3.Cursor, op: CreateConversation, pending: _Pending

@@ -189,14 +189,17 @@ class Store:
         self._inline.append((op, callback))
         self._wake.set()
 
-    async def execute(self, op: WriteOp) -> Any:
-        """Submit and wait for the result; raise it if it is an error."""
+    async def execute(self, op: WriteOp, observe: Callback | None = None) -> Any:
+        """Submit and wait for the result; raise it if it is an error. ``observe(result)`` is
+        called with it too, on the Trio thread, even when the waiting task was cancelled meanwhile."""
         done = trio.Event()
         box: list[object] = []
 
         def finished(result: object) -> None:
             box.append(result)
             done.set()
+            if observe is not None:
+                observe(result)
 
         self.submit(op, finished)
         await done.wait()

@@ -8,6 +8,8 @@ import json
 import pytest
 import trio
 
+from gateway.model import Fenced
+
 from ..support import connect, token
 
 TEXT = {"kind": "text", "text": "我要退货"}
@@ -77,6 +79,20 @@ async def test_transfer_to_another_agent_with_a_note(routed):
         assert offer["conv"]["assignee"] == "ben"
         refused = await ann.request("send", conv=conv, cmid="x", body=TEXT)
         assert refused["code"] == "forbidden"  # ann left the conversation
+
+
+async def test_in_one_process_routing_writes_carry_no_fence(routed):
+    """No cluster, no lease: the writes are stored as they always were, and the store has seen no
+    fence (its highest is still 0, which only a fenced write would have raised)."""
+    gw = await routed()
+    async with connect(gw.url, token("alice"), resume={}) as alice, connect(gw.url, token("ann", "agent"), resume={}) as ann:
+        await ann.ok("status", status="online")
+        conv = (await alice.ok("open"))["conv"]["id"]
+        assert (await ann.next("assigned"))["conv"]["id"] == conv
+        await ann.ok("resolve", conv=conv)
+    assert gw.node.routing.fence is None
+    assert await gw.node.store.execute(Fenced(0)) is None
+    assert gw.registry.get_sample_value("kefu_routing_stale_writes_total", {"op": "set_status"}) == 0
 
 
 async def test_an_agent_never_exceeds_their_maximum_and_nothing_is_assigned_twice(routed):

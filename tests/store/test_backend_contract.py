@@ -23,6 +23,7 @@ from gateway.model import (
     AppendMessage,
     Conversation,
     CreateConversation,
+    Fenced,
     Participant,
     Receipt,
     RecallMessage,
@@ -33,7 +34,7 @@ from gateway.model import (
     StoredMessage,
     WriteOp,
 )
-from gateway.store import MemoryBackend, NotFound, PostgresBackend, SqliteBackend, StoreBackend, StoreError
+from gateway.store import MemoryBackend, NotFound, PostgresBackend, SqliteBackend, StaleFence, StoreBackend, StoreError
 
 from ..postgres import drop_schema, fresh_backend
 
@@ -637,3 +638,90 @@ def test_an_attachment_is_marked_deleted_once_and_its_record_stays(backend: Stor
 def test_a_conversation_created_in_the_same_batch_takes_its_attachment(backend: StoreBackend) -> None:
     results = backend.apply_batch([CreateConversation(conversation("c9")), AddAttachment(attachment("a9", conv_id="c9"))])
     assert results[1] == attachment("a9", conv_id="c9")
+
+
+# ---- fencing: the routing leader's writes carry its term's number --------------------------------
+
+
+def refused(result: object, fence: int, highest: int) -> bool:
+    return isinstance(result, StaleFence) and (result.fence, result.highest) == (fence, highest)
+
+
+def snapshot(backend: StoreBackend, conv_id: str) -> tuple:
+    """Everything a routing write could change in a conversation."""
+    return backend.get_conversation(conv_id), backend.participants(conv_id), backend.read_messages(conv_id).messages
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        SetStatus("c1", stage="queued", assignee=""),
+        AddParticipant(member("c1", "ann")),
+        RemoveParticipant("c1", "ben"),
+        AppendMessage("c1", "srv-1", "system", "system", b"ann serves you"),
+        None,  # the fence alone
+    ],
+    ids=lambda op: type(op).__name__,
+)
+def test_a_fenced_write_below_the_highest_fence_is_refused_and_changes_nothing(backend: StoreBackend, op: WriteOp | None) -> None:
+    create(backend, conversation("c1"), "shopper1")
+    assert apply_one(backend, Fenced(5, AddParticipant(member("c1", "ben")))) == member("c1", "ben")
+    assert apply_one(backend, Fenced(5, SetStatus("c1", stage="assigned", assignee="ben"))).assignee == "ben"
+    before = snapshot(backend, "c1")
+
+    assert refused(apply_one(backend, Fenced(4, op)), 4, 5)
+
+    assert snapshot(backend, "c1") == before
+    assert refused(apply_one(backend, Fenced(4)), 4, 5)  # the refused write left the highest at 5
+
+
+def test_an_equal_or_higher_fence_goes_through_and_becomes_the_highest(backend: StoreBackend) -> None:
+    create(backend, conversation("c1"), "shopper1")
+    assert apply_one(backend, Fenced(3, SetStatus("c1", stage="queued"))).stage == "queued"
+    assert apply_one(backend, Fenced(3, SetStatus("c1", stage="assigned", assignee="ann"))).assignee == "ann"  # the same term again
+    assert apply_one(backend, Fenced(7)) is None  # a new term claims its number
+    assert refused(apply_one(backend, Fenced(3, SetStatus("c1", stage="queued"))), 3, 7)
+    assert refused(apply_one(backend, Fenced(6)), 6, 7)
+    assert apply_one(backend, Fenced(7, SetStatus("c1", stage="assigned", assignee="ben"))).assignee == "ben"
+    assert apply_one(backend, Fenced(8, append("c1", "m1"))).message.seq == 1
+
+
+def test_unfenced_writes_are_unaffected_by_the_fence(backend: StoreBackend) -> None:
+    create(backend, conversation("c1"), "shopper1")
+    apply_one(backend, Fenced(9))
+    results = backend.apply_batch([
+        append("c1", "m1"), SetStatus("c1", stage="queued"), AddParticipant(member("c1", "ann")), SetReceipt(Receipt("c1", "ann", "read", 1)),
+    ])
+    assert not any(isinstance(r, Exception) for r in results), results
+    assert backend.get_conversation("c1").stage == "queued"
+    assert refused(apply_one(backend, Fenced(8)), 8, 9)  # and they did not touch it
+
+
+def test_a_fenced_op_that_fails_raises_no_fence(backend: StoreBackend) -> None:
+    create(backend, conversation("c1"), "shopper1")
+    apply_one(backend, Fenced(2))
+    assert isinstance(apply_one(backend, Fenced(5, SetStatus("nope", stage="queued"))), NotFound)
+    assert isinstance(apply_one(backend, Fenced(6, Fenced(6))), StoreError)  # not an op to fence
+    assert apply_one(backend, Fenced(3, SetStatus("c1", stage="queued"))).stage == "queued"
+
+
+def test_within_a_batch_each_fenced_op_is_checked_against_those_before_it(backend: StoreBackend) -> None:
+    create(backend, conversation("c1"), "shopper1")
+    results = backend.apply_batch([
+        append("c1", "m1"),
+        Fenced(4, SetStatus("c1", stage="queued")),
+        Fenced(5, append("c1", "srv-1", sender="system")),  # numbered in line with the unfenced appends
+        Fenced(4, SetStatus("c1", stage="assigned", assignee="ann")),
+        append("c1", "m2"),
+        Fenced(5, AddParticipant(member("c1", "ben"))),
+    ])
+    assert appended(results[0]).message.seq == 1
+    assert results[1].stage == "queued"
+    assert appended(results[2]).message.seq == 2
+    assert refused(results[3], 4, 5)
+    assert appended(results[4]).message.seq == 3
+    assert results[5] == member("c1", "ben")
+    conv = backend.get_conversation("c1")
+    assert (conv.stage, conv.assignee, conv.last_seq) == ("queued", "", 3)
+    assert [m.cmid for m in backend.read_messages("c1").messages] == ["m1", "srv-1", "m2"]
+    assert refused(apply_one(backend, Fenced(4)), 4, 5)

@@ -1,6 +1,8 @@
 """What the PostgreSQL backend promises beyond the shared contract: one conversation's numbers stay
-gap-free when several writers (processes, each with its own connection) append at once; versioned
-migrations; a lost or unreachable server is a retryable StoreUnavailable, never a silent success."""
+gap-free when several writers (processes, each with its own connection) append at once; a routing
+leader's stale fenced write is refused whichever process wrote the higher fence, even while that
+one's commit is on its way; versioned migrations; a lost or unreachable server is a retryable
+StoreUnavailable, never a silent success."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import pytest
 import trio
 
 from gateway.metrics import Stats
-from gateway.model import AddParticipant, AppendMessage, Appended, Conversation, CreateConversation, Participant
-from gateway.store import PostgresBackend, StoreError, StoreUnavailable
+from gateway.model import AddParticipant, AppendMessage, Appended, Conversation, CreateConversation, Fenced, Participant, SetStatus
+from gateway.store import PostgresBackend, StaleFence, StoreError, StoreUnavailable
 from gateway.store.postgres import MIGRATIONS
 from gateway.store.writer import Store
 
@@ -88,6 +90,85 @@ def test_writers_on_separate_connections_append_to_one_conversation_gap_free(sch
     finally:
         for backend in writers:
             backend.close()
+
+
+def test_a_stale_leaders_write_is_refused_after_the_new_leaders_from_another_process(schema):
+    """Two processes share the store: the old leader (term 5) wrote, the new one (term 6) claimed
+    its number and assigned; the old one's delayed write then arrives and changes nothing."""
+    old, new = opened(schema), opened(schema)
+    try:
+        create(old)
+        [queued] = old.apply_batch([Fenced(5, SetStatus("c1", stage="queued"))])
+        assert queued.stage == "queued"
+        assert new.apply_batch([Fenced(6)]) == [None]
+        [assigned] = new.apply_batch([Fenced(6, SetStatus("c1", stage="assigned", assignee="ben"))])
+        assert assigned.assignee == "ben"
+
+        [stale, message] = old.apply_batch([Fenced(5, SetStatus("c1", stage="assigned", assignee="ann")), AppendMessage("c1", "m1", "alice", "shopper", b"x")])
+
+        assert isinstance(stale, StaleFence) and (stale.fence, stale.highest) == (5, 6)
+        assert isinstance(message, Appended)  # the unfenced write of the same batch is not refused
+        assert new.get_conversation("c1").assignee == "ben"
+    finally:
+        old.close()
+        new.close()
+
+
+def test_a_stale_write_racing_the_new_leaders_commit_waits_for_it_and_is_refused(schema):
+    """The new leader's transaction holds the fence's row (its write, to another conversation, is
+    on its way) when the old leader's write arrives: the old one waits for that commit, then reads
+    the higher fence and is refused; it cannot slip in between the check and the write."""
+    old = opened(schema)
+    try:
+        create(old, "c1")
+        create(old, "c2")
+        old.apply_batch([Fenced(5)])
+        done = threading.Event()
+        results: list[object] = []
+
+        def write() -> None:
+            results.extend(old.apply_batch([Fenced(5, SetStatus("c1", stage="assigned", assignee="ann"))]))
+            done.set()
+
+        with psycopg.connect(PG_URL, options=f"-c search_path={schema}") as new:  # the new leader's transaction
+            new.execute("SELECT fence FROM routing_fence WHERE id = 1 FOR UPDATE")
+            new.execute("UPDATE conversations SET stage = 'assigned', assignee = 'ben' WHERE id = 'c2'")
+            new.execute("UPDATE routing_fence SET fence = 6 WHERE id = 1")
+            writer = threading.Thread(target=write)
+            writer.start()
+            assert not done.wait(0.5)  # held at the fence's row
+            new.commit()
+        writer.join(10)
+        assert done.is_set()
+        assert isinstance(results[0], StaleFence) and results[0].highest == 6
+        assert (old.get_conversation("c1").assignee, old.get_conversation("c2").assignee) == ("", "ben")
+    finally:
+        old.close()
+
+
+def test_a_schema_of_version_3_is_upgraded_in_place_and_takes_fenced_writes(schema):
+    with psycopg.connect(PG_URL, autocommit=True) as conn:  # what the code of schema version 3 left
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"SET search_path = {schema}")
+        for step in MIGRATIONS[:3]:
+            for statement in step:
+                conn.execute(statement)
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (3)")
+        conn.execute(
+            "INSERT INTO conversations (id, tenant, customer, channel, status, subject, created_at, last_seq, stage)"
+            " VALUES ('c1', 't1', 'alice', 'app', 'open', '', 1, 0, 'queued')"
+        )
+    backend = opened(schema)
+    try:
+        [moved] = backend.apply_batch([Fenced(1, SetStatus("c1", stage="assigned", assignee="ann"))])
+        assert (moved.tenant, moved.stage, moved.assignee) == ("t1", "assigned", "ann")
+        [stale] = backend.apply_batch([Fenced(0)])
+        assert isinstance(stale, StaleFence) and stale.highest == 1
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            assert conn.execute(f"SELECT version FROM {schema}.schema_version").fetchall() == [(len(MIGRATIONS),)]
+    finally:
+        backend.close()
 
 
 def test_migrations_are_recorded_and_run_once(schema):

@@ -28,6 +28,7 @@ from gateway.model import (
     AppendMessage,
     Conversation,
     CreateConversation,
+    Fenced,
     Page,
     Participant,
     Receipt,
@@ -37,7 +38,7 @@ from gateway.model import (
     StoredMessage,
     WriteOp,
 )
-from gateway.store import MemoryBackend, SqliteBackend, StoreError
+from gateway.store import MemoryBackend, SqliteBackend, StaleFence, StoreError
 from gateway.store import sqlite as sqlite_module
 from gateway.store.sqlite import MIGRATIONS
 
@@ -110,7 +111,7 @@ def test_migrations_are_recorded_and_idempotent(path: Path) -> None:
         tables = {name for (name,) in listed}
         journal = db.execute("PRAGMA journal_mode").fetchone()[0]
     assert version == len(MIGRATIONS)
-    assert tables == {"conversations", "participants", "messages", "receipts", "conversation_tags", "api_keys", "agents", "tenant_settings", "attachments", "workspace_records"}
+    assert tables == {"conversations", "participants", "messages", "receipts", "conversation_tags", "api_keys", "agents", "tenant_settings", "attachments", "workspace_records", "routing_fence"}
     assert journal == "wal"
 
 
@@ -157,6 +158,35 @@ def test_a_store_of_the_counter_schema_numbers_on_from_its_highest_stored_seq(pa
     with sqlite3.connect(path) as db:
         columns = [row[1] for row in db.execute("PRAGMA table_info(conversations)")]
     assert "last_seq" not in columns and "stage" in columns
+
+
+def test_a_store_of_schema_8_takes_fenced_writes_after_the_upgrade(path: Path) -> None:
+    """Schema 9 adds the routing fence: an existing store keeps its conversations and starts at
+    fence 0, so the first leader's number passes; the highest fence then survives a reopen."""
+    with sqlite3.connect(path) as db:
+        for step in MIGRATIONS[:8]:
+            for statement in step:
+                db.execute(statement)
+        db.execute("INSERT INTO conversations (id, tenant, customer, channel, status, subject, created_at, stage) VALUES ('c1', 't1', 'u', 'app', 'open', '', 1, 'queued')")
+        db.execute("PRAGMA user_version = 8")
+    store = SqliteBackend(path)
+    store.open()
+    try:
+        [moved] = store.apply_batch([Fenced(1, SetStatus("c1", stage="assigned", assignee="ann"))])
+        assert (moved.stage, moved.assignee) == ("assigned", "ann")
+        assert store.apply_batch([Fenced(4)]) == [None]
+    finally:
+        store.close()
+    store = SqliteBackend(path)
+    store.open()
+    try:
+        [stale] = store.apply_batch([Fenced(3, SetStatus("c1", stage="queued", assignee=""))])
+        assert isinstance(stale, StaleFence) and stale.highest == 4
+        assert store.get_conversation("c1").assignee == "ann"
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
 def test_a_newer_schema_is_refused(path: Path) -> None:
@@ -306,7 +336,7 @@ def create_ops(draw: st.DrawFn) -> CreateConversation:
 
 KINDS = st.sampled_from(RECEIPT_KINDS)
 CMIDS = st.sampled_from(["m1", "m2", "m3"])  # few, so that duplicates are common
-WRITE_OPS = st.one_of(
+UNFENCED_OPS = st.one_of(
     create_ops(),
     st.builds(AddParticipant, st.builds(Participant, CONV_IDS, USERS, st.just("agent"), SMALL)),
     st.builds(RemoveParticipant, CONV_IDS, USERS),
@@ -315,6 +345,7 @@ WRITE_OPS = st.one_of(
     st.builds(SetReceipt, st.builds(Receipt, CONV_IDS, USERS, KINDS, SMALL)),
     st.builds(SetStatus, CONV_IDS, STATUSES),
 )
+WRITE_OPS = UNFENCED_OPS | st.builds(Fenced, SMALL, st.none() | UNFENCED_OPS)  # the fence survives reopening, too
 MAYBE_SMALL = st.none() | SMALL
 
 
