@@ -414,7 +414,9 @@ def test_an_agent_switches_alerts_on_and_hears_of_a_new_conversation_and_a_messa
     second.ok("send", conv=conv_b, cmid="q3", body={"kind": "location", "lat": 31.23, "lng": 121.47, "name": "人民广场"})
     expect(page.locator(f'#inbox li[data-conv="{conv_b}"] .unread')).to_have_text("3")
     told = [n for n in notified() if n["tag"] == f"kefu-{conv_b}"]
-    assert told[0]["title"] == "新会话：孙先生", told
+    # the customer as the desk knows them when the assignment arrives: by name, or (when the
+    # handoff's packet came without one, as under load it may) by their id
+    assert told[0]["title"] in ("新会话：孙先生", "新会话：u62"), told
     assert [(n["title"], n["body"]) for n in told[1:]] == [("孙先生", "还在吗？急"), ("孙先生", "[位置]")]
     assert page.locator("#expiry").is_hidden()  # a day's token: nothing to renew yet
 
