@@ -7,6 +7,7 @@ process of its own rather than in the test's Trio loop.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -26,6 +27,8 @@ from websockets.sync.client import connect
 
 from ..support import SECRET
 
+STATIC = Path(__file__).resolve().parents[2] / "gateway" / "web" / "static"
+
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps trying to reach Google's hosts, which this
 # closed network refuses; --no-sandbox because CI runs as root; the fake media device stands in for a
@@ -34,6 +37,18 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
     "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",  # a microphone that plays a tone, for voice messages
 ]
+
+
+def run_node(module: Path, script: str) -> object:
+    """What ``script`` prints as JSON, run by Node with ``module`` (one of the pages' ES modules)
+    imported as ``module``: the pages' own rules, tested without a browser."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is not installed (it also runs the benchmark's Node relay)")
+    done = subprocess.run([node, "--input-type=module", "-e", f"import * as module from {json.dumps(module.as_uri())};\n{script}"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def free_port() -> int:
