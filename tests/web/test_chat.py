@@ -5,18 +5,14 @@ from __future__ import annotations
 import io
 import json
 import re
-import threading
 import time
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 
 import jwt
 import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from .conftest import Peer
+from .conftest import Peer, shop_site
 
 pytestmark = pytest.mark.processes  # a gateway process and a browser: once, not again in the pure-Python pass
 
@@ -150,31 +146,6 @@ def test_without_a_token_or_with_a_refused_one_the_chat_says_so(gateway, page):
     expect(page.locator("#problem")).to_contain_text("token_invalid")
     expect(page.locator("#composer")).to_be_hidden()
     assert page.errors == []
-
-
-@contextmanager
-def shop_site(document: str) -> Iterator[str]:
-    """The shop's own site, serving ``document`` from another origin than the gateway's."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = document.encode()
-            self.send_response(200)
-            self.send_header("content-type", "text/html; charset=utf-8")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_the_shops_page_hands_the_chat_a_new_token_before_the_old_one_ends(gateway, page):
