@@ -160,7 +160,7 @@ def test_the_shops_page_hands_the_chat_a_new_token_before_the_old_one_ends(gatew
 <script>
 const answers = {json.dumps([someone_else, fresh])};
 window.addEventListener("message", (event) => {{
-  if (event.origin !== "{gateway.http_url}") return;
+  if (event.origin !== "{gateway.http_url}" || !event.data.type.startsWith("kefu:token")) return;  // (not kefu:ready, kefu:unread)
   const item = document.createElement("li");
   item.textContent = JSON.stringify(event.data);
   document.getElementById("heard").append(item);
