@@ -1,5 +1,6 @@
 """The browser pages on the HTTP port: the agent console (``/console/``) and the shopper's chat
-(``/chat/``, a page a shop's website embeds in an iframe).
+(``/chat/``, a page a shop's website embeds in an iframe, by hand or with the widget: the classic
+script ``/chat/widget.js`` a shop's page loads from the gateway).
 
 They are static files (HTML, CSS and plain ES modules, no build step) that speak kefu.v1 over the
 WebSocket like any other client, and call the media endpoints with the same client token: the

@@ -25,12 +25,22 @@ class Page:
     prefix: str  # where it is served: /console/
     html: str  # its document in static/
     embeddable: bool  # another site may frame it (the chat, in a shop's pages)
+    cross_origin: frozenset[str] = frozenset()  # its files other sites load themselves (the widget's script)
 
 
 SELF = "'self'"
 SOURCE = re.compile(r"\*|'self'|https?://[A-Za-z0-9.*:\[\]-]+")  # what an origin list may give (no ; or quotes: no other directive)
 
-PAGES = (Page("/console", "console.html", embeddable=False), Page("/chat", "chat.html", embeddable=True))
+PAGES = (
+    Page("/console", "console.html", embeddable=False),
+    Page("/chat", "chat.html", embeddable=True, cross_origin=frozenset({"widget.js"})),
+)
+
+# A shop's page runs the widget's script with <script src> from its own origin: a page that isolates
+# itself (Cross-Origin-Embedder-Policy) loads a file only if the file says other sites may
+# (Cross-Origin-Resource-Policy), and a <script crossorigin> (for Subresource Integrity, or to see
+# its errors) only with CORS. The file is public, the same for every shop, and sent without cookies.
+CROSS_ORIGIN = {"cross-origin-resource-policy": "cross-origin", "access-control-allow-origin": "*"}
 
 
 def content_security_policy(page: Page, frame_ancestors: str = "*") -> str:
@@ -101,6 +111,8 @@ def page_routes(page: Page, assets: dict[str, Asset], documents: set[str], setti
         found = {"content-security-policy": policy, "x-content-type-options": "nosniff", "referrer-policy": "no-referrer", "cache-control": "no-cache"}
         if asset is not None:
             found["etag"] = asset.etag
+            if asset.name in page.cross_origin:
+                found.update(CROSS_ORIGIN)
         return found
 
     def serve(request: Request, asset: Asset) -> Response:

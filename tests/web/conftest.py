@@ -7,6 +7,7 @@ process of its own rather than in the test's Trio loop.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -14,10 +15,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 import msgpack
@@ -25,6 +28,8 @@ import pytest
 from websockets.sync.client import connect
 
 from ..support import SECRET
+
+STATIC = Path(__file__).resolve().parents[2] / "gateway" / "web" / "static"
 
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps trying to reach Google's hosts, which this
@@ -34,6 +39,18 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
     "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",  # a microphone that plays a tone, for voice messages
 ]
+
+
+def run_node(module: Path, script: str) -> object:
+    """What ``script`` prints as JSON, run by Node with ``module`` (one of the pages' ES modules)
+    imported as ``module``: the pages' own rules, tested without a browser."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is not installed (it also runs the benchmark's Node relay)")
+    done = subprocess.run([node, "--input-type=module", "-e", f"import * as module from {json.dumps(module.as_uri())};\n{script}"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def free_port() -> int:
@@ -47,6 +64,7 @@ class GatewayProcess:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
+        self.options: tuple[str, ...] = ()  # more for ``kefu serve`` (``--allowed-origins …``), set before start
         self.ws_port = free_port()
         self.http_port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -69,7 +87,7 @@ class GatewayProcess:
         env = {**os.environ, "KEFU_JWT_SECRET": SECRET}
         args = [
             sys.executable, "-m", "gateway", "serve", "--data-dir", str(self.data_dir),
-            "--port", str(self.ws_port), "--metrics-port", str(self.http_port), "--media-inspection", "threads",
+            "--port", str(self.ws_port), "--metrics-port", str(self.http_port), "--media-inspection", "threads", *self.options,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
         deadline = time.monotonic() + 30
@@ -186,6 +204,44 @@ class Peer:
         )
         assert answer.status_code == 201, answer.text
         return answer.json()
+
+
+@contextmanager
+def shop_site(document: str, post: dict[str, Callable[[], tuple[int, str]]] | None = None) -> Iterator[str]:
+    """The shop's own site on a loopback port of its own (another origin than the gateway's): it
+    serves ``document`` to a GET of any path, and answers a POST to a path of ``post`` with what
+    its function returns (status, JSON text), as the shop's backend would."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.answer(200, "text/html; charset=utf-8", document)
+
+        def do_POST(self) -> None:
+            found = (post or {}).get(self.path)
+            if found is None:
+                self.answer(404, "text/plain", "not found")
+                return
+            status, text = found()
+            self.answer(status, "application/json", text)
+
+        def answer(self, status: int, content_type: str, text: str) -> None:
+            body = text.encode()
+            self.send_response(status)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="module")

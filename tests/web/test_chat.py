@@ -5,18 +5,14 @@ from __future__ import annotations
 import io
 import json
 import re
-import threading
 import time
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 
 import jwt
 import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from .conftest import Peer
+from .conftest import Peer, shop_site
 
 pytestmark = pytest.mark.processes  # a gateway process and a browser: once, not again in the pure-Python pass
 
@@ -152,31 +148,6 @@ def test_without_a_token_or_with_a_refused_one_the_chat_says_so(gateway, page):
     assert page.errors == []
 
 
-@contextmanager
-def shop_site(document: str) -> Iterator[str]:
-    """The shop's own site, serving ``document`` from another origin than the gateway's."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = document.encode()
-            self.send_response(200)
-            self.send_header("content-type", "text/html; charset=utf-8")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_the_shops_page_hands_the_chat_a_new_token_before_the_old_one_ends(gateway, page):
     short = gateway.token("v-88", "shopper", channel="web", name="李先生", ttl_s=60)  # asks at once: under two minutes left
     someone_else = gateway.token("v-99", "shopper", channel="web")
@@ -189,7 +160,7 @@ def test_the_shops_page_hands_the_chat_a_new_token_before_the_old_one_ends(gatew
 <script>
 const answers = {json.dumps([someone_else, fresh])};
 window.addEventListener("message", (event) => {{
-  if (event.origin !== "{gateway.http_url}") return;
+  if (event.origin !== "{gateway.http_url}" || !event.data.type.startsWith("kefu:token")) return;  // (not kefu:ready, kefu:unread)
   const item = document.createElement("li");
   item.textContent = JSON.stringify(event.data);
   document.getElementById("heard").append(item);

@@ -88,3 +88,25 @@ async def test_the_chat_may_be_framed_by_the_shops_sites_and_the_console_only_by
 def test_an_origin_list_cannot_add_a_directive_to_the_policy():
     policy = content_security_policy(CHAT, "https://shop.example;script-src * 'unsafe-inline'")
     assert policy.count("script-src") == 1 and "unsafe-inline" not in policy and "example;" not in policy
+
+
+async def test_the_widgets_script_may_be_loaded_by_a_shops_page_and_only_it_says_so(start_gateway):
+    gw = await start_gateway()
+    async with client(gw) as http:
+        widget = await http.get("/chat/widget.js")
+        assert widget.status_code == 200 and widget.content == (STATIC / "widget.js").read_bytes()
+        assert widget.headers["content-type"] == "text/javascript; charset=utf-8" and widget.headers["x-content-type-options"] == "nosniff"
+        # a shop's page that isolates itself (COEP) may load it, and a <script crossorigin> (SRI) too
+        assert widget.headers["cross-origin-resource-policy"] == "cross-origin" and widget.headers["access-control-allow-origin"] == "*"
+        again = await http.get("/chat/widget.js", headers={"if-none-match": widget.headers["etag"]})
+        assert again.status_code == 304 and again.headers["cross-origin-resource-policy"] == "cross-origin"
+
+        module = await http.get("/chat/chat.js")
+        varying = {"etag", "content-length", "date"}
+        assert set(widget.headers) - set(module.headers) == {"cross-origin-resource-policy", "access-control-allow-origin"}
+        assert {k: v for k, v in module.headers.items() if k not in varying} == {k: v for k, v in widget.headers.items() if k in module.headers and k not in varying}
+        for path in ("/chat/", "/chat/chat.js", "/chat/embedder.js", "/chat/client.js", "/chat/chat.css", "/chat/config.json", "/console/", "/console/console.js",
+                     "/console/widget.js"):  # (the console's address serves the shared files, but says nothing more)
+            answer = await http.get(path)
+            assert answer.status_code == 200 and answer.headers["x-content-type-options"] == "nosniff", path
+            assert "cross-origin-resource-policy" not in answer.headers and "access-control-allow-origin" not in answer.headers, path

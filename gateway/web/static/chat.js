@@ -5,9 +5,17 @@
 // The conversation is opened with the first message (so a visitor who only looks opens none),
 // the bot's suggested questions are buttons, 转人工 asks for a person (`handoff`), and the
 // satisfaction survey is answered in place (`rate`).
+//
+// Framed by the shop's page (the widget, widget.js, or the shop's own frame), it tells that page
+// when it is live (`kefu:ready`), how many of the bot's and agents' messages the shopper has not
+// seen (`kefu:unread`), and that the shopper pressed Escape (`kefu:close`); it hears whether it is
+// on screen (`kefu:shown`) and the product to open its next conversation with (`kefu:product`).
+// "Seen" is the shopper's read receipt: the chat sends one only while it is on screen, so the
+// count is the messages from others after it, and it survives a reload or the shop's next page.
 
 import { clock, el, renderBody, uploadFile } from "./bodies.js";
 import { KefuClient, frameParents, keepFragment, randomId, socketUrl } from "./client.js";
+import { Embedder } from "./embedder.js";
 import { t } from "./i18n.js";
 import { TokenRenewal } from "./renewal.js";
 import { Transcript } from "./transcript.js";
@@ -28,9 +36,15 @@ const chat = {
   pending: new Map(), // cmid -> {body, error}
   names: new Map(), // agent -> name, from `assigned` events and `joined` frames
   typingUntil: 0,
-  readSent: 0,
+  readSent: 0, // the shopper's read receipt: what they have seen of the conversation
+  shown: true, // the frame is on screen (a widget's closed panel says it is not: `kefu:shown`)
+  embedder: null, // the shop's page that frames the chat (embedder.js)
+  ready: false, // went live once, and told the framing page so (`kefu:ready`)
+  unreadTold: 0, // the count the framing page was last told (`kefu:unread`)
   score: 0,
 };
+
+const OTHERS = new Set(["bot", "agent", "supervisor"]); // whose messages count as unread
 
 function token() {
   return sessionStorage.getItem(TOKEN_KEY);
@@ -45,6 +59,7 @@ async function start() {
   for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
   for (const node of document.querySelectorAll("[data-i18n-placeholder]")) node.placeholder = t(node.dataset.i18nPlaceholder);
   document.title = t("chat_title");
+  chat.shown = new URLSearchParams(location.hash.slice(1)).get("shown") !== "0"; // a widget may load it closed
   keepFragment({ token: TOKEN_KEY, product: PRODUCT_KEY });
   wire();
   if (!token()) {
@@ -52,6 +67,17 @@ async function start() {
     $("composer").hidden = true;
     return;
   }
+  const parents = await frameParents();
+  chat.embedder = new Embedder(parents);
+  chat.embedder.on("kefu:shown", (data) => {
+    chat.shown = data.shown !== false;
+    if (chat.ready) notice();
+  });
+  chat.embedder.on("kefu:product", (data) => {
+    if (typeof data.product !== "string") return;
+    if (data.product) sessionStorage.setItem(PRODUCT_KEY, data.product.slice(0, 128));
+    else sessionStorage.removeItem(PRODUCT_KEY);
+  });
   chat.client = new KefuClient(await socketUrl(), token(), onFrame, onState);
   chat.client.start();
   // the shop's page that frames the chat may hand it a new token before this one ends (renewal.js)
@@ -62,7 +88,7 @@ async function start() {
       sessionStorage.setItem(TOKEN_KEY, fresh);
       return expiry;
     },
-    parents: await frameParents(),
+    parents,
     onNotice: (left) => {
       $("expiry").hidden = left === null;
       if (left !== null) $("expiry").textContent = t("chat_session_ends", { s: left });
@@ -91,12 +117,18 @@ async function goLive(hello) {
     await loadHistory();
   }
   render();
+  if (!chat.ready) chat.embedder.tell({ type: "kefu:ready" });
+  chat.ready = true;
+  notice();
 }
 
 async function loadHistory(before = Number.MAX_SAFE_INTEGER) {
   const page = await chat.client.request("history", { conv: chat.conv.id, before });
   chat.transcript.addPage(page);
   for (const m of page.messages) learnName(m);
+  for (const r of page.receipts || []) {
+    if (r.user === chat.me.id && r.kind === "read") chat.readSent = Math.max(chat.readSent, r.seq);
+  }
   chat.client.hold(chat.conv.id, chat.transcript.held());
 }
 
@@ -121,7 +153,7 @@ function onFrame(frame) {
       if (frame.role !== "shopper") chat.typingUntil = 0;
       chat.client.hold(chat.conv.id, chat.transcript.held());
       render();
-      return markRead();
+      return notice();
     case "conv":
       chat.conv = frame.conv;
       return render();
@@ -137,15 +169,41 @@ function onFrame(frame) {
   }
 }
 
-function markRead() {
-  if (document.hidden || !chat.transcript.messages.size) return;
-  const last = chat.transcript.lastSeq();
-  if (last <= chat.readSent) return;
-  chat.readSent = last;
-  chat.client.request("receipt", { conv: chat.conv.id, kind: "read", seq: last }).catch(() => (chat.readSent = 0));
+/** The shopper can see the conversation: the tab is visible and the frame on screen. */
+function looking() {
+  return !document.hidden && chat.shown;
 }
 
-document.addEventListener("visibilitychange", () => chat.conv && markRead());
+/** A read receipt for what the shopper sees, and the framing page told what they have not seen. */
+function notice() {
+  if (chat.conv) markRead();
+  const unread = unseen();
+  if (unread === chat.unreadTold) return;
+  chat.unreadTold = unread;
+  chat.embedder.tell({ type: "kefu:unread", count: unread });
+}
+
+function markRead() {
+  if (!looking() || !chat.transcript.messages.size) return;
+  const last = chat.transcript.lastSeq();
+  const before = chat.readSent;
+  if (last <= before) return;
+  chat.readSent = last;
+  chat.client.request("receipt", { conv: chat.conv.id, kind: "read", seq: last }).catch(() => (chat.readSent = Math.min(chat.readSent, before)));
+}
+
+/** The bot's and agents' messages after the shopper's read receipt. */
+function unseen() {
+  if (!chat.conv) return 0;
+  let count = 0;
+  for (const m of chat.transcript.messages.values()) {
+    const body = m.body || {};
+    if (m.seq > chat.readSent && OTHERS.has(m.role) && body.kind !== "event" && body.kind !== "recalled") count += 1;
+  }
+  return count;
+}
+
+document.addEventListener("visibilitychange", () => chat.ready && notice());
 
 // ---- showing -----------------------------------------------------------------------------
 
@@ -228,6 +286,7 @@ function conversation() {
     chat.opening = chat.client.request("open", product ? { product } : {}).then(
       (answer) => {
         chat.conv = answer.conv;
+        chat.readSent = 0; // a new conversation: its seqs start again
         chat.transcript = new Transcript();
         chat.transcript.loaded = true; // new: every message of it arrives live, from seq 1
         return chat.conv;
@@ -313,6 +372,10 @@ async function record() {
 function wire() {
   const text = $("text");
   let typingSent = 0;
+  // the widget closes its panel on Escape, which the shop's page does not hear while the chat has the focus
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !event.isComposing && chat.embedder) chat.embedder.tell({ type: "kefu:close" });
+  });
   text.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault(); // an IME's Enter confirms a word instead

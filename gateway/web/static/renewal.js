@@ -9,7 +9,10 @@
 //
 // A token is taken only from the page's own parent window, and only from an origin the gateway
 // lets frame the page. The page hands it to the live connection (`auth`: the server checks it is
-// the same user's) and uses it for every reconnect and upload from then on.
+// the same user's) and uses it for every reconnect and upload from then on. Who the parent may be,
+// and where the page's answers go, is embedder.js's rule.
+
+import { Embedder } from "./embedder.js";
 
 const LEAD_MS = 120000; // ask this long before the end
 const AGAIN_MS = 30000; // and again this often until a token comes or the old one ends
@@ -26,17 +29,6 @@ export function tokenExpiry(token) {
   }
 }
 
-/** Whether `origin` (`https://shop.example`) is what a CSP source `allowed` names, a leading
- * `*.` standing for any subdomain (`https://*.shop.example`) and a lone `*` for any host, as
- * frame-ancestors reads it. */
-export function originMatches(origin, allowed) {
-  if (!allowed.includes("*")) return origin === allowed;
-  const [scheme, rest] = allowed.split("://");
-  if (rest === "*") return origin.startsWith(`${scheme}://`); // any host of the scheme
-  if (!rest || !rest.startsWith("*.") || rest.slice(2).includes("*")) return false;
-  return origin.startsWith(`${scheme}://`) && origin.endsWith(rest.slice(1)) && origin.length > scheme.length + 3 + rest.length - 1;
-}
-
 export class TokenRenewal {
   /**
    * @param {object} options
@@ -50,21 +42,21 @@ export class TokenRenewal {
   constructor({ current, use, parents, onNotice }) {
     this.current = current;
     this.use = use;
-    this.parents = parents;
     this.onNotice = onNotice;
     this.timer = null;
     this.asked = 0;
-    this.framed = window.parent !== window;
-    this.onMessage = (event) => this.receive(event);
+    this.embedder = new Embedder(parents);
+    this.framed = this.embedder.framed;
+    this.unlisten = null;
   }
 
   start() {
-    window.addEventListener("message", this.onMessage);
+    this.unlisten = this.embedder.on("kefu:token", (data, event) => this.receive(data, event.origin));
     this.schedule();
   }
 
   stop() {
-    window.removeEventListener("message", this.onMessage);
+    if (this.unlisten) this.unlisten();
     clearTimeout(this.timer);
   }
 
@@ -87,25 +79,19 @@ export class TokenRenewal {
     this.timer = setTimeout(() => this.ask(), Math.min(AGAIN_MS, left));
   }
 
-  async receive(event) {
-    if (!this.framed || event.source !== window.parent) return;
-    if (this.parents !== null && !this.parents.some((allowed) => originMatches(event.origin, allowed))) return;
-    const data = event.data;
-    if (!data || data.type !== "kefu:token" || typeof data.token !== "string") return;
+  async receive(data, origin) {
+    if (typeof data.token !== "string") return;
     try {
       const exp = await this.use(data.token);
       this.onNotice(null);
       this.schedule();
-      this.tell({ type: "kefu:token-renewed", expires_at: exp }, event.origin);
+      this.tell({ type: "kefu:token-renewed", expires_at: exp }, origin);
     } catch (err) {
-      this.tell({ type: "kefu:token-refused", code: err.code || "token_invalid", message: err.message }, event.origin);
+      this.tell({ type: "kefu:token-refused", code: err.code || "token_invalid", message: err.message }, origin);
     }
   }
 
   tell(message, origin = null) {
-    // Only the expiry and the outcome go out, never a token: "*" is safe when any site may frame
-    // the page, and otherwise the message goes to each allowed origin (the browser drops the others).
-    const targets = origin ? [origin] : this.parents === null ? ["*"] : this.parents;
-    for (const target of targets) window.parent.postMessage(message, target);
+    this.embedder.tell(message, origin); // only the expiry and the outcome go out, never a token
   }
 }
