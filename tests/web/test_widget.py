@@ -201,3 +201,30 @@ def test_a_gateway_that_lists_the_shops_site_lets_it_frame_the_chat_and_hear_fro
         finally:
             process.stop()
     assert page.errors == []
+
+
+def test_calls_made_before_the_script_arrives_are_kept_and_made_once_it_has(gateway, page):
+    """The stub docs/chat.md gives queues `Kefu(name, ...)` calls while widget.js loads (async);
+    the widget makes them in order once it is on the page, and then takes both call styles."""
+    tokens = TokenEndpoint(gateway)
+    stubbed = shop_page(gateway.http_url).replace(
+        "<script src=",
+        '<script>window.Kefu = window.Kefu || function () { (Kefu.q = Kefu.q || []).push(arguments); };\n'
+        'Kefu("setProduct", "coat-green"); Kefu("onUnread", (n) => (document.title = "未读 " + n)); Kefu("open"); Kefu("nonsense");</script>\n'
+        "<script src=",
+        1,
+    )
+    with shop_site(stubbed, {"/api/kefu-token": tokens}) as shop_url:
+        page.goto(shop_url)
+        widget = Widget(page)
+        expect(widget.panel).to_be_visible()  # opened by the queued call: nobody clicked
+        expect(widget.chat.locator("#who")).to_have_text("王女士")
+        frame = widget.chat_frame()
+        frame.wait_for_function("sessionStorage.getItem('kefu.chat.product') === 'coat-green'")
+        expect(page).to_have_title("未读 0")  # the queued onUnread was called
+        page.evaluate("Kefu.close()")
+        expect(widget.panel).to_be_hidden()
+        page.evaluate("Kefu('open')")
+        expect(widget.panel).to_be_visible()
+        assert page.evaluate("Kefu.loaded") is True
+    assert page.errors == []

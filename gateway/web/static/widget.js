@@ -19,7 +19,10 @@
   "use strict";
 
   const script = document.currentScript;
-  if (!script || !script.src || window.Kefu) return; // not a <script src>, or loaded twice
+  if (!script || !script.src || (window.Kefu && window.Kefu.loaded)) return; // not a <script src>, or loaded twice
+  // Calls the shop's page made before this script arrived (it loads async), through the stub
+  // docs/chat.md gives: Kefu("setProduct", "coat-red") pushes its arguments to Kefu.q.
+  const queued = (typeof window.Kefu === "function" && Array.isArray(window.Kefu.q)) ? window.Kefu.q.slice() : [];
 
   const WORDS = {
     zh: {
@@ -316,9 +319,37 @@
     };
   }
 
-  window.Kefu = Object.freeze({ open, close, setProduct, onUnread });
+  const api = { open, close, setProduct, onUnread };
+
+  /** `Kefu("open")`, as the stub is called, and `Kefu.open()` alike. */
+  function Kefu(name, ...args) {
+    if (!Object.prototype.hasOwnProperty.call(api, name)) {
+      console.warn(`kefu widget: no such call: ${String(name)}`);
+      return undefined;
+    }
+    return api[name](...args);
+  }
+
+  window.Kefu = Object.freeze(Object.assign(Kefu, api, { loaded: true }));
+
+  function replay() {
+    for (const args of queued) {
+      try {
+        Kefu(...args);
+      } catch (err) {
+        console.warn("kefu widget: a queued call failed:", err);
+      }
+    }
+  }
 
   recall();
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", mount, { once: true });
-  else mount();
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", () => {
+      mount();
+      replay();
+    }, { once: true });
+  } else {
+    mount();
+    replay();
+  }
 })();
