@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Iterable
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -126,7 +127,8 @@ def page_routes(page: Page, assets: dict[str, Asset], documents: set[str], setti
     async def asset(request: Request) -> Response:
         wanted = assets.get(request.path_params["path"])
         if wanted is None or wanted.name in documents:  # a document only at its own address
-            return Response(b"not found\n", status_code=404, media_type="text/plain", headers=headers())
+            # the HTTP side's own 404: problem+json, counted and logged as every refusal is
+            raise HTTPException(status_code=404)
         return serve(request, wanted)
 
     async def config(request: Request) -> Response:

@@ -40,6 +40,9 @@ async def test_only_the_consoles_files_are_served(start_gateway):
                      "/console/../pyproject.toml", "/console/%2e%2e/%2e%2e/pyproject.toml", "/console/vendor/../../__init__.py"):
             answer = await http.get(path)
             assert answer.status_code == 404, (path, answer.status_code)
+            assert answer.headers["content-type"] == "application/problem+json" and answer.json()["code"] == "not_found", path
+        # refused as every HTTP refusal is: counted, each of the ten
+        assert gw.registry.get_sample_value("kefu_http_refusals_total", {"code": "not_found", "status": "404"}) == 10
         for page in PAGES:
             bare = await http.get(page.prefix)
             assert bare.status_code == 308 and bare.headers["location"] == f"{page.prefix}/"
