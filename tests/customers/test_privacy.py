@@ -182,6 +182,7 @@ async def test_erasure_replaces_every_body_deletes_the_rest_and_is_idempotent(gw
             problem(await api.post("/v1/customers/c42/erase", json={}), 422, "bad_request")
             assert {conv: await transcript(api, conv) for conv in before} == before
             assert (await api.get(f"/v1/conversations/{story.conv_app}/notes")).json()["notes"]
+            assert (await api.get("/v1/customers/c42/export")).json()["profile"]["phone"] == PHONE
 
             done = await api.post("/v1/customers/c42/erase", json={"confirm": "c42"})
             assert done.status_code == 200, done.text
