@@ -91,6 +91,7 @@ class Stats:
         self.bot_handoffs: Counter[str] = Counter()  # conversations the bot handed to people, by reason code
         self.bot_conversations: Counter[str] = Counter()  # bot conversations ended, by outcome: contained, handed_off
         self.customer_contexts: Counter[str] = Counter()  # customer contexts fetched for agents, by result: ok, unavailable
+        self.customer_erasures = 0  # customers' personal information erased on request (a repeated erasure counts again)
         self.routing_stale_writes: Counter[str] = Counter()  # routing writes the store refused for a stale fence, by op
 
 
@@ -214,6 +215,7 @@ class KefuCollector(Collector):
         yield counter_by("kefu_bot_handoffs", "Conversations the bot handed to people, by reason.", "reason", s.bot_handoffs)
         yield counter_by("kefu_bot_conversations", "Bot conversations by outcome: contained (resolved or closed by the bot) or handed_off.", "outcome", s.bot_conversations, ("contained", "handed_off"))
         yield counter_by("kefu_customer_contexts", "Customer contexts fetched for agents, by result: ok or unavailable (provider slow or failing).", "result", s.customer_contexts, ("ok", "unavailable"))
+        yield CounterMetricFamily("kefu_customer_erasures", "Customers' personal information erased on request (POST /v1/customers/{id}/erase; repeats count).", value=s.customer_erasures)
         yield counter_by("kefu_closes", "Server-initiated WebSocket closes, by close code.", "code", s.closes)
         refusals = CounterMetricFamily("kefu_http_refusals", "HTTP requests refused, by error code and status.", labels=["code", "status"])
         for (code, status), n in sorted(s.http_refusals.items()):

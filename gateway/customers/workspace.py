@@ -111,6 +111,25 @@ class WorkspaceService(Watcher):
                 if not self._locks[conv_id].statistics().tasks_waiting:
                     self._locks.pop(conv_id, None)
 
+    async def erase_facts(self, tenant: str, conv_id: str) -> tuple[int, int]:
+        """Forget what the shopper wrote that the facts keep: the survey's comment (its score
+        stays: reports count it) and the summary (their first words). Returns (comments,
+        summaries) removed, each 0 or 1."""
+        removed = [0, 0]
+
+        def forget(facts: dict[str, Any]) -> None:
+            csat = facts.get("csat")
+            if type(csat) is dict and csat.get("comment"):
+                facts["csat"] = {**csat, "comment": ""}
+                removed[0] = 1
+            if facts.get("summary"):
+                facts["summary"] = ""
+                removed[1] = 1
+
+        if await self.book.get(tenant, "conv", conv_id) is not None:
+            await self._change_facts(tenant, conv_id, forget)
+        return removed[0], removed[1]
+
     async def shopper(self, who: Principal) -> dict[str, Any]:
         """The customer of a shopper about to open a conversation (linked to the token's
         ``customer`` claim first, merging the one the identity had)."""

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ...customers.privacy import PersonalData
 from ...protocol import envelope as env
 from ..operations import Body, Call, Operation
 from ..problems import Problem
@@ -96,6 +97,33 @@ async def undo_merge(call: Call) -> tuple[int, dict]:
     return 200, merge
 
 
+class EraseIn(Body):
+    confirm: str = Field(description="The customer's id again: erasing is irreversible.")
+
+
+class Erased(BaseModel):
+    customer: str
+    erased: dict[str, int] = Field(description="What was erased, by kind: conversations, messages, attachments, notes, comments, summaries, profile, orders, views (all 0 when done already).")
+
+
+def _personal_data(call: Call) -> PersonalData:
+    return PersonalData(_workspace(call), call.services.node.media)
+
+
+async def export_customer(call: Call) -> tuple[int, dict]:
+    customer = await _customer(call)
+    return 200, await _personal_data(call).export(call.tenant, customer)
+
+
+async def erase_customer(call: Call) -> tuple[int, dict]:
+    if call.body.confirm != call.path["customer_id"]:
+        raise Problem("bad_request", "field `confirm` must repeat the customer's id: erasing is irreversible", status=422,
+                      errors=[{"field": "confirm", "message": "must equal the customer id in the path"}])
+    customer = await _customer(call)
+    erased = await _personal_data(call).erase(call.tenant, customer, by=f"apikey:{call.key.id}")
+    return 200, {"customer": customer["id"], "erased": erased}
+
+
 READ = frozenset({"read"})
 OPERATIONS = (
     Operation("GET", "/v1/customers/{customer_id}", get_customer, "One customer with their linked channel identities.", READ, response=CustomerOut, errors=(404,)),
@@ -103,6 +131,8 @@ OPERATIONS = (
     Operation("GET", "/v1/customers/{customer_id}/conversations", customer_history, "The customer's one history: conversations of every linked channel, newest first.", READ, response=History, errors=(404,)),
     Operation("GET", "/v1/customers/{customer_id}/context", customer_context, "The customer context an agent sees (profile, orders, viewed products, past conversations), or `unavailable`.", READ, errors=(404,)),
     Operation("GET", "/v1/customers/{customer_id}/merges", customer_merges, "The merges the customer took part in, oldest first.", READ, response=MergeList, errors=(404,)),
+    Operation("GET", "/v1/customers/{customer_id}/export", export_customer, "Everything kept about the customer (profile, identities, orders, browsing, merges, every conversation with its messages and attachments' metadata): the right of access.", frozenset(), errors=(404,), backend_only=True),
+    Operation("POST", "/v1/customers/{customer_id}/erase", erase_customer, "Erase the customer's personal information (bodies, attachments, notes, comments, profile, orders, browsing), irreversibly and idempotently: the right of deletion.", frozenset(), body=EraseIn, response=Erased, errors=(404,), backend_only=True),
     Operation("GET", "/v1/merges", list_merges, "Every merge of this tenant, oldest first.", READ, response=MergeList),
     Operation("POST", "/v1/merges/{merge_id}/undo", undo_merge, "Undo a merge: the merged customer gets its identities back.", frozenset(), response=Merge, errors=(404, 409)),
 )
