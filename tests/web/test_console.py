@@ -456,3 +456,28 @@ def test_a_sign_in_about_to_end_is_renewed_with_a_pasted_link(gateway, page):
     assert shopper.next("msg", conv=conv, role="agent", timeout=20)["body"]["text"] == "您好，我在"
     shopper.close()
     assert page.errors == []
+
+
+def test_an_erasure_on_the_customers_request_empties_the_open_conversation_at_once(gateway, page):
+    sign_in(page, gateway, "qianli", "钱丽")
+    shopper = Peer(gateway, "u71", name="李女士", customer="c71")
+    conv = open_with_human(shopper)
+    expect(page.locator("#thread-title")).to_contain_text("李女士")
+    shopper.ok("send", conv=conv, cmid="pii", body={"kind": "text", "text": "我的手机号是13800000000，地址是上海市人民广场1号"})
+    expect(page.locator("#message-list li.shopper .text").last).to_contain_text("13800000000")
+    page.locator("#note-input").fill("顾客说下午在家")
+    page.locator("#note-form button").click()
+    expect(page.locator("#notes")).to_contain_text("顾客说下午在家")
+    with gateway.api() as api:
+        erased = api.post("/v1/customers/c71/erase", json={"confirm": "c71"})
+        assert erased.status_code == 200 and erased.json()["erased"]["conversations"] == 1, erased.text
+    # the open conversation, as the agent sees it: no body and no note left, the seqs all there
+    expect(page.locator("#message-list")).not_to_contain_text("13800000000")
+    expect(page.locator("#message-list li.shopper").first).to_contain_text("内容已应顾客要求删除")
+    expect(page.locator("#notes")).not_to_contain_text("顾客说下午在家")
+    with gateway.api() as api:
+        stored = api.get(f"/v1/conversations/{conv}/messages").json()["messages"]
+    shown = [int(s) for s in page.locator("#message-list li[data-seq]").evaluate_all("(items) => items.map((li) => li.dataset.seq)")]
+    assert shown == [m["seq"] for m in stored]
+    shopper.close()
+    assert page.errors == []

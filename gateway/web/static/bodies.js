@@ -38,6 +38,8 @@ export function renderBody(body, token) {
       return el("div", { class: "text", text: body.text });
     case "recalled":
       return el("div", { class: "muted", text: t("recalled") });
+    case "erased":
+      return el("div", { class: "muted", text: t("erased") });
     case "location": {
       const where = `${Number(body.lat).toFixed(5)}, ${Number(body.lng).toFixed(5)}`;
       return el("div", { class: "location" },

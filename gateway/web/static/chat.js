@@ -154,6 +154,9 @@ function onFrame(frame) {
       chat.client.hold(chat.conv.id, chat.transcript.held());
       render();
       return notice();
+    case "erased":
+      chat.transcript.erase(frame.through);
+      return render();
     case "conv":
       chat.conv = frame.conv;
       return render();

@@ -251,6 +251,14 @@ function onFrame(frame) {
       else if (desk.current === conv.id) renderThread();
       return refreshLoad();
     }
+    case "erased": {
+      const conv = desk.convs.get(frame.conv);
+      if (!conv) return undefined;
+      conv.erase(frame.through);
+      if (desk.current !== conv.id) return undefined;
+      renderMessages();
+      return loadNotes(conv).catch(showError); // the conversation's notes went with it
+    }
     case "conv": {
       const conv = conversation(frame.conv);
       renderInbox();

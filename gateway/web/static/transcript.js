@@ -27,6 +27,11 @@ export class Transcript {
     this.loaded = true;
   }
 
+  /** The shop erased its customer's personal information (`erased`): every body through `through`. */
+  erase(through) {
+    for (const m of this.messages.values()) if (m.seq <= through) m.body = { kind: "erased" };
+  }
+
   held() {
     let seq = this.floor;
     while (this.messages.has(seq + 1)) seq += 1;
