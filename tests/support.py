@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
+import json
+import os
 import threading
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
@@ -140,3 +143,20 @@ class GatewayThread:
             self.failure = exc
         finally:
             self._started.set()
+
+
+def once_per_run(tmp_path_factory: Any, name: str, make: Any) -> Any:
+    """``make(folder)``'s JSON-able result, made once per test run however many xdist workers ask:
+    the first to take the lock makes it and leaves it beside the workers' own temporary folders,
+    the others wait and read it. For a module fixture that costs a benchmark run, which each worker
+    would otherwise pay again for its share of the module's tests."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    found = shared / f"{name}.json"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if found.exists():
+            return json.loads(found.read_text())
+        result = make(tmp_path_factory.mktemp(name))
+        found.write_text(json.dumps(result))
+        return result

@@ -19,6 +19,8 @@ for name in ("uvloop", "picows", "websockets", "numpy"):
 from bench.measure import SeqTracker, failed  # noqa: E402
 from gateway import _native  # noqa: E402
 
+from ..support import once_per_run  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 TARGETS = ("memory", "memory-pure", "baseline")
 WORKLOADS = ("pairs", "latency", "fanout", "idle", "storm", "chat")
@@ -42,14 +44,17 @@ KEYS = {
 LATENCY_KEYS = ("count", "p50_ms", "p99_ms", "p999_ms")
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("bench")
+def run_bench(out) -> dict:
     cmd = [sys.executable, "-m", "bench", "all", "--targets", ",".join(TARGETS), "--no-pin", "--quiet", "--no-plots", "--out", str(out), *TINY]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=140)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "figure" in proc.stdout and "correctness" in proc.stdout  # the ratio table was printed
     return json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict:
+    return once_per_run(tmp_path_factory, "bench-all", run_bench)
 
 
 @pytest.mark.timeout(180)

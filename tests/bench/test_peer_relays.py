@@ -34,6 +34,8 @@ from bench.report import ratio_rows  # noqa: E402
 from bench.servers import SECRET, TENANT, Server, node_available  # noqa: E402
 from gateway.auth import mint_token  # noqa: E402
 
+from ..support import once_per_run  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 RECV_S = 10
 
@@ -143,16 +145,19 @@ TINY = [
 WORKLOADS = ("latency", "fanout", "storm", "chat")
 
 
-@pytest.fixture(scope="module")
-def peers_run(tmp_path_factory) -> dict:
+def run_peers(out) -> dict:
     targets = ["picows", "node"] if node_available() else ["picows"]
-    out = tmp_path_factory.mktemp("peers")
     cmd = [sys.executable, "-m", "bench", ",".join(WORKLOADS), "--targets", ",".join(targets), "--no-pin", "--quiet", "--no-plots",
            "--out", str(out), *TINY]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=140)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "peer: picows" in proc.stdout  # the table names the peers
     return json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def peers_run(tmp_path_factory) -> dict:
+    return once_per_run(tmp_path_factory, "peers-run", run_peers)
 
 
 @pytest.mark.timeout(180)
