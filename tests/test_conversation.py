@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 import trio
 
 from .support import connect, token
@@ -195,13 +197,20 @@ async def test_list_my_conversations(gateway):
         assert [c["id"] for c in (await alice.ok("list", status="open"))["convs"]] == [a2]
 
 
-async def test_receipts_typing_and_presence(gateway):
+@asynccontextmanager
+async def served(gateway):
+    """alice's new conversation, joined by the agent bob, with alice's first message in it."""
     async with connect(gateway.url, token("alice"), resume={}) as shopper, connect(
         gateway.url, token("bob", "agent"), resume={}
     ) as agent:
         conv = (await shopper.ok("open"))["conv"]["id"]
         await agent.ok("join", conv=conv)
         await shopper.ok("send", conv=conv, cmid="1", body=TEXT)
+        yield shopper, agent, conv
+
+
+async def test_receipts_typing_and_presence(gateway):
+    async with served(gateway) as (shopper, agent, conv):
         await shopper.ok("send", conv=conv, cmid="2", body=TEXT)
         await agent.next("msg", seq=2)
 
@@ -249,12 +258,7 @@ async def test_a_supervisor_follows_a_conversation_live_without_joining_and_nobo
 
 
 async def follow_unseen(gateway):
-    async with connect(gateway.url, token("alice"), resume={}) as shopper, connect(
-        gateway.url, token("bob", "agent"), resume={}
-    ) as agent:
-        conv = (await shopper.ok("open"))["conv"]["id"]
-        await agent.ok("join", conv=conv)
-        await shopper.ok("send", conv=conv, cmid="1", body=TEXT)
+    async with served(gateway) as (shopper, agent, conv):
         # a supervisor connecting with a cursor for it (as the console does after a reconnect) ...
         async with connect(gateway.url, token("boss", "supervisor"), resume={conv: 0}) as boss:
             assert (await boss.next("msg", conv=conv))["seq"] == 1  # caught up

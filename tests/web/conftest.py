@@ -292,3 +292,9 @@ def page(browser):
     opened.on("pageerror", lambda error: opened.errors.append(str(error)))
     yield opened
     context.close()
+
+
+def shown_seqs(page) -> list[int]:
+    """The seqs of the messages the page shows, top to bottom (a transcript with no gap or repeat
+    equals the stored one's)."""
+    return [int(s) for s in page.locator("#message-list li[data-seq]").evaluate_all("(items) => items.map((li) => li.dataset.seq)")]

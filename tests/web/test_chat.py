@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from .conftest import Peer, shop_site
+from .conftest import Peer, shop_site, shown_seqs
 
 pytestmark = pytest.mark.processes  # a gateway process and a browser: once, not again in the pure-Python pass
 
@@ -86,8 +86,7 @@ def test_a_shopper_asks_the_bot_then_a_person_and_rates_the_service(gateway, pag
     expect(page.locator("#survey-thanks")).to_be_visible()
     with gateway.api() as api:
         stored = api.get(f"/v1/conversations/{conv}/messages").json()["messages"]
-    shown = [int(s) for s in page.locator("#message-list li[data-seq]").evaluate_all("(items) => items.map((li) => li.dataset.seq)")]
-    assert shown == [m["seq"] for m in stored]
+    assert shown_seqs(page) == [m["seq"] for m in stored]
     agent.close()
     assert page.errors == []
 

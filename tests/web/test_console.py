@@ -12,7 +12,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from ..support import SECRET
-from .conftest import Peer
+from .conftest import Peer, shown_seqs
 
 pytestmark = pytest.mark.processes  # a gateway process and a browser: once, not again in the pure-Python pass
 
@@ -182,8 +182,7 @@ def test_a_message_typed_while_the_gateway_restarts_is_stored_once_and_nothing_i
     texts = [m["body"].get("text") for m in history]
     assert texts.count("网络断了，这条在恢复后发出") == 1 and texts.count("好的，谢谢") == 1
     # the console shows each stored message once, in order, with no gap
-    shown = [int(s) for s in page.locator("#message-list li[data-seq]").evaluate_all("(items) => items.map((li) => li.dataset.seq)")]
-    assert shown == [m["seq"] for m in history]
+    assert shown_seqs(page) == [m["seq"] for m in history]
     back.close()
     assert page.errors == []
 
@@ -477,7 +476,6 @@ def test_an_erasure_on_the_customers_request_empties_the_open_conversation_at_on
     expect(page.locator("#notes")).not_to_contain_text("顾客说下午在家")
     with gateway.api() as api:
         stored = api.get(f"/v1/conversations/{conv}/messages").json()["messages"]
-    shown = [int(s) for s in page.locator("#message-list li[data-seq]").evaluate_all("(items) => items.map((li) => li.dataset.seq)")]
-    assert shown == [m["seq"] for m in stored]
+    assert shown_seqs(page) == [m["seq"] for m in stored]
     shopper.close()
     assert page.errors == []
